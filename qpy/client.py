@@ -1,0 +1,77 @@
+"""The CLI's side of the wire: find (or start) the user's master and make one request.
+
+Kept light: only what a request needs is imported, because the CLI's start-up time is
+what a user feels on every command.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+
+from qpy import paths, wire
+
+CALL_TIMEOUT = 120.0
+
+
+class ClientError(Exception):
+    """Something the user must be told in one line."""
+
+
+def socket_path(home: Path) -> Path:
+    return home / "master.sock"
+
+
+def _connect(home: Path):
+    key = paths.load_or_create_key(home / "master.key")
+    return wire.connect(str(socket_path(home)), wire.whoami(), key)
+
+
+def start_master(home: Path) -> None:
+    """Start the master unless a concurrent command already did (a lock makes one win)."""
+    from qpy.spawn import SpawnError, spawn_daemon
+
+    with open(home / "start.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            _connect(home).close()
+            return
+        except (OSError, EOFError):
+            pass
+        try:
+            status = spawn_daemon("qpy_master", home / "master.log")
+        except SpawnError as exc:
+            raise ClientError(str(exc)) from None
+        if status not in ("ok", "busy"):
+            raise ClientError(f"the qpy master could not start: {status}")
+
+
+def connect(start: bool = True):
+    """An authenticated connection to this user's master, starting it if needed."""
+    home = paths.ensure_private_dir(paths.qpy_home())
+    try:
+        return _connect(home)
+    except (FileNotFoundError, ConnectionRefusedError):
+        if not start:
+            raise
+    except (OSError, EOFError) as exc:
+        raise ClientError(f"cannot talk to the qpy master: {exc}") from None
+    start_master(home)
+    try:
+        return _connect(home)
+    except (OSError, EOFError) as exc:
+        raise ClientError(f"the qpy master started but does not answer: {exc}") from None
+
+
+def request(msg: dict, start: bool = True) -> dict:
+    """One request to the master; an error reply raises ClientError with its text."""
+    conn = connect(start)
+    try:
+        reply = wire.call(conn, msg, CALL_TIMEOUT)
+    except (OSError, EOFError, TimeoutError, wire.WireError) as exc:
+        raise ClientError(f"no reply from the qpy master: {exc}") from None
+    finally:
+        conn.close()
+    if not reply.get("ok"):
+        raise ClientError(reply.get("error") or "the master refused the request")
+    return reply

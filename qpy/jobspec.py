@@ -1,0 +1,156 @@
+"""What a job asks for: options of ``qpy sub`` merged with ``#QPY`` directives.
+
+The CLI builds the spec (it can read the user's script and give errors at once); the master
+checks the same values again with ``check_resources``, because it trusts no client.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+
+from qpy import attrs
+from qpy.model import DEFAULT_CORES, DEFAULT_MEM
+
+DIRECTIVE = "#QPY"
+SCAN_BYTES = 64 * 1024
+INTERPRETERS = {"sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "python", "python3",
+                "perl", "ruby", "Rscript", "julia", "env"}
+KEY_ALIASES = {
+    "n_cores": "n_cores", "number of cores": "n_cores",
+    "mem": "mem", "memory": "mem",
+    "node_attr": "attr", "node attributes": "attr",
+    "cpscript": "copy", "cp_script": "copy", "copy script": "copy",
+}
+
+
+class SpecError(ValueError):
+    """A bad option or directive; the text names it."""
+
+
+def parse_cores(text: object, where: str = "-n") -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise SpecError(f"{where}: number of cores must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise SpecError(f"{where}: number of cores must be at least 1, not {value}")
+    return value
+
+
+def parse_mem(text: object, where: str = "-m") -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise SpecError(f"{where}: memory must be a number of GB, not {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise SpecError(f"{where}: memory must be a positive number of GB, not {text!r}")
+    return value
+
+
+def parse_attr(text: str | None, where: str = "-a") -> str | None:
+    if text is None:
+        return None
+    try:
+        return attrs.normalize(text)
+    except attrs.AttrError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+
+
+def parse_bool(text: str, where: str) -> bool:
+    word = text.strip().lower()
+    if word in ("true", "yes", "1"):
+        return True
+    if word in ("false", "no", "0"):
+        return False
+    raise SpecError(f"{where}: expected true or false, not {text!r}")
+
+
+def find_script(words: list[str], cwd: str) -> int | None:
+    """Which word is the script a command runs: the first if it is a file, or the second
+    after an interpreter (``bash run.sh``). Only that file is scanned or copied."""
+    for i, word in enumerate(words[:2]):
+        if os.path.isfile(os.path.join(cwd, os.path.expanduser(word))):
+            return i
+        if os.path.basename(word) not in INTERPRETERS:
+            return None
+    return None
+
+
+def read_directives(path: str) -> dict[str, object]:
+    """``#QPY key=value; key = value`` lines of a script (binaries have none)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(SCAN_BYTES)
+    except OSError as exc:
+        raise SpecError(f"cannot read script {path}: {exc.strerror}") from None
+    if b"\0" in head:
+        return {}
+    found: dict[str, object] = {}
+    for number, line in enumerate(head.decode(errors="replace").splitlines(), 1):
+        if line.startswith(DIRECTIVE + " ") or line.startswith(DIRECTIVE + "\t"):
+            for item in line[len(DIRECTIVE):].split(";"):
+                if item.strip():
+                    key, value = _directive(item, f"{path}:{number}")
+                    found[key] = value
+    return found
+
+
+def _directive(item: str, where: str) -> tuple[str, object]:
+    if "=" in item:
+        key, value = item.split("=", 1)
+    else:
+        key, _, value = item.strip().rpartition(" ")
+    key = " ".join(key.split()).lower()
+    value = value.strip()
+    name = KEY_ALIASES.get(key)
+    if name is None:
+        raise SpecError(f"{where}: unknown #QPY directive {key!r} "
+                        "(use n_cores, mem, node_attr or cpScript)")
+    if not value:
+        raise SpecError(f"{where}: #QPY {key} needs a value")
+    where = f"{where}: #QPY {key}"
+    parse = {"n_cores": parse_cores, "mem": parse_mem, "attr": parse_attr, "copy": parse_bool}
+    return name, parse[name](value, where)
+
+
+def command_line(argv: list[str]) -> str:
+    """Several words keep their exact argv; a single word is a shell command line."""
+    if not argv or not argv[0].strip():
+        raise SpecError("no command given to qpy sub")
+    return argv[0] if len(argv) == 1 else shlex.join(argv)
+
+
+def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr: str | None,
+          copy: bool | None) -> dict:
+    """The ``sub`` request fields; command-line options win over directives."""
+    command = command_line(argv)
+    try:
+        words = argv if len(argv) > 1 else shlex.split(argv[0])
+    except ValueError:
+        words = []
+    index = find_script(words, cwd)
+    script = os.path.realpath(os.path.join(cwd, os.path.expanduser(words[index]))) \
+        if index is not None else None
+    found = read_directives(script) if script else {}
+    copyable = index is not None and (len(argv) > 1 or len(words) == 1)
+    return {
+        "command": command,
+        "cwd": cwd,
+        "n_cores": parse_cores(n_cores) if n_cores is not None else found.get(
+            "n_cores", DEFAULT_CORES),
+        "mem": parse_mem(mem) if mem is not None else found.get("mem", DEFAULT_MEM),
+        "attr": parse_attr(attr) if attr is not None else found.get("attr"),
+        "copy": copy if copy is not None else found.get("copy"),
+        "script": script,
+        "argv": [*words[:index], script, *words[index + 1:]] if copyable else None,
+        "script_index": index if copyable else None,
+    }
+
+
+def check_resources(n_cores: object, mem: object, attr: object) -> tuple[int, float, str | None]:
+    """The master's own check of what arrived on the wire."""
+    cores = parse_cores(n_cores, "n_cores")
+    memory = parse_mem(mem, "mem")
+    return cores, memory, parse_attr(attr if isinstance(attr, str) else None, "attr")

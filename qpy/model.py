@@ -1,0 +1,80 @@
+"""The one job model: statuses, allowed transitions and the record every tier exchanges."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+QUEUE, RUNNING, DONE, KILLED, UNDONE = "queue", "running", "done", "killed", "undone"
+STATUSES = (QUEUE, RUNNING, DONE, KILLED, UNDONE)
+FINISHED = (DONE, KILLED, UNDONE)
+
+# Every status change goes through Job.move, which refuses anything not listed here.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    QUEUE: (RUNNING, UNDONE),
+    RUNNING: (DONE, KILLED, QUEUE),  # back to queue only when the launch never happened
+    DONE: (),
+    KILLED: (),
+    UNDONE: (),
+}
+
+DEFAULT_CORES = 1
+DEFAULT_MEM = 5.0
+
+
+class TransitionError(Exception):
+    """A status change the job model does not allow: a bug, never user input."""
+
+
+@dataclass
+class Job:
+    """A job as stored by the master and shown by ``qpy check``."""
+
+    id: int
+    status: str
+    command: str
+    cwd: str
+    n_cores: int = DEFAULT_CORES
+    mem: float = DEFAULT_MEM
+    attr: str | None = None
+    node: str | None = None
+    t_queue: float = 0.0
+    t_start: float | None = None
+    t_end: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    notes: str | None = None
+    script_copy: str | None = None
+    run_command: str | None = None
+    env_id: int | None = None
+    pid: int | None = None
+    pid_start: int | None = None
+    kill_requested: bool = False
+
+    def move(self, status: str) -> None:
+        """Change status, refusing transitions the model forbids."""
+        if status not in TRANSITIONS[self.status]:
+            raise TransitionError(f"job {self.id}: {self.status} -> {status} is not allowed")
+        self.status = status
+
+    @property
+    def shape(self) -> tuple[int, float, str | None]:
+        """Jobs with the same shape compete for the same kind of slot."""
+        return (self.n_cores, self.mem, self.attr)
+
+    def public(self) -> dict:
+        """The fields a user sees (``qpy check``, ``--json``)."""
+        data = asdict(self)
+        for private in ("env_id", "pid", "pid_start", "kill_requested", "script_copy",
+                        "run_command"):
+            data.pop(private)
+        return data
+
+
+def describe_exit(exit_code: int | None, signal: int | None) -> str:
+    """How a finished job ended, as one short word."""
+    if signal is not None:
+        return f"sig{signal}"
+    if exit_code is not None:
+        return str(exit_code)
+    return "-"

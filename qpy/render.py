@@ -1,0 +1,150 @@
+"""The ``checkFMT`` pattern and status colours used by ``qpy check``.
+
+Imported on every ``qpy check``, so only cheap stdlib modules are loaded at import time and
+termcolor is imported only when colour is actually wanted.
+"""
+
+import re
+import time
+
+DEFAULT_FMT = "%j (%s):%c (on %n; wd: %d)\n"
+COLOURS = ("grey", "red", "green", "yellow", "blue", "magenta", "cyan", "white")
+DEFAULT_SCHEME = ("yellow", "blue", "green", "red", "grey")
+# Same order as DEFAULT_SCHEME; kept here so this module need not import qpy.selection.
+_STATUS_ORDER = ("queue", "running", "done", "killed", "undone")
+_UNFINISHED = ("queue", "running")
+
+_PLACEHOLDER_RE = re.compile(r"%(.?)", re.DOTALL)
+_ESCAPE_RE = re.compile(r"\\([nt\\])")
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+_TIME_FMT = "%Y-%m-%d %H:%M:%S"
+
+
+class FormatError(ValueError):
+    """A bad checkFMT pattern; rejected when configured, not when every job is printed."""
+
+
+def _duration(seconds: float) -> str:
+    # Hours are not wrapped into days: a job's age is easier to compare as one number.
+    total = max(0, int(seconds))
+    hours, rest = divmod(total, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _elapsed(job: dict, now: float) -> float:
+    """Time in the queue for queued jobs, otherwise run time (or queue-to-end if never run)."""
+    if job["status"] == "queue":
+        return now - job["t_queue"]
+    start = job["t_start"] if job.get("t_start") is not None else job["t_queue"]
+    end = job["t_end"] if job.get("t_end") is not None else now
+    return end - start
+
+
+def _datetime(stamp: float | None) -> str:
+    return "None" if stamp is None else time.strftime(_TIME_FMT, time.localtime(stamp))
+
+
+def _memory(mem: float) -> str:
+    # "5" rather than "5.0": memory is usually whole GB and the float form looks like noise.
+    mem = float(mem)
+    return str(int(mem)) if mem.is_integer() else f"{mem:.6g}"
+
+
+def _exit(job: dict) -> str:
+    """Signal wins over exit code: "sig9" explains a kill better than the shell's 137."""
+    if job["status"] in _UNFINISHED:
+        return "-"
+    if job.get("signal") is not None:
+        return f"sig{job['signal']}"
+    if job.get("exit_code") is not None:
+        return str(job["exit_code"])
+    return "-"
+
+
+def _node_or_attr(job: dict) -> str:
+    return job["node"] if job.get("node") else f"[{job.get('attr') or ''}]"
+
+
+def _notes(job: dict) -> str:
+    return "\n" + job["notes"] if job.get("notes") else ""
+
+
+_FIELDS = {
+    "j": lambda job, now: str(job["id"]),
+    "s": lambda job, now: job["status"],
+    "c": lambda job, now: job["command"],
+    "d": lambda job, now: job["cwd"],
+    "n": lambda job, now: str(job.get("node")),
+    "N": lambda job, now: str(job["n_cores"]),
+    "m": lambda job, now: _memory(job["mem"]),
+    "a": lambda job, now: job.get("attr") or "",
+    "A": lambda job, now: _node_or_attr(job),
+    "R": lambda job, now: _duration(_elapsed(job, now)),
+    "Q": lambda job, now: _datetime(job.get("t_queue")),
+    "S": lambda job, now: _datetime(job.get("t_start")),
+    "E": lambda job, now: _datetime(job.get("t_end")),
+    "K": lambda job, now: _notes(job),
+    "e": lambda job, now: _exit(job),
+    "%": lambda job, now: "%",
+}
+
+
+def _decode_escapes(fmt: str) -> str:
+    # Only these three: codecs' unicode_escape would mangle non-ASCII text in the pattern.
+    return _ESCAPE_RE.sub(lambda match: _ESCAPES[match.group(1)], fmt)
+
+
+def validate_fmt(fmt: str) -> str:
+    """Decode the shell-typed escapes and reject unknown placeholders at config time."""
+    decoded = _decode_escapes(fmt)
+    for match in _PLACEHOLDER_RE.finditer(decoded):
+        key = match.group(1)
+        if not key:
+            raise FormatError(f"invalid checkFMT {fmt!r}: lone '%' at the end")
+        if key not in _FIELDS:
+            raise FormatError(f"invalid checkFMT {fmt!r}: unknown placeholder {'%' + key!r}")
+    return decoded
+
+
+def format_job(fmt: str, job: dict, now: float) -> str:
+    """Expand ``fmt`` in one pass, so '%' text inside a command is never expanded again.
+
+    Unknown placeholders are left as typed: ``validate_fmt`` rejects them on configuration,
+    and a stale config must not stop ``qpy check`` from listing jobs.
+    """
+
+    def expand(match: re.Match[str]) -> str:
+        field = _FIELDS.get(match.group(1))
+        return match.group(0) if field is None else field(job, now)
+
+    return _PLACEHOLDER_RE.sub(expand, fmt)
+
+
+def colour_for(status: str, scheme: list[str]) -> str:
+    """Colour of a status; a short or invalid scheme falls back to the default per status."""
+    if status not in _STATUS_ORDER:
+        return "white"
+    index = _STATUS_ORDER.index(status)
+    colour = scheme[index] if index < len(scheme) else None
+    return colour if colour in COLOURS else DEFAULT_SCHEME[index]
+
+
+def _coloured(text: str, colour: str) -> str:
+    from termcolor import colored  # lazy: termcolor is only needed when colouring
+
+    # Trailing newlines stay outside the colour codes so each job ends on a clean line.
+    body = text.rstrip("\n")
+    if not body:
+        return text
+    return colored(body, colour, force_color=True) + text[len(body) :]
+
+
+def render_jobs(jobs: list[dict], fmt: str, scheme: list[str] | None, now: float) -> str:
+    """All jobs' text; ``scheme=None`` means no colour (the caller decides, e.g. not a tty)."""
+    parts = []
+    for job in jobs:
+        text = format_job(fmt, job, now)
+        if scheme is not None:
+            text = _coloured(text, colour_for(job["status"], scheme))
+        parts.append(text)
+    return "".join(parts)

@@ -1,0 +1,159 @@
+"""The request server both daemons share.
+
+One thread per connection, so a slow or silent client blocks only itself; handshakes and
+reads time out; every malformed or failing request gets an error reply and the daemon goes
+on serving. Handlers are looked up in an explicit table, never by attribute name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection, Listener
+
+from qpy import wire
+
+log = logging.getLogger("qpy.server")
+
+
+class RequestError(Exception):
+    """A request that is well-formed but cannot be done; the text goes to the user."""
+
+
+class Session:
+    """One authenticated connection: who it is, and a lock so events and replies don't mix."""
+
+    def __init__(self, conn: Connection, user: str) -> None:
+        self.conn = conn
+        self.user = user
+        self.role = "user"
+        self.closed = False
+        self.state: dict = {}
+        self._send_lock = threading.Lock()
+
+    def send(self, msg: dict) -> bool:
+        """Send a frame; False when the peer is gone (the reader will clean up)."""
+        with self._send_lock:
+            if self.closed:
+                return False
+            try:
+                self.conn.send_bytes(wire.encode(msg))
+                return True
+            except (OSError, ValueError):
+                self.closed = True
+                return False
+
+
+Handler = Callable[[Session, dict], dict | None]
+
+
+class Server:
+    """Accept connections on ``address`` and dispatch validated requests to ``handlers``."""
+
+    def __init__(self, address: str | tuple[str, int], key_for: Callable[[str], bytes | None],
+                 handlers: dict[str, Handler], *, idle_timeout: float | None = 600.0,
+                 max_clients: int = 512, same_uid_only: bool = False,
+                 on_close: Callable[[Session], None] | None = None) -> None:
+        family = "AF_UNIX" if isinstance(address, str) else "AF_INET"
+        self.listener = Listener(address, family=family, backlog=256)
+        self.address = self.listener.address
+        self.key_for = key_for
+        self.handlers = handlers
+        self.idle_timeout = idle_timeout
+        self.same_uid_only = same_uid_only
+        self.on_close = on_close
+        self._slots = threading.BoundedSemaphore(max_clients)
+        self._stopping = threading.Event()
+
+    def serve_forever(self) -> None:
+        """Accept until ``stop``; failures of one connection never end the loop."""
+        while not self._stopping.is_set():
+            try:
+                conn = self.listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                log.exception("accept failed")
+                continue
+            if not self._slots.acquire(blocking=False):
+                log.warning("too many connections: dropping one")
+                conn.close()
+                continue
+            threading.Thread(target=self._serve_conn, args=(conn,), daemon=True).start()
+
+    def start(self) -> None:
+        """Serve in a daemon thread, so the owner's main thread stays free to wait and clean up."""
+        threading.Thread(target=self.serve_forever, name="accept", daemon=True).start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until ``stop`` was called."""
+        return self._stopping.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop serving; the accept thread dies with the process."""
+        self._stopping.set()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+
+    def _serve_conn(self, conn: Connection) -> None:
+        session = None
+        try:
+            wire.tune_socket(conn, wire.HANDSHAKE_TIMEOUT)
+            if self.same_uid_only and wire.peer_uid(conn) not in (None, os.getuid()):
+                log.warning("refused a connection from uid %s", wire.peer_uid(conn))
+                return
+            user = wire.server_handshake(conn, self.key_for)
+            session = Session(conn, user)
+            wire.tune_socket(conn, self.idle_timeout)
+            self._loop(session)
+        except wire.AuthError as exc:
+            log.warning("%s", exc)
+        except (OSError, EOFError):
+            pass
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            if session is not None:
+                session.closed = True
+                if self.on_close is not None:
+                    try:
+                        self.on_close(session)
+                    except Exception:
+                        log.exception("on_close failed")
+            conn.close()
+            self._slots.release()
+
+    def _loop(self, session: Session) -> None:
+        while not self._stopping.is_set():
+            raw = session.conn.recv_bytes(wire.MAX_MESSAGE)
+            reply, after = self._dispatch(session, raw)
+            if reply is not None and not session.send(reply):
+                return
+            if after is not None:
+                after()
+
+    def _dispatch(self, session: Session, raw: bytes) -> tuple[dict | None, Callable | None]:
+        """Decode, validate and run one request; the reply is always a dict."""
+        msg: dict = {}
+        try:
+            msg = wire.validate(wire.decode(raw))
+            handler = self.handlers.get(msg["type"])
+            if handler is None:
+                raise wire.WireError(f"request type {msg['type']!r} is not served here")
+            reply = handler(session, msg) or {}
+        except (wire.WireError, RequestError) as exc:
+            log.info("refused %s from %s: %s", msg.get("type"), session.user, exc)
+            return wire.error_reply(str(exc), msg.get("id")), None
+        except Exception as exc:
+            log.exception("request %s from %s failed", msg.get("type"), session.user)
+            return wire.error_reply(f"internal error: {type(exc).__name__}: {exc}",
+                                    msg.get("id")), None
+        after = reply.pop("_after", None)
+        reply.setdefault("ok", True)
+        if "id" in msg:
+            reply["re"] = msg["id"]
+        return reply, after

@@ -1,0 +1,52 @@
+"""``qpy status`` as text: a users table, a nodes table, and a usage bar per node."""
+
+from __future__ import annotations
+
+BAR_WIDTH = 16
+RULE = "=" * 88
+
+
+def bar(used: int, total: int, width: int = BAR_WIDTH) -> str:
+    """``[****....]``: one mark per core on small nodes, scaled on big ones."""
+    if total <= 0:
+        return "[" + " " * min(width, 1) + "]"
+    if total <= width:
+        return "[" + "*" * min(used, total) + "." * max(total - used, 0) + "]"
+    filled = round(width * min(used, total) / total)
+    return "[" + "*" * filled + "." * (width - filled) + "]"
+
+
+def users_table(users: list[dict]) -> str:
+    if not users:
+        return "No users.\n" + RULE + "\n"
+    head = f"{'user':<24} {'using cores':>11} {'guaranteed':>10} {'extra':>6} {'queue size':>10}"
+    rows = [f"{u['user']:<24} {u['used']:>11} {u['minimum']:>10} {u['extra']:>6} "
+            f"{u['queue']:>10}" for u in users]
+    return "\n".join([head, "-" * 88, *rows, RULE]) + "\n"
+
+
+def _node_row(n: dict) -> str:
+    label = n["name"] + ("" if n.get("up", True) else " (down)")
+    load = "-" if n.get("load") is None else f"{n['load']:.2f}"
+    attrs = ",".join(n.get("attrs") or []) or "-"
+    return (f"{label:<20} {bar(n['used_cores'], n['cores'])} {n['used_cores']:>5}/"
+            f"{n['cores']:<5} {load:>6} {n['used_mem']:>8.1f} {n['mem']:>8.1f}  {attrs}")
+
+
+def nodes_table(nodes: list[dict]) -> str:
+    if not nodes:
+        return "No nodes.\n"
+    head = (f"{'node':<20} {'usage':<{BAR_WIDTH + 2}} {'cores':>11} {'load':>6} "
+            f"{'mem req':>8} {'mem tot':>8}  attributes")
+    used = sum(n["used_cores"] for n in nodes)
+    total = sum(n["cores"] for n in nodes if n.get("up", True))
+    down = [n["name"] for n in nodes if not n.get("up", True)]
+    lines = [head, "-" * 88, *(_node_row(n) for n in nodes), RULE,
+             f"There are {used} out of a total of {total} cores being used."]
+    if down:
+        lines.append(f"Down nodes: {', '.join(down)}")
+    return "\n".join(lines) + "\n"
+
+
+def render(users: list[dict], nodes: list[dict]) -> str:
+    return users_table(users) + "\n" + nodes_table(nodes)

@@ -1,0 +1,184 @@
+"""The master's SQLite store: job records, notes, settings and submission environments.
+
+WAL with synchronous=NORMAL: a committed job survives a SIGKILL of the master (the WAL is
+in the OS cache), and a commit costs microseconds. IDs use AUTOINCREMENT, so an ID is never
+handed out twice, even after ``clean`` removed the highest ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from qpy.model import QUEUE, RUNNING, Job
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    status TEXT NOT NULL,
+    command TEXT NOT NULL,
+    cwd TEXT NOT NULL,
+    n_cores INTEGER NOT NULL,
+    mem REAL NOT NULL,
+    attr TEXT,
+    node TEXT,
+    t_queue REAL NOT NULL,
+    t_start REAL,
+    t_end REAL,
+    exit_code INTEGER,
+    signal INTEGER,
+    reason TEXT,
+    script_copy TEXT,
+    run_command TEXT,
+    env_id INTEGER,
+    pid INTEGER,
+    pid_start INTEGER,
+    kill_requested INTEGER NOT NULL DEFAULT 0,
+    qpos INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_live ON jobs(status) WHERE status IN ('queue', 'running');
+CREATE TABLE IF NOT EXISTS notes (job INTEGER NOT NULL, t REAL NOT NULL, text TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS notes_job ON notes(job);
+CREATE TABLE IF NOT EXISTS envs (id INTEGER PRIMARY KEY, digest TEXT UNIQUE NOT NULL,
+                                 env TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "t_queue",
+           "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command", "env_id", "pid",
+           "pid_start", "kill_requested")
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
+
+
+def _job(row: tuple) -> Job:
+    job = Job(**dict(zip(COLUMNS, row, strict=True)))
+    job.kill_requested = bool(job.kill_requested)
+    return job
+
+
+def _where(sel: dict) -> tuple[str, tuple]:
+    """SQL for a selection that ``qpy.selection.validate`` accepted: criteria are OR-ed."""
+    if sel.get("all") or not any(sel.get(k) for k in ("ids", "ranges", "statuses", "dirs")):
+        return "1", ()
+    clauses, params = [], []
+    for column, key in (("id", "ids"), ("status", "statuses"), ("cwd", "dirs")):
+        values = sel.get(key) or []
+        for i in range(0, len(values), 500):
+            chunk = values[i:i + 500]
+            clauses.append(f"{column} IN ({', '.join('?' * len(chunk))})")
+            params.extend(chunk)
+    for low, high in sel.get("ranges") or []:
+        clauses.append("id BETWEEN ? AND ?")
+        params.extend((low, high))
+    return " OR ".join(clauses), tuple(params)
+
+
+class Store:
+    """All SQL of the master. Callers hold the master's state lock; one connection is shared."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def begin(self) -> None:
+        """Group the following writes into one commit (``commit`` or ``rollback``)."""
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.db.execute("ROLLBACK")
+
+    def env_id(self, env: dict[str, str]) -> int:
+        """Store a submission environment once, however many jobs share it."""
+        text = json.dumps(env, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        row = self.db.execute("SELECT id FROM envs WHERE digest = ?", (digest,)).fetchone()
+        if row:
+            return row[0]
+        return self.db.execute("INSERT INTO envs (digest, env) VALUES (?, ?)",
+                               (digest, text)).lastrowid
+
+    def env(self, env_id: int | None) -> dict[str, str]:
+        if env_id is None:
+            return {}
+        row = self.db.execute("SELECT env FROM envs WHERE id = ?", (env_id,)).fetchone()
+        return json.loads(row[0]) if row else {}
+
+    def insert(self, job: Job, qpos: int) -> int:
+        """Record a new queued job and return its ID."""
+        cur = self.db.execute(
+            "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, script_copy,"
+            " env_id, qpos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr, job.t_queue,
+             job.script_copy, job.env_id, qpos))
+        return cur.lastrowid
+
+    def save(self, job: Job, fields: Iterable[str]) -> None:
+        """Write the named fields of one job."""
+        names = list(fields)
+        values = [int(v) if isinstance(v, bool) else v for v in (getattr(job, n) for n in names)]
+        sets = ", ".join(f"{n} = ?" for n in names)
+        self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job.id))
+
+    def set_qpos(self, order: Iterable[tuple[int, int]]) -> None:
+        """Persist queue positions as (qpos, id) pairs, e.g. after a jump."""
+        self.db.executemany("UPDATE jobs SET qpos = ? WHERE id = ?", order)
+
+    def live(self) -> tuple[list[tuple[Job, int]], list[Job]]:
+        """Queued jobs with their positions in queue order, and running jobs: what a
+        restarted master rebuilds its memory from."""
+        queued = [(_job(r[:-1]), r[-1]) for r in self.db.execute(
+            f"{SELECT[:-10]}, qpos FROM jobs WHERE status = ? ORDER BY qpos, id", (QUEUE,))]
+        running = [_job(r) for r in self.db.execute(f"{SELECT} WHERE status = ?", (RUNNING,))]
+        return queued, running
+
+    def select(self, sel: dict, statuses: tuple[str, ...] = ()) -> Iterator[Job]:
+        """Jobs matching a validated selection (and, if given, one of ``statuses``), by ID."""
+        where, params = _where(sel)
+        if statuses:
+            where = f"({where}) AND status IN ({', '.join('?' * len(statuses))})"
+            params += tuple(statuses)
+        for row in self.db.execute(f"{SELECT} WHERE {where} ORDER BY id", params):
+            yield _job(row)
+
+    def get(self, job_id: int) -> Job | None:
+        row = self.db.execute(f"{SELECT} WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def delete(self, ids: list[int]) -> None:
+        self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in ids))
+        self.db.executemany("DELETE FROM notes WHERE job = ?", ((i,) for i in ids))
+
+    def add_note(self, job_id: int, t: float, text: str) -> None:
+        self.db.execute("INSERT INTO notes (job, t, text) VALUES (?, ?, ?)", (job_id, t, text))
+
+    def notes(self, job_id: int) -> list[tuple[float, str]]:
+        return list(self.db.execute("SELECT t, text FROM notes WHERE job = ? ORDER BY rowid",
+                                    (job_id,)))
+
+    def jobs_with_notes(self) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT job FROM notes ORDER BY job")]
+
+    def setting(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def settings(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM settings"))
+
+    def put_setting(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM settings WHERE key = ?", (key,))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                            (key, value))

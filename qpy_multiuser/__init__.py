@@ -1,0 +1,1 @@
+"""The multiuser allocator daemon and its admin CLI: shares nodes fairly among users."""

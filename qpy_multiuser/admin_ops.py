@@ -1,0 +1,165 @@
+"""The admin commands the multiuser serves (all need the admin key).
+
+Reloads are all-or-nothing: a malformed file is refused with ``file:line: reason`` and the
+running configuration stays as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from qpy import paths
+from qpy.server import RequestError
+from qpy_multiuser import nodes as nodes_module
+from qpy_multiuser import rules as rules_module
+
+USER = re.compile(r"^[a-z_][a-z0-9_.-]*\$?$", re.I)
+
+
+def _refuse(exc: Exception) -> RequestError:
+    return RequestError(str(exc))
+
+
+def finish(mu, args: list[str]) -> dict:
+    return {"text": "Finishing qpy-multiuser.\n", "_after": mu.stop}
+
+
+def reload_nodes(mu, args: list[str]) -> dict:
+    try:
+        nodes = nodes_module.load(mu.home / "nodes")
+        rules_module.shares(mu.alloc.rules, list(mu.alloc.users),
+                            sum(n.cores for n in nodes.values()))
+    except (nodes_module.FileError, rules_module.ShareError) as exc:
+        raise _refuse(exc) from None
+    mu.alloc.set_nodes(nodes)
+    _announce_nodes(mu)
+    mu._wake_waiting()
+    return {"text": f"Nodes loaded: {len(nodes)}.\n"}
+
+
+def _announce_nodes(mu) -> None:
+    listing = [n.public() for n in mu.alloc.nodes.values()]
+    for session in list(mu.masters.values()):
+        session.send({"type": "nodes", "nodes": listing})
+
+
+def distribute(mu, args: list[str]) -> dict:
+    try:
+        allowed = nodes_module.load_users(mu.home / "allowed_users")
+        rules = rules_module.load(mu.home / "distribution_rules")
+        mu.alloc.distribute(rules)
+    except (nodes_module.FileError, rules_module.ShareError) as exc:
+        raise _refuse(exc) from None
+    mu.allowed = allowed
+    mu._wake_waiting()
+    return {"text": "Cores distributed.\n"}
+
+
+def status(mu, args: list[str]) -> dict:
+    return mu.status(None, {})
+
+
+def variables(mu, args: list[str]) -> dict:
+    data = {"rules": {"kind": mu.alloc.rules.kind, "minimum": mu.alloc.rules.minimum},
+            "total_cores": mu.alloc.total_cores, "allowed_users": mu.allowed,
+            "connected": sorted(mu.masters),
+            "users": {u.name: {"minimum": u.minimum, "extra": u.extra, "used": u.used,
+                               "queue": u.queue, "waiting": u.waiting,
+                               "jobs": {str(j): list(v) for j, v in u.jobs.items()}}
+                      for u in mu.alloc.users.values()},
+            "nodes": {n.name: {**n.public(), "used_cores": n.used_cores,
+                               "used_mem": n.used_mem} for n in mu.alloc.nodes.values()}}
+    return {"text": json.dumps(data, indent=2) + "\n", "variables": data}
+
+
+def save_messages(mu, args: list[str]) -> dict:
+    if len(args) != 1 or args[0].lower() not in ("true", "false"):
+        raise RequestError("saveMessages takes true or false")
+    mu.save_messages = args[0].lower() == "true"
+    return {"text": f"Save messages set to {args[0].lower()}.\n"}
+
+
+def _user_arg(args: list[str], command: str) -> str:
+    if len(args) != 1 or not USER.match(args[0]) or args[0].startswith("@"):
+        raise RequestError(f"{command} takes one user name")
+    return args[0]
+
+
+def adduser(mu, args: list[str]) -> dict:
+    """Allow a user and issue their own key; the bundle goes back to the admin only."""
+    user = _user_arg(args, "adduser")
+    keys = paths.ensure_private_dir(mu.home / "keys")
+    if not (keys / user).exists():
+        paths.write_private(keys / user, paths.new_key() + "\n")
+    if user not in mu.allowed:
+        with open(mu.home / "allowed_users", "a") as f:
+            f.write(f"{user}\n")
+        mu.allowed.append(user)
+    port = (mu.home / "multiuser_connection_port").read_text().strip()
+    address = mu.address
+    return {"text": f"User {user} added.\n", "bundle": {
+        "multiuser_connection_address": address, "multiuser_connection_port": port,
+        "multiuser_connection_conn_key": (keys / user).read_text().strip()}}
+
+
+def removeuser(mu, args: list[str]) -> dict:
+    user = _user_arg(args, "removeuser")
+    if user not in mu.allowed:
+        raise RequestError(f"{user} is not an allowed user")
+    mu.allowed.remove(user)
+    (mu.home / "allowed_users").write_text("".join(f"{u}\n" for u in mu.allowed))
+    (mu.home / "keys" / user).unlink(missing_ok=True)
+    session = mu.masters.pop(user, None)
+    if session is not None:
+        session.closed = True
+        session.conn.close()
+    return {"text": f"User {user} removed; their key no longer works.\n"}
+
+
+def _user(mu, name: str):
+    if name not in mu.alloc.users:
+        raise RequestError(f"user {name} is not registered")
+    return mu.alloc.users[name]
+
+
+def repair_user(mu, args: list[str]) -> dict:
+    """``__user USER``: register a user with no master yet (for its share to count)."""
+    name = _user_arg(args, "__user")
+    if name not in mu.allowed:
+        raise RequestError(f"{name} is not an allowed user")
+    mu.alloc.user(name)
+    return {"text": f"User {name} registered.\n"}
+
+
+def repair_req_core(mu, args: list[str]) -> dict:
+    """``__req_core USER JOB N_CORES MEM``: grant a slot as if the master had asked."""
+    if len(args) < 4:
+        raise RequestError("__req_core takes USER JOBID N_CORES MEM")
+    try:
+        job, cores, mem = int(args[1]), int(args[2]), float(args[3])
+    except ValueError:
+        raise RequestError("__req_core: JOBID and N_CORES must be integers, MEM a number") \
+            from None
+    user = _user(mu, args[0])
+    grants, _ = mu.alloc.request(user, [{"cores": cores, "mem": mem, "attr": None,
+                                         "jobs": [job]}], user.queue)
+    if not grants:
+        raise RequestError("No free cores.")
+    return {"text": f"{grants[0]['node']}={grants[0]['address']}\n"}
+
+
+def repair_remove_job(mu, args: list[str]) -> dict:
+    """``__remove_job USER JOB``: drop an allocation the master will never release."""
+    if len(args) < 2 or not args[1].isdigit():
+        raise RequestError("__remove_job takes USER JOBID")
+    if not mu.alloc.remove(_user(mu, args[0]), int(args[1])):
+        raise RequestError("Job not found")
+    mu._wake_waiting()
+    return {"text": "Job removed.\n"}
+
+
+OPS = {"finish": finish, "nodes": reload_nodes, "distribute": distribute, "status": status,
+       "variables": variables, "saveMessages": save_messages, "adduser": adduser,
+       "removeuser": removeuser, "__user": repair_user, "__req_core": repair_req_core,
+       "__remove_job": repair_remove_job}

@@ -1,0 +1,164 @@
+"""Slot decisions: who may use how many cores, and on which node. Pure state, no I/O.
+
+A user may always grow up to their guaranteed minimum. Above it, up to minimum + extra,
+only from cores nobody else is guaranteed. Above their share, a user may borrow idle cores,
+but only while no other user is waiting below their own share. A request that does not fit
+is skipped, so smaller jobs behind it still run. Memory is accounted per node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from qpy import attrs
+from qpy_multiuser import rules as rules_module
+from qpy_multiuser.nodes import Node
+
+
+@dataclass
+class User:
+    name: str
+    minimum: int = 0
+    extra: int = 0
+    used: int = 0
+    queue: int = 0
+    waiting: bool = False
+    jobs: dict[int, tuple[str, int, float]] = field(default_factory=dict)
+
+    @property
+    def share(self) -> int:
+        return self.minimum + self.extra
+
+
+class Allocator:
+    """Nodes, users and allocations; every change keeps node and user totals consistent."""
+
+    def __init__(self, nodes: dict[str, Node], rules: rules_module.Rules) -> None:
+        self.nodes = nodes
+        self.rules = rules
+        self.users: dict[str, User] = {}
+        self.configured = set(nodes)
+
+    # -- shares ----------------------------------------------------------------------------
+
+    @property
+    def total_cores(self) -> int:
+        return sum(n.cores for n in self.nodes.values() if n.up)
+
+    def user(self, name: str) -> User:
+        if name not in self.users:
+            self.users[name] = User(name)
+            self.distribute()
+        return self.users[name]
+
+    def distribute(self, rules: rules_module.Rules | None = None) -> None:
+        """Recompute every registered user's share; raises ShareError and changes nothing
+        if the rules cannot be met."""
+        rules = rules or self.rules
+        computed = rules_module.shares(rules, list(self.users), self.total_cores)
+        self.rules = rules
+        for name, (minimum, extra) in computed.items():
+            self.users[name].minimum, self.users[name].extra = minimum, extra
+
+    def set_nodes(self, nodes: dict[str, Node]) -> None:
+        """Swap in a reloaded nodes file keeping every running job's accounting: a node that
+        disappeared stays (marked down) until its jobs end."""
+        for name, old in self.nodes.items():
+            if old.jobs:
+                if name in nodes:
+                    new = nodes[name]
+                    new.used_cores, new.used_mem, new.jobs = old.used_cores, old.used_mem, old.jobs
+                else:
+                    old.up = False
+                    nodes[name] = old
+        self.configured = {n for n in nodes if nodes[n].up}
+        self.nodes = nodes
+        self.distribute()
+
+    # -- allocations -----------------------------------------------------------------------
+
+    def _free_for(self, user: User) -> int:
+        """Free cores minus the unused guaranteed minimums of everyone else."""
+        reserved = sum(max(0, u.minimum - u.used) for u in self.users.values() if u is not user)
+        used = sum(n.used_cores for n in self.nodes.values() if n.up)
+        return self.total_cores - used - reserved
+
+    def _may_grow(self, user: User, k: int) -> bool:
+        if user.used + k <= user.minimum:
+            return True
+        if self._free_for(user) < k:
+            return False
+        if user.used + k <= user.share:
+            return True
+        return not any(u is not user and u.queue > 0 and u.used < u.share
+                       for u in self.users.values())
+
+    def _node_for(self, k: int, mem: float, attr: str | None) -> Node | None:
+        """Single-core jobs go to the emptiest ordinary node and use multicore-preferred
+        nodes only when nothing else fits; multicore jobs take the first fit, preferred
+        nodes first."""
+        expr = attrs.compile_expr(attr) if attr else None
+        fits = [n for n in self.nodes.values()
+                if n.up and n.free_cores >= k and n.free_mem >= mem
+                and (expr is None or expr.matches(n.attrs, n.name))]
+        if not fits:
+            return None
+        if k == 1:
+            ordinary = [n for n in fits if not n.pref_multicore]
+            return max(ordinary or fits, key=lambda n: n.free_cores)
+        preferred = [n for n in fits if n.pref_multicore]
+        return (preferred or fits)[0]
+
+    def add(self, user: User, job: int, node: Node, cores: int, mem: float) -> None:
+        user.jobs[job] = (node.name, cores, mem)
+        user.used += cores
+        node.used_cores += cores
+        node.used_mem += mem
+        node.jobs.add((user.name, job))
+
+    def remove(self, user: User, job: int) -> bool:
+        entry = user.jobs.pop(job, None)
+        if entry is None:
+            return False
+        name, cores, mem = entry
+        user.used -= cores
+        node = self.nodes.get(name)
+        if node is not None:
+            node.used_cores -= cores
+            node.used_mem -= mem
+            node.jobs.discard((user.name, job))
+            if not node.jobs and name not in self.configured:  # a removed node has drained
+                del self.nodes[name]
+        return True
+
+    def reconcile(self, user: User, running: list[dict]) -> None:
+        """Make the user's allocations exactly the jobs their master says are running."""
+        for job in list(user.jobs):
+            self.remove(user, job)
+        for item in running:
+            node = self.nodes.get(str(item.get("node")))
+            if node is None:  # a node removed while the master was away: keep accounting
+                node = Node(str(item.get("node")), "", 0, 0.0, up=False)
+                self.nodes[node.name] = node
+            self.add(user, int(item["job"]), node, int(item["cores"]), float(item["mem"]))
+
+    def request(self, user: User, want: list[dict], queue_size: int) -> tuple[list[dict], bool]:
+        """Grant what may run now, in the order asked; returns the grants and whether
+        something was refused (the user then waits for a wake)."""
+        user.queue = queue_size
+        grants: list[dict] = []
+        refused = False
+        for group in want:
+            k, mem, attr = group["cores"], group["mem"], group["attr"]
+            for job in group["jobs"]:
+                if job in user.jobs:
+                    continue
+                node = self._node_for(k, mem, attr) if self._may_grow(user, k) else None
+                if node is None:
+                    refused = True
+                    break
+                self.add(user, job, node, k, mem)
+                user.queue -= 1
+                grants.append({"job": job, "node": node.name, "address": node.address})
+        user.waiting = refused
+        return grants, refused

@@ -1,0 +1,172 @@
+"""The ``nodes`` file: one node per line, parsed strictly, errors as ``file:line: reason``.
+
+    <name> [address=A] [cores=N] [memory=GB] [attributes=a,b]... [pref_multicore=true]
+    <name> <n_cores> [M]            (the manual's short form; M = prefers multicore jobs)
+
+``#`` starts a comment. Cores and memory left out are detected (this machine's own for a
+local node).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NAME = re.compile(r"^[A-Za-z0-9_.:+-]+$")
+LOCAL = {"localhost", "127.0.0.1", "::1", socket.gethostname(), socket.getfqdn()}
+
+
+class FileError(ValueError):
+    """A malformed admin file; the text is ``file:line: reason``."""
+
+
+@dataclass
+class Node:
+    """A node as configured, plus what is allocated on it right now."""
+
+    name: str
+    address: str
+    cores: int
+    mem: float
+    attrs: frozenset[str] = frozenset()
+    pref_multicore: bool = False
+    up: bool = True
+    used_cores: int = 0
+    used_mem: float = 0.0
+    jobs: set = field(default_factory=set)
+
+    @property
+    def free_cores(self) -> int:
+        return self.cores - self.used_cores
+
+    @property
+    def free_mem(self) -> float:
+        return self.mem - self.used_mem
+
+    def public(self) -> dict:
+        return {"name": self.name, "address": self.address, "cores": self.cores,
+                "mem": self.mem, "attrs": sorted(self.attrs), "up": self.up,
+                "pref_multicore": self.pref_multicore}
+
+
+def local_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except OSError:
+        return os.cpu_count() or 1
+
+
+def local_memory_gb() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    return 0.0
+
+
+def _bool(text: str, where: str) -> bool:
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise FileError(f"{where}: pref_multicore must be true or false, not {text!r}")
+
+
+def _number(text: str, where: str, what: str, kind: type) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise FileError(f"{where}: {what} must be a number, not {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise FileError(f"{where}: {what} must be positive, not {text!r}")
+    return value
+
+
+def parse_line(words: list[str], where: str) -> Node:
+    name = words[0]
+    if not NAME.match(name) or name in ("and", "or", "not"):
+        raise FileError(f"{where}: invalid node name {name!r}")
+    fields: dict = {"address": name, "cores": None, "mem": None, "attrs": set(), "pref": False}
+    rest = words[1:]
+    if rest and "=" not in rest[0]:  # short form: <name> <n_cores> [M]
+        fields["cores"] = int(_number(rest[0], where, "cores", int))
+        if rest[1:] not in ([], ["M"]):
+            raise FileError(f"{where}: the short form is '<name> <n_cores> [M]', got "
+                            f"{' '.join(words)!r}")
+        fields["pref"] = rest[1:] == ["M"]
+        rest = []
+    for item in rest:
+        key, eq, value = item.partition("=")
+        if not eq or not value:
+            raise FileError(f"{where}: expected key=value, got {item!r}")
+        _apply(fields, key, value, where)
+    cores = fields["cores"] or (local_cores() if fields["address"] in LOCAL else 0)
+    mem = fields["mem"] or (local_memory_gb() if fields["address"] in LOCAL else 0.0)
+    if not cores:
+        raise FileError(f"{where}: node {name} is remote: give cores= (detection of remote "
+                        "nodes comes with node monitoring)")
+    return Node(name, fields["address"], cores, mem, frozenset(fields["attrs"]), fields["pref"])
+
+
+def _apply(fields: dict, key: str, value: str, where: str) -> None:
+    if key == "address":
+        fields["address"] = value
+    elif key == "cores":
+        fields["cores"] = int(_number(value, where, "cores", int))
+    elif key in ("memory", "mem"):
+        fields["mem"] = float(_number(value, where, "memory", float))
+    elif key in ("attributes", "attribute"):
+        for attr in value.split(","):
+            if not NAME.match(attr) or attr in ("and", "or", "not"):
+                raise FileError(f"{where}: invalid attribute {attr!r}")
+            fields["attrs"].add(attr)
+    elif key == "pref_multicore":
+        fields["pref"] = _bool(value, where)
+    elif key == "check_dir":
+        fields["check_dir"] = value
+    else:
+        raise FileError(f"{where}: unknown key {key!r} (use address, cores, memory, "
+                        "attributes, pref_multicore or check_dir)")
+
+
+def load(path: Path) -> dict[str, Node]:
+    """All nodes in file order; the whole file is refused if any line is wrong."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise FileError(f"{path}: cannot read: {exc.strerror}") from None
+    nodes: dict[str, Node] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        where = f"{path}:{number}"
+        node = parse_line(words, where)
+        if node.name in nodes:
+            raise FileError(f"{where}: node {node.name} is listed twice")
+        nodes[node.name] = node
+    if not nodes:
+        raise FileError(f"{path}: no nodes defined")
+    return nodes
+
+
+def load_users(path: Path) -> list[str]:
+    """``allowed_users``: one name per line, ``#`` comments."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise FileError(f"{path}: cannot read: {exc.strerror}") from None
+    users: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) > 1 or not re.match(r"^[a-z_][a-z0-9_.-]*\$?$", words[0], re.I):
+            raise FileError(f"{path}:{number}: invalid user name {line.strip()!r}")
+        if words[0] not in users:
+            users.append(words[0])
+    return users

@@ -1,0 +1,169 @@
+"""The multiuser's request handlers: masters register, ask for and release slots; the
+admin reloads files and inspects state. Each connection is bound to the user whose key
+authenticated it, so a message can only ever act for that user.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from qpy import paths
+from qpy.server import RequestError, Session
+from qpy_multiuser import nodes as nodes_module
+from qpy_multiuser import rules as rules_module
+from qpy_multiuser.allocator import Allocator
+
+log = logging.getLogger("qpy.multiuser")
+ADMIN = "@admin"
+
+
+class Multiuser:
+    """Shared state behind one lock, and the sessions of the connected masters."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.lock = threading.RLock()
+        self.allowed = nodes_module.load_users(home / "allowed_users")
+        self.alloc = Allocator(nodes_module.load(home / "nodes"),
+                               rules_module.load(home / "distribution_rules"))
+        self.alloc.distribute()
+        self.masters: dict[str, Session] = {}
+        self.save_messages = False
+        self.admin_key = paths.load_or_create_key(home / "admin.key")
+        self.stop = lambda: None
+
+    # -- identity --------------------------------------------------------------------------
+
+    def key_for(self, user: str) -> bytes | None:
+        """The key a connecting user must prove; None for anyone not allowed."""
+        if user == ADMIN:
+            return self.admin_key
+        if user not in self.allowed:
+            return None
+        try:
+            return paths.read_key(self.home / "keys" / user)
+        except (OSError, ValueError):
+            return None
+
+    def _master_only(self, session: Session) -> None:
+        if session.user == ADMIN:
+            raise RequestError("this request is for a user's master, not the admin")
+
+    # -- masters ---------------------------------------------------------------------------
+
+    def hello(self, session: Session, msg: dict) -> dict:
+        self._master_only(session)
+        running = [self._job_item(item) for item in msg["running"]]
+        with self.lock:
+            old = self.masters.get(session.user)
+            if old is not None and old is not session:
+                old.closed = True
+                try:
+                    old.conn.close()
+                except OSError:
+                    pass
+            self.masters[session.user] = session
+            session.role = "master"
+            user = self.alloc.user(session.user)
+            self.alloc.reconcile(user, running)
+            user.queue = msg["queue_size"]
+            log.info("master of %s registered with %d running jobs", user.name, len(running))
+            self._wake_waiting()
+            return {"nodes": [n.public() for n in self.alloc.nodes.values()]}
+
+    def _job_item(self, item: dict) -> dict:
+        ok = (isinstance(item.get("job"), int) and isinstance(item.get("node"), str)
+              and isinstance(item.get("cores"), int) and item["cores"] > 0
+              and isinstance(item.get("mem"), (int, float)) and item["mem"] >= 0)
+        if not ok:
+            raise RequestError(f"bad running job entry {str(item)[:100]}")
+        return item
+
+    def _want(self, group: dict) -> dict:
+        from qpy import attrs
+
+        ok = (isinstance(group.get("cores"), int) and group["cores"] > 0
+              and isinstance(group.get("mem"), (int, float)) and group["mem"] > 0
+              and (group.get("attr") is None or isinstance(group.get("attr"), str))
+              and isinstance(group.get("jobs"), list)
+              and all(isinstance(j, int) and not isinstance(j, bool) for j in group["jobs"]))
+        if not ok:
+            raise RequestError(f"bad slot request {str(group)[:100]}")
+        if group.get("attr"):
+            try:
+                attrs.compile_expr(group["attr"])
+            except attrs.AttrError as exc:
+                raise RequestError(str(exc)) from None
+        return group
+
+    def slots(self, session: Session, msg: dict) -> dict:
+        self._master_only(session)
+        want = [self._want(g) for g in msg["want"]]
+        with self.lock:
+            if self.masters.get(session.user) is not session:
+                raise RequestError("register with hello first")
+            user = self.alloc.user(session.user)
+            freed = sum(self.alloc.remove(user, job) for job in msg["release"])
+            grants, refused = self.alloc.request(user, want, msg["queue_size"])
+            asked = sum(len(g["jobs"]) for g in want)
+            if freed:
+                self._wake_waiting(skip=session.user)
+        return {"grants": grants, "waiting": refused,
+                "more": not refused and len(grants) == asked and msg["queue_size"] > asked}
+
+    def _wake_waiting(self, skip: str | None = None) -> None:
+        """Cores changed hands: every master that was refused asks again now."""
+        for name, user in self.alloc.users.items():
+            if user.waiting and name != skip:
+                session = self.masters.get(name)
+                if session is not None:
+                    user.waiting = False
+                    session.send({"type": "wake"})
+
+    def closed(self, session: Session) -> None:
+        """A master went away: its jobs keep running, so its allocations stay until its
+        next hello reports what is still running."""
+        with self.lock:
+            if self.masters.get(session.user) is session:
+                del self.masters[session.user]
+                user = self.alloc.users.get(session.user)
+                if user is not None:
+                    user.waiting = False
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self, session: Session, msg: dict) -> dict:
+        with self.lock:
+            users = [{"user": u.name, "used": u.used, "minimum": u.minimum, "extra": u.extra,
+                      "queue": u.queue, "connected": u.name in self.masters}
+                     for u in self.alloc.users.values()]
+            nodes = [{**n.public(), "used_cores": n.used_cores, "used_mem": n.used_mem,
+                      "load": _load(n)} for n in self.alloc.nodes.values()]
+        return {"users": users, "nodes": nodes}
+
+    # -- admin -----------------------------------------------------------------------------
+
+    def admin(self, session: Session, msg: dict) -> dict:
+        if session.user != ADMIN:
+            log.warning("user %s tried admin command %s", session.user, msg["command"])
+            raise RequestError("admin commands need the admin key")
+        from qpy_multiuser import admin_ops
+
+        op = admin_ops.OPS.get(msg["command"])
+        if op is None:
+            raise RequestError(f"unknown admin command {msg['command']!r}")
+        with self.lock:
+            return op(self, msg["args"])
+
+    def table(self) -> dict:
+        return {"hello": self.hello, "slots": self.slots, "status": self.status,
+                "admin": self.admin}
+
+
+def _load(node: nodes_module.Node) -> float | None:
+    if node.address in nodes_module.LOCAL:
+        return round(os.getloadavg()[0], 2)
+    return None
