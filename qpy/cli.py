@@ -12,9 +12,9 @@ import sys
 
 import click
 
-from qpy import selection
 from qpy.client import ClientError, request
-from qpy.model import STATUSES
+
+STATUSES = ("queue", "running", "done", "killed", "undone")
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -43,6 +43,8 @@ def parse_selection(args: tuple[str, ...], statuses: tuple[str, ...], what: str,
                     allow_dirs: bool = True) -> dict:
     if not args:
         fail(f"{what} needs job IDs, ranges, a status or 'all'")
+    from qpy import selection
+
     try:
         return selection.parse(list(args), statuses, allow_all=True, allow_dirs=allow_dirs,
                                cwd=os.getcwd())
@@ -173,8 +175,7 @@ def _stop_master() -> bool:
         say(request({"type": "finish"}, start=False))
     except (FileNotFoundError, ConnectionRefusedError):
         return False
-    home = paths.qpy_home()
-    with open(home / "master.lock", "a") as lock:
+    with open(os.path.join(paths.qpy_home(), "master.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the old master has exited
     return True
 
@@ -208,23 +209,35 @@ def tutorial(keyword: str | None) -> None:
         fail(str(exc))
 
 
-def main() -> None:
-    """Run the CLI with one-line errors and meaningful exit codes."""
+def run() -> int:
+    """Run the CLI; every failure becomes one line on stderr and a non-zero status."""
     try:
         cli.main(prog_name="qpy", standalone_mode=False)
+        return 0
     except ClientError as exc:
         sys.stderr.write(f"qpy: {exc}\n")
-        sys.exit(1)
+        return 1
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.ClickException as exc:
         sys.stderr.write(f"qpy: {exc.format_message()}\n")
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.Abort:
         sys.stderr.write("qpy: aborted\n")
-        sys.exit(1)
+        return 1
     except (BrokenPipeError, KeyboardInterrupt):
-        sys.exit(1)
+        return 1
+
+
+def main() -> None:
+    """Exit without the interpreter's slow tear-down: the CLI holds nothing to clean up."""
+    code = run()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = code or 1
+    os._exit(code)
 
 
 if __name__ == "__main__":

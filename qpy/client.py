@@ -7,7 +7,7 @@ what a user feels on every command.
 from __future__ import annotations
 
 import fcntl
-from pathlib import Path
+import os
 
 from qpy import paths, wire
 
@@ -18,20 +18,16 @@ class ClientError(Exception):
     """Something the user must be told in one line."""
 
 
-def socket_path(home: Path) -> Path:
-    return home / "master.sock"
+def _connect(home: str):
+    key = paths.load_or_create_key(os.path.join(home, "master.key"))
+    return wire.connect(os.path.join(home, "master.sock"), wire.whoami(), key)
 
 
-def _connect(home: Path):
-    key = paths.load_or_create_key(home / "master.key")
-    return wire.connect(str(socket_path(home)), wire.whoami(), key)
-
-
-def start_master(home: Path) -> None:
+def start_master(home: str) -> None:
     """Start the master unless a concurrent command already did (a lock makes one win)."""
     from qpy.spawn import SpawnError, spawn_daemon
 
-    with open(home / "start.lock", "a") as lock:
+    with open(os.path.join(home, "start.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             _connect(home).close()
@@ -39,7 +35,7 @@ def start_master(home: Path) -> None:
         except (OSError, EOFError):
             pass
         try:
-            status = spawn_daemon("qpy_master", home / "master.log")
+            status = spawn_daemon("qpy_master", os.path.join(home, "master.log"))
         except SpawnError as exc:
             raise ClientError(str(exc)) from None
         if status not in ("ok", "busy"):

@@ -11,14 +11,13 @@ import os
 import select
 import subprocess
 import sys
-from pathlib import Path
 
 
 class SpawnError(RuntimeError):
     """The daemon did not come up; the text says why or where to look."""
 
 
-def spawn_daemon(module: str, log_path: Path, env: dict[str, str] | None = None,
+def spawn_daemon(module: str, log_path: str | os.PathLike, env: dict[str, str] | None = None,
                  timeout: float = 60.0) -> str:
     """Run ``python -m module --ready-fd N`` detached; return its first status word."""
     r, w = os.pipe()

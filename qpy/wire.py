@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
 import struct
 from collections.abc import Callable
@@ -175,8 +174,8 @@ def server_handshake(conn: Connection, key_for: Callable[[str], bytes | None]) -
         raise AuthError("bad hello: no user")
     key = key_for(user)
     try:
-        deliver_challenge(conn, key or secrets.token_bytes(32))
-        answer_challenge(conn, key or secrets.token_bytes(32))
+        deliver_challenge(conn, key or os.urandom(32))
+        answer_challenge(conn, key or os.urandom(32))
     except Exception as exc:  # AuthenticationError, EOF, timeouts, garbage
         raise AuthError(f"authentication failed for {user!r}: {type(exc).__name__}") from None
     if key is None:

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from qpy import paths, wire
 from qpy.server import Server
@@ -25,10 +26,11 @@ def setup_logging(home) -> None:
 
 
 def main() -> None:
+    sys.setswitchinterval(0.0002)  # hand the GIL over fast: threads pass events along
     parser = argparse.ArgumentParser(prog="qpy-master")
     parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args()
-    home = paths.ensure_private_dir(paths.qpy_home())
+    home = Path(paths.ensure_private_dir(paths.qpy_home()))
     setup_logging(home)
     lock = open(home / "master.lock", "a")  # noqa: SIM115 - held for the process lifetime
     try:
@@ -44,12 +46,14 @@ def main() -> None:
         sys.exit(1)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
+    (home / "master.pid").write_text(f"{os.getpid()}\n")
     report(args.ready_fd, "ok\n")
     logging.info("master %d serving %s", os.getpid(), server.address)
     server.wait()
     logging.info("master stopping")
     master.shutdown()
     (home / "master.sock").unlink(missing_ok=True)
+    (home / "master.pid").unlink(missing_ok=True)
 
 
 def start(home):

@@ -42,11 +42,12 @@ def start_embedded(home: Path, user: str) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             _connect_bundle(admin, user, admin / "keys" / user).close()
-        except (OSError, EOFError, ValueError):
+        except (OSError, EOFError, ValueError):  # not running: start it
             env = {**os.environ, "QPY_ADMIN_HOME": str(admin)}
             status = spawn_daemon("qpy_multiuser", admin / "multiuser.log", env)
             if status not in ("ok", "busy"):
-                raise ConnectionError(f"the embedded multiuser did not start: {status}")
+                raise ConnectionError(f"the embedded multiuser did not start: {status}") \
+                    from None
     paths.write_private(home / BUNDLE[0], "127.0.0.1\n")
     paths.write_private(home / BUNDLE[1], (admin / BUNDLE[1]).read_text())
     paths.write_private(home / BUNDLE[2], (admin / "keys" / user).read_text())

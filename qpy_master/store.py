@@ -48,8 +48,8 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "t_queue",
-           "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command", "env_id", "pid",
-           "pid_start", "kill_requested")
+           "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
+           "env_id", "pid", "pid_start", "kill_requested")
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import fcntl
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
 
 from qpy import paths
 from qpy.server import Server
@@ -18,10 +20,11 @@ from qpy.spawn import report_ready as report
 
 
 def main() -> None:
+    sys.setswitchinterval(0.0002)  # hand the GIL over fast: threads pass events along
     parser = argparse.ArgumentParser(prog="qpy-multiuser")
     parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args()
-    home = paths.ensure_private_dir(paths.admin_home())
+    home = Path(paths.ensure_private_dir(paths.admin_home()))
     logging.basicConfig(filename=home / "multiuser.log", level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lock = open(home / "multiuser.lock", "a")  # noqa: SIM115 - held for the process lifetime
@@ -38,10 +41,12 @@ def main() -> None:
         sys.exit(1)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
+    (home / "multiuser.pid").write_text(f"{os.getpid()}\n")
     report(args.ready_fd, "ok\n")
     logging.info("multiuser serving %s", server.address)
     server.wait()
     logging.info("multiuser stopping")
+    (home / "multiuser.pid").unlink(missing_ok=True)
 
 
 def start(home):

@@ -1,0 +1,58 @@
+"""What the benchmarks share: a private qpy home with real daemons, torn down by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+QPY = str(BIN / "qpy")
+
+
+class Bench:
+    """A temporary QPY_HOME and work directory; ``close`` ends the daemons it started."""
+
+    def __init__(self) -> None:
+        # Where users work (their home), not /tmp: file creation in this machine's /tmp
+        # costs ~0.5 ms, 20x more than elsewhere, and every job creates its output files.
+        base = os.environ.get("QPY_BENCH_DIR") or os.path.expanduser("~")
+        self.root = Path(tempfile.mkdtemp(prefix="qpy-bench-", dir=base))
+        self.home = self.root / "home"
+        self.work = self.root / "work"
+        self.work.mkdir()
+        self.env = {**os.environ, "QPY_HOME": str(self.home)}
+
+    def qpy(self, *args: str) -> str:
+        return subprocess.run([QPY, *args], cwd=self.work, env=self.env, check=True,
+                              capture_output=True, text=True).stdout
+
+    def close(self) -> None:
+        subprocess.run([QPY, "kill", "all"], cwd=self.work, env=self.env, capture_output=True)
+        subprocess.run([QPY, "finish"], cwd=self.work, env=self.env, capture_output=True)
+        for pid_file in (self.home / "master.pid", self.home / "embedded" / "multiuser.pid"):
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def timed(argv: list[str], runs: int, **kwargs) -> float:
+    """Median wall time of running ``argv`` in ms."""
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True, **kwargs)
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples)
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))

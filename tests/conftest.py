@@ -1,0 +1,161 @@
+"""Fixtures that run the real qpy: real daemons, real sockets, real job processes.
+
+Each test gets its own QPY_HOME (so its own master and embedded multiuser) and work
+directory under a temporary directory. At teardown every job is killed, the master and
+the multiuser are ended by the PIDs they wrote, and the files are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+QPY = str(BIN / "qpy")
+WAIT = 60.0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(predicate, timeout: float = WAIT, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``.
+
+    Only a limit for a test that would otherwise hang: tests assert outcomes, not times.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+class Qpy:
+    """One user's qpy installation in a temporary home, driven through the real CLI."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.work = root / "work"
+        self.work.mkdir(parents=True)
+        self.env = {**os.environ, "QPY_HOME": str(self.home)}
+        self.env.pop("QPY_ADMIN_HOME", None)
+
+    def run(self, *args: str, check: bool = True, cwd: Path | None = None,
+            env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run ``qpy ARGS`` and return the completed process (text output)."""
+        proc = subprocess.run([QPY, *args], cwd=cwd or self.work, env=env or self.env,
+                              capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"qpy {' '.join(args)} failed ({proc.returncode}): "
+                                 f"{proc.stderr.strip()}")
+        return proc
+
+    def sub(self, *args: str, cwd: Path | None = None) -> int:
+        """Submit and return the job ID from 'Job N received.'"""
+        out = self.run("sub", *args, cwd=cwd).stdout
+        assert out.startswith("Job ") and out.rstrip().endswith("received."), out
+        return int(out.split()[1])
+
+    def jobs(self, *selection: str) -> list[dict]:
+        return json.loads(self.run("check", "--json", *selection).stdout)
+
+    def job(self, job_id: int) -> dict:
+        found = [j for j in self.jobs(str(job_id)) if j["id"] == job_id]
+        assert found, f"job {job_id} not found"
+        return found[0]
+
+    def wait_status(self, job_id: int, *statuses: str, timeout: float = WAIT) -> dict:
+        """Wait until job ``job_id`` has one of ``statuses`` and return its record."""
+        wanted = statuses or ("done", "killed", "undone")
+
+        def reached():
+            job = self.job(job_id)
+            return job if job["status"] in wanted else None
+
+        return wait_for(reached, timeout, f"job {job_id} to be {'/'.join(wanted)}")
+
+    def wait_all_finished(self, timeout: float = WAIT) -> list[dict]:
+        def finished():
+            jobs = self.jobs()
+            return jobs if all(j["status"] in ("done", "killed", "undone") for j in jobs) \
+                else None
+
+        return wait_for(finished, timeout, "all jobs to finish")
+
+    def pid(self, name: str) -> int | None:
+        """PID of the master ('master') or embedded multiuser ('multiuser'), if running."""
+        path = (self.home / "master.pid" if name == "master"
+                else self.home / "embedded" / "multiuser.pid")
+        try:
+            pid = int(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def kill_daemon(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` to a daemon and wait until it is gone; returns its PID."""
+        pid = self.pid(name)
+        assert pid, f"{name} is not running"
+        os.kill(pid, sig)
+        wait_for(lambda: not pid_alive(pid), what=f"{name} {pid} to exit")
+        return pid
+
+    def teardown(self) -> None:
+        if self.pid("master"):
+            self.run("kill", "all", check=False)
+            self.run("finish", check=False)
+        for name in ("master", "multiuser"):
+            pid = self.pid(name)
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+        _kill_supervisors(self.home / "run")
+
+
+def _kill_supervisors(run_dir: Path) -> None:
+    """End any job supervisor (and its job tree) a test left behind, by recorded PID."""
+    if not run_dir.is_dir():
+        return
+    for pid_file in run_dir.glob("*.pid"):
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture
+def qpy():
+    root = Path(tempfile.mkdtemp(prefix="qpy-test-"))
+    os.chmod(root, 0o755)
+    q = Qpy(root)
+    try:
+        yield q
+    finally:
+        q.teardown()
+        shutil.rmtree(root, ignore_errors=True)

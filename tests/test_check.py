@@ -1,0 +1,249 @@
+"""``qpy check`` through the real CLI: selections, JSON records, the default pattern,
+colour only on a terminal, the paused notice, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import subprocess
+
+import pytest
+from conftest import QPY
+
+LINE = re.compile(r"(\d+) \((\w+)\):")
+
+
+def scenario(qpy) -> dict[int, str]:
+    """Jobs 1-3 done (2 from work/other), 4 undone (killed while queued); returns id -> cwd."""
+    other = qpy.work / "other"
+    other.mkdir()
+    ids = [qpy.sub("true"), qpy.sub("true", cwd=other), qpy.sub("true")]
+    for job in ids:
+        qpy.wait_status(job, "done")
+    qpy.run("ctrlQueue", "pause")
+    undone = qpy.sub("true")
+    qpy.run("kill", str(undone))
+    qpy.wait_status(undone, "undone")
+    qpy.run("ctrlQueue", "continue")
+    assert ids + [undone] == [1, 2, 3, 4]
+    return {1: "work", 2: "other", 3: "work", 4: "work"}
+
+
+def listed(qpy, *selection: str, cwd=None) -> list[int]:
+    """IDs printed by plain ``qpy check`` (default pattern), in order."""
+    proc = qpy.run("check", *selection, cwd=cwd)
+    assert proc.stderr == ""
+    return [int(m.group(1)) for m in LINE.finditer(proc.stdout)]
+
+
+def test_no_jobs_lists_nothing(qpy):
+    proc = qpy.run("check")
+    assert proc.stdout == ""
+    assert proc.stderr == ""
+    assert qpy.jobs() == []
+
+
+def test_no_selection_lists_all(qpy):
+    scenario(qpy)
+    assert listed(qpy) == [1, 2, 3, 4]
+    assert [j["id"] for j in qpy.jobs()] == [1, 2, 3, 4]
+
+
+SELECTIONS = [
+    (["done"], [1, 2, 3]),
+    (["undone"], [4]),
+    (["queue"], []),
+    (["running"], []),
+    (["killed"], []),
+    (["2"], [2]),
+    (["2-3"], [2, 3]),
+    (["1,3"], [1, 3]),
+    (["1-2,4"], [1, 2, 4]),
+    (["3-100"], [3, 4]),
+    (["99"], []),
+    (["undone", "2"], [2, 4]),
+    (["1", "3-4"], [1, 3, 4]),
+    (["undone", "other"], [2, 4]),
+    (["done", "undone"], [1, 2, 3, 4]),
+]
+
+
+@pytest.mark.parametrize("selection,expected", SELECTIONS,
+                         ids=[" ".join(s) for s, _ in SELECTIONS])
+def test_selection(qpy, selection, expected):
+    scenario(qpy)
+    assert listed(qpy, *selection) == expected
+    assert [j["id"] for j in qpy.jobs(*selection)] == expected
+
+
+def test_directory_dot_lists_only_jobs_from_here(qpy):
+    scenario(qpy)
+    assert listed(qpy, ".") == [1, 3, 4]
+    assert listed(qpy, ".", cwd=qpy.work / "other") == [2]
+    assert listed(qpy, "other") == [2]
+
+
+def test_directory_selection_does_not_include_subdirectories(qpy):
+    scenario(qpy)
+    deeper = qpy.work / "other" / "deeper"
+    deeper.mkdir()
+    qpy.wait_status(qpy.sub("true", cwd=deeper))
+    assert listed(qpy, "other") == [2]
+    assert listed(qpy, ".", cwd=deeper) == [5]
+
+
+def test_running_and_killed_statuses(qpy):
+    job = qpy.sub("sleep", "60")
+    qpy.wait_status(job, "running")
+    assert listed(qpy, "running") == [job]
+    assert listed(qpy, "queue", "killed") == []
+    qpy.run("kill", str(job))
+    qpy.wait_status(job, "killed")
+    assert listed(qpy, "killed") == [job]
+    assert listed(qpy, "running") == []
+
+
+def test_queued_status(qpy):
+    qpy.run("ctrlQueue", "pause")
+    job = qpy.sub("true")
+    assert listed(qpy, "queue") == [job]
+    assert listed(qpy, "done") == []
+
+
+def test_json_records(qpy):
+    done = qpy.sub("sh", "-c", "exit 3")
+    qpy.wait_status(done)
+    proc = qpy.run("check", "--json")
+    records = json.loads(proc.stdout)
+    assert isinstance(records, list) and len(records) == 1
+    record = records[0]
+    assert record["id"] == done
+    assert record["status"] == "done"
+    assert record["command"] == "sh -c 'exit 3'"
+    assert record["cwd"] == os.path.realpath(qpy.work)
+    assert record["exit_code"] == 3
+    assert record["node"] == "localhost"
+    assert (record["n_cores"], record["mem"]) == (1, 5.0)
+
+
+def test_json_with_selection_and_unfinished_job(qpy):
+    qpy.wait_status(qpy.sub("true"))
+    qpy.run("ctrlQueue", "pause")
+    queued = qpy.sub("true")
+    records = json.loads(qpy.run("check", "queue", "--json").stdout)
+    assert [r["id"] for r in records] == [queued]
+    assert records[0]["status"] == "queue"
+    assert records[0]["exit_code"] is None
+    assert records[0]["node"] is None
+
+
+def test_json_ignores_pattern_and_paused_notice(qpy):
+    qpy.wait_status(qpy.sub("true"))
+    qpy.run("config", "checkFMT", "%j\\n")
+    qpy.run("ctrlQueue", "pause")
+    records = json.loads(qpy.run("check", "--json").stdout)  # nothing but JSON
+    assert [r["id"] for r in records] == [1]
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "5-2", "1,,2", "-3", "1-"])
+def test_bad_selection_is_a_one_line_error(qpy, bad):
+    qpy.wait_status(qpy.sub("true"))
+    proc = qpy.run("check", bad, check=False)
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.endswith("\n"), proc.stderr
+    assert proc.stderr.startswith("qpy:")
+    assert repr(bad) in proc.stderr or bad in proc.stderr
+
+
+def test_unknown_option_is_a_one_line_error(qpy):
+    proc = qpy.run("check", "--bogus", check=False)
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("qpy:") and "--bogus" in proc.stderr
+
+
+def test_default_format(qpy):
+    job = qpy.sub("echo", "hi  there")
+    qpy.wait_status(job)
+    work = os.path.realpath(qpy.work)
+    assert qpy.run("check").stdout == \
+        f"{job} (done):echo 'hi  there' (on localhost; wd: {work})\n"
+
+
+def test_default_format_of_queued_job(qpy):
+    qpy.run("ctrlQueue", "pause")
+    job = qpy.sub("true")
+    work = os.path.realpath(qpy.work)
+    assert qpy.run("check", str(job)).stdout == \
+        f"{job} (queue):true (on None; wd: {work})\nJob submission is paused.\n"
+
+
+@pytest.mark.parametrize("setting", [None, "true"])
+def test_no_ansi_escapes_when_not_a_terminal(qpy, setting):
+    if setting:
+        qpy.run("config", "colour", setting)
+    qpy.wait_status(qpy.sub("true"))
+    qpy.run("ctrlQueue", "pause")
+    qpy.sub("true")
+    proc = qpy.run("check")
+    assert "\x1b" not in proc.stdout
+    assert listed(qpy) == [1, 2]
+
+
+def test_paused_notice(qpy):
+    qpy.wait_status(qpy.sub("true"))
+    assert not qpy.run("check").stdout.endswith("Job submission is paused.\n")
+    assert qpy.run("ctrlQueue", "pause").stdout == "Job submission paused.\n"
+    out = qpy.run("check").stdout
+    assert out.endswith("\nJob submission is paused.\n")
+    assert out.count("Job submission is paused.") == 1
+    assert qpy.run("ctrlQueue", "continue").stdout == "Job submission continued.\n"
+    assert "paused" not in qpy.run("check").stdout
+
+
+def test_paused_notice_with_no_jobs(qpy):
+    qpy.run("ctrlQueue", "pause")
+    assert qpy.run("check").stdout == "Job submission is paused.\n"
+
+
+def test_paused_notice_with_selection_matching_nothing(qpy):
+    qpy.run("ctrlQueue", "pause")
+    assert qpy.run("check", "done").stdout == "Job submission is paused.\n"
+
+
+
+def on_tty(qpy, *args: str) -> str:
+    """Run ``qpy ARGS`` with stdout on a pseudo-terminal; return what it wrote there."""
+    master, slave = pty.openpty()
+    env = {k: v for k, v in qpy.env.items() if k not in ("NO_COLOR", "ANSI_COLORS_DISABLED")}
+    proc = subprocess.Popen([QPY, *args], cwd=qpy.work, env=env, stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_colour_on_a_terminal_but_not_in_a_pipe(qpy):
+    qpy.wait_status(qpy.sub("true"))
+    qpy.run("config", "colour", "true")
+    coloured = on_tty(qpy, "check")
+    assert "\x1b[" in coloured
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == qpy.run("check").stdout
+    assert "\x1b" not in qpy.run("check").stdout
