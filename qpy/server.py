@@ -140,7 +140,8 @@ class Server:
         """Decode, validate and run one request; the reply is always a dict."""
         msg: dict = {}
         try:
-            msg = wire.validate(wire.decode(raw))
+            msg = wire.decode(raw)  # kept before validation, so the reply can echo its id
+            wire.validate(msg)
             handler = self.handlers.get(msg["type"])
             if handler is None:
                 raise wire.WireError(f"request type {msg['type']!r} is not served here")

@@ -294,6 +294,7 @@ class Master:
                 f"{best['mem']:g} GB")
 
     def status(self) -> dict:
+        self.link.wait_up(10.0)  # a fresh master may still be connecting
         try:
             return self.link.request({"type": "status"}, timeout=10.0)
         except LinkDown as exc:

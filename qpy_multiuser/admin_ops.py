@@ -57,7 +57,10 @@ def distribute(mu, args: list[str]) -> dict:
 
 
 def status(mu, args: list[str]) -> dict:
-    return mu.status(None, {})
+    from qpy import status_view
+
+    reply = mu.status(None, {})
+    return {**reply, "text": status_view.render(reply["users"], reply["nodes"])}
 
 
 def variables(mu, args: list[str]) -> dict:

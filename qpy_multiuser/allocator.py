@@ -8,11 +8,14 @@ is skipped, so smaller jobs behind it still run. Memory is accounted per node.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from qpy import attrs
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.nodes import Node
+
+log = logging.getLogger("qpy.multiuser.allocator")
 
 
 @dataclass
@@ -46,9 +49,14 @@ class Allocator:
         return sum(n.cores for n in self.nodes.values() if n.up)
 
     def user(self, name: str) -> User:
+        """A registered user; registering one never fails: if the rules cannot give them a
+        share, they get none (the admin sees the error at the next 'distribute')."""
         if name not in self.users:
             self.users[name] = User(name)
-            self.distribute()
+            try:
+                self.distribute()
+            except rules_module.ShareError as exc:
+                log.error("no share for %s: %s", name, exc)
         return self.users[name]
 
     def distribute(self, rules: rules_module.Rules | None = None) -> None:

@@ -106,10 +106,11 @@ class Multiuser:
             if self.masters.get(session.user) is not session:
                 raise RequestError("register with hello first")
             user = self.alloc.user(session.user)
+            had_queue = user.queue > 0
             freed = sum(self.alloc.remove(user, job) for job in msg["release"])
             grants, refused = self.alloc.request(user, want, msg["queue_size"])
             asked = sum(len(g["jobs"]) for g in want)
-            if freed:
+            if freed or (had_queue and user.queue <= 0):  # cores or borrowing rights freed
                 self._wake_waiting(skip=session.user)
         return {"grants": grants, "waiting": refused,
                 "more": not refused and len(grants) == asked and msg["queue_size"] > asked}

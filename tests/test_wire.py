@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Client
 
 import pytest
+from conftest import wait_for
 
 from qpy import paths, wire
 
@@ -25,7 +26,8 @@ REPLY_WAIT = 60.0  # only a guard against a hang; no test asserts a duration
 
 def start_daemons(qpy) -> tuple[int, int]:
     """Start both daemons through the CLI; return (master PID, multiuser PID)."""
-    qpy.run("status")
+    wait_for(lambda: qpy.run("status", check=False).returncode == 0,
+             what="the master to reach the multiuser")
     master, multiuser = qpy.pid("master"), qpy.pid("multiuser")
     assert master and multiuser
     return master, multiuser
@@ -93,6 +95,14 @@ def good_sub(qpy, **changes) -> dict:
            "n_cores": 1, "mem": 1.0, "attr": None, "copy": False, "script": None}
     msg.update(changes)
     return msg
+
+
+def test_first_status_on_a_fresh_home_succeeds(qpy):
+    """The very first ``qpy status`` starts the master and the embedded multiuser and
+    reports them, rather than failing because the master has not registered yet."""
+    proc = qpy.run("status", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert qpy.pid("master") and qpy.pid("multiuser")
 
 
 # -- malformed requests --------------------------------------------------------------------

@@ -1,0 +1,139 @@
+"""``qpy-access-multiuser.py`` / ``qpy-admin``: the admin's commands to the multiuser.
+
+Every command except ``start`` is one request authenticated with the admin key
+(``$QPY_ADMIN_HOME/admin.key``); users do not have that key, so they cannot run these.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from qpy import paths, wire
+
+HIDDEN = ("__user", "__req_core", "__remove_job")
+
+
+class AdminError(click.ClickException):
+    def format_message(self) -> str:
+        return self.message
+
+
+def _home() -> str:
+    return paths.admin_home()
+
+
+def call(command: str, args: list[str]) -> dict:
+    """One admin request; an error reply becomes a one-line failure."""
+    home = _home()
+    try:
+        with open(os.path.join(home, "multiuser_connection_port")) as f:
+            port = f.read()
+        address_file = os.path.join(home, "multiuser_connection_address")
+        host = open(address_file).read() if os.path.exists(address_file) else "127.0.0.1"
+        key = paths.read_key(os.path.join(home, "admin.key"))
+        conn = wire.connect(wire.parse_address(host, port), "@admin", key)
+    except (OSError, EOFError, ValueError) as exc:
+        raise AdminError(f"cannot reach the multiuser ({exc}); is it running? "
+                         "Start it with 'qpy-admin start'") from None
+    try:
+        reply = wire.call(conn, {"type": "admin", "command": command, "args": args}, 60)
+    except (OSError, EOFError, TimeoutError, wire.WireError) as exc:
+        raise AdminError(f"no reply from the multiuser: {exc}") from None
+    finally:
+        conn.close()
+    if not reply.get("ok"):
+        raise AdminError(reply.get("error") or "refused")
+    return reply
+
+
+def say(reply: dict) -> None:
+    sys.stdout.write(reply.get("text", ""))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def admin() -> None:
+    """Administer the qpy multiuser (needs the admin key)."""
+
+
+@admin.command()
+def start() -> None:
+    """Start the multiuser in the background."""
+    from qpy.spawn import SpawnError, spawn_daemon
+
+    home = paths.ensure_private_dir(_home())
+    try:
+        status = spawn_daemon("qpy_multiuser", os.path.join(home, "multiuser.log"))
+    except SpawnError as exc:
+        raise AdminError(str(exc)) from None
+    if status == "busy":
+        raise AdminError("a multiuser is already running for this admin home")
+    if status != "ok":
+        raise AdminError(f"the multiuser could not start: {status}")
+    print("Starting qpy-multiuser driver.")
+
+
+def _simple(name: str, doc: str) -> None:
+    @admin.command(name=name, help=doc)
+    def command() -> None:
+        say(call(name, []))
+
+
+for _name, _doc in (("finish", "Stop the multiuser (running jobs go on)."),
+                    ("nodes", "Reload the nodes file."),
+                    ("distribute", "Reload allowed_users and distribution_rules; reshare."),
+                    ("variables", "Show the multiuser's internal state."),
+                    ("status", "Show users, nodes and cores.")):
+    _simple(_name, _doc)
+
+
+@admin.command(name="saveMessages")
+@click.argument("value", type=click.Choice(["true", "false"]))
+def save_messages(value: str) -> None:
+    """Keep debugging messages (shown by 'variables')."""
+    say(call("saveMessages", [value]))
+
+
+@admin.command()
+@click.argument("user")
+@click.option("--out", "out_dir", default=None,
+              help="Directory for the key bundle (default ./qpy-bundle-USER).")
+def adduser(user: str, out_dir: str | None) -> None:
+    """Allow USER and write their key bundle, to be placed in their ~/.qpy/."""
+    reply = call("adduser", [user])
+    target = out_dir or f"qpy-bundle-{user}"
+    paths.ensure_private_dir(target)
+    for name, value in reply["bundle"].items():
+        paths.write_private(os.path.join(target, name), value + "\n")
+    say(reply)
+    print(f"Key bundle written to {target}/ (mode 0600). Give it to {user} privately, e.g. "
+          f"as root: install -o {user} -m 600 {target}/multiuser_connection_* "
+          f"~{user}/.qpy/ ; then {user} runs 'qpy restart'.")
+
+
+@admin.command()
+@click.argument("user")
+def removeuser(user: str) -> None:
+    """Withdraw USER's access; their key stops working at once."""
+    say(call("removeuser", [user]))
+
+
+for _hidden in HIDDEN:
+    @admin.command(name=_hidden, hidden=True, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1)
+    def repair(args: tuple[str, ...], _name: str = _hidden) -> None:
+        say(call(_name, list(args)))
+
+
+def main() -> None:
+    try:
+        admin.main(prog_name=os.path.basename(sys.argv[0]), standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        sys.stderr.write(f"qpy-admin: {exc.format_message()}\n")
+        sys.exit(1)
+    except click.Abort:
+        sys.exit(1)
