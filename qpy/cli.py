@@ -58,16 +58,19 @@ def parse_selection(args: tuple[str, ...], statuses: tuple[str, ...], what: str,
 @click.option("-m", "--mem", "--memory", "mem", metavar="GB", help="Memory in GB (default 5).")
 @click.option("-a", "--node_attr", "--attributes", "attr", metavar="EXPR",
               help="Node attributes: names with and/or/not and parentheses.")
-@click.option("-c", "--copyScript", "copy", flag_value=True, default=None,
+@click.option("-c", "--copyScript", "copy_flag", is_flag=True,
               help="Run a copy of the script taken now.")
-@click.option("-o", "--originalScript", "copy", flag_value=False,
+@click.option("-o", "--originalScript", "original_flag", is_flag=True,
               help="Run the original script even if copyScripts is on.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def sub(n_cores: str | None, mem: str | None, attr: str | None, copy: bool | None,
-        command: tuple[str, ...]) -> None:
+def sub(n_cores: str | None, mem: str | None, attr: str | None, copy_flag: bool,
+        original_flag: bool, command: tuple[str, ...]) -> None:
     """Submit COMMAND as a job. Options go before the command."""
     from qpy import jobspec
 
+    if copy_flag and original_flag:
+        fail("-c (copy the script) and -o (run the original) cannot be used together")
+    copy = True if copy_flag else False if original_flag else None
     try:
         spec = jobspec.build(list(command), os.getcwd(), n_cores, mem, attr, copy)
     except jobspec.SpecError as exc:
@@ -135,9 +138,9 @@ def config(key: str | None, values: tuple[str, ...]) -> None:
     say(request({"type": "config", "key": key, "values": list(values)}))
 
 
-@cli.command(name="ctrlQueue", context_settings=CONTEXT)
+@cli.command(name="ctrlQueue", context_settings={**CONTEXT, "ignore_unknown_options": True})
 @click.argument("action", type=click.Choice(["pause", "continue", "jump"]))
-@click.argument("args", nargs=-1)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def ctrl_queue(action: str, args: tuple[str, ...]) -> None:
     """Pause or continue the queue, or jump jobs to run after TARGET (ID, begin, end)."""
     if action != "jump":
@@ -220,7 +223,7 @@ def run() -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        sys.stderr.write(f"qpy: {exc.format_message()}\n")
+        sys.stderr.write(f"qpy: {' '.join(exc.format_message().split())}\n")
         return exc.exit_code
     except click.Abort:
         sys.stderr.write("qpy: aborted\n")

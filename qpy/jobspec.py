@@ -52,6 +52,8 @@ def parse_mem(text: object, where: str = "-m") -> float:
 def parse_attr(text: str | None, where: str = "-a") -> str | None:
     if text is None:
         return None
+    if not text.strip():
+        raise SpecError(f"{where}: the attribute expression is empty")
     try:
         return attrs.normalize(text)
     except attrs.AttrError as exc:
@@ -122,6 +124,13 @@ def command_line(argv: list[str]) -> str:
     return argv[0] if len(argv) == 1 else shlex.join(argv)
 
 
+def run_line(argv: list[str]) -> str | None:
+    """What the job's shell runs when it differs from the command shown: an argv is
+    ``exec``-ed, so the user's program is the job's main process (its own exit status and
+    signals, and its own grace period on kill), not a shell waiting for it."""
+    return "exec " + shlex.join(argv) if len(argv) > 1 else None
+
+
 def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr: str | None,
           copy: bool | None) -> dict:
     """The ``sub`` request fields; command-line options win over directives."""
@@ -137,6 +146,7 @@ def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr:
     copyable = index is not None and (len(argv) > 1 or len(words) == 1)
     return {
         "command": command,
+        "run": run_line(argv),
         "cwd": cwd,
         "n_cores": parse_cores(n_cores) if n_cores is not None else found.get(
             "n_cores", DEFAULT_CORES),

@@ -42,8 +42,8 @@ SCHEMAS: dict[str, dict[str, str]] = {
     # CLI -> master
     "ping": {},
     "sub": {
-        "command": "str", "cwd": "str", "env": "{str}", "n_cores": "int", "mem": "float",
-        "attr": "?str", "copy": "?bool", "script": "?str", "argv": "?[str]=",
+        "command": "str", "run": "?str=", "cwd": "str", "env": "{str}", "n_cores": "int",
+        "mem": "float", "attr": "?str", "copy": "?bool", "script": "?str", "argv": "?[str]=",
         "script_index": "?int=",
     },
     "check": {"select": "dict"},

@@ -34,8 +34,10 @@ def sub(m: Master, s: Session, msg: dict) -> dict:
     cwd = msg["cwd"]
     if not os.path.isabs(cwd):
         raise RequestError(f"the submission directory must be absolute, not {cwd!r}")
-    if "\0" in msg["command"] or "\0" in cwd:
+    if any("\0" in (text or "") for text in (msg["command"], msg.get("run"), cwd)):
         raise RequestError("the command or directory contains a NUL character")
+    if not m.nodes:  # a fresh master: learn the nodes first, so impossible jobs are refused
+        m.link.wait_up(10.0)
     with m.lock:
         st = m.settings
         try:
@@ -46,7 +48,7 @@ def sub(m: Master, s: Session, msg: dict) -> dict:
         if why:
             raise RequestError(f"job refused: {why}")
         job = Job(id=0, status=QUEUE, command=msg["command"], cwd=cwd, n_cores=cores, mem=mem,
-                  attr=attr, t_queue=time.time())
+                  attr=attr, t_queue=time.time(), run_command=msg.get("run"))
         _record(m, job, msg)
     m.wake.set()
     return {"text": f"Job {job.id} received.\n", "job": job.id}

@@ -101,6 +101,7 @@ class Supervisor:
         self.base = os.path.join(run_dir, str(op["job"]))
         self.grace = float(op.get("grace", 10.0))
         self.job_pid = 0
+        self.killing = False
 
     def run(self) -> None:
         """Never returns: the supervisor exits with os._exit."""
@@ -128,8 +129,12 @@ class Supervisor:
         status = self._wait_job()
         code = os.waitstatus_to_exitcode(status)
         self._record({"exit": code} if code >= 0 else {"signal": -code})
-        self._tell_launcher()
-        self._clean_up()
+        if self.killing:  # what is left gets the rest of its grace, and holds the cores
+            self._clean_up()
+            self._tell_launcher()
+        else:
+            self._tell_launcher()
+            self._clean_up()
         os._exit(0)
 
     def _set_subreaper(self) -> None:
@@ -182,6 +187,9 @@ class Supervisor:
                 pass
 
     def _on_term(self, *_: object) -> None:
+        if self.killing:
+            return
+        self.killing = True
         self._signal_tree(signal.SIGTERM)
         signal.setitimer(signal.ITIMER_REAL, max(self.grace, 0.001), 0.5)
 
@@ -201,7 +209,16 @@ class Supervisor:
         write_atomic(self.base + ".exit", json.dumps(result))
 
     def _clean_up(self) -> None:
-        """The job is over: whatever it left running goes too, so its cores are really free."""
+        """The job is over: whatever it left running goes too, so its cores are really free.
+
+        During a kill, the leftovers first get the rest of the grace period (the armed timer
+        escalates to SIGKILL); otherwise they are killed at once.
+        """
+        while self.killing and descendants(os.getpid()):
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
         signal.setitimer(signal.ITIMER_REAL, 0)
         for _ in range(100):
             left = descendants(os.getpid())

@@ -272,7 +272,7 @@ class Master:
         target.chmod(0o700)
         words = list(argv)
         words[index] = str(target)
-        job.script_copy, job.run_command = str(target), shlex.join(words)
+        job.script_copy, job.run_command = str(target), "exec " + shlex.join(words)
 
     def fits_somewhere(self, cores: int, mem: float, attr: str | None) -> str | None:
         """Why no node could ever run this request, or None if one could (or we can't tell)."""
@@ -289,8 +289,11 @@ class Master:
         if any(cores <= n["cores"] and mem <= n["mem"] for n in matching):
             return None
         best = max(matching, key=lambda n: (n["cores"], n["mem"]))
-        return (f"no node can ever run it: it asks for {cores} cores and {mem:g} GB, the "
-                f"largest node ({best['name']}) has {best['cores']} cores and "
+        def cores_text(n: int) -> str:
+            return f"{n} core{'' if n == 1 else 's'}"
+
+        return (f"no node can ever run it: it asks for {cores_text(cores)} and {mem:g} GB, the "
+                f"largest node ({best['name']}) has {cores_text(best['cores'])} and "
                 f"{best['mem']:g} GB")
 
     def status(self) -> dict:

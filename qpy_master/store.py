@@ -117,10 +117,10 @@ class Store:
     def insert(self, job: Job, qpos: int) -> int:
         """Record a new queued job and return its ID."""
         cur = self.db.execute(
-            "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, script_copy,"
+            "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
             " env_id, qpos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr, job.t_queue,
-             job.script_copy, job.env_id, qpos))
+             job.run_command, job.env_id, qpos))
         return cur.lastrowid
 
     def save(self, job: Job, fields: Iterable[str]) -> None:

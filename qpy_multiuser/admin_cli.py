@@ -133,7 +133,7 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        sys.stderr.write(f"qpy-admin: {exc.format_message()}\n")
+        sys.stderr.write(f"qpy-admin: {' '.join(exc.format_message().split())}\n")
         sys.exit(1)
     except click.Abort:
         sys.exit(1)
