@@ -14,6 +14,19 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 QPY = str(BIN / "qpy")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compile_packages() -> None:
+    """Byte-compile qpy as ``pip install`` does, even where PYTHONDONTWRITEBYTECODE is set
+    (an editable checkout would otherwise compile every module on every CLI start)."""
+    import compileall
+
+    for package in ("qpy", "qpy_master", "qpy_multiuser"):
+        compileall.compile_dir(str(ROOT / package), quiet=1)
+
+
+compile_packages()
 
 
 class Bench:

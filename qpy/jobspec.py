@@ -6,12 +6,10 @@ checks the same values again with ``check_resources``, because it trusts no clie
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 
-from qpy import attrs
-from qpy.model import DEFAULT_CORES, DEFAULT_MEM
+from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM
 
 DIRECTIVE = "#QPY"
 SCAN_BYTES = 64 * 1024
@@ -44,7 +42,7 @@ def parse_mem(text: object, where: str = "-m") -> float:
         value = float(str(text).strip())
     except ValueError:
         raise SpecError(f"{where}: memory must be a number of GB, not {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
+    if not value < float("inf") or value <= 0:  # also refuses nan (no math import: start-up)
         raise SpecError(f"{where}: memory must be a positive number of GB, not {text!r}")
     return value
 
@@ -54,6 +52,8 @@ def parse_attr(text: str | None, where: str = "-a") -> str | None:
         return None
     if not text.strip():
         raise SpecError(f"{where}: the attribute expression is empty")
+    from qpy import attrs  # only jobs that name attributes pay for the parser
+
     try:
         return attrs.normalize(text)
     except attrs.AttrError as exc:

@@ -8,8 +8,13 @@ launcher forks a *supervisor* that:
 * becomes a child subreaper, so every descendant of the job, even one that called
   ``setsid``, stays below it and can be found and killed;
 * forks the job as a session leader running ``/bin/sh -c COMMAND`` in its directory;
-* writes ``RUN_DIR/<job>.exit`` with the exact wait status once the job's main process
-  ends, then kills what the job left behind.
+* records itself in its slot of ``RUN_DIR/slots`` (job, PID and start time) before the job
+  starts, and the job's exact wait status in the same slot once the job's main process
+  ends; then it kills what the job left behind.
+
+Slots are fixed 256-byte records of one file, overwritten in place with single ``pwrite``
+calls and reused: starting a job creates no file besides its own output files, because on
+a busy disk creating and deleting files is what a job start costs most.
 
 The launcher learns of a supervisor's end through a pidfd, which works for supervisors a
 previous launcher started too: that is how a restarted master re-adopts running jobs with
@@ -20,6 +25,7 @@ escalates to SIGKILL after the job's grace period.
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import selectors
@@ -29,6 +35,7 @@ import time
 
 PR_SET_CHILD_SUBREAPER = 36
 SH = "/bin/sh"
+LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: a dlopen in each forked child costs
 
 
 def emit(event: dict) -> None:
@@ -74,31 +81,41 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+SLOT = 256
+HALF = SLOT // 2
+BLANK = b" " * SLOT
 
 
-def read_json(path: str) -> dict | None:
+def parse_slot(record: bytes) -> tuple[tuple[int, int, int, float] | None, dict | None]:
+    """(job, supervisor PID, its start time, t_start) and the exit record of one slot, as
+    far as written; (None, None) for a free slot."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+        job, pid, start, t = record[:HALF].decode().split()[:4]
+        head = (int(job), int(pid), int(start), float(t))
+    except ValueError:
+        return None, None
+    try:
+        result = json.loads(record[HALF:].decode()) if record[HALF:].strip() else None
+    except ValueError:
+        result = None
+    return head, result if isinstance(result, dict) else None
+
+
+def padded(text: str, size: int) -> bytes:
+    data = text.encode()
+    if len(data) >= size:
+        raise ValueError(f"slot record too long: {text[:60]!r}")
+    return data + b" " * (size - len(data) - 1) + b"\n"
 
 
 class Supervisor:
     """Runs in the forked child: owns one job from start to recorded end."""
 
-    def __init__(self, op: dict, run_dir: str, notify: int) -> None:
+    def __init__(self, op: dict, slots: int, slot: int, notify: int) -> None:
         self.op = op
         self.notify = notify
-        self.base = os.path.join(run_dir, str(op["job"]))
+        self.slots = slots
+        self.offset = slot * SLOT
         self.grace = float(op.get("grace", 10.0))
         self.job_pid = 0
         self.killing = False
@@ -107,15 +124,18 @@ class Supervisor:
         """Never returns: the supervisor exits with os._exit."""
         os.setsid()
         self._set_subreaper()
-        os.closerange(3, self.notify)
-        os.closerange(self.notify + 1, 1 << 16)
+        keep = sorted((self.notify, self.slots))
+        os.closerange(3, keep[0])
+        os.closerange(keep[0] + 1, keep[1])
+        os.closerange(keep[1] + 1, 1 << 16)
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_IGN)
         me = os.getpid()
-        write_atomic(self.base + ".pid", f"{me} {proc_start(me)} {self.op['t']}\n")
+        os.pwrite(self.slots, padded(f"{self.op['job']} {me} {proc_start(me)} {self.op['t']}",
+                                     HALF), self.offset)
         try:
             out, err = self._open_outputs()
         except OSError as exc:
@@ -138,10 +158,7 @@ class Supervisor:
         os._exit(0)
 
     def _set_subreaper(self) -> None:
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        except OSError:
-            pass
+        LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     def _open_outputs(self) -> tuple[int, int]:
         os.chdir(self.op["cwd"])
@@ -205,8 +222,11 @@ class Supervisor:
             pass
 
     def _record(self, result: dict) -> None:
+        """Write the exit record in one pwrite into the second half of the slot."""
         result["t_end"] = time.time()
-        write_atomic(self.base + ".exit", json.dumps(result))
+        if "error" in result:
+            result["error"] = result["error"][:80]
+        os.pwrite(self.slots, padded(json.dumps(result), HALF), self.offset + HALF)
 
     def _clean_up(self) -> None:
         """The job is over: whatever it left running goes too, so its cores are really free.
@@ -243,9 +263,39 @@ class Launcher:
         self.buf = b""
         self.notify_r, self.notify_w = os.pipe()
         os.set_blocking(self.notify_r, False)
+        path = os.path.join(run_dir, "slots")
+        self.slots = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.slot_of: dict[int, int] = {}
+        self.free: list[int] = []
+        self.forgotten: set[int] = set()
+        self._scan()
 
-    def path(self, job: int, suffix: str) -> str:
-        return os.path.join(self.run_dir, f"{job}.{suffix}")
+    def _scan(self) -> None:
+        """Learn which slots hold jobs not yet forgotten (started by earlier launchers)."""
+        size = os.fstat(self.slots).st_size // SLOT
+        data = os.pread(self.slots, size * SLOT, 0)
+        self.slot_of, self.free = {}, []
+        for i in range(size):
+            head, _ = parse_slot(data[i * SLOT:(i + 1) * SLOT])
+            if head is None:
+                self.free.append(i)
+            else:
+                self.slot_of[head[0]] = i
+        self.free.reverse()
+
+    def _take_slot(self) -> int:
+        if self.free:
+            return self.free.pop()
+        slot = os.fstat(self.slots).st_size // SLOT
+        os.pwrite(self.slots, BLANK, slot * SLOT)
+        return slot
+
+    def _slot(self, job: int) -> tuple[tuple[int, int, int, float] | None, dict | None]:
+        slot = self.slot_of.get(job)
+        if slot is None:
+            return None, None
+        head, result = parse_slot(os.pread(self.slots, SLOT, slot * SLOT))
+        return (head, result) if head is not None and head[0] == job else (None, None)
 
     def serve(self) -> None:
         os.set_blocking(0, False)
@@ -288,14 +338,18 @@ class Launcher:
     def start(self, op: dict) -> None:
         job = int(op["job"])
         op["t"] = t_start = time.time()
+        slot = self._take_slot()
+        self.slot_of[job] = slot
+        gc.freeze()  # keep the collector off the parent's objects: fewer copied pages per fork
         pid = os.fork()
         if pid == 0:
+            gc.disable()
             try:
-                Supervisor(op, self.run_dir, self.notify_w).run()
+                Supervisor(op, self.slots, slot, self.notify_w).run()
             finally:
                 os._exit(1)
         self._watch(job, pid, own=True)
-        emit({"ev": "started", "job": job, "pid": pid, "start": proc_start(pid), "t": t_start})
+        emit({"ev": "started", "job": job, "pid": pid, "t": t_start})
 
     def _watch(self, job: int, pid: int, own: bool) -> bool:
         try:
@@ -311,27 +365,19 @@ class Launcher:
         job = int(op["job"])
         if job in self.watched:
             return
-        pid, start = op.get("pid"), op.get("start")
-        if pid is None:
-            pid, start, t = self._pid_file(job)
-            if pid is not None:  # the master crashed before it learnt the PID
-                emit({"ev": "started", "job": job, "pid": pid, "start": start, "t": t})
-        if pid is not None and proc_start(pid) == start and self._watch(job, pid, own=False):
+        if job not in self.slot_of:
+            self._scan()  # a supervisor forked just before the old launcher died
+        head, result = self._slot(job)
+        if head is None:
+            emit({"ev": "lost", "job": job, "ran": False, "reason": "the job was never started"})
+            return
+        _, pid, start, t = head
+        emit({"ev": "started", "job": job, "pid": pid, "t": t})
+        if result is None and proc_start(pid) == start and self._watch(job, pid, own=False):
             if proc_start(pid) == start:  # still the same process now that the pidfd holds it
                 return
             self._unwatch(job)
-        if pid is None and read_json(self.path(job, "exit")) is None:
-            emit({"ev": "lost", "job": job, "ran": False, "reason": "the job was never started"})
-            return
         self._report_end(job)
-
-    def _pid_file(self, job: int) -> tuple[int | None, int | None, float | None]:
-        try:
-            with open(self.path(job, "pid")) as f:
-                pid, start, t = f.read().split()[:3]
-            return int(pid), int(start), float(t)
-        except (OSError, ValueError):
-            return None, None, None
 
     def kill(self, op: dict) -> None:
         entry = self.watched.get(int(op["job"]))
@@ -342,12 +388,18 @@ class Launcher:
                 pass
 
     def forget(self, op: dict) -> None:
-        """The master has recorded the end: the run files can go."""
-        for suffix in ("pid", "exit"):
-            try:
-                os.unlink(self.path(int(op["job"]), suffix))
-            except FileNotFoundError:
-                pass
+        """The master has recorded the end: the slot is free for another job."""
+        job = int(op["job"])
+        if job in self.watched:  # its supervisor is still cleaning up: free it at its exit
+            self.forgotten.add(job)
+            return
+        self._free_slot(job)
+
+    def _free_slot(self, job: int) -> None:
+        slot = self.slot_of.pop(job, None)
+        if slot is not None:
+            os.pwrite(self.slots, BLANK, slot * SLOT)
+            self.free.append(slot)
 
     def _unwatch(self, job: int) -> tuple[int, int, bool]:
         pidfd, pid, own = self.watched.pop(job)
@@ -378,9 +430,12 @@ class Launcher:
             self.reported.discard(job)
         else:
             self._report_end(job)
+        if job in self.forgotten:
+            self.forgotten.discard(job)
+            self._free_slot(job)
 
     def _report_end(self, job: int) -> None:
-        result = read_json(self.path(job, "exit"))
+        _, result = self._slot(job)
         if result is None:
             emit({"ev": "lost", "job": job, "ran": True,
                   "reason": "its supervisor ended without recording an exit status"})

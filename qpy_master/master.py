@@ -63,8 +63,7 @@ class Master:
             self.queue.push(job, qpos)
         for job in running:
             self.running[job.id] = job
-            self._send(job, {"op": "adopt", "job": job.id, "pid": job.pid,
-                             "start": job.pid_start})
+            self._send(job, {"op": "adopt", "job": job.id})
         log.info("restored %d queued and %d running jobs", len(queued), len(running))
 
     def shutdown(self) -> None:
@@ -197,8 +196,7 @@ class Master:
                 return
             del self.runners[node]
             for job in [j for j in self.running.values() if j.node == node]:
-                self._send(job, {"op": "adopt", "job": job.id, "pid": job.pid,
-                                 "start": job.pid_start})
+                self._send(job, {"op": "adopt", "job": job.id})
 
     def _on_launcher_event(self, node: str, event: dict) -> None:
         kind = event.get("ev")
@@ -210,10 +208,9 @@ class Master:
             job = self.running.get(event.get("job"))
             if job is None:
                 return
-            if kind == "started":
-                job.pid, job.pid_start = event.get("pid"), event.get("start")
+            if kind == "started":  # kept in memory, stored with the end: the run file has it
+                job.pid = event.get("pid")
                 job.t_start = event.get("t") or job.t_start
-                self.store.save(job, ("pid", "pid_start", "t_start"))
             elif kind == "ended":
                 error = event.get("error")
                 self._finish(job, KILLED if job.kill_requested else DONE,
@@ -230,8 +227,8 @@ class Master:
         log.warning("job %d never started; queueing it again", job.id)
         del self.running[job.id]
         job.move(QUEUE)
-        job.node = job.t_start = job.pid = job.pid_start = None
-        self.store.save(job, ("status", "node", "t_start", "pid", "pid_start"))
+        job.node = job.t_start = job.pid = None
+        self.store.save(job, ("status", "node", "t_start", "pid"))
         self.queue.push(job, 0)
         self.release.append(job.id)
         self.wake.set()
@@ -244,7 +241,8 @@ class Master:
         job.move(status)
         job.exit_code, job.signal, job.reason = exit_code, signal, reason
         job.t_end = t_end or time.time()
-        self.store.save(job, ("status", "exit_code", "signal", "reason", "t_end"))
+        self.store.save(job, ("status", "exit_code", "signal", "reason", "t_start", "t_end",
+                              "pid"))
         if job.script_copy:
             Path(job.script_copy).unlink(missing_ok=True)
         self.release.append(job.id)

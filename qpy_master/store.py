@@ -35,7 +35,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_command TEXT,
     env_id INTEGER,
     pid INTEGER,
-    pid_start INTEGER,
     kill_requested INTEGER NOT NULL DEFAULT 0,
     qpos INTEGER NOT NULL DEFAULT 0
 );
@@ -49,7 +48,7 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "t_queue",
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
-           "env_id", "pid", "pid_start", "kill_requested")
+           "env_id", "pid", "kill_requested")
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 
 

@@ -136,15 +136,25 @@ class Qpy:
         _kill_supervisors(self.home / "run")
 
 
+def supervisors(run_dir: Path) -> dict[int, int]:
+    """Job ID -> supervisor PID, as the supervisors recorded them in the launcher's slots."""
+    from qpy_master.launcher import SLOT, parse_slot
+
+    try:
+        data = (run_dir / "slots").read_bytes()
+    except OSError:
+        return {}
+    found = {}
+    for i in range(0, len(data) - SLOT + 1, SLOT):
+        head, _ = parse_slot(data[i:i + SLOT])
+        if head is not None:
+            found[head[0]] = head[1]
+    return found
+
+
 def _kill_supervisors(run_dir: Path) -> None:
     """End any job supervisor (and its job tree) a test left behind, by recorded PID."""
-    if not run_dir.is_dir():
-        return
-    for pid_file in run_dir.glob("*.pid"):
-        try:
-            pid = int(pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
+    for pid in supervisors(run_dir).values():
         if pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
 

@@ -17,7 +17,7 @@ import os
 import signal
 from pathlib import Path
 
-from conftest import pid_alive, wait_for
+from conftest import pid_alive, supervisors, wait_for
 
 CORES = len(os.sched_getaffinity(0))
 
@@ -76,11 +76,8 @@ def marker_procs(qpy, *argv: str) -> list[int]:
 
 def supervisor(qpy, job_id: int) -> int | None:
     """PID of the job's supervisor as it recorded it, if it is still alive."""
-    try:
-        pid = int((qpy.home / "run" / f"{job_id}.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if pid_alive(pid) else None
+    pid = supervisors(qpy.home / "run").get(job_id)
+    return pid if pid and pid_alive(pid) else None
 
 
 def wait_started(qpy, *ids: int) -> None:
