@@ -268,6 +268,7 @@ class Launcher:
         self.slot_of: dict[int, int] = {}
         self.free: list[int] = []
         self.forgotten: set[int] = set()
+        self.envs: dict[int, dict[str, str]] = {}
         self._scan()
 
     def _scan(self) -> None:
@@ -329,14 +330,19 @@ class Launcher:
         try:
             op = json.loads(line)
             handler = {"start": self.start, "kill": self.kill, "adopt": self.adopt,
-                       "forget": self.forget}[op["op"]]
+                       "forget": self.forget, "env": self.env}[op["op"]]
             handler(op)
         except Exception as exc:  # one bad op must not end the launcher
             emit({"ev": "error", "text": f"{type(exc).__name__}: {exc}", "op": line[:200].decode(
                 errors="replace")})
 
+    def env(self, op: dict) -> None:
+        """A submission environment, sent once and then named by jobs that share it."""
+        self.envs[int(op["id"])] = op["env"]
+
     def start(self, op: dict) -> None:
         job = int(op["job"])
+        op["env"] = {**self.envs.get(op.get("env_id"), {}), **op.get("vars", {})}
         op["t"] = t_start = time.time()
         slot = self._take_slot()
         self.slot_of[job] = slot

@@ -49,7 +49,6 @@ class Master:
         self.scripts = home / "scripts"
         self.wake = threading.Event()
         self.stopping = False
-        self._env_cache: tuple[int | None, dict] = (None, {})
         self._restore()
         self.link = MultiuserLink(connect, self._hello, self._on_hello, self._on_event)
         threading.Thread(target=self._schedule_loop, name="scheduler", daemon=True).start()
@@ -149,9 +148,12 @@ class Master:
         job.node, job.t_start = grant["node"], time.time()
         self.store.save(job, ("status", "node", "t_start"))
         self.running[job.id] = job
+        self._send_env(job)
         self._send(job, {
             "op": "start", "job": job.id, "cmd": self._command(job), "cwd": job.cwd,
-            "env": self._env(job), "grace": float(self.settings["killGrace"]),
+            "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
+            "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
+                     "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
             "out": os.path.join(job.cwd, f"job_{job.id}.out"),
             "err": os.path.join(job.cwd, f"job_{job.id}.err")})
 
@@ -159,13 +161,15 @@ class Master:
         sources = "".join(f". {shlex.quote(f)}; " for f in self.settings["sourceTheseFiles"])
         return sources + (job.run_command or job.command)
 
-    def _env(self, job: Job) -> dict[str, str]:
-        if self._env_cache[0] != job.env_id:
-            self._env_cache = (job.env_id, self.store.env(job.env_id))
-        env = dict(self._env_cache[1])
-        env.update(QPY_JOB_ID=str(job.id), QPY_NODE=job.node or "", QPY_N_CORES=str(job.n_cores),
-                   QPY_MEM=f"{job.mem:g}")
-        return env
+    def _send_env(self, job: Job) -> None:
+        """Give the node's launcher the job's submission environment unless it has it."""
+        try:
+            runner = self._runner(job.node)
+        except LauncherGone:
+            return  # _send reports it for the start op
+        if job.env_id not in runner.envs_sent:
+            self._send(job, {"op": "env", "id": job.env_id, "env": self.store.env(job.env_id)})
+            runner.envs_sent.add(job.env_id)
 
     # -- launchers -------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ class Runner:
         self.on_event = on_event
         self.on_exit = on_exit
         self.closing = False
+        self.envs_sent: set[int] = set()
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
             [sys.executable, "-S", "-u", str(LAUNCHER), str(run_dir)],
