@@ -109,30 +109,51 @@ def padded(text: str, size: int) -> bytes:
 
 
 class Supervisor:
-    """Runs in the forked child: owns one job from start to recorded end."""
+    """Runs in a forked child: prepared while idle, then owns one job to its recorded end."""
 
-    def __init__(self, op: dict, slots: int, slot: int, notify: int) -> None:
-        self.op = op
-        self.notify = notify
+    def __init__(self, slots: int, notify: int, inbox: int) -> None:
         self.slots = slots
-        self.offset = slot * SLOT
-        self.grace = float(op.get("grace", 10.0))
+        self.notify = notify
+        self.inbox = inbox
+        self.op: dict = {}
+        self.offset = 0
+        self.grace = 10.0
         self.job_pid = 0
         self.killing = False
+        self.devnull = -1
+
+    def prepare(self) -> None:
+        """Everything that does not depend on the job, done before the job is known."""
+        os.setsid()
+        self._set_subreaper()
+        keep = sorted((self.notify, self.slots, self.inbox))
+        low = 3
+        for fd in keep:
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, 1 << 16)
+        self.devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(self.devnull, fd)
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+    def serve(self) -> None:
+        """Wait for the job (EOF: the launcher is gone, nothing to do), run it, exit."""
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = os.read(self.inbox, 1 << 20)
+            if not chunk:
+                os._exit(0)
+            data += chunk
+        os.close(self.inbox)
+        self.op = json.loads(data)
+        self.offset = int(self.op["slot"]) * SLOT
+        self.grace = float(self.op.get("grace", 10.0))
+        self.run()
 
     def run(self) -> None:
         """Never returns: the supervisor exits with os._exit."""
-        os.setsid()
-        self._set_subreaper()
-        keep = sorted((self.notify, self.slots))
-        os.closerange(3, keep[0])
-        os.closerange(keep[0] + 1, keep[1])
-        os.closerange(keep[1] + 1, 1 << 16)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_IGN)
         me = os.getpid()
         os.pwrite(self.slots, padded(f"{self.op['job']} {me} {proc_start(me)} {self.op['t']}",
                                      HALF), self.offset)
@@ -140,10 +161,11 @@ class Supervisor:
             out, err = self._open_outputs()
         except OSError as exc:
             self._record({"error": f"{exc.strerror}: {exc.filename}"})
+            self._tell_launcher()
             os._exit(0)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGALRM, self._on_alarm)
-        self.job_pid = self._spawn_job(devnull, out, err)
+        self.job_pid = self._spawn_job(self.devnull, out, err)
         os.close(out)
         os.close(err)
         status = self._wait_job()
@@ -269,6 +291,7 @@ class Launcher:
         self.free: list[int] = []
         self.forgotten: set[int] = set()
         self.envs: dict[int, dict[str, str]] = {}
+        self.spare: tuple[int, int] | None = None
         self._scan()
 
     def _scan(self) -> None:
@@ -303,6 +326,7 @@ class Launcher:
         self.sel.register(0, selectors.EVENT_READ, None)
         self.sel.register(self.notify_r, selectors.EVENT_READ, "notify")
         emit({"ev": "ready", "pid": os.getpid()})
+        self.spare = self._fork_supervisor()
         while True:
             for key, _ in self.sel.select():
                 if key.data is None:
@@ -341,21 +365,38 @@ class Launcher:
         self.envs[int(op["id"])] = op["env"]
 
     def start(self, op: dict) -> None:
+        """Hand the job to the spare supervisor, then fork the next spare: the fork is
+        not on the path from "start" to the job's first instruction."""
         job = int(op["job"])
         op["env"] = {**self.envs.get(op.get("env_id"), {}), **op.get("vars", {})}
         op["t"] = t_start = time.time()
-        slot = self._take_slot()
+        op["slot"] = slot = self._take_slot()
         self.slot_of[job] = slot
+        pid, inbox = self.spare or self._fork_supervisor()
+        self.spare = None
+        data = (json.dumps(op, separators=(",", ":")) + "\n").encode()
+        while data:
+            data = data[os.write(inbox, data):]
+        os.close(inbox)
+        self._watch(job, pid, own=True)
+        emit({"ev": "started", "job": job, "pid": pid, "t": t_start})
+        self.spare = self._fork_supervisor()
+
+    def _fork_supervisor(self) -> tuple[int, int]:
+        """A prepared supervisor waiting on a pipe for its job."""
+        inbox_r, inbox_w = os.pipe()
         gc.freeze()  # keep the collector off the parent's objects: fewer copied pages per fork
         pid = os.fork()
         if pid == 0:
             gc.disable()
             try:
-                Supervisor(op, self.slots, slot, self.notify_w).run()
+                supervisor = Supervisor(self.slots, self.notify_w, inbox_r)
+                supervisor.prepare()
+                supervisor.serve()
             finally:
                 os._exit(1)
-        self._watch(job, pid, own=True)
-        emit({"ev": "started", "job": job, "pid": pid, "t": t_start})
+        os.close(inbox_r)
+        return pid, inbox_w
 
     def _watch(self, job: int, pid: int, own: bool) -> bool:
         try:
