@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -157,6 +158,66 @@ def _kill_supervisors(run_dir: Path) -> None:
     for pid in supervisors(run_dir).values():
         if pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
+
+
+# --- helpers shared by several test files --------------------------------------------
+
+def on_tty(qpy, *args: str) -> str:
+    """Run ``qpy ARGS`` with stdout on a pseudo-terminal; return what it wrote there."""
+    master, slave = pty.openpty()
+    env = {k: v for k, v in qpy.env.items() if k not in ("NO_COLOR", "ANSI_COLORS_DISABLED")}
+    proc = subprocess.Popen([QPY, *args], cwd=qpy.work, env=env, stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def job_processes(qpy, want) -> list[int]:
+    """Live processes of this test's jobs for which ``want(argv, environ)`` holds."""
+    mark = f"QPY_HOME={qpy.home}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")[:-1]
+            environ = Path(f"/proc/{name}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if mark in environ and want(argv, environ) and pid_alive(int(name)):
+            found.append(int(name))
+    return found
+
+
+def assert_one_line_error(proc, text: str | None = None) -> None:
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("qpy: ")
+    assert proc.stderr.endswith("\n") and proc.stderr.count("\n") == 1, proc.stderr
+    if text is not None:
+        assert proc.stderr == f"qpy: {text}\n"
+
+
+def start_daemons(qpy) -> tuple[int, int]:
+    wait_for(lambda: qpy.run("status", check=False).returncode == 0,
+             what="the master to reach the multiuser")
+    master, multiuser = qpy.pid("master"), qpy.pid("multiuser")
+    assert master and multiuser
+    return master, multiuser
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import subprocess
 
 import pytest
-from conftest import QPY
+from conftest import on_tty
 
 LINE = re.compile(r"(\d+) \((\w+)\):")
 
@@ -214,30 +212,6 @@ def test_paused_notice_with_selection_matching_nothing(qpy):
     qpy.run("ctrlQueue", "pause")
     assert qpy.run("check", "done").stdout == "Job submission is paused.\n"
 
-
-
-def on_tty(qpy, *args: str) -> str:
-    """Run ``qpy ARGS`` with stdout on a pseudo-terminal; return what it wrote there."""
-    master, slave = pty.openpty()
-    env = {k: v for k, v in qpy.env.items() if k not in ("NO_COLOR", "ANSI_COLORS_DISABLED")}
-    proc = subprocess.Popen([QPY, *args], cwd=qpy.work, env=env, stdin=subprocess.DEVNULL,
-                            stdout=slave, stderr=subprocess.PIPE)
-    os.close(slave)
-    chunks = []
-    try:
-        while True:
-            try:
-                data = os.read(master, 4096)
-            except OSError:  # EIO: the other side is closed
-                break
-            if not data:
-                break
-            chunks.append(data)
-    finally:
-        os.close(master)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    return b"".join(chunks).decode().replace("\r\n", "\n")
 
 
 def test_colour_on_a_terminal_but_not_in_a_pipe(qpy):

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import assert_one_line_error, wait_for
 
 CORES = len(os.sched_getaffinity(0))
 GATED = ("touch started_$QPY_JOB_ID; while [ ! -e go_$QPY_JOB_ID ]; do sleep 0.05; done; "
@@ -25,15 +25,6 @@ def finished(qpy, command: str = "true", cwd: Path | None = None) -> int:
     job = qpy.sub("sh", "-c", command, cwd=cwd)
     qpy.wait_status(job)
     return job
-
-
-def assert_one_line_error(proc, text: str | None = None) -> None:
-    assert proc.returncode != 0
-    assert proc.stdout == ""
-    assert proc.stderr.startswith("qpy: ")
-    assert proc.stderr.endswith("\n") and proc.stderr.count("\n") == 1, proc.stderr
-    if text is not None:
-        assert proc.stderr == f"qpy: {text}\n"
 
 
 def make_killed(qpy) -> int:

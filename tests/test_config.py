@@ -4,13 +4,11 @@ checkFMT placeholder, and refusals that leave the setting as it was."""
 from __future__ import annotations
 
 import os
-import pty
 import re
-import subprocess
 import time
 
 import pytest
-from conftest import QPY, wait_for
+from conftest import on_tty, wait_for
 
 DEFAULT_FMT_SHOWN = "%j (%s):%c (on %n; wd: %d)\\n"
 STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
@@ -43,30 +41,6 @@ def out(qpy, job: int) -> str:
 
 def stamp(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-def on_tty(qpy, *args: str) -> str:
-    """Run ``qpy ARGS`` with stdout on a pseudo-terminal; return what it wrote there."""
-    master, slave = pty.openpty()
-    env = {k: v for k, v in qpy.env.items() if k not in ("NO_COLOR", "ANSI_COLORS_DISABLED")}
-    proc = subprocess.Popen([QPY, *args], cwd=qpy.work, env=env, stdin=subprocess.DEVNULL,
-                            stdout=slave, stderr=subprocess.PIPE)
-    os.close(slave)
-    chunks = []
-    try:
-        while True:
-            try:
-                data = os.read(master, 4096)
-            except OSError:  # EIO: the other side is closed
-                break
-            if not data:
-                break
-            chunks.append(data)
-    finally:
-        os.close(master)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    return b"".join(chunks).decode().replace("\r\n", "\n")
 
 
 # --- listing ------------------------------------------------------------------------------

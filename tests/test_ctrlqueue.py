@@ -9,22 +9,13 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import wait_for
+from conftest import assert_one_line_error, wait_for
 
 CORES = len(os.sched_getaffinity(0))
 WHOLE = str(CORES)  # -n WHOLE: one job at a time
 ORDER = "echo $QPY_JOB_ID >> order.txt"
 GATED = ("touch started_$QPY_JOB_ID; while [ ! -e go_$QPY_JOB_ID ]; do sleep 0.05; done; "
          "exit $((10 + QPY_JOB_ID))")
-
-
-def assert_one_line_error(proc, text: str | None = None) -> None:
-    assert proc.returncode != 0
-    assert proc.stdout == ""
-    assert proc.stderr.startswith("qpy: ")
-    assert proc.stderr.endswith("\n") and proc.stderr.count("\n") == 1, proc.stderr
-    if text is not None:
-        assert proc.stderr == f"qpy: {text}\n"
 
 
 def run_order(qpy) -> list[int]:

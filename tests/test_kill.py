@@ -14,40 +14,23 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import pid_alive, wait_for
+from conftest import assert_one_line_error, job_processes, pid_alive, wait_for
 
 CORES = len(os.sched_getaffinity(0))
 GATED = ("echo $QPY_JOB_ID >> ran_$QPY_JOB_ID; touch started_$QPY_JOB_ID; "
          "while [ ! -e go_$QPY_JOB_ID ]; do sleep 0.05; done; exit $((10 + QPY_JOB_ID))")
 
 
-def _procs(qpy, want) -> list[int]:
-    """Live processes of this test's jobs for which ``want(argv, environ)`` holds."""
-    mark = f"QPY_HOME={qpy.home}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")[:-1]
-            environ = Path(f"/proc/{name}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if mark in environ and want(argv, environ) and pid_alive(int(name)):
-            found.append(int(name))
-    return found
-
-
 def marker_procs(qpy, *argv: str) -> list[int]:
     """Processes of this test's jobs whose command line is exactly ``argv``."""
     wanted = [a.encode() for a in argv]
-    return _procs(qpy, lambda cmd, env: cmd == wanted)
+    return job_processes(qpy, lambda cmd, env: cmd == wanted)
 
 
 def job_procs(qpy, job_id: int) -> list[int]:
     """Every live process of job ``job_id`` (they all carry its QPY_JOB_ID)."""
     tag = f"QPY_JOB_ID={job_id}".encode()
-    return _procs(qpy, lambda cmd, env: tag in env)
+    return job_processes(qpy, lambda cmd, env: tag in env)
 
 
 def started(qpy, job_id: int) -> Path:
@@ -73,15 +56,6 @@ def release(qpy, *ids: int) -> None:
 
 def n_jobs(n: int) -> str:
     return f"{n} job{'' if n == 1 else 's'}"
-
-
-def assert_one_line_error(proc, text: str | None = None) -> None:
-    assert proc.returncode != 0
-    assert proc.stdout == ""
-    assert proc.stderr.startswith("qpy: ")
-    assert proc.stderr.endswith("\n") and proc.stderr.count("\n") == 1, proc.stderr
-    if text is not None:
-        assert proc.stderr == f"qpy: {text}\n"
 
 
 # -- queued jobs ---------------------------------------------------------------------------

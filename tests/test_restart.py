@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 
-from conftest import pid_alive, supervisors, wait_for
+from conftest import job_processes, pid_alive, supervisors, wait_for
 
 CORES = len(os.sched_getaffinity(0))
 
@@ -32,26 +31,10 @@ SHARED = gated("go")  # every job waits for the same file
 OWN = gated("go_$QPY_JOB_ID")  # each job waits for its own file
 
 
-def _procs(qpy, want) -> list[int]:
-    mark = f"QPY_HOME={qpy.home}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")[:-1]
-            environ = Path(f"/proc/{name}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if mark in environ and want(argv, environ) and pid_alive(int(name)):
-            found.append(int(name))
-    return found
-
-
 def job_procs(qpy, job_id: int) -> list[int]:
     """Every live process of job ``job_id`` (they all carry its QPY_JOB_ID)."""
     tag = f"QPY_JOB_ID={job_id}".encode()
-    return _procs(qpy, lambda argv, env: tag in env)
+    return job_processes(qpy, lambda argv, env: tag in env)
 
 
 def job_leader(qpy, job_id: int) -> int | None:
@@ -71,7 +54,7 @@ def _sid(pid: int) -> int | None:
 
 def marker_procs(qpy, *argv: str) -> list[int]:
     wanted = [a.encode() for a in argv]
-    return _procs(qpy, lambda cmd, env: cmd == wanted)
+    return job_processes(qpy, lambda cmd, env: cmd == wanted)
 
 
 def supervisor(qpy, job_id: int) -> int | None:

@@ -13,7 +13,7 @@ import stat
 from multiprocessing.connection import AuthenticationError, Client
 
 import pytest
-from conftest import wait_for
+from conftest import start_daemons
 
 from qpy import paths, wire
 
@@ -22,14 +22,6 @@ REFUSED = (AuthenticationError, EOFError, ConnectionResetError, BrokenPipeError)
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def start_daemons(qpy) -> tuple[int, int]:
-    wait_for(lambda: qpy.run("status", check=False).returncode == 0,
-             what="the master to reach the multiuser")
-    master, multiuser = qpy.pid("master"), qpy.pid("multiuser")
-    assert master and multiuser
-    return master, multiuser
 
 
 def admin_home(qpy):

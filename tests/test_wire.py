@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Client
 
 import pytest
-from conftest import wait_for
+from conftest import start_daemons
 
 from qpy import paths, wire
 
@@ -22,15 +22,6 @@ REPLY_WAIT = 60.0  # only a guard against a hang; no test asserts a duration
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def start_daemons(qpy) -> tuple[int, int]:
-    """Start both daemons through the CLI; return (master PID, multiuser PID)."""
-    wait_for(lambda: qpy.run("status", check=False).returncode == 0,
-             what="the master to reach the multiuser")
-    master, multiuser = qpy.pid("master"), qpy.pid("multiuser")
-    assert master and multiuser
-    return master, multiuser
 
 
 def master_address(qpy) -> str:
