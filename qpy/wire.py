@@ -199,11 +199,14 @@ def connect(address: str | tuple[str, int], user: str, key: bytes,
 
 
 def call(conn: Connection, msg: dict, timeout: float | None = None) -> dict:
-    """One request and its reply on an open connection."""
+    """One request and its reply on an open connection (pushed events are skipped)."""
     conn.send_bytes(encode(msg))
-    if timeout is not None and not conn.poll(timeout):
-        raise TimeoutError(f"no reply to {msg.get('type')} within {timeout:g} s")
-    return decode(conn.recv_bytes(MAX_MESSAGE))
+    while True:
+        if timeout is not None and not conn.poll(timeout):
+            raise TimeoutError(f"no reply to {msg.get('type')} within {timeout:g} s")
+        reply = decode(conn.recv_bytes(MAX_MESSAGE))
+        if "re" in reply or reply.get("type") not in EVENTS:
+            return reply
 
 
 def parse_address(text: str, port: str | int) -> tuple[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -44,6 +45,7 @@ def main() -> None:
         logging.exception("master start-up failed")
         report(args.ready_fd, f"error {type(exc).__name__}: {exc}\n")
         sys.exit(1)
+    gc.freeze()  # the restored jobs live long: keep them out of collection passes
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     (home / "master.pid").write_text(f"{os.getpid()}\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -39,6 +40,7 @@ def main() -> None:
         logging.exception("multiuser start-up failed")
         report(args.ready_fd, f"error {exc}\n")
         sys.exit(1)
+    gc.freeze()  # nodes, users, keys live as long as the process: keep them out of GC passes
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     (home / "multiuser.pid").write_text(f"{os.getpid()}\n")

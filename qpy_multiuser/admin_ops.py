@@ -34,7 +34,7 @@ def reload_nodes(mu, args: list[str]) -> dict:
         raise _refuse(exc) from None
     mu.alloc.set_nodes(nodes)
     _announce_nodes(mu)
-    mu._wake_waiting()
+    mu.changed()
     return {"text": f"Nodes loaded: {len(nodes)}.\n"}
 
 
@@ -52,7 +52,7 @@ def distribute(mu, args: list[str]) -> dict:
     except (nodes_module.FileError, rules_module.ShareError) as exc:
         raise _refuse(exc) from None
     mu.allowed = allowed
-    mu._wake_waiting()
+    mu.changed()
     return {"text": "Cores distributed.\n"}
 
 
@@ -149,6 +149,7 @@ def repair_req_core(mu, args: list[str]) -> dict:
                                          "jobs": [job]}], user.queue)
     if not grants:
         raise RequestError("No free cores.")
+    mu.ledger.replace(user.name, user.jobs)
     return {"text": f"{grants[0]['node']}={grants[0]['address']}\n"}
 
 
@@ -156,9 +157,11 @@ def repair_remove_job(mu, args: list[str]) -> dict:
     """``__remove_job USER JOB``: drop an allocation the master will never release."""
     if len(args) < 2 or not args[1].isdigit():
         raise RequestError("__remove_job takes USER JOBID")
-    if not mu.alloc.remove(_user(mu, args[0]), int(args[1])):
+    user = _user(mu, args[0])
+    if not mu.alloc.remove(user, int(args[1])):
         raise RequestError("Job not found")
-    mu._wake_waiting()
+    mu.ledger.replace(user.name, user.jobs)
+    mu.changed()
     return {"text": "Job removed.\n"}
 
 

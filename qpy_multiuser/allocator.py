@@ -26,6 +26,7 @@ class User:
     used: int = 0
     queue: int = 0
     waiting: bool = False
+    woken: int = -1  # the multiuser's epoch in which this user's master was last woken
     jobs: dict[int, tuple[str, int, float]] = field(default_factory=dict)
 
     @property
@@ -34,19 +35,21 @@ class User:
 
 
 class Allocator:
-    """Nodes, users and allocations; every change keeps node and user totals consistent."""
+    """Nodes, users and allocations.
+
+    Decisions must stay fast with 1,000 nodes and 200 users, so nothing is summed per
+    decision: totals are kept up to date by every change, and up nodes are indexed by their
+    number of free cores (ordinary and multicore-preferred apart), so a node is found by
+    looking at the few buckets that can fit the job.
+    """
 
     def __init__(self, nodes: dict[str, Node], rules: rules_module.Rules) -> None:
-        self.nodes = nodes
         self.rules = rules
         self.users: dict[str, User] = {}
-        self.configured = set(nodes)
+        self.nodes: dict[str, Node] = {}
+        self.set_nodes(nodes)
 
     # -- shares ----------------------------------------------------------------------------
-
-    @property
-    def total_cores(self) -> int:
-        return sum(n.cores for n in self.nodes.values() if n.up)
 
     def user(self, name: str) -> User:
         """A registered user; registering one never fails: if the rules cannot give them a
@@ -67,6 +70,7 @@ class Allocator:
         self.rules = rules
         for name, (minimum, extra) in computed.items():
             self.users[name].minimum, self.users[name].extra = minimum, extra
+        self._recount()
 
     def set_nodes(self, nodes: dict[str, Node]) -> None:
         """Swap in a reloaded nodes file keeping every running job's accounting: a node that
@@ -81,15 +85,64 @@ class Allocator:
                     nodes[name] = old
         self.configured = {n for n in nodes if nodes[n].up}
         self.nodes = nodes
-        self.distribute()
+        self._index_nodes()
+        self._recount()
+        if self.users:
+            self.distribute()
+
+    def set_up(self, node: Node, up: bool) -> None:
+        """A node went down or came back: it leaves or rejoins the pool."""
+        node.up = up
+        self._index_nodes()
+        self._recount()
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _index_nodes(self) -> None:
+        self.buckets: tuple[dict[int, dict[str, Node]], dict[int, dict[str, Node]]] = ({}, {})
+        for node in self.nodes.values():
+            if node.up:
+                self._bucket(node, +1)
+
+    def _bucket(self, node: Node, sign: int) -> None:
+        """Put ``node`` into (+1) or take it out of (-1) the bucket of its free cores."""
+        index = self.buckets[node.pref_multicore]
+        if sign > 0:
+            index.setdefault(node.free_cores, {})[node.name] = node
+        else:
+            same = index[node.free_cores]
+            del same[node.name]
+            if not same:
+                del index[node.free_cores]
+
+    def _recount(self) -> None:
+        self.total_cores = sum(n.cores for n in self.nodes.values() if n.up)
+        self.used_up = sum(n.used_cores for n in self.nodes.values() if n.up)
+        self.unused_min = sum(max(0, u.minimum - u.used) for u in self.users.values())
+
+    def _use(self, user: User, node: Node, cores: int, mem: float) -> None:
+        """Change usage by ``cores`` (negative to free) keeping every total in step."""
+        self.unused_min -= max(0, user.minimum - user.used)
+        user.used += cores
+        self.unused_min += max(0, user.minimum - user.used)
+        if node.up:
+            self._bucket(node, -1)
+        node.used_cores += cores
+        node.used_mem += mem
+        if node.up:
+            self._bucket(node, +1)
+            self.used_up += cores
 
     # -- allocations -----------------------------------------------------------------------
 
+    @property
+    def free_cores(self) -> int:
+        return self.total_cores - self.used_up
+
     def _free_for(self, user: User) -> int:
         """Free cores minus the unused guaranteed minimums of everyone else."""
-        reserved = sum(max(0, u.minimum - u.used) for u in self.users.values() if u is not user)
-        used = sum(n.used_cores for n in self.nodes.values() if n.up)
-        return self.total_cores - used - reserved
+        reserved = self.unused_min - max(0, user.minimum - user.used)
+        return self.total_cores - self.used_up - reserved
 
     def _may_grow(self, user: User, k: int) -> bool:
         if user.used + k <= user.minimum:
@@ -103,40 +156,39 @@ class Allocator:
 
     def _node_for(self, k: int, mem: float, attr: str | None) -> Node | None:
         """Single-core jobs go to the emptiest ordinary node and use multicore-preferred
-        nodes only when nothing else fits; multicore jobs take the first fit, preferred
-        nodes first."""
+        nodes only when nothing else fits; multicore jobs take the tightest fit,
+        multicore-preferred nodes first."""
         expr = attrs.compile_expr(attr) if attr else None
-        fits = [n for n in self.nodes.values()
-                if n.up and n.free_cores >= k and n.free_mem >= mem
-                and (expr is None or expr.matches(n.attrs, n.name))]
-        if not fits:
-            return None
-        if k == 1:
-            ordinary = [n for n in fits if not n.pref_multicore]
-            return max(ordinary or fits, key=lambda n: n.free_cores)
-        preferred = [n for n in fits if n.pref_multicore]
-        return (preferred or fits)[0]
+        passes = ((False, True), (True, True)) if k == 1 else ((True, False), (False, False))
+        for pref, emptiest in passes:
+            index = self.buckets[pref]
+            for free in sorted((f for f in index if f >= k), reverse=emptiest):
+                for node in index[free].values():
+                    if node.free_mem >= mem and (expr is None or expr.matches(node.attrs,
+                                                                              node.name)):
+                        return node
+        return None
 
     def add(self, user: User, job: int, node: Node, cores: int, mem: float) -> None:
         user.jobs[job] = (node.name, cores, mem)
-        user.used += cores
-        node.used_cores += cores
-        node.used_mem += mem
         node.jobs.add((user.name, job))
+        self._use(user, node, cores, mem)
 
     def remove(self, user: User, job: int) -> bool:
         entry = user.jobs.pop(job, None)
         if entry is None:
             return False
         name, cores, mem = entry
-        user.used -= cores
         node = self.nodes.get(name)
-        if node is not None:
-            node.used_cores -= cores
-            node.used_mem -= mem
-            node.jobs.discard((user.name, job))
-            if not node.jobs and name not in self.configured:  # a removed node has drained
-                del self.nodes[name]
+        if node is None:
+            user.used -= cores
+            self._recount()
+            return True
+        node.jobs.discard((user.name, job))
+        self._use(user, node, -cores, -mem)
+        if not node.jobs and name not in self.configured:  # a removed node has drained
+            del self.nodes[name]
+            self._index_nodes()
         return True
 
     def reconcile(self, user: User, running: list[dict]) -> None:
@@ -148,6 +200,7 @@ class Allocator:
             if node is None:  # a node removed while the master was away: keep accounting
                 node = Node(str(item.get("node")), "", 0, 0.0, up=False)
                 self.nodes[node.name] = node
+                self._index_nodes()
             self.add(user, int(item["job"]), node, int(item["cores"]), float(item["mem"]))
 
     def request(self, user: User, want: list[dict], queue_size: int) -> tuple[list[dict], bool]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 from qpy import paths
@@ -15,9 +16,11 @@ from qpy.server import RequestError, Session
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.allocator import Allocator
+from qpy_multiuser.ledger import Ledger
 
 log = logging.getLogger("qpy.multiuser")
 ADMIN = "@admin"
+WAKE_BATCH = 8
 
 
 class Multiuser:
@@ -30,7 +33,12 @@ class Multiuser:
         self.alloc = Allocator(nodes_module.load(home / "nodes"),
                                rules_module.load(home / "distribution_rules"))
         self.alloc.distribute()
+        self.ledger = Ledger(home / "ledger.db")
+        for name, running in self.ledger.load().items():  # jobs that run on, unreported yet
+            self.alloc.reconcile(self.alloc.user(name), running)
         self.masters: dict[str, Session] = {}
+        self.epoch = 0
+        self.wakes: list[Session] = []
         self.save_messages = False
         self.admin_key = paths.load_or_create_key(home / "admin.key")
         self.stop = lambda: None
@@ -69,10 +77,13 @@ class Multiuser:
             session.role = "master"
             user = self.alloc.user(session.user)
             self.alloc.reconcile(user, running)
+            self.ledger.replace(user.name, user.jobs)
             user.queue = msg["queue_size"]
             log.info("master of %s registered with %d running jobs", user.name, len(running))
-            self._wake_waiting()
-            return {"nodes": [n.public() for n in self.alloc.nodes.values()]}
+            self.changed()
+            reply = {"nodes": [n.public() for n in self.alloc.nodes.values()]}
+        self.flush_wakes()
+        return reply
 
     def _job_item(self, item: dict) -> dict:
         ok = (isinstance(item.get("job"), int) and isinstance(item.get("node"), str)
@@ -105,24 +116,44 @@ class Multiuser:
         with self.lock:
             if self.masters.get(session.user) is not session:
                 raise RequestError("register with hello first")
+            started = time.perf_counter()
             user = self.alloc.user(session.user)
             had_queue = user.queue > 0
-            freed = sum(self.alloc.remove(user, job) for job in msg["release"])
+            released = [job for job in msg["release"] if self.alloc.remove(user, job)]
             grants, refused = self.alloc.request(user, want, msg["queue_size"])
-            asked = sum(len(g["jobs"]) for g in want)
-            if freed or (had_queue and user.queue <= 0):  # cores or borrowing rights freed
-                self._wake_waiting(skip=session.user)
-        return {"grants": grants, "waiting": refused,
+            decided = time.perf_counter() - started
+            self.ledger.record(user.name, released,
+                               [(g["job"], *user.jobs[g["job"]]) for g in grants])
+            if released or (had_queue and user.queue <= 0):  # cores or borrowing rights freed
+                self.changed(skip=user.name)
+            elif refused and self.alloc.free_cores > 0:  # idle cores this user cannot use
+                self._wake(skip=user.name)
+        self.flush_wakes()
+        asked = sum(len(g["jobs"]) for g in want)
+        return {"grants": grants, "waiting": refused, "decision_us": round(decided * 1e6, 1),
                 "more": not refused and len(grants) == asked and msg["queue_size"] > asked}
 
-    def _wake_waiting(self, skip: str | None = None) -> None:
-        """Cores changed hands: every master that was refused asks again now."""
-        for name, user in self.alloc.users.items():
-            if user.waiting and name != skip:
-                session = self.masters.get(name)
-                if session is not None:
-                    user.waiting = False
-                    session.send({"type": "wake"})
+    def changed(self, skip: str | None = None) -> None:
+        """Cores changed hands: a new epoch, in which each waiting master may be woken once."""
+        self.epoch += 1
+        self._wake(skip)
+
+    def _wake(self, skip: str | None = None) -> None:
+        """Queue wakes for a few waiting masters, the users furthest below their share
+        first; the rest follow if those cannot use the free cores (no thundering herd)."""
+        waiting = [u for u in self.alloc.users.values() if u.waiting and u.woken < self.epoch
+                   and u.name != skip and u.name in self.masters]
+        waiting.sort(key=lambda u: (u.used - u.share, u.name))
+        for user in waiting[:WAKE_BATCH]:
+            user.waiting, user.woken = False, self.epoch
+            self.wakes.append(self.masters[user.name])
+
+    def flush_wakes(self) -> None:
+        """Send the queued wakes, outside the lock: a slow master delays nobody's decision."""
+        with self.lock:
+            wakes, self.wakes = self.wakes, []
+        for session in wakes:
+            session.send({"type": "wake"})
 
     def closed(self, session: Session) -> None:
         """A master went away: its jobs keep running, so its allocations stay until its
@@ -156,8 +187,11 @@ class Multiuser:
         op = admin_ops.OPS.get(msg["command"])
         if op is None:
             raise RequestError(f"unknown admin command {msg['command']!r}")
-        with self.lock:
-            return op(self, msg["args"])
+        try:
+            with self.lock:
+                return op(self, msg["args"])
+        finally:
+            self.flush_wakes()
 
     def table(self) -> dict:
         return {"hello": self.hello, "slots": self.slots, "status": self.status,

@@ -1,0 +1,52 @@
+"""The multiuser's persisted allocations, so a restarted multiuser never overcommits.
+
+Between a multiuser restart and the moment every master has registered again, the cores
+of jobs that are still running must not be handed out twice. The ledger (SQLite, WAL, in
+the admin home) holds every allocation; it is loaded at start and then corrected by each
+master's ``hello``, which reports what really runs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+
+class Ledger:
+    """Allocations by (user, job); callers hold the multiuser's lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS allocations (user TEXT NOT NULL, "
+                        "job INTEGER NOT NULL, node TEXT NOT NULL, cores INTEGER NOT NULL, "
+                        "mem REAL NOT NULL, PRIMARY KEY (user, job))")
+
+    def load(self) -> dict[str, list[dict]]:
+        """Every user's allocations as the ``running`` lists a hello would carry."""
+        found: dict[str, list[dict]] = {}
+        for user, job, node, cores, mem in self.db.execute(
+                "SELECT user, job, node, cores, mem FROM allocations ORDER BY user, job"):
+            found.setdefault(user, []).append(
+                {"job": job, "node": node, "cores": cores, "mem": mem})
+        return found
+
+    def record(self, user: str, released: list[int], granted: list[tuple]) -> None:
+        """One request's changes in one transaction: (job, node, cores, mem) granted."""
+        if not released and not granted:
+            return
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("DELETE FROM allocations WHERE user = ? AND job = ?",
+                                ((user, job) for job in released))
+            self.db.executemany("INSERT OR REPLACE INTO allocations VALUES (?, ?, ?, ?, ?)",
+                                ((user, *item) for item in granted))
+
+    def replace(self, user: str, jobs: dict[int, tuple[str, int, float]]) -> None:
+        """A user's allocations are now exactly ``jobs`` (after a hello or a repair)."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM allocations WHERE user = ?", (user,))
+            self.db.executemany("INSERT INTO allocations VALUES (?, ?, ?, ?, ?)",
+                                ((user, job, *entry) for job, entry in jobs.items()))
