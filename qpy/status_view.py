@@ -25,20 +25,25 @@ def users_table(users: list[dict]) -> str:
     return "\n".join([head, "-" * 88, *rows, RULE]) + "\n"
 
 
+def _number(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def _node_row(n: dict) -> str:
     label = n["name"] + ("" if n.get("up", True) else " (down)")
-    load = "-" if n.get("load") is None else f"{n['load']:.2f}"
     attrs = ",".join(n.get("attrs") or []) or "-"
-    return (f"{label:<20} {bar(n['used_cores'], n['cores'])} {n['used_cores']:>5}/"
-            f"{n['cores']:<5} {load:>6} {n['used_mem']:>8.1f} {n['mem']:>8.1f}  {attrs}")
+    return (f"{label:<20} {bar(n['used_cores'], n['cores']):<{BAR_WIDTH + 2}} {n['used_cores']:>5}/"
+            f"{n['cores']:<5} {_number(n.get('load'), '.2f'):>6} "
+            f"{_number(n.get('mem_in_use'), '.1f'):>7} {n['used_mem']:>7.1f} {n['mem']:>7.1f}"
+            f"  {attrs}")
 
 
 def nodes_table(nodes: list[dict]) -> str:
     if not nodes:
         return "No nodes.\n"
     head = (f"{'node':<20} {'usage':<{BAR_WIDTH + 2}} {'cores':>11} {'load':>6} "
-            f"{'mem req':>8} {'mem tot':>8}  attributes")
-    used = sum(n["used_cores"] for n in nodes)
+            f"{'mem use':>7} {'mem req':>7} {'mem tot':>7}  attributes")
+    used = sum(n["used_cores"] for n in nodes if n.get("up", True))
     total = sum(n["cores"] for n in nodes if n.get("up", True))
     down = [n["name"] for n in nodes if not n.get("up", True)]
     lines = [head, "-" * 88, *(_node_row(n) for n in nodes), RULE,

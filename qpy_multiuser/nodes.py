@@ -68,6 +68,16 @@ def local_memory_gb() -> float:
     return 0.0
 
 
+def local_memory_used() -> float:
+    """GB in use on this machine now (total minus available)."""
+    fields = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            name, value = line.split(":", 1)
+            fields[name] = int(value.split()[0])
+    return round((fields["MemTotal"] - fields.get("MemAvailable", 0)) / 1024 / 1024, 1)
+
+
 def _bool(text: str, where: str) -> bool:
     if text.lower() in ("true", "yes", "1"):
         return True

@@ -173,7 +173,7 @@ class Multiuser:
                       "queue": u.queue, "connected": u.name in self.masters}
                      for u in self.alloc.users.values()]
             nodes = [{**n.public(), "used_cores": n.used_cores, "used_mem": n.used_mem,
-                      "load": _load(n)} for n in self.alloc.nodes.values()]
+                      **_measured(n)} for n in self.alloc.nodes.values()]
         return {"users": users, "nodes": nodes}
 
     # -- admin -----------------------------------------------------------------------------
@@ -198,7 +198,9 @@ class Multiuser:
                 "admin": self.admin}
 
 
-def _load(node: nodes_module.Node) -> float | None:
-    if node.address in nodes_module.LOCAL:
-        return round(os.getloadavg()[0], 2)
-    return None
+def _measured(node: nodes_module.Node) -> dict:
+    """Load and memory in use, measured on this machine for a local node (remote nodes are
+    measured by node monitoring; until then they show as unknown)."""
+    if node.address not in nodes_module.LOCAL:
+        return {"load": None, "mem_in_use": None}
+    return {"load": round(os.getloadavg()[0], 2), "mem_in_use": nodes_module.local_memory_used()}

@@ -1,0 +1,490 @@
+"""Harness for the multi-user tests (not collected: no ``test_`` prefix).
+
+A real shared installation on this machine: one venv every account can run, real Unix
+accounts (three users and a qpy admin account), a real multiuser started by the admin
+with ``qpy-admin start``, and one master per user, started by that user's first ``qpy``
+command. Every command runs as its account through ``runuser`` with a clean environment.
+The nodes of the ``nodes`` file all have ``address=localhost``: their jobs run on this
+machine, and since they only wait for files, the machine's real cores do not matter.
+
+Jobs are *gated*: each records its node, creates ``started_<ID>`` and waits until
+``go`` or ``go_<ID>`` exists in its directory, then exits with ``10 + ID % 100``. Tests
+therefore hold and release jobs by creating files, never with sleeps, and every wait has
+a limit that only guards against a hang.
+
+Needs root (to create accounts and switch to them). Everything created is removed at the
+end: the processes of the test accounts are killed, the accounts deleted with their homes,
+and the venv removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from conftest import pid_alive, wait_for
+
+from qpy import paths, wire
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCES = ("pyproject.toml", "README.md", "qpy", "qpy_master", "qpy_multiuser", "manual")
+TOOLS = ("useradd", "userdel", "runuser", "pkill", "pgrep", "install")
+SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEBIAN_PYTHON = "/usr/bin/python3"
+WAIT = 60.0  # only a guard against a hang
+COMMAND_TIMEOUT = 120.0
+USERS = ("alice", "bob", "carol")
+
+NODES = """\
+# three nodes on this machine, with the cores and memory the tests reason about
+n1 address=localhost cores=2 memory=8
+n2 address=localhost cores=4 memory=16 attributes=big
+n3 address=localhost cores=2 memory=4 pref_multicore=true
+"""
+TOTAL_CORES = 8
+RULES = "even\n"
+
+# The gated job: node first, then the started mark, so a started job's node is known.
+GATED = ('echo "$QPY_NODE" > node_$QPY_JOB_ID; touch started_$QPY_JOB_ID; '
+         'while [ ! -e go ] && [ ! -e go_$QPY_JOB_ID ]; do sleep 0.1; done; '
+         'exit $((10 + QPY_JOB_ID % 100))')
+
+
+def expected_exit(job: int) -> int:
+    return 10 + job % 100
+
+
+def unavailable() -> str | None:
+    """Why the multi-user tests cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the multi-user tests need root: they create Unix accounts and run qpy as them"
+    for tool in TOOLS:
+        if shutil.which(tool, path=SBIN_PATH) is None:
+            return f"the multi-user tests need {tool!r} (package passwd/util-linux/procps)"
+    return None
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name, path=SBIN_PATH)
+    assert found, f"{name} is missing"
+    return found
+
+
+def _root_env() -> dict[str, str]:
+    """What root's own helper commands get: nothing of this process's environment
+    (PYTHONPATH, VIRTUAL_ENV, ...) except pip's configuration."""
+    env = {"PATH": SBIN_PATH, "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
+    return env
+
+
+def run_root(*argv: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env=_root_env())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}): "
+                             f"{proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+# -- the shared venv ---------------------------------------------------------------------
+
+
+def build_venv() -> Path:
+    """A venv every account can run, with this checkout installed non-editable.
+
+    Root's home is private, so the project's own venv may be unreadable for the test
+    accounts: this one lives in a fresh world-readable directory under /var/tmp. The
+    sources are copied first, so the build never writes into the checkout.
+    """
+    root = Path(tempfile.mkdtemp(prefix="qpy-multiuser-", dir="/var/tmp"))
+    os.chmod(root, 0o755)
+    python = DEBIAN_PYTHON if os.access(DEBIAN_PYTHON, os.X_OK) else sys.executable
+    venv = root / "venv"
+    run_root(python, "-m", "venv", str(venv))
+    src = root / "src"
+    src.mkdir()
+    for name in SOURCES:
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, src / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(path, src / name)
+    pip = str(venv / "bin" / "pip")
+    run_root(pip, "install", "-q", "click", "psutil", "termcolor")
+    run_root(pip, "install", "-q", "--no-deps", str(src))
+    run_root("chmod", "-R", "a+rX", str(root))
+    return root
+
+
+# -- accounts --------------------------------------------------------------------------------
+
+
+class Account:
+    """One Unix account created for the tests."""
+
+    def __init__(self, role: str, tag: str) -> None:
+        self.role = role
+        self.name = f"qpytest_{role}_{tag}"
+        self.created = False
+
+    @property
+    def home(self) -> Path:
+        return Path(pwd.getpwnam(self.name).pw_dir)
+
+    @property
+    def uid(self) -> int:
+        return pwd.getpwnam(self.name).pw_uid
+
+    @property
+    def gid(self) -> int:
+        return pwd.getpwnam(self.name).pw_gid
+
+    def create(self) -> None:
+        run_root(_tool("useradd"), "-m", "-s", "/bin/bash", "-c", "qpy multi-user test",
+                 self.name)
+        self.created = True
+
+    def processes(self) -> list[int]:
+        proc = run_root(_tool("pgrep"), "-u", self.name, check=False)
+        return [int(p) for p in proc.stdout.split()]
+
+    def remove(self) -> None:
+        """Kill whatever still runs as this (test-created) account, then delete it."""
+        if not self.created:
+            return
+        for _ in range(50):
+            run_root(_tool("pkill"), "-KILL", "-u", self.name, check=False)
+            try:
+                wait_for(lambda: not self.processes(), 5.0,
+                         f"the processes of {self.name} to end")
+                break
+            except AssertionError:
+                continue
+        run_root(_tool("userdel"), "-r", self.name, check=False)
+        if run_root("id", self.name, check=False).returncode == 0:
+            raise AssertionError(f"could not delete the test account {self.name}")
+        self.created = False
+
+    def own(self, path: Path, mode: int) -> None:
+        os.chown(path, self.uid, self.gid)
+        os.chmod(path, mode)
+
+
+# -- the cluster -----------------------------------------------------------------------------
+
+
+class Cluster:
+    """The venv, the accounts, the admin's multiuser and the users' masters."""
+
+    def __init__(self) -> None:
+        tag = secrets.token_hex(2)
+        self.venv_root: Path | None = None
+        self.admin_account = Account("admin", tag)
+        self.accounts = {role: Account(role, tag) for role in USERS}
+        self.dirty = False  # an admin file differs from the defaults
+
+    # names -------------------------------------------------------------------------------
+
+    def name(self, user: str) -> str:
+        """The Unix name of a role (``alice``) or of the admin (``admin``)."""
+        return self.admin_account.name if user == "admin" else self.accounts[user].name
+
+    def account(self, user: str) -> Account:
+        return self.admin_account if user == "admin" else self.accounts[user]
+
+    def role_of(self, name: str) -> str:
+        for role, account in self.accounts.items():
+            if account.name == name:
+                return role
+        raise KeyError(name)
+
+    @property
+    def bin(self) -> Path:
+        assert self.venv_root is not None
+        return self.venv_root / "venv" / "bin"
+
+    @property
+    def admin_home(self) -> Path:
+        return self.admin_account.home / ".qpy-multiuser"
+
+    def qpy_home(self, user: str) -> Path:
+        return self.account(user).home / ".qpy"
+
+    # set-up and tear-down ----------------------------------------------------------------
+
+    def set_up(self) -> None:
+        self.venv_root = build_venv()
+        for account in (self.admin_account, *self.accounts.values()):
+            account.create()
+        home = self.admin_home
+        home.mkdir(mode=0o700)
+        self.admin_account.own(home, 0o700)
+        self.write_admin_file("nodes", NODES)
+        self.write_admin_file("allowed_users", "".join(f"{self.name(u)}\n" for u in USERS))
+        self.write_admin_file("distribution_rules", RULES)
+        self.dirty = False
+        self.start_multiuser()
+        bundles = self.admin_account.home / "bundles"
+        for user in USERS:
+            out = bundles / user
+            self.admin("adduser", self.name(user), "--out", str(out))
+            self.install_bundle(user, out)
+        for user in USERS:  # registration order: alice, bob, carol
+            self.qpy_as(user, "status")
+
+    def install_bundle(self, user: str, bundle: Path) -> None:
+        """What the manual asks of the user, done by root: the three files, owned by the
+        user, 0600 in a 0700 ``~/.qpy``."""
+        account = self.account(user)
+        home = self.qpy_home(user)
+        owner = ["-o", account.name, "-g", str(account.gid)]
+        run_root(_tool("install"), "-d", *owner, "-m", "700", str(home))
+        files = sorted(str(p) for p in bundle.glob("multiuser_connection_*"))
+        assert len(files) == 3, files
+        run_root(_tool("install"), *owner, "-m", "600", *files, str(home))
+
+    def tear_down(self) -> None:
+        errors = []
+        if self.venv_root is not None:
+            for user in USERS:
+                if self.accounts[user].created and self.master_pid(user):
+                    self.qpy_as(user, "kill", "all", check=False)
+                    self.qpy_as(user, "finish", check=False)
+            if self.admin_account.created and self.multiuser_pid():
+                self.admin("finish", check=False)
+        for account in (*self.accounts.values(), self.admin_account):
+            try:
+                account.remove()
+            except Exception as exc:  # go on removing the others
+                errors.append(str(exc))
+        if self.venv_root is not None:
+            shutil.rmtree(self.venv_root, ignore_errors=True)
+            self.venv_root = None
+        if errors:
+            raise AssertionError("; ".join(errors))
+
+    # running commands ------------------------------------------------------------------------
+
+    def run_as(self, user: str, argv: list[str], cwd: Path | None = None,
+               check: bool = True, timeout: float = COMMAND_TIMEOUT,
+               input: str | None = None) -> subprocess.CompletedProcess:
+        """Run ``argv`` as the account with only the variables a login would set, plus
+        QPY_HOME and QPY_ADMIN_HOME: nothing of root's environment leaks in."""
+        account = self.account(user)
+        home = account.home
+        env = [f"HOME={home}", f"USER={account.name}", f"LOGNAME={account.name}",
+               f"PATH={self.bin}:/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8",
+               f"QPY_HOME={home / '.qpy'}", f"QPY_ADMIN_HOME={self.admin_home}"]
+        command = [_tool("runuser"), "-u", account.name, "--", "/usr/bin/env", "-i", *env,
+                   *argv]
+        proc = subprocess.run(command, cwd=cwd or home, capture_output=True, text=True,
+                              timeout=timeout, env=_root_env(), input=input,
+                              stdin=None if input is not None else subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} as {account.name} failed "
+                                 f"({proc.returncode}): {proc.stderr.strip()}")
+        return proc
+
+    def qpy_as(self, user: str, *args: str, cwd: Path | None = None,
+               check: bool = True) -> subprocess.CompletedProcess:
+        """``qpy ARGS`` as a user."""
+        return self.run_as(user, [str(self.bin / "qpy"), *args], cwd=cwd, check=check)
+
+    def admin(self, *args: str, check: bool = True,
+              user: str = "admin") -> subprocess.CompletedProcess:
+        """``qpy-admin ARGS``, as the admin account unless ``user`` says otherwise."""
+        return self.run_as(user, [str(self.bin / "qpy-admin"), *args], check=check)
+
+    def status_json(self, user: str) -> dict:
+        """``qpy status --json`` as a user: {"users": [...], "nodes": [...]}."""
+        return json.loads(self.qpy_as(user, "status", "--json").stdout)
+
+    def shares(self, user: str = "alice") -> dict[str, tuple[int, int]]:
+        """Role -> (minimum, extra) as ``qpy status --json`` shows them to ``user``."""
+        return {self.role_of(u["user"]): (u["minimum"], u["extra"])
+                for u in self.status_json(user)["users"]}
+
+    def variables(self) -> dict:
+        """``qpy-admin variables`` as the admin, parsed."""
+        return json.loads(self.admin("variables").stdout)
+
+    def jobs(self, user: str, *selection: str) -> list[dict]:
+        return json.loads(self.qpy_as(user, "check", "--json", *selection).stdout)
+
+    def job(self, user: str, job: int) -> dict:
+        found = [j for j in self.jobs(user, str(job)) if j["id"] == job]
+        assert found, f"job {job} of {user} not found"
+        return found[0]
+
+    # the admin's files and daemon ----------------------------------------------------------
+
+    def write_admin_file(self, name: str, text: str) -> None:
+        path = self.admin_home / name
+        path.write_text(text)
+        self.admin_account.own(path, 0o600)
+        self.dirty = True
+
+    def start_multiuser(self) -> None:
+        self.admin("start")
+        assert self.multiuser_pid(), "qpy-admin start returned but no multiuser runs"
+
+    def multiuser_pid(self) -> int | None:
+        return _pid_file(self.admin_home / "multiuser.pid")
+
+    def master_pid(self, user: str) -> int | None:
+        return _pid_file(self.qpy_home(user) / "master.pid")
+
+    def multiuser_address(self) -> tuple[str, int]:
+        return wire.parse_address("127.0.0.1",
+                                  (self.admin_home / "multiuser_connection_port").read_text())
+
+    def user_key(self, user: str) -> bytes:
+        """The user's own multiuser key, read (as root) from the bundle in their home."""
+        return paths.read_key(self.qpy_home(user) / "multiuser_connection_conn_key")
+
+    def connect(self, claimed: str, key: bytes):
+        """A wire connection to the multiuser naming ``claimed`` (a Unix name), proving
+        ``key``."""
+        return wire.connect(self.multiuser_address(), claimed, key)
+
+    def kill(self, pid: int) -> None:
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(pid), WAIT, f"process {pid} to die")
+
+    # between tests --------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Back to a quiet cluster: default files, the multiuser running, every master
+        connected, no job running or queued, nothing allocated."""
+        if not self.multiuser_pid():
+            self.start_multiuser()
+        if self.dirty:
+            self.write_admin_file("nodes", NODES)
+            self.write_admin_file("distribution_rules", RULES)
+            self.admin("nodes")
+            self.admin("distribute")
+            self.dirty = False
+        for user in USERS:
+            self.qpy_as(user, "kill", "all", check=False)  # also starts a stopped master
+        for user in USERS:
+            wait_for(lambda u=user: not [j for j in self.jobs(u)
+                                         if j["status"] in ("queue", "running")],
+                     WAIT, f"{user}'s jobs to end")
+        names = sorted(self.name(u) for u in USERS)
+
+        def quiet():
+            data = self.variables()
+            return (sorted(data["connected"]) == names
+                    and sorted(data["users"]) == names
+                    and all(u["used"] == 0 and not u["jobs"] and u["queue"] == 0
+                            for u in data["users"].values())
+                    and all(n["used_cores"] == 0 for n in data["nodes"].values()))
+
+        wait_for(quiet, WAIT, "the multiuser to show no allocation and every master connected")
+
+    def workdir(self, user: str, name: str) -> Path:
+        """A fresh directory of the user's for one test's jobs."""
+        account = self.account(user)
+        base = account.home / "work"
+        if not base.exists():
+            base.mkdir()
+            account.own(base, 0o755)
+        path = base / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir()
+        account.own(path, 0o755)
+        return path
+
+
+def _pid_file(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+# -- one user's gated jobs in one directory ---------------------------------------------------
+
+
+class Jobs:
+    """Submit gated jobs as one user in one directory, watch them and release them."""
+
+    def __init__(self, cluster: Cluster, user: str, directory: Path) -> None:
+        self.cluster = cluster
+        self.user = user
+        self.dir = directory
+        self.ids: list[int] = []
+
+    def sub_proc(self, *, cores: int = 1, mem: float = 1, attr: str | None = None,
+                 check: bool = True) -> subprocess.CompletedProcess:
+        options = ["-n", str(cores), "-m", f"{mem:g}"]
+        if attr is not None:
+            options += ["-a", attr]
+        return self.cluster.qpy_as(self.user, "sub", *options, "sh", "-c", GATED,
+                                   cwd=self.dir, check=check)
+
+    def sub(self, *, cores: int = 1, mem: float = 1, attr: str | None = None) -> int:
+        """Submit one gated job; its ID."""
+        out = self.sub_proc(cores=cores, mem=mem, attr=attr).stdout
+        found = re.fullmatch(r"Job (\d+) received\.\n", out)
+        assert found, out
+        self.ids.append(int(found.group(1)))
+        return self.ids[-1]
+
+    def subs(self, count: int, **kw) -> list[int]:
+        return [self.sub(**kw) for _ in range(count)]
+
+    def started(self, job: int) -> bool:
+        return (self.dir / f"started_{job}").exists()
+
+    def started_ids(self) -> list[int]:
+        return sorted(int(p.name.split("_")[1]) for p in self.dir.glob("started_*"))
+
+    def wait_started(self, *jobs: int) -> None:
+        for job in jobs:
+            wait_for(lambda j=job: self.started(j), WAIT, f"{self.user}'s job {job} to start")
+
+    def wait_started_count(self, count: int) -> list[int]:
+        return wait_for(lambda: len(self.started_ids()) >= count and self.started_ids(), WAIT,
+                        f"{count} of {self.user}'s jobs to start")
+
+    def node(self, job: int) -> str:
+        """The node the job ran on, as ``qpy check --json`` reports it (and as the job
+        itself saw it in QPY_NODE)."""
+        record = self.cluster.job(self.user, job)
+        seen = (self.dir / f"node_{job}").read_text().strip()
+        assert record["node"] == seen, (record, seen)
+        return record["node"]
+
+    def status(self, job: int) -> str:
+        return self.cluster.job(self.user, job)["status"]
+
+    def release(self, *jobs: int) -> None:
+        for job in jobs:
+            (self.dir / f"go_{job}").touch()
+
+    def release_all(self) -> None:
+        (self.dir / "go").touch()
+
+    def wait_finished(self, *jobs: int) -> list[dict]:
+        def finished():
+            records = {j["id"]: j for j in self.cluster.jobs(self.user)}
+            done = [records.get(job) for job in jobs]
+            ok = all(r is not None and r["status"] in ("done", "killed", "undone")
+                     for r in done)
+            return done if ok else None
+
+        return wait_for(finished, WAIT, f"{self.user}'s jobs {list(jobs)} to finish")
