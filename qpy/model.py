@@ -66,14 +66,5 @@ class Job:
         return {name: getattr(self, name) for name in PUBLIC}
 
 
-def describe_exit(exit_code: int | None, signal: int | None) -> str:
-    """How a finished job ended, as one short word."""
-    if signal is not None:
-        return f"sig{signal}"
-    if exit_code is not None:
-        return str(exit_code)
-    return "-"
-
-
 PUBLIC = tuple(f.name for f in fields(Job) if f.name not in (
     "env_id", "pid", "kill_requested", "script_copy", "run_command"))

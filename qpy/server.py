@@ -28,9 +28,7 @@ class Session:
     def __init__(self, conn: Connection, user: str) -> None:
         self.conn = conn
         self.user = user
-        self.role = "user"
         self.closed = False
-        self.state: dict = {}
         self._send_lock = threading.Lock()
 
     def send(self, msg: dict) -> bool:

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from qpy import selection
 from qpy.model import QUEUE, RUNNING, Job
 
 SCHEMA = """
@@ -60,7 +61,7 @@ def _job(row: tuple) -> Job:
 
 def _where(sel: dict) -> tuple[str, tuple]:
     """SQL for a selection that ``qpy.selection.validate`` accepted: criteria are OR-ed."""
-    if sel.get("all") or not any(sel.get(k) for k in ("ids", "ranges", "statuses", "dirs")):
+    if sel.get("all") or selection.is_empty(sel):
         return "1", ()
     clauses, params = [], []
     for column, key in (("id", "ids"), ("status", "statuses"), ("cwd", "dirs")):

@@ -74,7 +74,6 @@ class Multiuser:
                 except OSError:
                     pass
             self.masters[session.user] = session
-            session.role = "master"
             user = self.alloc.user(session.user)
             self.alloc.reconcile(user, running)
             self.ledger.replace(user.name, user.jobs)
