@@ -353,3 +353,26 @@ def test_shares_always_hand_out_every_core(text, total):
     assert list(result) == users
     check_totals(result, total)
 
+
+
+# The worked examples of the reference's §3.1, with the documented (fixed) semantics: what
+# explicit lines do not hand out goes to ALL users round-robin, never only to listed ones.
+WORKED = [
+    ("explicit\nuser1=4\nuser2=50%\n", 20,
+     {"user1": (0, 6), "user2": (0, 12), "user3": (0, 2)}),
+    ("explicit minimum 2\nuser1=30%\nuser2=4+50%\n", 20,
+     {"user1": (2, 4), "user2": (4, 7), "user3": (2, 1)}),
+    ("explicit minimum 2\nuser1=0+10\nuser2=4+10\n", 30,
+     {"user1": (0, 12), "user2": (4, 11), "user3": (2, 1)}),
+    ("explicit\nuser1=2+0\nuser2=3+0\n", 10,
+     {"user1": (2, 2), "user2": (3, 2), "user3": (0, 1)}),
+    ("even minimum 2\n", 10, {"user1": (2, 2), "user2": (2, 1), "user3": (2, 1)}),
+    ("even\n", 10, {"user1": (0, 4), "user2": (0, 3), "user3": (0, 3)}),
+]
+
+
+@pytest.mark.parametrize(("text", "total", "expected"), WORKED)
+def test_reference_worked_examples(text: str, total: int, expected: dict) -> None:
+    got = rules.shares(rules.parse(text), ["user1", "user2", "user3"], total)
+    assert got == expected
+    assert sum(m + e for m, e in got.values()) == total
