@@ -36,6 +36,7 @@ class Job:
     mem: float = DEFAULT_MEM
     attr: str | None = None
     node: str | None = None
+    address: str | None = None
     t_queue: float = 0.0
     t_start: float | None = None
     t_end: float | None = None
@@ -67,4 +68,4 @@ class Job:
 
 
 PUBLIC = tuple(f.name for f in fields(Job) if f.name not in (
-    "env_id", "pid", "kill_requested", "script_copy", "run_command"))
+    "env_id", "pid", "kill_requested", "script_copy", "run_command", "address"))

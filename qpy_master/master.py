@@ -145,8 +145,8 @@ class Master:
             return
         self.queue.remove(job.id)
         job.move(RUNNING)
-        job.node, job.t_start = grant["node"], time.time()
-        self.store.save(job, ("status", "node", "t_start"))
+        job.node, job.address, job.t_start = grant["node"], grant.get("address"), time.time()
+        self.store.save(job, ("status", "node", "address", "t_start"))
         self.running[job.id] = job
         self._send_env(job)
         self._send(job, {
@@ -164,7 +164,7 @@ class Master:
     def _send_env(self, job: Job) -> None:
         """Give the node's launcher the job's submission environment unless it has it."""
         try:
-            runner = self._runner(job.node)
+            runner = self._runner(job)
         except LauncherGone:
             return  # _send reports it for the start op
         if job.env_id not in runner.envs_sent:
@@ -173,21 +173,26 @@ class Master:
 
     # -- launchers -------------------------------------------------------------------------
 
-    def _runner(self, node: str) -> Runner:
+    def _runner(self, job: Job) -> Runner:
+        """The launcher of the job's node, started on first use. The node's address was
+        stored with the job at launch, so a restarted master finds it before it has heard
+        from the multiuser; each node's launcher has its own run directory."""
+        node = job.node
         runner = self.runners.get(node)
         if runner is None:
-            address = self.nodes.get(node, {}).get("address", node)
+            address = job.address or self.nodes.get(node, {}).get("address", node)
             if address not in LOCAL_NAMES and node not in LOCAL_NAMES:
                 raise LauncherGone(f"node {node} ({address}) is remote; remote nodes are not "
                                    "supported yet")
-            runner = Runner(node, self.run_dir, self._on_launcher_event, self._on_launcher_exit)
+            runner = Runner(node, self.run_dir / node, self._on_launcher_event,
+                            self._on_launcher_exit)
             self.runners[node] = runner
         return runner
 
     def _send(self, job: Job, op: dict) -> None:
         """Send an op about ``job`` to its node's launcher; a failure ends the job clearly."""
         try:
-            self._runner(job.node).send(op)
+            self._runner(job).send(op)
         except LauncherGone as exc:
             log.error("job %d: %s", job.id, exc)
             if job.status == RUNNING and op["op"] in ("start", "adopt"):
@@ -231,8 +236,8 @@ class Master:
         log.warning("job %d never started; queueing it again", job.id)
         del self.running[job.id]
         job.move(QUEUE)
-        job.node = job.t_start = job.pid = None
-        self.store.save(job, ("status", "node", "t_start", "pid"))
+        job.node = job.address = job.t_start = job.pid = None
+        self.store.save(job, ("status", "node", "address", "t_start", "pid"))
         self.queue.push(job, 0)
         self.release.append(job.id)
         self.wake.set()

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     mem REAL NOT NULL,
     attr TEXT,
     node TEXT,
+    address TEXT,
     t_queue REAL NOT NULL,
     t_start REAL,
     t_end REAL,
@@ -47,7 +48,8 @@ CREATE TABLE IF NOT EXISTS envs (id INTEGER PRIMARY KEY, digest TEXT UNIQUE NOT 
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "t_queue",
+COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
+           "t_queue",
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
            "env_id", "pid", "kill_requested")
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"

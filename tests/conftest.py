@@ -138,18 +138,20 @@ class Qpy:
 
 
 def supervisors(run_dir: Path) -> dict[int, int]:
-    """Job ID -> supervisor PID, as the supervisors recorded them in the launcher's slots."""
+    """Job ID -> supervisor PID, as the supervisors recorded them in the launchers' slots
+    (one run directory per node)."""
     from qpy_master.launcher import SLOT, parse_slot
 
-    try:
-        data = (run_dir / "slots").read_bytes()
-    except OSError:
-        return {}
     found = {}
-    for i in range(0, len(data) - SLOT + 1, SLOT):
-        head, _ = parse_slot(data[i:i + SLOT])
-        if head is not None:
-            found[head[0]] = head[1]
+    for slots in run_dir.glob("*/slots"):
+        try:
+            data = slots.read_bytes()
+        except OSError:
+            continue
+        for i in range(0, len(data) - SLOT + 1, SLOT):
+            head, _ = parse_slot(data[i:i + SLOT])
+            if head is not None:
+                found[head[0]] = head[1]
     return found
 
 

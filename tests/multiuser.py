@@ -37,7 +37,7 @@ from qpy import paths, wire
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "qpy", "qpy_master", "qpy_multiuser", "manual")
-TOOLS = ("useradd", "userdel", "runuser", "pkill", "pgrep", "install")
+TOOLS = ("useradd", "userdel", "runuser", "install")
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEBIAN_PYTHON = "/usr/bin/python3"
 WAIT = 60.0  # only a guard against a hang
@@ -69,7 +69,7 @@ def unavailable() -> str | None:
         return "the multi-user tests need root: they create Unix accounts and run qpy as them"
     for tool in TOOLS:
         if shutil.which(tool, path=SBIN_PATH) is None:
-            return f"the multi-user tests need {tool!r} (package passwd/util-linux/procps)"
+            return f"the multi-user tests need {tool!r} (Debian packages passwd, util-linux)"
     return None
 
 
@@ -99,6 +99,17 @@ def run_root(*argv: str, check: bool = True, timeout: float = 600) -> subprocess
 # -- the shared venv ---------------------------------------------------------------------
 
 
+def base_python() -> str:
+    """The interpreter for the shared venv: Debian's, which every account can run, unless
+    it is missing or too old; then the one running the tests."""
+    if os.access(DEBIAN_PYTHON, os.X_OK):
+        probe = "import sys, venv; sys.exit(sys.version_info < (3, 11))"
+        proc = run_root(DEBIAN_PYTHON, "-c", probe, check=False)
+        if proc.returncode == 0:
+            return DEBIAN_PYTHON
+    return getattr(sys, "_base_executable", None) or sys.executable
+
+
 def build_venv() -> Path:
     """A venv every account can run, with this checkout installed non-editable.
 
@@ -107,8 +118,17 @@ def build_venv() -> Path:
     sources are copied first, so the build never writes into the checkout.
     """
     root = Path(tempfile.mkdtemp(prefix="qpy-multiuser-", dir="/var/tmp"))
+    try:
+        _build_venv(root)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return root
+
+
+def _build_venv(root: Path) -> None:
     os.chmod(root, 0o755)
-    python = DEBIAN_PYTHON if os.access(DEBIAN_PYTHON, os.X_OK) else sys.executable
+    python = base_python()
     venv = root / "venv"
     run_root(python, "-m", "venv", str(venv))
     src = root / "src"
@@ -124,7 +144,6 @@ def build_venv() -> Path:
     run_root(pip, "install", "-q", "click", "psutil", "termcolor")
     run_root(pip, "install", "-q", "--no-deps", str(src))
     run_root("chmod", "-R", "a+rX", str(root))
-    return root
 
 
 # -- accounts --------------------------------------------------------------------------------
@@ -137,6 +156,7 @@ class Account:
         self.role = role
         self.name = f"qpytest_{role}_{tag}"
         self.created = False
+        self._uid: int | None = None
 
     @property
     def home(self) -> Path:
@@ -154,24 +174,46 @@ class Account:
         run_root(_tool("useradd"), "-m", "-s", "/bin/bash", "-c", "qpy multi-user test",
                  self.name)
         self.created = True
+        self._uid = self.uid
 
     def processes(self) -> list[int]:
-        proc = run_root(_tool("pgrep"), "-u", self.name, check=False)
-        return [int(p) for p in proc.stdout.split()]
+        """Live processes whose real or effective uid is this account's (from /proc, so
+        that procps need not be installed)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/status") as f:
+                    uids = next(line for line in f if line.startswith("Uid:")).split()[1:3]
+            except (OSError, StopIteration):
+                continue
+            if str(self._uid) in uids and pid_alive(int(entry)):
+                found.append(int(entry))
+        return found
 
     def remove(self) -> None:
-        """Kill whatever still runs as this (test-created) account, then delete it."""
+        """Kill whatever still runs as this (test-created) account, by PID, then delete
+        the account and its home."""
         if not self.created:
             return
-        for _ in range(50):
-            run_root(_tool("pkill"), "-KILL", "-u", self.name, check=False)
+        for _ in range(20):
+            pids = self.processes()
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             try:
                 wait_for(lambda: not self.processes(), 5.0,
                          f"the processes of {self.name} to end")
-                break
             except AssertionError:
                 continue
-        run_root(_tool("userdel"), "-r", self.name, check=False)
+        userdel = _tool("userdel")
+        if run_root(userdel, "-r", self.name, check=False).returncode != 0:
+            run_root(userdel, "-r", "-f", self.name, check=False)
         if run_root("id", self.name, check=False).returncode == 0:
             raise AssertionError(f"could not delete the test account {self.name}")
         self.created = False
@@ -227,6 +269,11 @@ class Cluster:
         self.venv_root = build_venv()
         for account in (self.admin_account, *self.accounts.values()):
             account.create()
+        proc = self.run_as("alice", [str(self.bin / "python"), "-c", "import qpy"], check=False)
+        assert proc.returncode == 0, (
+            f"the shared venv {self.bin.parent} cannot be used by other accounts "
+            f"({proc.stderr.strip()}); it needs a python3 >= 3.11 with venv that every "
+            f"account can run, at {DEBIAN_PYTHON}")
         home = self.admin_home
         home.mkdir(mode=0o700)
         self.admin_account.own(home, 0o700)
