@@ -212,6 +212,16 @@ def tutorial(keyword: str | None) -> None:
         fail(str(exc))
 
 
+@cli.command(name="_complete", hidden=True, context_settings=CONTEXT)
+@click.argument("what")
+@click.argument("args", nargs=-1)
+def complete(what: str, args: tuple[str, ...]) -> None:
+    """For bash_completion.sh: 'ids [STATUS...]' prints the job IDs of a running master."""
+    from qpy import completion
+
+    completion.print_candidates(what, args)
+
+
 def run() -> int:
     """Run the CLI; every failure becomes one line on stderr and a non-zero status."""
     try:

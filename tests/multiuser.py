@@ -36,7 +36,8 @@ from conftest import pid_alive, wait_for
 from qpy import paths, wire
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "qpy", "qpy_master", "qpy_multiuser", "manual")
+SOURCES = ("pyproject.toml", "README.md", "bash_completion.sh", "qpy", "qpy_master",
+           "qpy_multiuser", "manual")
 TOOLS = ("useradd", "userdel", "runuser", "install")
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEBIAN_PYTHON = "/usr/bin/python3"

@@ -1,0 +1,614 @@
+# Bash completion for qpy, qpy-admin and qpy-access-multiuser.py.
+#
+# Enable it with `source /path/to/bash_completion.sh`, e.g. in ~/.bashrc.
+# `qpy COMMAND ? <TAB><TAB>` prints a short help and leaves the line as it is.
+#
+# GENERATED from the click commands by `python -m qpy.completion`: do not edit by hand.
+# tests/test_completion.py fails when this file differs from what the generator writes.
+
+# --- helpers: each appends candidates for the word at the cursor ($cur) to COMPREPLY ---
+
+__qpy_words() {  # WORDS: the words (one string, separated by spaces) that start with $cur
+    local w
+    for w in $1; do
+        [[ $w == "$cur"* ]] && COMPREPLY+=("$w")
+    done
+    return 0
+}
+
+__qpy_files() {  # [-d]: files and directories, or directories only
+    compopt -o filenames 2>/dev/null
+    local f
+    while IFS= read -r f; do
+        COMPREPLY+=("$f")
+    done < <(compgen "${1:--f}" -- "$cur" 2>/dev/null)
+}
+
+__qpy_dirs() {  # directories, but only once the word looks like a path
+    if [[ $cur == [./~]* || $cur == */* ]]; then __qpy_files -d; fi
+}
+
+__qpy_command() {  # a command name, or a file once the word holds a slash
+    if [[ $cur == */* ]]; then
+        __qpy_files
+        return
+    fi
+    local c
+    while IFS= read -r c; do
+        COMPREPLY+=("$c")
+    done < <(compgen -c -- "$cur" 2>/dev/null | LC_ALL=C sort -u)
+}
+
+__qpy_users() {  # user names
+    local u
+    while IFS= read -r u; do
+        COMPREPLY+=("$u")
+    done < <(compgen -u -- "$cur" 2>/dev/null)
+}
+
+__qpy_ids() {  # [STATUS...]: the user's job IDs (those with STATUS), not yet on the line
+    [[ $cur == *[!0-9]* ]] && return 0
+    local qpy=${COMP_WORDS[0]} id word ids
+    [[ $qpy == */* && -x $qpy ]] || qpy=qpy
+    ids=$("$qpy" _complete ids "$@" </dev/null 2>/dev/null) || return 0
+    for id in $ids; do
+        [[ $id == "$cur"* ]] || continue
+        for word in "${args[@]}"; do
+            [[ $word == "$id" ]] && continue 2
+        done
+        COMPREPLY+=("$id")
+    done
+    return 0
+}
+
+__qpy_say() {  # LINE...: print the lines, without a newline after the last one
+    local IFS=$'\n'
+    printf '%s' "$*"
+}
+
+__qpy_help() {  # PROG COMMAND: the help for `? <TAB><TAB>`, keeping the line unchanged
+    if [[ ${COMP_TYPE:-} != 63 ]]; then
+        # First TAB: the word itself, so nothing changes and the next TAB lists.
+        COMPREPLY=('?')
+        compopt -o nospace 2>/dev/null
+        return 0
+    fi
+    printf '\n'
+    "__qpy_help_$1" "$2" "${COMP_WORDS[0]##*/}"
+    COMPREPLY=('---')
+}
+
+# --- the engine, shared by qpy and qpy-admin ---
+
+__qpy_complete() {  # PROG: complete COMP_WORDS[COMP_CWORD] for program PROG
+    local prog=$1 cur=${COMP_WORDS[COMP_CWORD]}
+    local commands='' hidden='' opts='' valopts='' interspersed=''
+    local cmd='' word='' valueof='' options_end='' n i=1
+    local -a args=()
+    COMPREPLY=()
+    "__qpy_spec_$prog" ''
+    while (( i < COMP_CWORD )); do
+        if [[ ${COMP_WORDS[i]} != -* ]]; then
+            cmd=${COMP_WORDS[i]}
+            break
+        fi
+        (( i++ ))
+    done
+    if [[ $cur == '?' ]]; then
+        __qpy_help "$prog" "$cmd"
+        return 0
+    fi
+    if [[ -z $cmd ]]; then
+        if [[ $cur == -* ]]; then
+            __qpy_words "$opts"
+        elif [[ $cur == _* ]]; then
+            __qpy_words "$commands $hidden"
+        else
+            __qpy_words "$commands"
+        fi
+        return 0
+    fi
+    "__qpy_spec_$prog" "$cmd" || return 0
+    for (( i++; i < COMP_CWORD; i++ )); do
+        word=${COMP_WORDS[i]}
+        if [[ -z $options_end && $word == -?* ]]; then
+            if [[ $word == -- ]]; then
+                options_end=1
+            elif [[ " $valopts " == *" $word "* ]]; then
+                # the value follows; bash splits --opt=value into --opt, =, value
+                if (( i + 2 < COMP_CWORD )) && [[ ${COMP_WORDS[i+1]} == = ]]; then (( i++ )); fi
+                if (( i + 1 == COMP_CWORD )); then valueof=$word; fi
+                (( i++ ))
+            fi
+            continue
+        fi
+        args+=("$word")
+        [[ -n $interspersed ]] || options_end=1
+    done
+    if [[ -n $valueof ]]; then
+        [[ $cur == = ]] && cur=''
+        "__qpy_value_$prog" "$cmd" "$valueof"
+        return 0
+    fi
+    if [[ -z $options_end && $cur == -* ]]; then
+        __qpy_words "$opts"
+        return 0
+    fi
+    n=${#args[@]}
+    "__qpy_args_$prog" "$cmd"
+    return 0
+}
+
+
+# --- qpy: generated from the click commands ---
+
+__qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
+    case $1 in
+        '')
+            commands='sub check kill clean status config ctrlQueue notes restart finish tutorial'
+            hidden=''
+            opts='-h --help'
+            ;;
+        'sub')
+            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript -h --help'
+            valopts='-n --cores -m --mem --memory -a --node_attr --attributes'
+            interspersed=''
+            ;;
+        'check')
+            opts='--json -h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'kill')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'clean')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'status')
+            opts='--json -h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'config')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'ctrlQueue')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'notes')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'restart')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'finish')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'tutorial')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        *)
+            return 1
+            ;;
+    esac
+}
+
+__qpy_args_qpy() {  # COMMAND: complete its argument number $n
+    case $1 in
+        'sub')
+            if (( n == 0 )); then __qpy_command; else __qpy_files; fi
+            ;;
+        'check')
+            __qpy_words 'queue running done killed undone'
+            __qpy_ids
+            __qpy_dirs
+            ;;
+        'kill')
+            __qpy_words 'queue running all'
+            __qpy_ids queue running
+            __qpy_dirs
+            ;;
+        'clean')
+            __qpy_words 'done killed undone all'
+            __qpy_ids done killed undone
+            __qpy_dirs
+            ;;
+        'status')
+            :
+            ;;
+        'config')
+            if (( n == 0 )); then __qpy_words 'checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; else
+                case ${args[0]} in
+                checkFMT)
+                    if (( n == 1 )); then __qpy_words default; fi
+                    ;;
+                copyScripts|colour)
+                    if (( n == 1 )); then __qpy_words 'true false'; fi
+                    ;;
+                coloursScheme)
+                    if (( n <= 5 )); then __qpy_words 'grey red green yellow blue magenta cyan white'; fi
+                    ;;
+                defaultAttr|andAttr|orAttr)
+                    if (( n == 1 )); then __qpy_words none; fi
+                    ;;
+                killGrace)
+                    :
+                    ;;
+                sourceTheseFiles)
+                    __qpy_files
+                    if (( n == 1 )); then __qpy_words none; fi
+                    ;;
+                esac
+            fi
+            ;;
+        'ctrlQueue')
+            if (( n == 0 )); then __qpy_words 'pause continue jump'
+            elif [[ ${args[0]} == jump ]]; then
+                __qpy_ids queue
+                if (( n >= 2 )); then __qpy_words 'begin end'; fi
+            fi
+            ;;
+        'notes')
+            if (( n == 0 )); then __qpy_ids; fi
+            ;;
+        'restart')
+            :
+            ;;
+        'finish')
+            :
+            ;;
+        'tutorial')
+            if (( n == 0 )); then __qpy_words 'sub check kill clean status config ctrlQueue notes restart finish tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; fi
+            ;;
+    esac
+    return 0
+}
+
+__qpy_value_qpy() {  # COMMAND OPTION: complete the option's value
+    :
+    return 0
+}
+
+__qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
+    case $1 in
+        '')
+            __qpy_say 'qpy: submit and control jobs on a cluster'\''s nodes (see '\''qpy tutorial'\'').' \
+                'usage: '"$2"' COMMAND [ARGS]...' \
+                '  sub        Submit COMMAND as a job.' \
+                '  check      List jobs: all, or those matching statuses, IDs, ranges...' \
+                '  kill       Kill jobs: IDs, ranges, '\''queue'\'', '\''running'\'' or '\''all'\''.' \
+                '  clean      Forget finished jobs: IDs, ranges, done, killed, undone,...' \
+                '  status     Show users, nodes and cores of the multiuser.' \
+                '  config     Show the settings, or set KEY to VALUES.' \
+                '  ctrlQueue  Pause or continue the queue, or jump jobs to run after...' \
+                '  notes      List jobs with notes, show a job'\''s notes, or add TEXT as...' \
+                '  restart    Stop the master if it runs and start a new one; running...' \
+                '  finish     Stop the master; running jobs go on and are found again...' \
+                '  tutorial   Show the manual, at the first place KEYWORD appears.' \
+                'Help on one command: '"$2"' COMMAND ? <TAB><TAB>'
+            ;;
+        'sub')
+            __qpy_say 'sub: Submit COMMAND as a job. Options go before the command.' \
+                'usage: '"$2"' sub [OPTIONS] COMMAND...' \
+                '  -n, --cores N                   Number of cores (default 1).' \
+                '  -m, --mem, --memory GB          Memory in GB (default 5).' \
+                '  -a, --node_attr, --attributes EXPR' \
+                '                                  Node attributes: names with and/or/not and' \
+                '                                  parentheses.' \
+                '  -c, --copyScript                Run a copy of the script taken now.' \
+                '  -o, --originalScript            Run the original script even if copyScripts' \
+                '                                  is on.' \
+                'More: '"$2"' sub --help; qpy tutorial '\''sub'\'
+            ;;
+        'check')
+            __qpy_say 'check: List jobs: all, or those matching statuses, IDs, ranges or directories.' \
+                'usage: '"$2"' check [OPTIONS] [JOBS]...' \
+                '  --json  Print the records as JSON.' \
+                'More: '"$2"' check --help; qpy tutorial '\''check'\'
+            ;;
+        'kill')
+            __qpy_say 'kill: Kill jobs: IDs, ranges, '\''queue'\'', '\''running'\'' or '\''all'\''.' \
+                'usage: '"$2"' kill [OPTIONS] [JOBS]...' \
+                'More: '"$2"' kill --help; qpy tutorial '\''kill'\'
+            ;;
+        'clean')
+            __qpy_say 'clean: Forget finished jobs: IDs, ranges, done, killed, undone, directories or '\''all'\''.' \
+                'usage: '"$2"' clean [OPTIONS] [JOBS]...' \
+                'More: '"$2"' clean --help; qpy tutorial '\''clean'\'
+            ;;
+        'status')
+            __qpy_say 'status: Show users, nodes and cores of the multiuser.' \
+                'usage: '"$2"' status [OPTIONS]' \
+                '  --json  Print the status as JSON.' \
+                'More: '"$2"' status --help; qpy tutorial '\''status'\'
+            ;;
+        'config')
+            __qpy_say 'config: Show the settings, or set KEY to VALUES.' \
+                'usage: '"$2"' config [OPTIONS] [KEY] [VALUES]...' \
+                'More: '"$2"' config --help; qpy tutorial '\''config'\'
+            ;;
+        'ctrlQueue')
+            __qpy_say 'ctrlQueue: Pause or continue the queue, or jump jobs to run after TARGET (ID, begin, end).' \
+                'usage: '"$2"' ctrlQueue [OPTIONS] {pause|continue|jump} [ARGS]...' \
+                'More: '"$2"' ctrlQueue --help; qpy tutorial '\''ctrlQueue'\'
+            ;;
+        'notes')
+            __qpy_say 'notes: List jobs with notes, show a job'\''s notes, or add TEXT as a note.' \
+                'usage: '"$2"' notes [OPTIONS] [JOB] [TEXT]...' \
+                'More: '"$2"' notes --help; qpy tutorial '\''notes'\'
+            ;;
+        'restart')
+            __qpy_say 'restart: Stop the master if it runs and start a new one; running jobs are kept.' \
+                'usage: '"$2"' restart [OPTIONS]' \
+                'More: '"$2"' restart --help; qpy tutorial '\''restart'\'
+            ;;
+        'finish')
+            __qpy_say 'finish: Stop the master; running jobs go on and are found again at the next start.' \
+                'usage: '"$2"' finish [OPTIONS]' \
+                'More: '"$2"' finish --help; qpy tutorial '\''finish'\'
+            ;;
+        'tutorial')
+            __qpy_say 'tutorial: Show the manual, at the first place KEYWORD appears.' \
+                'usage: '"$2"' tutorial [OPTIONS] [KEYWORD]' \
+                'More: '"$2"' tutorial --help; qpy tutorial '\''tutorial'\'
+            ;;
+        *)
+            __qpy_say "$2"': no command '\'"$1"\' \
+                '  sub        Submit COMMAND as a job.' \
+                '  check      List jobs: all, or those matching statuses, IDs, ranges...' \
+                '  kill       Kill jobs: IDs, ranges, '\''queue'\'', '\''running'\'' or '\''all'\''.' \
+                '  clean      Forget finished jobs: IDs, ranges, done, killed, undone,...' \
+                '  status     Show users, nodes and cores of the multiuser.' \
+                '  config     Show the settings, or set KEY to VALUES.' \
+                '  ctrlQueue  Pause or continue the queue, or jump jobs to run after...' \
+                '  notes      List jobs with notes, show a job'\''s notes, or add TEXT as...' \
+                '  restart    Stop the master if it runs and start a new one; running...' \
+                '  finish     Stop the master; running jobs go on and are found again...' \
+                '  tutorial   Show the manual, at the first place KEYWORD appears.' \
+                'Help on one command: '"$2"' COMMAND ? <TAB><TAB>'
+            ;;
+    esac
+}
+
+# --- qpy-admin: generated from the click commands ---
+
+__qpy_spec_admin() {  # COMMAND ('' for the group): set the words to offer
+    case $1 in
+        '')
+            commands='adduser distribute finish nodes removeuser saveMessages start status variables'
+            hidden='__remove_job __req_core __user'
+            opts='-h --help'
+            ;;
+        '__remove_job')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        '__req_core')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        '__user')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'adduser')
+            opts='--out -h --help'
+            valopts='--out'
+            interspersed=1
+            ;;
+        'distribute')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'finish')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'nodes')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'removeuser')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'saveMessages')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'start')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'status')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'variables')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        *)
+            return 1
+            ;;
+    esac
+}
+
+__qpy_args_admin() {  # COMMAND: complete its argument number $n
+    case $1 in
+        '__remove_job')
+            if (( n == 0 )); then __qpy_users; fi
+            ;;
+        '__req_core')
+            if (( n == 0 )); then __qpy_users; fi
+            ;;
+        '__user')
+            if (( n == 0 )); then __qpy_users; fi
+            ;;
+        'adduser')
+            if (( n == 0 )); then __qpy_users; fi
+            ;;
+        'distribute')
+            :
+            ;;
+        'finish')
+            :
+            ;;
+        'nodes')
+            :
+            ;;
+        'removeuser')
+            if (( n == 0 )); then __qpy_users; fi
+            ;;
+        'saveMessages')
+            if (( n == 0 )); then __qpy_words 'true false'; fi
+            ;;
+        'start')
+            :
+            ;;
+        'status')
+            :
+            ;;
+        'variables')
+            :
+            ;;
+    esac
+    return 0
+}
+
+__qpy_value_admin() {  # COMMAND OPTION: complete the option's value
+    case $1 in
+        'adduser')
+            case $2 in
+                --out) __qpy_files -d ;;
+            esac
+            ;;
+    esac
+    return 0
+}
+
+__qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
+    case $1 in
+        '')
+            __qpy_say "$2"': Administer the qpy multiuser (needs the admin key).' \
+                'usage: '"$2"' COMMAND [ARGS]...' \
+                '  adduser       Allow USER and write their key bundle, to be placed in...' \
+                '  distribute    Reload allowed_users and distribution_rules; reshare.' \
+                '  finish        Stop the multiuser (running jobs go on).' \
+                '  nodes         Reload the nodes file.' \
+                '  removeuser    Withdraw USER'\''s access; their key stops working at once.' \
+                '  saveMessages  Keep debugging messages (shown by '\''variables'\'').' \
+                '  start         Start the multiuser in the background.' \
+                '  status        Show users, nodes and cores.' \
+                '  variables     Show the multiuser'\''s internal state.' \
+                'Help on one command: '"$2"' COMMAND ? <TAB><TAB>'
+            ;;
+        '__remove_job')
+            __qpy_say '__remove_job: a repair command for the allocator'\''s bookkeeping; see the manual first.' \
+                'usage: '"$2"' __remove_job [OPTIONS] [ARGS]...' \
+                'More: '"$2"' __remove_job --help; qpy tutorial '\''repair commands'\'
+            ;;
+        '__req_core')
+            __qpy_say '__req_core: a repair command for the allocator'\''s bookkeeping; see the manual first.' \
+                'usage: '"$2"' __req_core [OPTIONS] [ARGS]...' \
+                'More: '"$2"' __req_core --help; qpy tutorial '\''repair commands'\'
+            ;;
+        '__user')
+            __qpy_say '__user: a repair command for the allocator'\''s bookkeeping; see the manual first.' \
+                'usage: '"$2"' __user [OPTIONS] [ARGS]...' \
+                'More: '"$2"' __user --help; qpy tutorial '\''repair commands'\'
+            ;;
+        'adduser')
+            __qpy_say 'adduser: Allow USER and write their key bundle, to be placed in their ~/.qpy/.' \
+                'usage: '"$2"' adduser [OPTIONS] USER' \
+                '  --out TEXT  Directory for the key bundle (default ./qpy-bundle-USER).' \
+                'More: '"$2"' adduser --help; qpy tutorial '\''qpy-admin adduser'\'
+            ;;
+        'distribute')
+            __qpy_say 'distribute: Reload allowed_users and distribution_rules; reshare.' \
+                'usage: '"$2"' distribute [OPTIONS]' \
+                'More: '"$2"' distribute --help; qpy tutorial '\''qpy-admin distribute'\'
+            ;;
+        'finish')
+            __qpy_say 'finish: Stop the multiuser (running jobs go on).' \
+                'usage: '"$2"' finish [OPTIONS]' \
+                'More: '"$2"' finish --help; qpy tutorial '\''qpy-admin finish'\'
+            ;;
+        'nodes')
+            __qpy_say 'nodes: Reload the nodes file.' \
+                'usage: '"$2"' nodes [OPTIONS]' \
+                'More: '"$2"' nodes --help; qpy tutorial '\''qpy-admin nodes'\'
+            ;;
+        'removeuser')
+            __qpy_say 'removeuser: Withdraw USER'\''s access; their key stops working at once.' \
+                'usage: '"$2"' removeuser [OPTIONS] USER' \
+                'More: '"$2"' removeuser --help; qpy tutorial '\''qpy-admin removeuser'\'
+            ;;
+        'saveMessages')
+            __qpy_say 'saveMessages: Keep debugging messages (shown by '\''variables'\'').' \
+                'usage: '"$2"' saveMessages [OPTIONS] {true|false}' \
+                'More: '"$2"' saveMessages --help; qpy tutorial '\''qpy-admin saveMessages'\'
+            ;;
+        'start')
+            __qpy_say 'start: Start the multiuser in the background.' \
+                'usage: '"$2"' start [OPTIONS]' \
+                'More: '"$2"' start --help; qpy tutorial '\''qpy-admin start'\'
+            ;;
+        'status')
+            __qpy_say 'status: Show users, nodes and cores.' \
+                'usage: '"$2"' status [OPTIONS]' \
+                'More: '"$2"' status --help; qpy tutorial '\''qpy-admin status'\'
+            ;;
+        'variables')
+            __qpy_say 'variables: Show the multiuser'\''s internal state.' \
+                'usage: '"$2"' variables [OPTIONS]' \
+                'More: '"$2"' variables --help; qpy tutorial '\''qpy-admin variables'\'
+            ;;
+        *)
+            __qpy_say "$2"': no command '\'"$1"\' \
+                '  adduser       Allow USER and write their key bundle, to be placed in...' \
+                '  distribute    Reload allowed_users and distribution_rules; reshare.' \
+                '  finish        Stop the multiuser (running jobs go on).' \
+                '  nodes         Reload the nodes file.' \
+                '  removeuser    Withdraw USER'\''s access; their key stops working at once.' \
+                '  saveMessages  Keep debugging messages (shown by '\''variables'\'').' \
+                '  start         Start the multiuser in the background.' \
+                '  status        Show users, nodes and cores.' \
+                '  variables     Show the multiuser'\''s internal state.' \
+                'Help on one command: '"$2"' COMMAND ? <TAB><TAB>'
+            ;;
+    esac
+}
+
+_qpy() { __qpy_complete qpy; }
+_qpy_admin() { __qpy_complete admin; }
+complete -F _qpy qpy
+complete -F _qpy_admin qpy-admin qpy-access-multiuser.py
