@@ -61,13 +61,7 @@ def connect(start: bool = True):
 
 def request(msg: dict, start: bool = True) -> dict:
     """One request to the master; an error reply raises ClientError with its text."""
-    conn = connect(start)
     try:
-        reply = wire.call(conn, msg, CALL_TIMEOUT)
-    except (OSError, EOFError, TimeoutError, wire.WireError) as exc:
-        raise ClientError(f"no reply from the qpy master: {exc}") from None
-    finally:
-        conn.close()
-    if not reply.get("ok"):
-        raise ClientError(reply.get("error") or "the master refused the request")
-    return reply
+        return wire.exchange(connect(start), msg, CALL_TIMEOUT, "the qpy master")
+    except wire.Refused as exc:
+        raise ClientError(str(exc)) from None

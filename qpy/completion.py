@@ -494,23 +494,28 @@ def script_path() -> str:
                         SCRIPT_NAME)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write bash_completion.sh, or with --check report whether it is up to date."""
-    args = sys.argv[1:] if argv is None else argv
-    path = script_path()
-    text = render()
+def write_or_check(path: str, text: str, module: str, args: list[str]) -> int:
+    """Write a generated file, or with --check report whether the committed one is current
+    (shared by the completion script and the man page)."""
     if "--check" in args:
         try:
-            current = open(path).read()
+            with open(path) as f:
+                current = f.read()
         except OSError:
             current = None
         if current != text:
-            print(f"{path} is out of date: run python -m qpy.completion", file=sys.stderr)
+            print(f"{path} is out of date: run python -m {module}", file=sys.stderr)
             return 1
         return 0
     with open(path, "w") as f:
         f.write(text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write bash_completion.sh, or with --check report whether it is up to date."""
+    args = sys.argv[1:] if argv is None else argv
+    return write_or_check(script_path(), render(), "qpy.completion", args)
 
 
 if __name__ == "__main__":

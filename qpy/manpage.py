@@ -316,22 +316,9 @@ def page_path() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Write manual/qpy.1, or with --check report whether it is up to date."""
     args = sys.argv[1:] if argv is None else argv
-    text = render()
-    path = page_path()
-    if "--check" in args:
-        try:
-            with open(path) as f:
-                current = f.read()
-        except OSError:
-            current = None
-        if current != text:
-            print(f"{path} is out of date: run python -m qpy.manpage", file=sys.stderr)
-            return 1
-        return 0
-    with open(path, "w") as f:
-        f.write(text)
-    return 0
+    from qpy.completion import write_or_check
 
+    return write_or_check(page_path(), render(), "qpy.manpage", args)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -209,6 +209,24 @@ def call(conn: Connection, msg: dict, timeout: float | None = None) -> dict:
             return reply
 
 
+class Refused(Exception):
+    """A daemon answered with an error, or did not answer; the text says which."""
+
+
+def exchange(conn: Connection, msg: dict, timeout: float, who: str) -> dict:
+    """One request on a fresh connection, which is then closed; every failure is Refused
+    with one line of text, which the CLIs print as it is."""
+    try:
+        reply = call(conn, msg, timeout)
+    except (OSError, EOFError, TimeoutError, WireError) as exc:
+        raise Refused(f"no reply from {who}: {exc}") from None
+    finally:
+        conn.close()
+    if not reply.get("ok"):
+        raise Refused(reply.get("error") or f"{who} refused the request")
+    return reply
+
+
 def parse_address(text: str, port: str | int) -> tuple[str, int]:
     """A TCP address from the contents of the address and port files."""
     host = text.strip() or "127.0.0.1"

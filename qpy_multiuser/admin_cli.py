@@ -39,14 +39,10 @@ def call(command: str, args: list[str]) -> dict:
         raise AdminError(f"cannot reach the multiuser ({exc}); is it running? "
                          "Start it with 'qpy-admin start'") from None
     try:
-        reply = wire.call(conn, {"type": "admin", "command": command, "args": args}, 60)
-    except (OSError, EOFError, TimeoutError, wire.WireError) as exc:
-        raise AdminError(f"no reply from the multiuser: {exc}") from None
-    finally:
-        conn.close()
-    if not reply.get("ok"):
-        raise AdminError(reply.get("error") or "refused")
-    return reply
+        return wire.exchange(conn, {"type": "admin", "command": command, "args": args}, 60,
+                             "the multiuser")
+    except wire.Refused as exc:
+        raise AdminError(str(exc)) from None
 
 
 def say(reply: dict) -> None:
