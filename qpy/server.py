@@ -31,7 +31,7 @@ class Session:
         self.closed = False
         self._send_lock = threading.Lock()
 
-    def send(self, msg: dict) -> bool:
+    def post(self, msg: dict) -> bool:
         """Send a frame; False when the peer is gone (the reader will clean up)."""
         with self._send_lock:
             if self.closed:
@@ -129,7 +129,7 @@ class Server:
         while not self._stopping.is_set():
             raw = session.conn.recv_bytes(wire.MAX_MESSAGE)
             reply, after = self._dispatch(session, raw)
-            if reply is not None and not session.send(reply):
+            if reply is not None and not session.post(reply):
                 return
             if after is not None:
                 after()

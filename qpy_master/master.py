@@ -192,7 +192,7 @@ class Master:
     def _send(self, job: Job, op: dict) -> None:
         """Send an op about ``job`` to its node's launcher; a failure ends the job clearly."""
         try:
-            self._runner(job).send(op)
+            self._runner(job).post(op)
         except LauncherGone as exc:
             log.error("job %d: %s", job.id, exc)
             if job.status == RUNNING and op["op"] in ("start", "adopt"):
@@ -259,7 +259,7 @@ class Master:
         runner = self.runners.get(job.node)
         if runner is not None:
             try:
-                runner.send({"op": "forget", "job": job.id})
+                runner.post({"op": "forget", "job": job.id})
             except LauncherGone:
                 pass
 

@@ -45,7 +45,7 @@ class Runner:
             raise LauncherGone(f"the launcher for {node} did not start")
         threading.Thread(target=self._read, name=f"launcher-{node}", daemon=True).start()
 
-    def send(self, op: dict) -> None:
+    def post(self, op: dict) -> None:
         """Send one op; raises LauncherGone if the process has died."""
         line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
         with self._lock:

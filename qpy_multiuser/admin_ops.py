@@ -41,7 +41,7 @@ def reload_nodes(mu, args: list[str]) -> dict:
 def _announce_nodes(mu) -> None:
     listing = [n.public() for n in mu.alloc.nodes.values()]
     for session in list(mu.masters.values()):
-        session.send({"type": "nodes", "nodes": listing})
+        session.post({"type": "nodes", "nodes": listing})
 
 
 def distribute(mu, args: list[str]) -> dict:

@@ -152,7 +152,7 @@ class Multiuser:
         with self.lock:
             wakes, self.wakes = self.wakes, []
         for session in wakes:
-            session.send({"type": "wake"})
+            session.post({"type": "wake"})
 
     def closed(self, session: Session) -> None:
         """A master went away: its jobs keep running, so its allocations stay until its
