@@ -1,8 +1,7 @@
 """The one wire schema every tier speaks.
 
-Frames are ``multiprocessing.connection`` byte messages holding JSON objects; pickle is
-never used (``send``/``recv`` would unpickle, so only ``send_bytes``/``recv_bytes`` appear).
-Every message carries the protocol version ``v`` and a ``type``; requests may carry an
+Frames are ``multiprocessing.connection`` byte messages holding JSON objects, written and
+read only with ``send_bytes``/``recv_bytes``. Every message carries the protocol version ``v`` and a ``type``; requests may carry an
 ``id`` that the reply echoes as ``re`` so one persistent connection can carry replies and
 pushed events at once.
 
@@ -13,6 +12,8 @@ answered; no later message can name another user.
 """
 
 from __future__ import annotations
+
+# Never Connection.send/recv: those pickle, and unpickling a peer's bytes runs its code.
 
 import json
 import os
