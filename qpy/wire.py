@@ -1,9 +1,9 @@
 """The one wire schema every tier speaks.
 
 Frames are ``multiprocessing.connection`` byte messages holding JSON objects, written and
-read only with ``send_bytes``/``recv_bytes``. Every message carries the protocol version ``v`` and a ``type``; requests may carry an
-``id`` that the reply echoes as ``re`` so one persistent connection can carry replies and
-pushed events at once.
+read only with ``send_bytes``/``recv_bytes``. Every message carries the protocol version
+``v`` and a ``type``; requests may carry an ``id`` that the reply echoes as ``re`` so one
+persistent connection can carry replies and pushed events at once.
 
 Authentication is per user: the client first sends a ``hello`` naming who it claims to be,
 then both sides run the HMAC challenge of ``multiprocessing.connection`` with *that user's*
