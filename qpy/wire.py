@@ -14,7 +14,6 @@ answered; no later message can name another user.
 from __future__ import annotations
 
 # Never Connection.send/recv: those pickle, and unpickling a peer's bytes runs its code.
-
 import json
 import os
 import socket
