@@ -464,8 +464,9 @@ class Terminal:
         return self.tmux("capture-pane", "-p").rstrip("\n")
 
     def last_line(self) -> str:
-        """The last line on the screen; tmux drops trailing blanks."""
-        return [line for line in self.screen().split("\n") if line.strip()][-1]
+        """The last line on the screen ("" while it is blank, e.g. just after a clear)."""
+        lines = [line for line in self.screen().split("\n") if line.strip()]
+        return lines[-1] if lines else ""
 
     def wait_line(self, text: str, what: str) -> None:
         wait_for(lambda: self.last_line() == (self.PROMPT + text).rstrip(), 20, what)
