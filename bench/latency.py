@@ -22,64 +22,67 @@ from common import QPY, Bench, cores
 RUNS = 30
 
 
-def reader(path: str, box: list) -> threading.Thread:
-    def run() -> None:
-        with open(path) as f:
-            f.read()
-        box.append(time.perf_counter())
+def first_instruction(fifo: str, trigger) -> float:
+    """Milliseconds from the time ``trigger()`` returns to a job opening ``fifo`` for
+    writing (its first instruction), read by a thread blocked on the FIFO."""
+    os.mkfifo(fifo)
+    seen: list[float] = []
 
-    thread = threading.Thread(target=run)
+    def read() -> None:
+        with open(fifo) as f:
+            f.read()
+        seen.append(time.perf_counter())
+
+    thread = threading.Thread(target=read)
     thread.start()
-    return thread
+    t0 = trigger()
+    thread.join()
+    return (seen[0] - t0) * 1000
 
 
 def submit_to_start(bench: Bench, n: int) -> float:
-    samples = []
-    for i in range(n):
-        fifo = str(bench.work / f"start{i}")
-        os.mkfifo(fifo)
-        box: list = []
-        thread = reader(fifo, box)
+    def submit(fifo: str) -> float:
         subprocess.run([QPY, "sub", f"echo > {fifo}"], cwd=bench.work, env=bench.env,
                        check=True, capture_output=True)
-        t0 = time.perf_counter()
-        thread.join()
-        samples.append((box[0] - t0) * 1000)
-    return statistics.median(samples)
+        return time.perf_counter()
+
+    return statistics.median(first_instruction(f, lambda f=f: submit(f))
+                             for f in (str(bench.work / f"start{i}") for i in range(n)))
 
 
 def end_to_next(bench: Bench, n: int) -> float:
-    samples = []
+    """The first job holds every core until we end it; the second waits for its cores."""
     k = str(cores())
+    samples = []
     for i in range(n):
         go, start = str(bench.work / f"go{i}"), str(bench.work / f"next{i}")
         os.mkfifo(go)
-        os.mkfifo(start)
         bench.qpy("sub", "-n", k, "-m", "0.1", f"read x < {go}")
-        box: list = []
-        thread = reader(start, box)
-        bench.qpy("sub", "-n", k, "-m", "0.1", f"echo > {start}")
-        with open(go, "w") as f:  # opening blocks until the first job is running
-            t0 = time.perf_counter()
-            f.write("x\n")
-        thread.join()
-        samples.append((box[0] - t0) * 1000)
+
+        def end_first(start: str = start, go: str = go) -> float:
+            bench.qpy("sub", "-n", k, "-m", "0.1", f"echo > {start}")
+            with open(go, "w") as f:  # opening blocks until the first job is running
+                t0 = time.perf_counter()
+                f.write("x\n")
+            return t0
+
+        samples.append(first_instruction(start, end_first))
     return statistics.median(samples)
 
 
 def baseline(bench: Bench, n: int) -> float:
-    samples = []
-    for i in range(n):
-        fifo = str(bench.work / f"base{i}")
-        os.mkfifo(fifo)
-        box: list = []
-        thread = reader(fifo, box)
+    procs = []
+
+    def spawn(fifo: str) -> float:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(["/bin/sh", "-c", f"echo > {fifo}"])
-        thread.join()
+        procs.append(subprocess.Popen(["/bin/sh", "-c", f"echo > {fifo}"]))
+        return t0
+
+    result = statistics.median(first_instruction(f, lambda f=f: spawn(f))
+                               for f in (str(bench.work / f"base{i}") for i in range(n)))
+    for proc in procs:
         proc.wait()
-        samples.append((box[0] - t0) * 1000)
-    return statistics.median(samples)
+    return result
 
 
 def main() -> None:

@@ -18,6 +18,19 @@ class ClientError(Exception):
     """Something the user must be told in one line."""
 
 
+def connect_bundle(directory: str | os.PathLike, user: str, key_file: str | os.PathLike):
+    """Connect to the multiuser named by the ``multiuser_connection_{address,port}`` files
+    of ``directory`` (a user's qpy home or the admin home), proving ``key_file``'s key."""
+    address_file = os.path.join(directory, "multiuser_connection_address")
+    host = "127.0.0.1"
+    if os.path.exists(address_file):
+        with open(address_file) as f:
+            host = f.read()
+    with open(os.path.join(directory, "multiuser_connection_port")) as f:
+        port = f.read()
+    return wire.connect(wire.parse_address(host, port), user, paths.read_key(key_file))
+
+
 def _connect(home: str):
     key = paths.load_or_create_key(os.path.join(home, "master.key"))
     return wire.connect(os.path.join(home, "master.sock"), wire.whoami(), key)

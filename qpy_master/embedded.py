@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from qpy import paths, wire
+from qpy.client import connect_bundle
 from qpy.spawn import spawn_daemon
 
 BUNDLE = ("multiuser_connection_address", "multiuser_connection_port",
@@ -41,7 +42,7 @@ def start_embedded(home: Path, user: str) -> None:
     with open(admin / "start.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            _connect_bundle(admin, user, admin / "keys" / user).close()
+            connect_bundle(admin, user, admin / "keys" / user).close()
         except (OSError, EOFError, ValueError):  # not running: start it
             env = {**os.environ, "QPY_ADMIN_HOME": str(admin)}
             status = spawn_daemon("qpy_multiuser", admin / "multiuser.log", env)
@@ -53,26 +54,19 @@ def start_embedded(home: Path, user: str) -> None:
     paths.write_private(home / BUNDLE[2], (admin / "keys" / user).read_text())
 
 
-def _connect_bundle(directory: Path, user: str, key_file: Path):
-    address = wire.parse_address((directory / BUNDLE[0]).read_text()
-                                 if (directory / BUNDLE[0]).exists() else "127.0.0.1",
-                                 (directory / BUNDLE[1]).read_text())
-    return wire.connect(address, user, paths.read_key(key_file))
-
-
 def connect_multiuser(home: Path, user: str):
     """A persistent, authenticated connection to this user's multiuser."""
     configured = all((home / name).exists() for name in BUNDLE)
     embedded = embedded_home(home).exists() or not configured
     if configured:
         try:
-            conn = _connect_bundle(home, user, home / BUNDLE[2])
+            conn = connect_bundle(home, user, home / BUNDLE[2])
             wire.tune_socket(conn, None)
             return conn
         except (ConnectionRefusedError, FileNotFoundError):
             if not embedded:
                 raise
     start_embedded(home, user)
-    conn = _connect_bundle(home, user, home / BUNDLE[2])
+    conn = connect_bundle(home, user, home / BUNDLE[2])
     wire.tune_socket(conn, None)
     return conn

@@ -6,6 +6,7 @@ as an error reply and the CLI prints on stderr with ``qpy:``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -149,8 +150,6 @@ def configure(m: Master, s: Session, msg: dict) -> dict:
             value = config.parse(key, msg["values"])
         except config.ConfigError as exc:
             raise RequestError(str(exc)) from None
-        import json
-
         m.store.put_setting(key, json.dumps(value))
         m.settings[key] = value
     return {"text": config.message(key, value) + "\n"}

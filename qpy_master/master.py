@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qpy import config
+from qpy import attrs, config
 from qpy.model import DONE, KILLED, QUEUE, RUNNING, Job
 from qpy_master.multiuser_link import LinkDown, MultiuserLink
 from qpy_master.queue import JobQueue
@@ -283,8 +283,6 @@ class Master:
 
     def fits_somewhere(self, cores: int, mem: float, attr: str | None) -> str | None:
         """Why no node could ever run this request, or None if one could (or we can't tell)."""
-        from qpy import attrs
-
         nodes = list(self.nodes.values())
         if not nodes:
             return None

@@ -52,7 +52,8 @@ COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "
            "t_queue",
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
            "env_id", "pid", "kill_requested")
-SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
+FIELDS = ", ".join(COLUMNS)
+SELECT = f"SELECT {FIELDS} FROM jobs"
 
 
 def _job(row: tuple) -> Job:
@@ -140,7 +141,7 @@ class Store:
         """Queued jobs with their positions in queue order, and running jobs: what a
         restarted master rebuilds its memory from."""
         queued = [(_job(r[:-1]), r[-1]) for r in self.db.execute(
-            f"{SELECT[:-10]}, qpos FROM jobs WHERE status = ? ORDER BY qpos, id", (QUEUE,))]
+            f"SELECT {FIELDS}, qpos FROM jobs WHERE status = ? ORDER BY qpos, id", (QUEUE,))]
         running = [_job(r) for r in self.db.execute(f"{SELECT} WHERE status = ?", (RUNNING,))]
         return queued, running
 

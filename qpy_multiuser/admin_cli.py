@@ -12,6 +12,7 @@ import sys
 import click
 
 from qpy import paths, wire
+from qpy.client import connect_bundle
 
 HIDDEN = ("__user", "__req_core", "__remove_job")
 
@@ -29,12 +30,7 @@ def call(command: str, args: list[str]) -> dict:
     """One admin request; an error reply becomes a one-line failure."""
     home = _home()
     try:
-        with open(os.path.join(home, "multiuser_connection_port")) as f:
-            port = f.read()
-        address_file = os.path.join(home, "multiuser_connection_address")
-        host = open(address_file).read() if os.path.exists(address_file) else "127.0.0.1"
-        key = paths.read_key(os.path.join(home, "admin.key"))
-        conn = wire.connect(wire.parse_address(host, port), "@admin", key)
+        conn = connect_bundle(home, "@admin", os.path.join(home, "admin.key"))
     except (OSError, EOFError, ValueError) as exc:
         raise AdminError(f"cannot reach the multiuser ({exc}); is it running? "
                          "Start it with 'qpy-admin start'") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 
-from qpy import paths
+from qpy import paths, status_view
 from qpy.server import RequestError
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
@@ -57,8 +57,6 @@ def distribute(mu, args: list[str]) -> dict:
 
 
 def status(mu, args: list[str]) -> dict:
-    from qpy import status_view
-
     reply = mu.status(None, {})
     return {**reply, "text": status_view.render(reply["users"], reply["nodes"])}
 

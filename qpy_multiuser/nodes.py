@@ -34,6 +34,7 @@ class Node:
     mem: float
     attrs: frozenset[str] = frozenset()
     pref_multicore: bool = False
+    check_dir: str | None = None  # whose disk node monitoring reports
     up: bool = True
     used_cores: int = 0
     used_mem: float = 0.0
@@ -50,7 +51,7 @@ class Node:
     def public(self) -> dict:
         return {"name": self.name, "address": self.address, "cores": self.cores,
                 "mem": self.mem, "attrs": sorted(self.attrs), "up": self.up,
-                "pref_multicore": self.pref_multicore}
+                "pref_multicore": self.pref_multicore, "check_dir": self.check_dir}
 
 
 def local_cores() -> int:
@@ -119,7 +120,8 @@ def parse_line(words: list[str], where: str) -> Node:
     if not cores:
         raise FileError(f"{where}: node {name} is remote: give cores= (detection of remote "
                         "nodes comes with node monitoring)")
-    return Node(name, fields["address"], cores, mem, frozenset(fields["attrs"]), fields["pref"])
+    return Node(name, fields["address"], cores, mem, frozenset(fields["attrs"]), fields["pref"],
+                fields.get("check_dir"))
 
 
 def _apply(fields: dict, key: str, value: str, where: str) -> None:

@@ -11,8 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from qpy import paths
+from qpy import attrs, paths
 from qpy.server import RequestError, Session
+from qpy_multiuser import admin_ops
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.allocator import Allocator
@@ -93,8 +94,6 @@ class Multiuser:
         return item
 
     def _want(self, group: dict) -> dict:
-        from qpy import attrs
-
         ok = (isinstance(group.get("cores"), int) and group["cores"] > 0
               and isinstance(group.get("mem"), (int, float)) and group["mem"] > 0
               and (group.get("attr") is None or isinstance(group.get("attr"), str))
@@ -181,8 +180,6 @@ class Multiuser:
         if session.user != ADMIN:
             log.warning("user %s tried admin command %s", session.user, msg["command"])
             raise RequestError("admin commands need the admin key")
-        from qpy_multiuser import admin_ops
-
         op = admin_ops.OPS.get(msg["command"])
         if op is None:
             raise RequestError(f"unknown admin command {msg['command']!r}")
