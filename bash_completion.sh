@@ -150,7 +150,7 @@ __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
             opts='-h --help'
             ;;
         'sub')
-            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript -h --help'
+            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -h --help'
             valopts='-n --cores -m --mem --memory -a --node_attr --attributes'
             interspersed=''
             ;;
@@ -216,7 +216,7 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             if (( n == 0 )); then __qpy_command; else __qpy_files; fi
             ;;
         'check')
-            __qpy_words 'queue running done killed undone'
+            __qpy_words 'queue running done killed undone lost'
             __qpy_ids
             __qpy_dirs
             ;;
@@ -226,8 +226,8 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             __qpy_dirs
             ;;
         'clean')
-            __qpy_words 'done killed undone all'
-            __qpy_ids done killed undone
+            __qpy_words 'done killed undone lost all'
+            __qpy_ids done killed undone lost
             __qpy_dirs
             ;;
         'status')
@@ -243,7 +243,7 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
                     if (( n == 1 )); then __qpy_words 'true false'; fi
                     ;;
                 coloursScheme)
-                    if (( n <= 5 )); then __qpy_words 'grey red green yellow blue magenta cyan white'; fi
+                    if (( n <= 6 )); then __qpy_words 'grey red green yellow blue magenta cyan white'; fi
                     ;;
                 defaultAttr|andAttr|orAttr)
                     if (( n == 1 )); then __qpy_words none; fi
@@ -315,6 +315,8 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '  -c, --copyScript                Run a copy of the script taken now.' \
                 '  -o, --originalScript            Run the original script even if copyScripts' \
                 '                                  is on.' \
+                '  --requeue                       Queue the job again if its node fails while' \
+                '                                  it runs (else: lost).' \
                 'More: '"$2"' sub --help; qpy tutorial '\''sub'\'
             ;;
         'check')
@@ -329,7 +331,7 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 'More: '"$2"' kill --help; qpy tutorial '\''kill'\'
             ;;
         'clean')
-            __qpy_say 'clean: Forget finished jobs: IDs, ranges, done, killed, undone, directories or '\''all'\''.' \
+            __qpy_say 'clean: Forget finished jobs: IDs, ranges, done, killed, undone, lost, directories or '\''all'\''.' \
                 'usage: '"$2"' clean [OPTIONS] [JOBS]...' \
                 'More: '"$2"' clean --help; qpy tutorial '\''clean'\'
             ;;

@@ -13,8 +13,7 @@ import sys
 import click
 
 from qpy.client import ClientError, request
-
-STATUSES = ("queue", "running", "done", "killed", "undone")
+from qpy.selection import FINISHED, STATUSES
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -62,9 +61,11 @@ def parse_selection(args: tuple[str, ...], statuses: tuple[str, ...], what: str,
               help="Run a copy of the script taken now.")
 @click.option("-o", "--originalScript", "original_flag", is_flag=True,
               help="Run the original script even if copyScripts is on.")
+@click.option("--requeue", "requeue", is_flag=True, default=None,
+              help="Queue the job again if its node fails while it runs (else: lost).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def sub(n_cores: str | None, mem: str | None, attr: str | None, copy_flag: bool,
-        original_flag: bool, command: tuple[str, ...]) -> None:
+        original_flag: bool, requeue: bool | None, command: tuple[str, ...]) -> None:
     """Submit COMMAND as a job. Options go before the command."""
     from qpy import jobspec
 
@@ -72,7 +73,7 @@ def sub(n_cores: str | None, mem: str | None, attr: str | None, copy_flag: bool,
         fail("-c (copy the script) and -o (run the original) cannot be used together")
     copy = True if copy_flag else False if original_flag else None
     try:
-        spec = jobspec.build(list(command), os.getcwd(), n_cores, mem, attr, copy)
+        spec = jobspec.build(list(command), os.getcwd(), n_cores, mem, attr, copy, requeue)
     except jobspec.SpecError as exc:
         fail(str(exc))
     say(request({"type": "sub", **spec, "env": dict(os.environ)}))
@@ -110,8 +111,8 @@ def kill(jobs: tuple[str, ...]) -> None:
 @cli.command(context_settings=CONTEXT)
 @click.argument("jobs", nargs=-1)
 def clean(jobs: tuple[str, ...]) -> None:
-    """Forget finished jobs: IDs, ranges, done, killed, undone, directories or 'all'."""
-    sel = parse_selection(jobs, ("done", "killed", "undone"), "clean")
+    """Forget finished jobs: IDs, ranges, done, killed, undone, lost, directories or 'all'."""
+    sel = parse_selection(jobs, FINISHED, "clean")
     say(request({"type": "clean", "select": sel}))
 
 

@@ -18,6 +18,8 @@ import os
 import re
 import sys
 
+from qpy.selection import FINISHED
+
 ID_TIMEOUT = 1.5  # seconds for each of connect and reply when asking for job IDs
 ID_DEADLINE = 3  # whole seconds after which the ID lookup exits, whatever it waits for
 
@@ -72,7 +74,7 @@ def print_candidates(what: str, args: tuple[str, ...]) -> None:
 # besides IDs, ranges and directories, and which jobs' IDs are worth offering.
 SELECTIONS = {
     "kill": (("queue", "running", "all"), ("queue", "running")),
-    "clean": (("done", "killed", "undone", "all"), ("done", "killed", "undone")),
+    "clean": ((*FINISHED, "all"), FINISHED),
 }
 
 # Bash snippets for positional arguments that click's types cannot describe. They run in

@@ -62,14 +62,14 @@ def _attr(key: str, values: list[str]) -> str | None:
 
 
 def _scheme(key: str, values: list[str]) -> list[str]:
-    if len(values) != 5:
-        raise ConfigError(f"{key} needs 5 colours (queue running done killed undone), "
-                          f"got {len(values)}")
+    if len(values) not in (5, 6):
+        raise ConfigError(f"{key} needs 5 or 6 colours (queue running done killed undone "
+                          f"[lost]), got {len(values)}")
     for colour in values:
         if colour not in render.COLOURS:
             raise ConfigError(f"{key}: unknown colour {colour!r}; use one of "
                               f"{', '.join(render.COLOURS)}")
-    return list(values)
+    return list(values)  # a scheme of 5 leaves lost jobs their default colour
 
 
 def _fmt(key: str, values: list[str]) -> str:

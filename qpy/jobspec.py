@@ -20,6 +20,7 @@ KEY_ALIASES = {
     "mem": "mem", "memory": "mem",
     "node_attr": "attr", "node attributes": "attr",
     "cpscript": "copy", "cp_script": "copy", "copy script": "copy",
+    "requeue": "requeue",
 }
 
 
@@ -109,11 +110,12 @@ def _directive(item: str, where: str) -> tuple[str, object]:
     name = KEY_ALIASES.get(key)
     if name is None:
         raise SpecError(f"{where}: unknown #QPY directive {key!r} "
-                        "(use n_cores, mem, node_attr or cpScript)")
+                        "(use n_cores, mem, node_attr, cpScript or requeue)")
     if not value:
         raise SpecError(f"{where}: #QPY {key} needs a value")
     where = f"{where}: #QPY {key}"
-    parse = {"n_cores": parse_cores, "mem": parse_mem, "attr": parse_attr, "copy": parse_bool}
+    parse = {"n_cores": parse_cores, "mem": parse_mem, "attr": parse_attr, "copy": parse_bool,
+             "requeue": parse_bool}
     return name, parse[name](value, where)
 
 
@@ -132,7 +134,7 @@ def run_line(argv: list[str]) -> str | None:
 
 
 def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr: str | None,
-          copy: bool | None) -> dict:
+          copy: bool | None, requeue: bool | None = None) -> dict:
     """The ``sub`` request fields; command-line options win over directives."""
     command = command_line(argv)
     try:
@@ -153,6 +155,7 @@ def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr:
         "mem": parse_mem(mem) if mem is not None else found.get("mem", DEFAULT_MEM),
         "attr": parse_attr(attr) if attr is not None else found.get("attr"),
         "copy": copy if copy is not None else found.get("copy"),
+        "requeue": requeue if requeue is not None else found.get("requeue", False),
         "script": script,
         "argv": [*words[:index], script, *words[index + 1:]] if copyable else None,
         "script_index": index if copyable else None,

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-QUEUE, RUNNING, DONE, KILLED, UNDONE = "queue", "running", "done", "killed", "undone"
-STATUSES = (QUEUE, RUNNING, DONE, KILLED, UNDONE)
-FINISHED = (DONE, KILLED, UNDONE)
+from qpy.selection import FINISHED, STATUSES  # noqa: F401 - the one list, re-exported
+
+# LOST: its node went down while it ran (Slurm's NODE_FAIL); never reported as done.
+QUEUE, RUNNING, DONE, KILLED, UNDONE, LOST = STATUSES
 
 # Every status change goes through Job.move, which refuses anything not listed here.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     QUEUE: (RUNNING, UNDONE),
-    RUNNING: (DONE, KILLED, QUEUE),  # back to queue only when the launch never happened
+    # back to queue when the launch never happened, or its node failed and it asked for that
+    RUNNING: (DONE, KILLED, LOST, QUEUE),
     DONE: (),
     KILLED: (),
     UNDONE: (),
+    LOST: (),
 }
 
 from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM  # noqa: E402 - re-exported for the tiers
@@ -49,6 +52,7 @@ class Job:
     env_id: int | None = None
     pid: int | None = None
     kill_requested: bool = False
+    requeue: bool = False  # run it again from the queue if its node fails (sub --requeue)
 
     def move(self, status: str) -> None:
         """Change status, refusing transitions the model forbids."""

@@ -7,11 +7,13 @@ termcolor is imported only when colour is actually wanted.
 import re
 import time
 
+from qpy.selection import STATUSES
+
 DEFAULT_FMT = "%j (%s):%c (on %n; wd: %d)\n"
 COLOURS = ("grey", "red", "green", "yellow", "blue", "magenta", "cyan", "white")
-DEFAULT_SCHEME = ("yellow", "blue", "green", "red", "grey")
-# Same order as DEFAULT_SCHEME; kept here so this module need not import qpy.selection.
-_STATUS_ORDER = ("queue", "running", "done", "killed", "undone")
+# One colour per status, in the order of qpy.selection.STATUSES.
+DEFAULT_SCHEME = ("yellow", "blue", "green", "red", "grey", "magenta")
+_STATUS_ORDER = STATUSES
 _UNFINISHED = ("queue", "running")
 
 _PLACEHOLDER_RE = re.compile(r"%(.?)", re.DOTALL)

@@ -9,7 +9,10 @@ import os
 import re
 from collections.abc import Callable
 
-STATUSES = ("queue", "running", "done", "killed", "undone")
+# Every status, in the order of the colour scheme (qpy.model names them; this cheap module
+# holds the list so the CLI need not import the model).
+STATUSES = ("queue", "running", "done", "killed", "undone", "lost")
+FINISHED = STATUSES[2:]
 _KEYS = ("ids", "ranges", "statuses", "dirs", "all")
 
 # An argument made only of these characters (and holding a digit) is meant as IDs, so it

@@ -30,7 +30,8 @@ def _number(value: float | None, fmt: str) -> str:
 
 
 def _node_row(n: dict) -> str:
-    label = n["name"] + ("" if n.get("up", True) else " (down)")
+    state = n.get("state") or ("up" if n.get("up", True) else "down")
+    label = n["name"] + ("" if state == "up" else f" ({state})")
     attrs = ",".join(n.get("attrs") or []) or "-"
     return (f"{label:<20} {bar(n['used_cores'], n['cores']):<{BAR_WIDTH + 2}} {n['used_cores']:>5}/"
             f"{n['cores']:<5} {_number(n.get('load'), '.2f'):>6} "
@@ -45,11 +46,19 @@ def nodes_table(nodes: list[dict]) -> str:
             f"{'mem use':>7} {'mem req':>7} {'mem tot':>7}  attributes")
     used = sum(n["used_cores"] for n in nodes if n.get("up", True))
     total = sum(n["cores"] for n in nodes if n.get("up", True))
-    down = [n["name"] for n in nodes if not n.get("up", True)]
+    down = [n for n in nodes if not n.get("up", True)]
     lines = [head, "-" * 88, *(_node_row(n) for n in nodes), RULE,
              f"There are {used} out of a total of {total} cores being used."]
     if down:
-        lines.append(f"Down nodes: {', '.join(down)}")
+        lines.append(f"Down nodes: {', '.join(n['name'] for n in down)}")
+        lines += [f"  {n['name']}: {n['reason']}" for n in down if n.get("reason")]
+    busy = [f"{n['name']} ({n['outsiders']})" for n in nodes if n.get("outsiders")]
+    if busy:
+        lines.append(f"Processes not started by qpy: {', '.join(busy)}")
+    disks = [f"{n['name']} {n['disk']['used']:g}/{n['disk']['total']:g} GB"
+             for n in nodes if (n.get("disk") or {}).get("total")]
+    if disks:
+        lines.append(f"Disk of check_dir: {', '.join(disks)}")
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 # Never Connection.send/recv: those pickle, and unpickling a peer's bytes runs its code.
 import json
 import os
+import re
 import socket
 import struct
 from collections.abc import Callable
@@ -25,6 +26,8 @@ PROTOCOL = 1
 MAX_MESSAGE = 16 * 1024 * 1024
 HELLO_MAX = 4096
 HANDSHAKE_TIMEOUT = 5.0
+INT_LIMIT = 2**63  # every integer on the wire fits SQLite's 64 bits
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")  # only then can an integer be out of range
 
 
 class WireError(ValueError):
@@ -44,7 +47,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "sub": {
         "command": "str", "run": "?str=", "cwd": "str", "env": "{str}", "n_cores": "int",
         "mem": "float", "attr": "?str", "copy": "?bool", "script": "?str", "argv": "?[str]=",
-        "script_index": "?int=",
+        "script_index": "?int=", "requeue": "bool=",
     },
     "check": {"select": "dict"},
     "kill": {"select": "dict"},
@@ -109,11 +112,23 @@ def encode(msg: dict) -> bytes:
     return json.dumps({"v": PROTOCOL, **msg}, separators=(",", ":")).encode()
 
 
+def _int64(text: str) -> int:
+    if len(text.lstrip("-")) > 19 or not -INT_LIMIT <= int(text) < INT_LIMIT:
+        raise WireError(f"malformed message: integer out of range {text[:30]}")
+    return int(text)
+
+
 def decode(raw: bytes) -> dict:
-    """Parse one frame; anything but a JSON object of our protocol version is a WireError."""
+    """Parse one frame; anything but a JSON object of our protocol version is a WireError,
+    and so is an integer beyond 64 bits (a job ID the store cannot hold)."""
     try:
-        msg = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        if _LONG_DIGITS.search(raw):  # rare: only then pay for checking each integer
+            msg = json.loads(raw, parse_int=_int64)
+        else:
+            msg = json.loads(raw)
+    except WireError:
+        raise
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, int() beyond its limit
         raise WireError(f"malformed message: {type(exc).__name__}") from None
     if not isinstance(msg, dict):
         raise WireError("malformed message: not a JSON object")

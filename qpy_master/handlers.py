@@ -49,7 +49,8 @@ def sub(m: Master, s: Session, msg: dict) -> dict:
         if why:
             raise RequestError(f"job refused: {why}")
         job = Job(id=0, status=QUEUE, command=msg["command"], cwd=cwd, n_cores=cores, mem=mem,
-                  attr=attr, t_queue=time.time(), run_command=msg.get("run"))
+                  attr=attr, t_queue=time.time(), run_command=msg.get("run"),
+                  requeue=bool(msg.get("requeue")))
         _record(m, job, msg)
     m.wake.set()
     return {"text": f"Job {job.id} received.\n", "job": job.id}

@@ -160,7 +160,8 @@ class Supervisor:
         try:
             out, err = self._open_outputs()
         except OSError as exc:
-            self._record({"error": f"{exc.strerror}: {exc.filename}"})
+            self._record({"error": f"{exc.strerror}: {exc.filename}" if exc.filename
+                          else exc.strerror})
             self._tell_launcher()
             os._exit(0)
         signal.signal(signal.SIGTERM, self._on_term)
@@ -183,7 +184,10 @@ class Supervisor:
         LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     def _open_outputs(self) -> tuple[int, int]:
-        os.chdir(self.op["cwd"])
+        try:
+            os.chdir(self.op["cwd"])
+        except OSError as exc:  # the master words it: the slot has room for a short text
+            raise OSError(exc.errno, f"cwd: {exc.strerror}") from None
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         return os.open(self.op["out"], flags, 0o644), os.open(self.op["err"], flags, 0o644)
 
@@ -354,7 +358,7 @@ class Launcher:
         try:
             op = json.loads(line)
             handler = {"start": self.start, "kill": self.kill, "adopt": self.adopt,
-                       "forget": self.forget, "env": self.env}[op["op"]]
+                       "forget": self.forget, "env": self.env, "sweep": self.sweep}[op["op"]]
             handler(op)
         except Exception as exc:  # one bad op must not end the launcher
             emit({"ev": "error", "text": f"{type(exc).__name__}: {exc}", "op": line[:200].decode(
@@ -425,6 +429,22 @@ class Launcher:
                 return
             self._unwatch(job)
         self._report_end(job)
+
+    def sweep(self, op: dict) -> None:
+        """Sent first to every new launcher: kill and free what this node still holds of
+        jobs the master no longer runs (the node was declared down while they ran, or the
+        master recorded their end but died before freeing the slot)."""
+        keep = {int(j) for j in op["keep"]}
+        self._scan()
+        for job in [j for j in self.slot_of if j not in keep and j not in self.watched]:
+            head, result = self._slot(job)
+            if head is not None and result is None and proc_start(head[1]) == head[2] \
+                    and self._watch(job, head[1], own=False):
+                self.reported.add(job)  # nobody wants to hear of its end
+                self.forgotten.add(job)
+                self.kill({"job": job})
+            else:
+                self._free_slot(job)
 
     def kill(self, op: dict) -> None:
         entry = self.watched.get(int(op["job"]))

@@ -14,13 +14,16 @@ import os
 import shlex
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qpy import attrs, config
-from qpy.model import DONE, KILLED, QUEUE, RUNNING, Job
+from qpy import attrs, config, ssh
+from qpy.model import DONE, KILLED, LOST, QUEUE, RUNNING, Job
+from qpy_master import launcher as launcher_module
 from qpy_master.multiuser_link import LinkDown, MultiuserLink
 from qpy_master.queue import JobQueue
 from qpy_master.runner import LauncherGone, Runner
@@ -28,6 +31,8 @@ from qpy_master.store import Store
 
 log = logging.getLogger("qpy.master")
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", socket.gethostname(), socket.getfqdn()}
+LAUNCHER = Path(launcher_module.__file__)
+RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # seconds between attempts to reach an unreachable node
 
 
 class Master:
@@ -45,6 +50,9 @@ class Master:
         self.release: list[int] = []
         self.nodes: dict[str, dict] = {}
         self.runners: dict[str, Runner] = {}
+        self.addresses: dict[str, str] = {}
+        self.unreachable: dict[str, str] = {}  # node -> why this user cannot reach it now
+        self.failures: dict[str, int] = {}
         self.run_dir = home / "run"
         self.scripts = home / "scripts"
         self.wake = threading.Event()
@@ -60,8 +68,8 @@ class Master:
         queued, running = self.store.live()
         for job, qpos in queued:
             self.queue.push(job, qpos)
+        self.running = {job.id: job for job in running}  # all known before the first sweep
         for job in running:
-            self.running[job.id] = job
             self._send(job, {"op": "adopt", "job": job.id})
         log.info("restored %d queued and %d running jobs", len(queued), len(running))
 
@@ -98,8 +106,17 @@ class Master:
             self.wake.set()
 
     def _set_nodes(self, nodes: list) -> None:
+        """The multiuser's view of the nodes. A node it now declares down takes its jobs
+        with it; one that is up again may be tried again at once."""
         with self.lock:
+            old = self.nodes
             self.nodes = {n["name"]: n for n in nodes if isinstance(n, dict) and "name" in n}
+            for name, node in self.nodes.items():
+                state, was = node.get("state"), old.get(name, {}).get("state")
+                if state == "down" and was != "down":
+                    self._node_down(name, str(node.get("reason") or "unreachable"))
+                elif state == "up" and was == "down" and name in self.unreachable:
+                    self.unreachable.pop(name)
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -117,7 +134,7 @@ class Master:
     def _schedule_once(self) -> None:
         with self.lock:
             release, self.release = self.release, []
-            want = [] if self.paused else self.queue.want()
+            want = [] if self.paused else self._avoiding(self.queue.want())
             queue_size = len(self.queue)
         if not release and not want:
             return
@@ -135,6 +152,15 @@ class Master:
                 self._launch(grant)
         if grants and reply.get("more"):
             self.wake.set()
+
+    def _avoiding(self, want: list[dict]) -> list[dict]:
+        """Ask for slots anywhere but on the nodes this user cannot reach right now, by
+        adding ``and not (node ...)`` to each request's attribute expression."""
+        if not self.unreachable:
+            return want
+        avoid = "not (" + " or ".join(sorted(self.unreachable)) + ")"
+        return [{**g, "attr": f"({g['attr']}) and {avoid}" if g.get("attr") else avoid}
+                for g in want]
 
     def _launch(self, grant: dict) -> None:
         """Record the job as running, then start it: it can never run twice."""
@@ -177,35 +203,99 @@ class Master:
         """The launcher of the job's node, started on first use. The node's address was
         stored with the job at launch, so a restarted master finds it before it has heard
         from the multiuser; each node's launcher has its own run directory."""
-        node = job.node
-        runner = self.runners.get(node)
-        if runner is None:
-            address = job.address or self.nodes.get(node, {}).get("address", node)
-            if address not in LOCAL_NAMES and node not in LOCAL_NAMES:
-                raise LauncherGone(f"node {node} ({address}) is remote; remote nodes are not "
-                                   "supported yet")
-            runner = Runner(node, self.run_dir / node, self._on_launcher_event,
-                            self._on_launcher_exit)
-            self.runners[node] = runner
+        runner = self.runners.get(job.node)
+        if runner is not None:
+            return runner
+        if job.node in self.unreachable:
+            raise LauncherGone(f"node {job.node} is unreachable: {self.unreachable[job.node]}")
+        address = job.address or self.nodes.get(job.node, {}).get("address") or job.node
+        return self._connect(job.node, address)
+
+    def _connect(self, node: str, address: str) -> Runner:
+        """Start the node's launcher (connecting happens in the runner's thread). Its first
+        op sweeps away whatever of this user's is left there that is not running here."""
+        run_dir = str(self.run_dir / node)
+        if address in LOCAL_NAMES or node in LOCAL_NAMES:
+            argv, preamble = [sys.executable, "-S", "-u", str(LAUNCHER), run_dir], None
+        else:
+            try:
+                argv = ssh.command(address, [*ssh.python_stdin_program("qpy-launcher"),
+                                             run_dir], str(self.home))
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise LauncherGone(f"cannot run ssh for {node}: {exc}") from None
+            preamble = ssh.source_preamble(str(LAUNCHER))
+        runner = Runner(node, argv, preamble, self._on_launcher_event, self._on_runner_ready,
+                        self._on_launcher_exit)
+        self.runners[node] = runner
+        self.addresses[node] = address
+        runner.post({"op": "sweep", "keep": [j.id for j in self._jobs_on(node)]})
         return runner
 
+    def _jobs_on(self, node: str) -> list[Job]:
+        return [j for j in self.running.values() if j.node == node]
+
     def _send(self, job: Job, op: dict) -> None:
-        """Send an op about ``job`` to its node's launcher; a failure ends the job clearly."""
+        """Send an op about ``job`` to its node's launcher. If the node cannot be reached,
+        a job that was about to start goes back to the queue, and a running one stays
+        running until the node is back (its ops are sent again then) or declared down."""
         try:
             self._runner(job).post(op)
         except LauncherGone as exc:
             log.error("job %d: %s", job.id, exc)
-            if job.status == RUNNING and op["op"] in ("start", "adopt"):
-                self._finish(job, DONE, reason=f"cannot launch: {exc}")
+            if job.status == RUNNING and op["op"] == "start":
+                self._requeue(job, f"not started: {exc}")
+
+    def _on_runner_ready(self, node: str, runner: Runner) -> None:
+        with self.lock:
+            self.failures.pop(node, None)
+            if self.unreachable.pop(node, None) is not None:
+                log.info("node %s is reachable again", node)
+                self.wake.set()
 
     def _on_launcher_exit(self, node: str, runner: Runner) -> None:
-        """A launcher died: start another and let it adopt the node's running jobs."""
+        """A launcher (or its ssh session) ended. Start-ups that never reached it go back
+        to the queue. After a working session, reconnect at once and re-adopt the node's
+        jobs; after a failed connection, mark the node unreachable for this user's new
+        jobs and try again later, backing off."""
         with self.lock:
             if self.stopping or self.runners.get(node) is not runner:
                 return
             del self.runners[node]
-            for job in [j for j in self.running.values() if j.node == node]:
-                self._send(job, {"op": "adopt", "job": job.id})
+            for job in self._jobs_on(node):
+                if job.id in runner.unsent_starts:
+                    self._requeue(job, f"not started: {runner.reason}")
+            healthy = runner.ready and time.monotonic() - (runner.ready_at or 0) > 1.0
+            if healthy:
+                self._reattach(node)
+                return
+            self.failures[node] = failures = self.failures.get(node, 0) + 1
+            self.unreachable[node] = runner.reason
+            delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (failures - 1))
+            log.warning("node %s unreachable (%s); retrying in %.1f s", node, runner.reason,
+                        delay)
+            timer = threading.Timer(delay, self._retry, args=(node,))
+            timer.daemon = True
+            timer.start()
+
+    def _retry(self, node: str) -> None:
+        with self.lock:
+            if not self.stopping and node in self.unreachable and node not in self.runners:
+                self.unreachable.pop(node)
+                self._reattach(node)
+
+    def _reattach(self, node: str) -> None:
+        """A new launcher for ``node`` adopts its running jobs and gets their kills again."""
+        jobs = self._jobs_on(node)
+        address = next((j.address for j in jobs if j.address), None) \
+            or self.addresses.get(node) or node
+        try:
+            runner = self._connect(node, address)
+            for job in jobs:
+                runner.post({"op": "adopt", "job": job.id})
+                if job.kill_requested:
+                    runner.post({"op": "kill", "job": job.id})
+        except LauncherGone as exc:
+            log.error("node %s: %s", node, exc)
 
     def _on_launcher_event(self, node: str, event: dict) -> None:
         kind = event.get("ev")
@@ -215,25 +305,53 @@ class Master:
             return
         with self.lock:
             job = self.running.get(event.get("job"))
-            if job is None:
+            if job is None or job.node != node:
                 return
             if kind == "started":  # kept in memory, stored with the end: the run file has it
                 job.pid = event.get("pid")
                 job.t_start = event.get("t") or job.t_start
             elif kind == "ended":
-                error = event.get("error")
                 self._finish(job, KILLED if job.kill_requested else DONE,
                              exit_code=event.get("exit"), signal=event.get("signal"),
-                             reason=f"failed to start: {error}" if error else None,
+                             reason=self._start_error(job, event.get("error")),
                              t_end=event.get("t_end"))
             elif kind == "lost":
-                self._lost(job, bool(event.get("ran")), str(event.get("reason")))
+                if event.get("ran"):
+                    self._finish(job, LOST, reason=f"lost: {event.get('reason')}")
+                else:
+                    self._requeue(job, "its start never reached the node")
 
-    def _lost(self, job: Job, ran: bool, reason: str) -> None:
-        if ran:
-            self._finish(job, DONE, reason=f"lost: {reason}")
-            return
-        log.warning("job %d never started; queueing it again", job.id)
+    @staticmethod
+    def _start_error(job: Job, error: object) -> str | None:
+        if not error:
+            return None
+        text = str(error)
+        if text.startswith("cwd: "):
+            return (f"failed to start: the submission directory {job.cwd} cannot be used on "
+                    f"{job.node} ({text[5:]}); qpy needs it visible on the nodes, as with "
+                    "shared home directories")
+        return f"failed to start: {text}"
+
+    def _node_down(self, node: str, reason: str) -> None:
+        """The multiuser declared ``node`` down: its jobs are lost, or queued again if they
+        asked for that. Whatever of them still runs there is killed (now if the launcher
+        can be reached, else by the sweep when the node is back)."""
+        runner = self.runners.get(node)
+        for job in self._jobs_on(node):
+            if runner is not None and runner.ready:
+                try:
+                    runner.post({"op": "kill", "job": job.id})
+                except LauncherGone:
+                    pass
+            text = f"node {node} went down: {reason}"
+            if job.requeue and not job.kill_requested:
+                self._requeue(job, text)
+            else:
+                self._finish(job, KILLED if job.kill_requested else LOST, reason=text)
+
+    def _requeue(self, job: Job, why: str) -> None:
+        """Back to the head of the queue: the job never ran, or asked to run again."""
+        log.warning("job %d goes back to the queue: %s", job.id, why)
         del self.running[job.id]
         job.move(QUEUE)
         job.node = job.address = job.t_start = job.pid = None
@@ -291,8 +409,9 @@ class Master:
                     if expr is None or expr.matches(frozenset(n.get("attrs", ())), n["name"])]
         if not matching:
             return f"no node has the attributes {attr}"
-        if any(cores <= n["cores"] and mem <= n["mem"] for n in matching):
-            return None
+        if any(not n["cores"] or (cores <= n["cores"] and mem <= (n["mem"] or mem))
+               for n in matching):
+            return None  # fits, or a node whose size is not known yet might fit
         best = max(matching, key=lambda n: (n["cores"], n["mem"]))
         def cores_text(n: int) -> str:
             return f"{n} core{'' if n == 1 else 's'}"

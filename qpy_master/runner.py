@@ -1,25 +1,28 @@
 """The master's handle on one node's launcher process.
 
-The launcher runs as a child of the master (``python3 -S launcher.py``), stdlib only, so it
-starts in milliseconds and could run unchanged on a node over ssh. Ops go down its stdin as
-JSON lines; a reader thread hands each event line to the master. If the launcher dies, the
-master starts a new one and re-adopts the node's running jobs.
+The launcher is stdlib only. On this machine it runs as a child of the master
+(``python3 -S launcher.py RUN_DIR``); on a remote node it runs at the end of an ssh
+session (``ssh NODE python3 -S -c BOOT RUN_DIR``), its source sent down the session first,
+so the node needs python3 and nothing of qpy. Either way ops go down its stdin as JSON
+lines and a reader thread hands each event line to the master.
+
+Connecting can take seconds (or fail after ``ConnectTimeout``), so it never happens under
+the master's lock: ops posted before the launcher says ``ready`` wait in order in a
+pending list. When the process ends, the master hears whether it was ever ready and, if
+not, which jobs' start ops never left this machine.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import subprocess
-import sys
 import threading
+import time
 from collections.abc import Callable
-from pathlib import Path
-
-from qpy_master import launcher as launcher_module
 
 log = logging.getLogger("qpy.master.runner")
-LAUNCHER = Path(launcher_module.__file__)
 
 
 class LauncherGone(Exception):
@@ -27,33 +30,63 @@ class LauncherGone(Exception):
 
 
 class Runner:
-    """One launcher process and the thread that reads its events."""
+    """One launcher process, local or over ssh, and the threads that read from it."""
 
-    def __init__(self, node: str, run_dir: Path, on_event: Callable[[str, dict], None],
+    def __init__(self, node: str, argv: list[str], preamble: bytes | None,
+                 on_event: Callable[[str, dict], None],
+                 on_ready: Callable[[str, Runner], None],
                  on_exit: Callable[[str, Runner], None]) -> None:
         self.node = node
-        self.on_event = on_event
-        self.on_exit = on_exit
+        self.on_event, self.on_ready, self.on_exit = on_event, on_ready, on_exit
         self.closing = False
+        self.ready = False
+        self.ready_at: float | None = None
         self.envs_sent: set[int] = set()
+        self.unsent_starts: set[int] = set()  # start ops still waiting in ``pending``
+        self.pending: list[bytes] = []
+        self.errors: collections.deque[str] = collections.deque(maxlen=20)
         self._lock = threading.Lock()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-S", "-u", str(LAUNCHER), str(run_dir)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, close_fds=True)
-        ready = self.proc.stdout.readline()
-        if not ready:
-            raise LauncherGone(f"the launcher for {node} did not start")
-        threading.Thread(target=self._read, name=f"launcher-{node}", daemon=True).start()
+        remote = preamble is not None
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if remote else None, close_fds=True)
+        except OSError as exc:
+            raise LauncherGone(f"cannot start the launcher for {node}: {exc}") from None
+        threading.Thread(target=self._read, args=(preamble,), name=f"launcher-{node}",
+                         daemon=True).start()
+        if remote:
+            threading.Thread(target=self._read_errors, name=f"ssh-{node}", daemon=True).start()
+
+    @property
+    def reason(self) -> str:
+        """Why the launcher is gone, from ssh's or the launcher's last error line."""
+        for line in reversed(self.errors):
+            if line.strip():
+                return line.strip()
+        code = self.proc.poll()
+        return f"the launcher exited with status {code}" if code is not None else "unknown"
 
     def post(self, op: dict) -> None:
-        """Send one op; raises LauncherGone if the process has died."""
+        """Send one op, or keep it until the launcher is ready; raises LauncherGone if the
+        process has ended."""
         line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
         with self._lock:
-            try:
-                self.proc.stdin.write(line)
-                self.proc.stdin.flush()
-            except (OSError, ValueError):
-                raise LauncherGone(f"the launcher for {self.node} is gone") from None
+            if self.proc.poll() is not None and not self.ready:
+                raise LauncherGone(f"the launcher for {self.node} is gone: {self.reason}")
+            if not self.ready:
+                self.pending.append(line)
+                if op.get("op") == "start":
+                    self.unsent_starts.add(op["job"])
+                return
+            self._write(line)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            raise LauncherGone(f"the launcher for {self.node} is gone") from None
 
     def close(self) -> None:
         """End the launcher; the jobs' supervisors keep running without it."""
@@ -62,20 +95,63 @@ class Runner:
             self.proc.stdin.close()
         except OSError:
             pass
-        self.proc.wait()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
-    def _read(self) -> None:
-        for line in self.proc.stdout:
+    def _handshake(self, preamble: bytes | None) -> bool:
+        """Send the launcher's source (remote), wait for ``ready``, then flush what waits."""
+        try:
+            if preamble is not None:
+                self.proc.stdin.write(preamble)
+                self.proc.stdin.flush()
+            first = self.proc.stdout.readline()
+        except (OSError, ValueError):
+            return False
+        try:
+            ready = json.loads(first).get("ev") == "ready"
+        except (ValueError, AttributeError):
+            ready = False
+        if not ready:
+            if first.strip():
+                self.errors.append(first.decode(errors="replace")[:300])
+            return False
+        with self._lock:
+            pending, self.pending = self.pending, []
             try:
-                event = json.loads(line)
-            except ValueError:
-                log.error("launcher %s sent garbage: %r", self.node, line[:200])
-                continue
-            try:
-                self.on_event(self.node, event)
-            except Exception:
-                log.exception("handling launcher event %s failed", event)
+                self._write(b"".join(pending))
+            except LauncherGone:
+                return False
+            self.ready, self.ready_at = True, time.monotonic()
+            self.unsent_starts.clear()
+        self.on_ready(self.node, self)
+        return True
+
+    def _read(self, preamble: bytes | None) -> None:
+        if self._handshake(preamble):
+            for line in self.proc.stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    log.error("launcher %s sent garbage: %r", self.node, line[:200])
+                    continue
+                try:
+                    self.on_event(self.node, event)
+                except Exception:
+                    log.exception("handling launcher event %s failed", event)
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
         self.proc.wait()
         if not self.closing:
-            log.error("launcher for %s exited with %s", self.node, self.proc.returncode)
+            log.error("launcher for %s ended (%s)", self.node, self.reason)
             self.on_exit(self.node, self)
+
+    def _read_errors(self) -> None:
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.errors.append(line)
+            log.warning("ssh %s: %s", self.node, line)

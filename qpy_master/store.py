@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     env_id INTEGER,
     pid INTEGER,
     kill_requested INTEGER NOT NULL DEFAULT 0,
-    qpos INTEGER NOT NULL DEFAULT 0
+    qpos INTEGER NOT NULL DEFAULT 0,
+    requeue INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs(status) WHERE status IN ('queue', 'running');
 CREATE TABLE IF NOT EXISTS notes (job INTEGER NOT NULL, t REAL NOT NULL, text TEXT NOT NULL);
@@ -51,14 +52,14 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
            "t_queue",
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
-           "env_id", "pid", "kill_requested")
+           "env_id", "pid", "kill_requested", "requeue")
 FIELDS = ", ".join(COLUMNS)
 SELECT = f"SELECT {FIELDS} FROM jobs"
 
 
 def _job(row: tuple) -> Job:
     job = Job(**dict(zip(COLUMNS, row, strict=True)))
-    job.kill_requested = bool(job.kill_requested)
+    job.kill_requested, job.requeue = bool(job.kill_requested), bool(job.requeue)
     return job
 
 
@@ -87,6 +88,13 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A store written by an earlier qpy lacks the newer columns: add them in place."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        if "requeue" not in have:
+            self.db.execute("ALTER TABLE jobs ADD COLUMN requeue INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self.db.close()
@@ -121,9 +129,9 @@ class Store:
         """Record a new queued job and return its ID."""
         cur = self.db.execute(
             "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
-            " env_id, qpos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " env_id, qpos, requeue) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr, job.t_queue,
-             job.run_command, job.env_id, qpos))
+             job.run_command, job.env_id, qpos, int(job.requeue)))
         return cur.lastrowid
 
     def save(self, job: Job, fields: Iterable[str]) -> None:

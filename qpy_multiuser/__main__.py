@@ -48,6 +48,8 @@ def main() -> None:
     logging.info("multiuser serving %s", server.address)
     server.wait()
     logging.info("multiuser stopping")
+    if mu.monitor is not None:
+        mu.monitor.stop()
     (home / "multiuser.pid").unlink(missing_ok=True)
 
 
@@ -66,6 +68,7 @@ def start(home):
     if not port_file.exists():
         paths.write_private(port_file, f"{server.address[1]}\n")
     server.start()
+    mu.watch_nodes()
     return server, mu
 
 

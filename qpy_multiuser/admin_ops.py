@@ -32,16 +32,11 @@ def reload_nodes(mu, args: list[str]) -> dict:
                             sum(n.cores for n in nodes.values()))
     except (nodes_module.FileError, rules_module.ShareError) as exc:
         raise _refuse(exc) from None
-    mu.alloc.set_nodes(nodes)
-    _announce_nodes(mu)
+    mu.alloc.set_nodes(mu.monitored(nodes))
+    mu.watch_nodes()
+    mu.announce_nodes()
     mu.changed()
     return {"text": f"Nodes loaded: {len(nodes)}.\n"}
-
-
-def _announce_nodes(mu) -> None:
-    listing = [n.public() for n in mu.alloc.nodes.values()]
-    for session in list(mu.masters.values()):
-        session.post({"type": "nodes", "nodes": listing})
 
 
 def distribute(mu, args: list[str]) -> dict:

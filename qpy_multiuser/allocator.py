@@ -75,6 +75,7 @@ class Allocator:
     def set_nodes(self, nodes: dict[str, Node]) -> None:
         """Swap in a reloaded nodes file keeping every running job's accounting: a node that
         disappeared stays (marked down) until its jobs end."""
+        self.configured = set(nodes)
         for name, old in self.nodes.items():
             if old.jobs:
                 if name in nodes:
@@ -83,18 +84,23 @@ class Allocator:
                 else:
                     old.up = False
                     nodes[name] = old
-        self.configured = {n for n in nodes if nodes[n].up}
         self.nodes = nodes
         self._index_nodes()
         self._recount()
         if self.users:
             self.distribute()
 
-    def set_up(self, node: Node, up: bool) -> None:
-        """A node went down or came back: it leaves or rejoins the pool."""
-        node.up = up
+    def update_node(self, node: Node, up: bool, cores: int, mem: float) -> None:
+        """Monitoring saw a node go down or come back, or measured its size: it leaves or
+        rejoins the pool, and the shares follow the new total."""
+        node.up, node.cores, node.mem = up, cores, mem
         self._index_nodes()
         self._recount()
+        if self.users:
+            try:
+                self.distribute()
+            except rules_module.ShareError as exc:
+                log.error("shares unchanged after node %s changed: %s", node.name, exc)
 
     # -- bookkeeping -----------------------------------------------------------------------
 

@@ -3,8 +3,8 @@
     <name> [address=A] [cores=N] [memory=GB] [attributes=a,b]... [pref_multicore=true]
     <name> <n_cores> [M]            (the manual's short form; M = prefers multicore jobs)
 
-``#`` starts a comment. Cores and memory left out are detected (this machine's own for a
-local node).
+``#`` starts a comment. Cores and memory left out are detected: at once for a local node,
+by node monitoring's first sample for a remote one (which is down until then).
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ class Node:
     pref_multicore: bool = False
     check_dir: str | None = None  # whose disk node monitoring reports
     up: bool = True
+    state: str = "up"  # up, down, or unknown: a remote node not checked yet
+    reason: str | None = None  # why it is down
+    detect: frozenset[str] = frozenset()  # "cores", "mem": taken from monitoring
+    measured: dict = field(default_factory=dict)  # the last sample
     used_cores: int = 0
     used_mem: float = 0.0
     jobs: set = field(default_factory=set)
@@ -48,9 +52,14 @@ class Node:
     def free_mem(self) -> float:
         return self.mem - self.used_mem
 
+    @property
+    def local(self) -> bool:
+        return self.address in LOCAL
+
     def public(self) -> dict:
         return {"name": self.name, "address": self.address, "cores": self.cores,
                 "mem": self.mem, "attrs": sorted(self.attrs), "up": self.up,
+                "state": self.state, "reason": self.reason,
                 "pref_multicore": self.pref_multicore, "check_dir": self.check_dir}
 
 
@@ -115,13 +124,12 @@ def parse_line(words: list[str], where: str) -> Node:
         if not eq or not value:
             raise FileError(f"{where}: expected key=value, got {item!r}")
         _apply(fields, key, value, where)
-    cores = fields["cores"] or (local_cores() if fields["address"] in LOCAL else 0)
-    mem = fields["mem"] or (local_memory_gb() if fields["address"] in LOCAL else 0.0)
-    if not cores:
-        raise FileError(f"{where}: node {name} is remote: give cores= (detection of remote "
-                        "nodes comes with node monitoring)")
+    local = fields["address"] in LOCAL
+    cores = fields["cores"] or (local_cores() if local else 0)
+    mem = fields["mem"] or (local_memory_gb() if local else 0.0)
+    detect = frozenset(k for k in ("cores", "mem") if not fields[k] and not local)
     return Node(name, fields["address"], cores, mem, frozenset(fields["attrs"]), fields["pref"],
-                fields.get("check_dir"))
+                fields.get("check_dir"), detect=detect)
 
 
 def _apply(fields: dict, key: str, value: str, where: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from qpy import attrs, paths
 from qpy.server import RequestError, Session
-from qpy_multiuser import admin_ops
+from qpy_multiuser import admin_ops, monitor
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.allocator import Allocator
@@ -31,7 +31,8 @@ class Multiuser:
         self.home = home
         self.lock = threading.RLock()
         self.allowed = nodes_module.load_users(home / "allowed_users")
-        self.alloc = Allocator(nodes_module.load(home / "nodes"),
+        self.interval = monitor.interval_setting(home)
+        self.alloc = Allocator(self.monitored(nodes_module.load(home / "nodes")),
                                rules_module.load(home / "distribution_rules"))
         self.alloc.distribute()
         self.ledger = Ledger(home / "ledger.db")
@@ -43,6 +44,72 @@ class Multiuser:
         self.save_messages = False
         self.admin_key = paths.load_or_create_key(home / "admin.key")
         self.stop = lambda: None
+        self.monitor = monitor.Monitor(home, self.interval, self.node_report,
+                                       self.node_failed) if self.interval else None
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    def monitored(self, nodes: dict[str, nodes_module.Node]) -> dict[str, nodes_module.Node]:
+        """Freshly loaded nodes, with what monitoring already knows of them: a remote node
+        never seen is unknown, and out of the pool, until its first sample."""
+        if self.interval is None:
+            return nodes
+        current = getattr(self, "alloc", None)
+        for node in nodes.values():
+            old = current.nodes.get(node.name) if current else None
+            if old is not None and old.address == node.address:
+                node.up, node.state, node.reason = old.up, old.state, old.reason
+                node.measured = old.measured
+                node.cores = old.cores if "cores" in node.detect else node.cores
+                node.mem = old.mem if "mem" in node.detect else node.mem
+            elif not node.local:
+                node.up, node.state, node.reason = False, "unknown", "not checked yet"
+        return nodes
+
+    def watch_nodes(self) -> None:
+        if self.monitor is not None:
+            self.monitor.watch(self.alloc.nodes)
+
+    def node_report(self, name: str, address: str, sample: dict) -> None:
+        """A sample from monitoring: the node is up, with its measured size if detected."""
+        with self.lock:
+            node = self.alloc.nodes.get(name)
+            if node is None or node.address != address:
+                return
+            node.measured = sample
+            cores = _positive(sample.get("cores"), int) if "cores" in node.detect else None
+            mem = _positive(sample.get("mem_total"), float) if "mem" in node.detect else None
+            size = (cores or node.cores, mem or node.mem)
+            if node.up and size == (node.cores, node.mem):
+                return
+            if not size[0] or not size[1]:
+                return  # nothing to run jobs with yet
+            log.info("node %s is up (%d cores, %g GB)", name, *size)
+            node.state, node.reason = "up", None
+            self.alloc.update_node(node, True, *size)
+            self.announce_nodes()
+            self.changed()
+        self.flush_wakes()
+
+    def node_failed(self, name: str, address: str, reason: str) -> None:
+        """Monitoring cannot reach a node: it gets no jobs, and the masters mark the jobs
+        that ran there."""
+        with self.lock:
+            node = self.alloc.nodes.get(name)
+            if node is None or node.address != address:
+                return
+            if node.state == "down":
+                node.reason = reason  # still down, maybe for a new reason
+                return
+            log.warning("node %s is down: %s", name, reason)
+            node.state, node.reason = "down", reason
+            self.alloc.update_node(node, False, node.cores, node.mem)
+            self.announce_nodes()
+
+    def announce_nodes(self) -> None:
+        listing = [n.public() for n in self.alloc.nodes.values()]
+        for session in list(self.masters.values()):
+            session.post({"type": "nodes", "nodes": listing})
 
     # -- identity --------------------------------------------------------------------------
 
@@ -195,8 +262,18 @@ class Multiuser:
 
 
 def _measured(node: nodes_module.Node) -> dict:
-    """Load and memory in use, measured on this machine for a local node (remote nodes are
-    measured by node monitoring; until then they show as unknown)."""
-    if node.address not in nodes_module.LOCAL:
-        return {"load": None, "mem_in_use": None}
-    return {"load": round(os.getloadavg()[0], 2), "mem_in_use": nodes_module.local_memory_used()}
+    """What monitoring last measured (a local node without monitoring is measured now)."""
+    sample = node.measured
+    if not sample and node.local:
+        return {"load": round(os.getloadavg()[0], 2),
+                "mem_in_use": nodes_module.local_memory_used(), "outsiders": None,
+                "disk": None}
+    return {"load": sample.get("load"), "mem_in_use": sample.get("mem_used"),
+            "outsiders": sample.get("outsiders"), "disk": sample.get("disk")}
+
+
+def _positive(value: object, kind: type) -> int | float | None:
+    """A measured size, if it is a usable one."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return kind(value)
+    return None

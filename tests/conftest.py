@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from qpy.selection import FINISHED
+
 BIN = Path(sys.executable).parent
 QPY = str(BIN / "qpy")
 WAIT = 60.0
@@ -92,7 +94,7 @@ class Qpy:
 
     def wait_status(self, job_id: int, *statuses: str, timeout: float = WAIT) -> dict:
         """Wait until job ``job_id`` has one of ``statuses`` and return its record."""
-        wanted = statuses or ("done", "killed", "undone")
+        wanted = statuses or FINISHED
 
         def reached():
             job = self.job(job_id)
@@ -103,7 +105,7 @@ class Qpy:
     def wait_all_finished(self, timeout: float = WAIT) -> list[dict]:
         def finished():
             jobs = self.jobs()
-            return jobs if all(j["status"] in ("done", "killed", "undone") for j in jobs) \
+            return jobs if all(j["status"] in FINISHED for j in jobs) \
                 else None
 
         return wait_for(finished, timeout, "all jobs to finish")

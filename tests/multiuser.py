@@ -34,6 +34,7 @@ from pathlib import Path
 from conftest import pid_alive, wait_for
 
 from qpy import paths, wire
+from qpy.selection import FINISHED
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "bash_completion.sh", "qpy", "qpy_master",
@@ -531,7 +532,7 @@ class Jobs:
         def finished():
             records = {j["id"]: j for j in self.cluster.jobs(self.user)}
             done = [records.get(job) for job in jobs]
-            ok = all(r is not None and r["status"] in ("done", "killed", "undone")
+            ok = all(r is not None and r["status"] in FINISHED
                      for r in done)
             return done if ok else None
 

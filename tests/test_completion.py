@@ -208,12 +208,13 @@ def test_sub_options_then_command_then_files(tmp_path):
 
 
 def test_check_kill_clean_offer_their_statuses(tmp_path):
-    assert words("qpy", "check", "") == ["queue", "running", "done", "killed", "undone"]
+    assert words("qpy", "check", "") == ["queue", "running", "done", "killed", "undone",
+                                         "lost"]
     assert words("qpy", "check", "done", "--json", "r") == ["running"]
     assert words("qpy", "check", "--") == ["--json", "--help"]
     assert words("qpy", "kill", "") == ["queue", "running", "all"]
     assert words("qpy", "kill", "queue", "") == ["queue", "running", "all"]
-    assert words("qpy", "clean", "") == ["done", "killed", "undone", "all"]
+    assert words("qpy", "clean", "") == ["done", "killed", "undone", "lost", "all"]
     assert words("qpy", "clean", "k") == ["killed"]
     # directories select the jobs submitted there, once the word looks like a path
     (tmp_path / "batch1").mkdir()
@@ -247,9 +248,9 @@ def test_config_keys_and_values(tmp_path):
     colours = list(render.COLOURS)
     assert words("qpy", "config", "coloursScheme", "") == colours
     assert words("qpy", "config", "coloursScheme", "red", "blue", "g") == ["grey", "green"]
-    five = ["red", "blue", "green", "grey", "cyan"]
-    assert words("qpy", "config", "coloursScheme", *five[:4], "") == colours
-    assert words("qpy", "config", "coloursScheme", *five, "") == []
+    six = ["red", "blue", "green", "grey", "cyan", "white"]
+    assert words("qpy", "config", "coloursScheme", *six[:5], "") == colours
+    assert words("qpy", "config", "coloursScheme", *six, "") == []
     assert words("qpy", "config", "checkFMT", "") == ["default"]
     for key in ("defaultAttr", "andAttr", "orAttr"):
         assert words("qpy", "config", key, "") == ["none"], key
@@ -372,10 +373,11 @@ def test_job_ids_from_the_running_master(qpy):
     env = qpy.env
     d, r, q = str(done), str(running), str(queued)
     assert words("qpy", "check", "", env=env) == [
-        "queue", "running", "done", "killed", "undone", d, r, q]
+        "queue", "running", "done", "killed", "undone", "lost", d, r, q]
     assert words("qpy", "kill", "", env=env) == ["queue", "running", "all", r, q]
     assert words("qpy", "kill", r, "", env=env) == ["queue", "running", "all", q]
-    assert words("qpy", "clean", "", env=env) == ["done", "killed", "undone", "all", d]
+    assert words("qpy", "clean", "", env=env) == ["done", "killed", "undone", "lost", "all",
+                                                  d]
     assert words("qpy", "notes", "", env=env) == [d, r, q]
     assert words("qpy", "notes", d, "", env=env) == []
     assert words("qpy", "ctrlQueue", "jump", "", env=env) == [q]

@@ -53,7 +53,7 @@ def test_no_arguments_prints_every_setting_with_defaults(qpy):
         assert sum(line.startswith(f"{key}: ") for line in text.splitlines()) == 1, key
     assert setting(qpy, "copyScripts") == "false"
     assert setting(qpy, "colour") == "true"
-    assert setting(qpy, "coloursScheme") == "yellow blue green red grey"
+    assert setting(qpy, "coloursScheme") == "yellow blue green red grey magenta"
     assert setting(qpy, "defaultAttr") == "none"
     assert setting(qpy, "andAttr") == "none"
     assert setting(qpy, "orAttr") == "none"

@@ -112,8 +112,6 @@ def test_nodes_pref_multicore_spellings(tmp_path):
     ("node1 cores=4 attributes=a,,b", ["attribute"]),
     ("node1 cores=4 cores", ["key=value"]),
     ("node1 cores=", ["key=value"]),
-    ("remote9", ["remote9", "cores="]),
-    ("remote9 memory=8 attributes=big", ["remote9", "cores="]),
     ("bad/name 4", ["node name"]),
     ("or 4", ["node name"]),
 ])
@@ -122,6 +120,15 @@ def test_nodes_errors_name_file_and_line(tmp_path, line, words):
     with pytest.raises(FileError) as exc:
         nodes.load(path)
     assert_error_at(exc, path, 4, *words)
+
+
+def test_remote_nodes_without_cores_or_memory_are_detected_later(tmp_path):
+    found = nodes.load(write(tmp_path, "nodes", "remote9\nremote8 memory=8 cores=2\n"
+                             "remote7 address=10.0.0.7 cores=3\n"))
+    assert (found["remote9"].cores, found["remote9"].mem) == (0, 0.0)
+    assert found["remote9"].detect == {"cores", "mem"}
+    assert found["remote8"].detect == frozenset()
+    assert found["remote7"].detect == {"mem"}
 
 
 def test_nodes_duplicate(tmp_path):

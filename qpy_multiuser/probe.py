@@ -1,0 +1,134 @@
+"""What node monitoring measures on a node. Standard library only.
+
+The multiuser samples its local nodes by calling ``Sampler.sample`` itself, and runs this
+file on each remote node at the end of one long-lived ssh session (its source is sent down
+the session, so the node needs only python3)::
+
+    python3 -S -u -c BOOT INTERVAL [CHECK_DIR]
+
+It prints one JSON line per ``INTERVAL`` seconds and exits when its stdin closes, so it
+never outlives the multiuser. A sample holds the node's cores, memory (total and in use, in
+GB), 1-minute load, the disk of ``CHECK_DIR`` (total and used, in GB), and *outsiders*: the
+processes that use at least half a core and were not started by qpy. qpy's processes are
+found by their ancestry: every launcher and job supervisor has ``qpy-launcher`` (remote) or
+``qpy_master/launcher.py`` (local) in its command line, and jobs descend from supervisors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import time
+
+MARKERS = (b"qpy-launcher", b"qpy_master/launcher.py")
+BUSY = 0.5  # a process using this share of a core is busy
+GB = 1024 ** 3
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except OSError:
+        return os.cpu_count() or 1
+
+
+def memory() -> tuple[float, float]:
+    """(total, in use) in GB, in use being total minus available."""
+    fields: dict[str, int] = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            fields[name] = int(value.split()[0]) * 1024
+    total = fields.get("MemTotal", 0)
+    return round(total / GB, 1), round((total - fields.get("MemAvailable", 0)) / GB, 1)
+
+
+def disk(path: str | None) -> dict | None:
+    if not path:
+        return None
+    try:
+        st = os.statvfs(path)
+    except OSError as exc:
+        return {"error": f"{path}: {exc.strerror}"}
+    total = st.f_blocks * st.f_frsize
+    return {"path": path, "total": round(total / GB, 1),
+            "used": round((total - st.f_bavail * st.f_frsize) / GB, 1)}
+
+
+def _stat(pid: str) -> tuple[int, int] | None:
+    """(parent PID, CPU ticks used) of one process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def _is_qpy(pid: int, parents: dict[int, int], memo: dict[int, bool]) -> bool:
+    """Whether ``pid`` is a launcher or supervisor, or descends from one."""
+    chain = []
+    while pid > 1 and pid not in memo:
+        chain.append(pid)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            cmdline = b""
+        if any(marker in cmdline for marker in MARKERS):
+            memo[pid] = True
+            break
+        pid = parents.get(pid, 0)
+    found = memo.get(pid, False)
+    for p in chain:
+        memo[p] = found
+    return found
+
+
+class Sampler:
+    """Keeps the previous CPU counters: outsiders are measured between two samples."""
+
+    def __init__(self, check_dir: str | None = None) -> None:
+        self.check_dir = check_dir
+        self.ticks: dict[int, int] = {}
+        self.t = time.monotonic()
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    def outsiders(self) -> int:
+        now = time.monotonic()
+        parents, ticks = {}, {}
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                found = _stat(name)
+                if found is not None:
+                    parents[int(name)], ticks[int(name)] = found
+        elapsed = max(now - self.t, 1e-3) * self.hz
+        busy = [pid for pid, used in ticks.items()
+                if pid in self.ticks and (used - self.ticks[pid]) / elapsed >= BUSY]
+        self.ticks, self.t = ticks, now
+        memo: dict[int, bool] = {os.getpid(): True}
+        return sum(not _is_qpy(pid, parents, memo) for pid in busy)
+
+    def sample(self) -> dict:
+        total, used = memory()
+        return {"cores": cores(), "mem_total": total, "mem_used": used,
+                "load": round(os.getloadavg()[0], 2), "disk": disk(self.check_dir),
+                "outsiders": self.outsiders(), "host": os.uname().nodename}
+
+
+def main() -> None:
+    interval = float(sys.argv[1])
+    sampler = Sampler(sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None)
+    while True:
+        line = json.dumps(sampler.sample(), separators=(",", ":")) + "\n"
+        os.write(1, line.encode())
+        readable, _, _ = select.select([0], [], [], interval)
+        if readable and not os.read(0, 4096):
+            return  # the multiuser is gone
+
+
+if __name__ == "__main__":
+    main()

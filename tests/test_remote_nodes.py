@@ -1,0 +1,250 @@
+"""Jobs on remote nodes over real OpenSSH: three network-namespace nodes, each with its own
+sshd (tests/netns_nodes.py), a multiuser run by its admin account and masters run by real
+users (tests/multiuser.py). The admin's multiuser monitors the nodes over ssh; alice's
+master runs one launcher per node at the end of an ssh session. Home directories are
+shared, as on the clusters qpy is made for.
+
+Needs root; skipped otherwise, except under CI, where a missing prerequisite fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import netns_nodes
+import pytest
+from conftest import pid_alive, wait_for
+from multiuser import GATED, WAIT, Cluster, Jobs, expected_exit, unavailable
+
+REASON = unavailable() or netns_nodes.unavailable()
+NODES = """\
+# three namespace nodes; node3's cores and memory are detected by monitoring
+node1 cores=2 memory=8 attributes=small
+node2 cores=4 memory=16 attributes=big
+node3 attributes=small
+"""
+INTERVAL = "0.5"  # seconds between samples: a node that is back is seen quickly
+
+
+@pytest.fixture(scope="module")
+def world():
+    """(qpy cluster, ssh nodes): alice and the admin can ssh to node1..3."""
+    if REASON:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, so not skipping: {REASON}", pytrace=False)
+        pytest.skip(REASON)
+    qpy = Cluster()
+    nodes = None
+    try:
+        qpy.set_up()
+        nodes = netns_nodes.Cluster(3, user=qpy.name("alice"), home_config=True)
+        nodes.start()
+        nodes.authorize(qpy.name("admin"), home_config=True)
+        qpy.write_admin_file("nodes", NODES)
+        qpy.write_admin_file("node_check_interval", INTERVAL + "\n")
+        qpy.admin("finish")
+        wait_for(lambda: not qpy.multiuser_pid(), WAIT, "the multiuser to stop")
+        qpy.start_multiuser()
+        yield qpy, nodes
+    finally:
+        try:
+            if nodes is not None:
+                nodes.teardown()
+        finally:
+            qpy.tear_down()
+
+
+@pytest.fixture
+def cluster(world):
+    qpy, nodes = world
+    wait_for(lambda: all_up(qpy), WAIT, "every node to be up")
+    for user in ("alice",):
+        qpy.qpy_as(user, "kill", "all", check=False)
+        wait_for(lambda u=user: not [j for j in qpy.jobs(u)
+                                     if j["status"] in ("queue", "running")],
+                 WAIT, f"{user}'s jobs to end")
+    return qpy, nodes
+
+
+@pytest.fixture
+def work(world, request):
+    qpy, _ = world
+    return Jobs(qpy, "alice", qpy.workdir("alice", request.node.name))
+
+
+def node_table(qpy: Cluster) -> dict[str, dict]:
+    return {n["name"]: n for n in qpy.status_json("alice")["nodes"]}
+
+
+def all_up(qpy: Cluster) -> bool:
+    return all(n["state"] == "up" for n in node_table(qpy).values())
+
+
+def sub(qpy: Cluster, directory: Path, *args: str) -> int:
+    out = qpy.qpy_as("alice", "sub", *args, cwd=directory).stdout
+    found = re.fullmatch(r"Job (\d+) received\.\n", out)
+    assert found, out
+    return int(found.group(1))
+
+
+def finished(qpy: Cluster, job: int) -> dict:
+    return wait_for(lambda: (r := qpy.job("alice", job))["status"] not in ("queue", "running")
+                    and r, WAIT, f"job {job} to finish")
+
+
+# -- jobs on three different nodes ------------------------------------------------------------
+
+
+def test_monitoring_detects_and_reports_the_nodes(cluster):
+    qpy, nodes = cluster
+    table = node_table(qpy)
+    assert (table["node1"]["cores"], table["node1"]["mem"]) == (2, 8)
+    assert (table["node2"]["cores"], table["node2"]["mem"]) == (4, 16)
+    here = len(os.sched_getaffinity(0))  # the nodes share this machine's CPUs and memory
+    assert table["node3"]["cores"] == here
+    assert table["node3"]["mem"] > 0
+    for node in table.values():
+        assert node["up"] and node["reason"] is None
+        assert node["load"] is not None and node["mem_in_use"] is not None
+        assert node["outsiders"] is not None
+    text = qpy.qpy_as("alice", "status").stdout
+    assert f"There are 0 out of a total of {6 + here} cores being used." in text
+
+
+def test_jobs_run_on_the_nodes_their_cores_and_attributes_select(cluster, work):
+    qpy, _ = cluster
+    record = "hostname > host_$QPY_JOB_ID; echo $QPY_N_CORES > cores_$QPY_JOB_ID; exit 7"
+    big = sub(qpy, work.dir, "-n", "4", "-m", "2", "sh", "-c", record)
+    one = sub(qpy, work.dir, "-a", "node1", "-m", "2", "sh", "-c", record)
+    three = sub(qpy, work.dir, "-a", "node3", "-m", "2", "sh", "-c", record)
+    for job, node in ((big, "node2"), (one, "node1"), (three, "node3")):
+        done = finished(qpy, job)
+        assert (done["status"], done["node"], done["exit_code"]) == ("done", node, 7), done
+        # hostname is the node's own (its UTS namespace): the job really ran there
+        assert (work.dir / f"host_{job}").read_text().strip() == node
+    assert (work.dir / f"cores_{big}").read_text().strip() == "4"
+
+
+def test_a_job_too_big_for_every_node_is_refused(cluster, work):
+    qpy, _ = cluster
+    proc = qpy.qpy_as("alice", "sub", "-n", "64", "true", cwd=work.dir, check=False)
+    assert proc.returncode != 0
+    assert "no node can ever run it" in proc.stderr
+
+
+# -- kill -------------------------------------------------------------------------------------
+
+
+def test_kill_ends_the_whole_remote_process_tree(cluster, work):
+    qpy, nodes = cluster
+    tree = ("sleep 300 & echo $! > child; setsid sleep 301 & echo $! > escapee; "
+            "sh -c 'sleep 302 & echo $! > grandchild; wait' & echo $$ > main; wait")
+    job = sub(qpy, work.dir, "-a", "node2", "-m", "1", "sh", "-c", tree)
+    names = ("main", "child", "escapee", "grandchild")
+    wait_for(lambda: all((work.dir / n).exists() and (work.dir / n).read_text().strip()
+                         for n in names), WAIT, "the job's processes to start")
+    pids = [int((work.dir / n).read_text()) for n in names]
+    in_node = set(nodes.node_pids("node2"))
+    assert set(pids) <= in_node, "the job's processes run inside node2's namespace"
+    qpy.qpy_as("alice", "kill", str(job))
+    done = finished(qpy, job)
+    assert done["status"] == "killed"
+    wait_for(lambda: not any(pid_alive(p) for p in pids), WAIT, "every process to end")
+
+
+# -- the master dies while remote jobs run ---------------------------------------------------
+
+
+def test_master_sigkill_and_restart_while_remote_jobs_run(cluster, work):
+    qpy, nodes = cluster
+    jobs = [work.sub(attr="node1"), work.sub(attr="node2"), work.sub(attr="node3")]
+    work.wait_started(*jobs)
+    qpy.kill(qpy.master_pid("alice"))
+    work.release(jobs[0])  # ends while the master is down
+    assert [work.status(j) for j in jobs[1:]] == ["running"] * 2  # restarts the master
+    work.release(*jobs[1:])
+    records = work.wait_finished(*jobs)
+    for record in records:
+        assert (record["status"], record["exit_code"]) == ("done", expected_exit(record["id"]))
+    assert [work.node(j) for j in jobs] == ["node1", "node2", "node3"]
+
+
+# -- a node goes down and comes back -------------------------------------------------------
+
+
+def test_node_down_marks_its_jobs_requeues_on_request_and_comes_back(cluster, work):
+    qpy, nodes = cluster
+    plain = work.sub(attr="node3")
+    requeued = sub(qpy, work.dir, "--requeue", "-a", "node3", "-m", "1", "sh", "-c", GATED)
+    work.ids.append(requeued)
+    work.wait_started(plain, requeued)
+    nodes.stop_sshd("node3")  # node3 goes down: its sshd and everything in it die
+    lost = wait_for(lambda: (r := qpy.job("alice", plain))["status"] == "lost" and r, WAIT,
+                    "the job on node3 to be marked lost")
+    assert "node3" in lost["reason"] and "went down" in lost["reason"], lost
+    assert lost["exit_code"] is None
+    wait_for(lambda: qpy.job("alice", requeued)["status"] == "queue", WAIT,
+             "the --requeue job to be queued again")
+    table = node_table(qpy)
+    assert table["node3"]["state"] == "down" and table["node3"]["reason"]
+    assert "Down nodes: node3" in qpy.qpy_as("alice", "status").stdout
+    elsewhere = work.sub(attr="small")  # node1 or node3: only node1 is up
+    work.wait_started(elsewhere)
+    assert work.node(elsewhere) == "node1"
+    assert qpy.job("alice", requeued)["status"] == "queue"
+    (work.dir / f"started_{requeued}").unlink()
+    nodes.start_sshd("node3")
+    work.wait_started(requeued)  # node3 is back and runs the requeued job
+    assert work.node(requeued) == "node3"
+    work.release_all()
+    for record in work.wait_finished(elsewhere, requeued):
+        assert (record["status"], record["exit_code"]) == ("done", expected_exit(record["id"]))
+    assert qpy.job("alice", plain)["status"] == "lost"
+
+
+# -- host keys --------------------------------------------------------------------------------
+
+
+def test_a_changed_host_key_is_refused_and_the_node_kept_out(cluster, work):
+    qpy, nodes = cluster
+    nodes.change_host_key("node2")
+    try:
+        down = wait_for(lambda: (n := node_table(qpy)["node2"])["state"] == "down"
+                        and "Host key" in (n["reason"] or "") and n,
+                        WAIT, "node2 to be down for its host key")
+        assert "Host key verification failed" in down["reason"], down
+        direct = nodes.ssh("node2", "true")  # alice's own ssh refuses it as well
+        assert direct.returncode != 0 and "Host key verification failed" in direct.stderr
+        job = work.sub(attr="big")
+        assert work.status(job) == "queue"
+    finally:
+        nodes.trust_host_keys()  # the admin's fix: the new key is now known
+    work.wait_started(job)
+    assert work.node(job) == "node2"
+    work.release_all()
+    record, = work.wait_finished(job)
+    assert record["exit_code"] == expected_exit(job)
+
+
+# -- the submission directory ---------------------------------------------------------------
+
+
+def test_a_directory_the_node_cannot_see_fails_the_job_clearly(cluster, tmp_path_factory):
+    qpy, _ = cluster
+    mount = Path(tmp_path_factory.mktemp("hostonly"))
+    os.chmod(mount, 0o755)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "qpytest", str(mount)], check=True)
+    try:
+        here = mount / "only-here"
+        here.mkdir()
+        os.chown(here, qpy.account("alice").uid, qpy.account("alice").gid)
+        job = sub(qpy, here, "-a", "node1", "-m", "1", "true")
+        record = finished(qpy, job)
+        assert record["exit_code"] is None
+        assert str(here) in record["reason"] and "node1" in record["reason"], record
+        assert "submission directory" in record["reason"]
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
