@@ -40,6 +40,7 @@ def admin_home(root: Path) -> Path:
     users = [f"user{u:03d}" for u in range(USERS)] + [wire.whoami()]
     (home / "allowed_users").write_text("".join(f"{u}\n" for u in users))
     (home / "distribution_rules").write_text("even minimum 8\n")
+    (home / "node_check_interval").write_text("off\n")  # the nodes are made up
     (home / "keys").mkdir(mode=0o700)
     for user in users:
         paths.write_private(home / "keys" / user, paths.new_key() + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import statistics
@@ -29,10 +30,24 @@ def compile_packages() -> None:
 compile_packages()
 
 
-class Bench:
-    """A temporary QPY_HOME and work directory; ``close`` ends the daemons it started."""
+def nodes_option(argv: list[str]) -> int:
+    """``--nodes N``: run the jobs on N network-namespace nodes over ssh (root only)."""
+    if "--nodes" not in argv:
+        return 0
+    index = argv.index("--nodes")
+    count = int(argv[index + 1])
+    del argv[index:index + 2]
+    return count
 
-    def __init__(self) -> None:
+
+class Bench:
+    """A temporary QPY_HOME and work directory; ``close`` ends the daemons it started.
+
+    With ``nodes``, the embedded multiuser's nodes are that many network-namespace nodes
+    with their own sshd (tests/netns_nodes.py, as root), reached over real OpenSSH.
+    """
+
+    def __init__(self, nodes: int = 0) -> None:
         # File creation on this sandbox's disk swings from ~20 us to over 1 ms depending on
         # the directory and recent activity, and every job creates two output files; so the
         # runs happen beside the checkout (override with QPY_BENCH_DIR), and throughput.py
@@ -43,6 +58,24 @@ class Bench:
         self.work = self.root / "work"
         self.work.mkdir()
         self.env = {**os.environ, "QPY_HOME": str(self.home)}
+        self.cluster = None
+        self.node_cores = cores()
+        if nodes:
+            self._start_nodes(nodes)
+
+    def _start_nodes(self, n: int) -> None:
+        sys.path.insert(0, str(ROOT / "tests"))
+        import netns_nodes
+
+        self.cluster = netns_nodes.Cluster(n, user="root", home_config=True)
+        self.cluster.start()
+        admin = self.home / "embedded"
+        admin.mkdir(parents=True, mode=0o700)
+        (admin / "nodes").write_text("".join(
+            f"{name} cores={self.node_cores} memory=8\n" for name in self.cluster.names))
+        (admin / "allowed_users").write_text(f"{pwd.getpwuid(os.getuid()).pw_name}\n")
+        (admin / "distribution_rules").write_text("even\n")
+        (admin / "node_check_interval").write_text("5\n")
 
     def qpy(self, *args: str) -> str:
         return subprocess.run([QPY, *args], cwd=self.work, env=self.env, check=True,
@@ -56,7 +89,19 @@ class Bench:
                 os.kill(int(pid_file.read_text()), signal.SIGTERM)
             except (OSError, ValueError):
                 pass
+        if self.cluster is not None:
+            self.cluster.teardown()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def wait_nodes_up(self) -> None:
+        """Until the embedded multiuser has seen every node (its first samples)."""
+        import json
+
+        while True:
+            nodes = json.loads(self.qpy("status", "--json"))["nodes"]
+            if all(n["state"] == "up" for n in nodes):
+                return
+            time.sleep(0.05)
 
 
 def timed(argv: list[str], runs: int, **kwargs) -> float:

@@ -7,6 +7,10 @@
 
 Baseline in the same run: Python spawning ``sh -c`` that opens a FIFO (the bare cost of
 starting a shell job here).
+
+``--nodes N`` (root): the jobs run on node1 of N network-namespace nodes over ssh; the
+baseline is then ``ssh node1 sh -c`` over an open multiplexed connection, what starting
+each job with its own ssh command would cost at best.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import sys
 import threading
 import time
 
-from common import QPY, Bench, cores
+from common import QPY, Bench, nodes_option
 
 RUNS = 30
 
@@ -40,9 +45,9 @@ def first_instruction(fifo: str, trigger) -> float:
     return (seen[0] - t0) * 1000
 
 
-def submit_to_start(bench: Bench, n: int) -> float:
+def submit_to_start(bench: Bench, n: int, pin: list[str]) -> float:
     def submit(fifo: str) -> float:
-        subprocess.run([QPY, "sub", f"echo > {fifo}"], cwd=bench.work, env=bench.env,
+        subprocess.run([QPY, "sub", *pin, f"echo > {fifo}"], cwd=bench.work, env=bench.env,
                        check=True, capture_output=True)
         return time.perf_counter()
 
@@ -50,17 +55,17 @@ def submit_to_start(bench: Bench, n: int) -> float:
                              for f in (str(bench.work / f"start{i}") for i in range(n)))
 
 
-def end_to_next(bench: Bench, n: int) -> float:
+def end_to_next(bench: Bench, n: int, pin: list[str]) -> float:
     """The first job holds every core until we end it; the second waits for its cores."""
-    k = str(cores())
+    k = str(bench.node_cores)
     samples = []
     for i in range(n):
         go, start = str(bench.work / f"go{i}"), str(bench.work / f"next{i}")
         os.mkfifo(go)
-        bench.qpy("sub", "-n", k, "-m", "0.1", f"read x < {go}")
+        bench.qpy("sub", *pin, "-n", k, "-m", "0.1", f"read x < {go}")
 
         def end_first(start: str = start, go: str = go) -> float:
-            bench.qpy("sub", "-n", k, "-m", "0.1", f"echo > {start}")
+            bench.qpy("sub", *pin, "-n", k, "-m", "0.1", f"echo > {start}")
             with open(go, "w") as f:  # opening blocks until the first job is running
                 t0 = time.perf_counter()
                 f.write("x\n")
@@ -70,12 +75,13 @@ def end_to_next(bench: Bench, n: int) -> float:
     return statistics.median(samples)
 
 
-def baseline(bench: Bench, n: int) -> float:
+def baseline(bench: Bench, n: int, ssh: list[str]) -> float:
     procs = []
 
     def spawn(fifo: str) -> float:
         t0 = time.perf_counter()
-        procs.append(subprocess.Popen(["/bin/sh", "-c", f"echo > {fifo}"]))
+        procs.append(subprocess.Popen([*ssh, "/bin/sh", "-c", f"'echo > {fifo}'"] if ssh
+                                      else ["/bin/sh", "-c", f"echo > {fifo}"]))
         return t0
 
     result = statistics.median(first_instruction(f, lambda f=f: spawn(f))
@@ -86,16 +92,24 @@ def baseline(bench: Bench, n: int) -> float:
 
 
 def main() -> None:
-    bench = Bench()
+    nodes = nodes_option(sys.argv)
+    bench = Bench(nodes)
+    pin, ssh = ([], [])
     try:
-        bench.qpy("sub", "-m", "0.1", "true")  # start the daemons outside the measurement
-        s2s = submit_to_start(bench, RUNS)
-        e2n = end_to_next(bench, RUNS)
-        base = baseline(bench, RUNS)
+        if nodes:
+            bench.wait_nodes_up()
+            pin, ssh = ["-a", "node1"], ["ssh", "node1"]
+            subprocess.run([*ssh, "true"], check=True)  # open the multiplexed connection
+        bench.qpy("sub", *pin, "-m", "0.1", "true")  # start the daemons (and the launcher)
+        s2s = submit_to_start(bench, RUNS, pin)
+        e2n = end_to_next(bench, RUNS, pin)
+        base = baseline(bench, RUNS, ssh)
     finally:
         bench.close()
-    print(f"latency: submit-to-start {s2s:.2f} ms, end-to-next-start {e2n:.2f} ms (medians of "
-          f"{RUNS}); baseline: python spawning sh -c {base:.2f} ms")
+    where, what = (f" (node1 of {nodes} over ssh)", "ssh node1 sh -c (multiplexed)") \
+        if nodes else ("", "python spawning sh -c")
+    print(f"latency{where}: submit-to-start {s2s:.2f} ms, end-to-next-start {e2n:.2f} ms "
+          f"(medians of {RUNS}); baseline: {what} {base:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Pipeline throughput: 1,000 ``true`` jobs queued while paused, then ``continue``; prints
 the jobs per second until all are recorded, the wall time of the 1,000 submissions, and,
 as a baseline in the same run, how fast Python spawns ``sh -c true`` here.
+
+``--nodes N`` (root): the jobs run on N network-namespace nodes, each launcher at the end
+of an ssh session.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import QPY, Bench, create_cost
+from common import QPY, Bench, create_cost, nodes_option
 
 JOBS = 1000
 
@@ -49,9 +52,12 @@ def spawn_rate(n: int) -> float:
 
 
 def main() -> None:
+    nodes = nodes_option(sys.argv)
     n = int(sys.argv[1]) if len(sys.argv) > 1 else JOBS
-    bench = Bench()
+    bench = Bench(nodes)
     try:
+        if nodes:
+            bench.wait_nodes_up()
         bench.qpy("ctrlQueue", "pause")
         sub_wall = submit_all(bench, n)
         create = create_cost(bench.work)
@@ -59,7 +65,8 @@ def main() -> None:
     finally:
         bench.close()
     base = spawn_rate(n)
-    print(f"throughput: {rate:.0f} jobs/s for {n} queued 'true' jobs; {n} submissions took "
+    where = f" on {nodes} ssh nodes" if nodes else ""
+    print(f"throughput{where}: {rate:.0f} jobs/s for {n} queued 'true' jobs; {n} submissions took "
           f"{sub_wall:.1f} s ({sub_wall / n * 1000:.1f} ms each, 2 at a time); baseline: "
           f"python spawns sh -c true at {base:.0f}/s; creating a file costs {create:.0f} us "
           f"here now (each job creates 2)")

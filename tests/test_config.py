@@ -380,7 +380,7 @@ BAD = [
     ["colour", "true", "false"],
     ["coloursScheme", "red", "blue"],
     ["coloursScheme", "red", "blue", "green", "yellow", "pink"],
-    ["coloursScheme", "red", "blue", "green", "yellow", "grey", "white"],
+    ["coloursScheme", "red", "blue", "green", "yellow", "grey", "white", "cyan"],
     ["checkFMT", "%x"],
     ["checkFMT", "%j %"],
     ["checkFMT"],

@@ -22,7 +22,7 @@ from multiuser import GATED, WAIT, Cluster, Jobs, expected_exit, unavailable
 REASON = unavailable() or netns_nodes.unavailable()
 NODES = """\
 # three namespace nodes; node3's cores and memory are detected by monitoring
-node1 cores=2 memory=8 attributes=small
+node1 cores=2 memory=8 attributes=small check_dir=/tmp
 node2 cores=4 memory=16 attributes=big
 node3 attributes=small
 """
@@ -110,8 +110,10 @@ def test_monitoring_detects_and_reports_the_nodes(cluster):
         assert node["up"] and node["reason"] is None
         assert node["load"] is not None and node["mem_in_use"] is not None
         assert node["outsiders"] is not None
+    assert table["node1"]["disk"]["path"] == "/tmp" and table["node1"]["disk"]["total"] > 0
     text = qpy.qpy_as("alice", "status").stdout
     assert f"There are 0 out of a total of {6 + here} cores being used." in text
+    assert "Disk of check_dir: node1 " in text
 
 
 def test_jobs_run_on_the_nodes_their_cores_and_attributes_select(cluster, work):
