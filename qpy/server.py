@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection, Listener
@@ -42,6 +43,23 @@ class Session:
             except (OSError, ValueError):
                 self.closed = True
                 return False
+
+    def drop(self) -> None:
+        """End this session from another thread: shut the socket down, so the peer sees
+        the end at once and this session's reader wakes up and closes it. Closing it here
+        would leave the reader blocked and could hand its descriptor number to a new
+        connection under the reader's feet."""
+        self.closed = True
+        try:
+            sock = socket.socket(fileno=self.conn.fileno())
+        except (OSError, ValueError):
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            sock.detach()
 
 
 Handler = Callable[[Session, dict], dict | None]

@@ -57,8 +57,25 @@ FIELDS = ", ".join(COLUMNS)
 SELECT = f"SELECT {FIELDS} FROM jobs"
 
 
+def _db(value: object) -> object:
+    """A value as SQLite can keep it. Text that is not valid UTF-8 (a directory or command
+    named in another encoding arrives with surrogates, as Python decodes file names) is
+    kept as its bytes, so the job still runs in exactly that directory."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass")
+    return value
+
+
+def _py(value: object) -> object:
+    """The inverse of ``_db``."""
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
+
+
 def _job(row: tuple) -> Job:
-    job = Job(**dict(zip(COLUMNS, row, strict=True)))
+    job = Job(**dict(zip(COLUMNS, map(_py, row), strict=True)))
     job.kill_requested, job.requeue = bool(job.kill_requested), bool(job.requeue)
     return job
 
@@ -73,7 +90,7 @@ def _where(sel: dict) -> tuple[str, tuple]:
         for i in range(0, len(values), 500):
             chunk = values[i:i + 500]
             clauses.append(f"{column} IN ({', '.join('?' * len(chunk))})")
-            params.extend(chunk)
+            params.extend(map(_db, chunk))
     for low, high in sel.get("ranges") or []:
         clauses.append("id BETWEEN ? AND ?")
         params.extend((low, high))
@@ -130,14 +147,16 @@ class Store:
         cur = self.db.execute(
             "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
             " env_id, qpos, requeue) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr, job.t_queue,
-             job.run_command, job.env_id, qpos, int(job.requeue)))
+            tuple(map(_db, (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr,
+                            job.t_queue, job.run_command, job.env_id, qpos,
+                            int(job.requeue)))))
         return cur.lastrowid
 
     def save(self, job: Job, fields: Iterable[str]) -> None:
         """Write the named fields of one job."""
         names = list(fields)
-        values = [int(v) if isinstance(v, bool) else v for v in (getattr(job, n) for n in names)]
+        values = [int(v) if isinstance(v, bool) else _db(v)
+                  for v in (getattr(job, n) for n in names)]
         sets = ", ".join(f"{n} = ?" for n in names)
         self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job.id))
 
@@ -171,25 +190,27 @@ class Store:
         self.db.executemany("DELETE FROM notes WHERE job = ?", ((i,) for i in ids))
 
     def add_note(self, job_id: int, t: float, text: str) -> None:
-        self.db.execute("INSERT INTO notes (job, t, text) VALUES (?, ?, ?)", (job_id, t, text))
+        self.db.execute("INSERT INTO notes (job, t, text) VALUES (?, ?, ?)",
+                        (job_id, t, _db(text)))
 
     def notes(self, job_id: int) -> list[tuple[float, str]]:
-        return list(self.db.execute("SELECT t, text FROM notes WHERE job = ? ORDER BY rowid",
-                                    (job_id,)))
+        return [(t, _py(text)) for t, text in self.db.execute(
+            "SELECT t, text FROM notes WHERE job = ? ORDER BY rowid", (job_id,))]
 
     def jobs_with_notes(self) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT job FROM notes ORDER BY job")]
 
     def setting(self, key: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else default
+        return _py(row[0]) if row else default
 
     def settings(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT key, value FROM settings"))
+        return {key: _py(value) for key, value in self.db.execute(
+            "SELECT key, value FROM settings")}
 
     def put_setting(self, key: str, value: str | None) -> None:
         if value is None:
             self.db.execute("DELETE FROM settings WHERE key = ?", (key,))
         else:
             self.db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
-                            (key, value))
+                            (_db(key), _db(value)))

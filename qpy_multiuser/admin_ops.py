@@ -108,8 +108,7 @@ def removeuser(mu, args: list[str]) -> dict:
     (mu.home / "keys" / user).unlink(missing_ok=True)
     session = mu.masters.pop(user, None)
     if session is not None:
-        session.closed = True
-        session.conn.close()
+        session.drop()
     return {"text": f"User {user} removed; their key no longer works.\n"}
 
 

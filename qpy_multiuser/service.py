@@ -136,11 +136,7 @@ class Multiuser:
         with self.lock:
             old = self.masters.get(session.user)
             if old is not None and old is not session:
-                old.closed = True
-                try:
-                    old.conn.close()
-                except OSError:
-                    pass
+                old.drop()
             self.masters[session.user] = session
             user = self.alloc.user(session.user)
             self.alloc.reconcile(user, running)
@@ -153,7 +149,9 @@ class Multiuser:
         return reply
 
     def _job_item(self, item: dict) -> dict:
-        ok = (isinstance(item.get("job"), int) and isinstance(item.get("node"), str)
+        ok = (isinstance(item.get("job"), int) and 0 <= item["job"] < 2 ** 63
+              and isinstance(item.get("node"), str)
+              and nodes_module.NAME.fullmatch(item["node"]) is not None
               and isinstance(item.get("cores"), int) and item["cores"] > 0
               and isinstance(item.get("mem"), (int, float)) and item["mem"] >= 0)
         if not ok:
