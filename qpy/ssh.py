@@ -37,7 +37,7 @@ _options_cache: dict[str, list[str]] = {}
 _cache_lock = threading.Lock()
 
 
-class SshMissing(RuntimeError):
+class SshMissing(OSError):
     """There is no ssh client on this machine."""
 
 

@@ -295,6 +295,7 @@ class Launcher:
         self.free: list[int] = []
         self.forgotten: set[int] = set()
         self.envs: dict[int, dict[str, str]] = {}
+        self.deferred: dict[int, dict] = {}  # job -> its start, waiting for its old run
         self.spare: tuple[int, int] | None = None
         self._scan()
 
@@ -372,6 +373,10 @@ class Launcher:
         """Hand the job to the spare supervisor, then fork the next spare: the fork is
         not on the path from "start" to the job's first instruction."""
         job = int(op["job"])
+        if job in self.watched:  # a requeued job whose old run is still ending: it goes first
+            self.deferred[job] = op
+            self.kill({"job": job})
+            return
         op["env"] = {**self.envs.get(op.get("env_id"), {}), **op.get("vars", {})}
         op["t"] = t_start = time.time()
         op["slot"] = slot = self._take_slot()
@@ -482,7 +487,7 @@ class Launcher:
             return
         for word in data.split():
             job = int(word)
-            if job in self.watched and job not in self.reported:
+            if job in self.watched and job not in self.reported and job not in self.deferred:
                 self.reported.add(job)
                 self._report_end(job)
 
@@ -493,6 +498,12 @@ class Launcher:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+        if job in self.deferred:  # the old run is over: nobody waits for its end
+            self.reported.discard(job)
+            self.forgotten.discard(job)
+            self._free_slot(job)
+            self.start(self.deferred.pop(job))
+            return
         if job in self.reported:
             self.reported.discard(job)
         else:

@@ -115,8 +115,10 @@ class Master:
                 state, was = node.get("state"), old.get(name, {}).get("state")
                 if state == "down" and was != "down":
                     self._node_down(name, str(node.get("reason") or "unreachable"))
-                elif state == "up" and was == "down" and name in self.unreachable:
-                    self.unreachable.pop(name)
+                elif state == "up" and was == "down":
+                    self.unreachable.pop(name, None)
+                    if name not in self.runners and name in self.addresses:
+                        self._reattach(name)  # sweeps what survived there
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -209,7 +211,11 @@ class Master:
         if job.node in self.unreachable:
             raise LauncherGone(f"node {job.node} is unreachable: {self.unreachable[job.node]}")
         address = job.address or self.nodes.get(job.node, {}).get("address") or job.node
-        return self._connect(job.node, address)
+        try:
+            return self._connect(job.node, address)
+        except LauncherGone as exc:
+            self._unreachable(job.node, str(exc))
+            raise
 
     def _connect(self, node: str, address: str) -> Runner:
         """Start the node's launcher (connecting happens in the runner's thread). Its first
@@ -268,19 +274,23 @@ class Master:
             if healthy:
                 self._reattach(node)
                 return
-            self.failures[node] = failures = self.failures.get(node, 0) + 1
-            self.unreachable[node] = runner.reason
-            delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (failures - 1))
-            log.warning("node %s unreachable (%s); retrying in %.1f s", node, runner.reason,
-                        delay)
-            timer = threading.Timer(delay, self._retry, args=(node,))
-            timer.daemon = True
-            timer.start()
+            self._unreachable(node, runner.reason)
+            if self.nodes.get(node, {}).get("state") == "down":
+                self._node_down(node, str(self.nodes[node].get("reason") or runner.reason))
+
+    def _unreachable(self, node: str, reason: str) -> None:
+        """Keep this user's new jobs off ``node`` and try it again later, backing off."""
+        self.failures[node] = failures = self.failures.get(node, 0) + 1
+        self.unreachable[node] = reason
+        delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (failures - 1))
+        log.warning("node %s unreachable (%s); retrying in %.1f s", node, reason, delay)
+        timer = threading.Timer(delay, self._retry, args=(node,))
+        timer.daemon = True
+        timer.start()
 
     def _retry(self, node: str) -> None:
         with self.lock:
             if not self.stopping and node in self.unreachable and node not in self.runners:
-                self.unreachable.pop(node)
                 self._reattach(node)
 
     def _reattach(self, node: str) -> None:
@@ -295,7 +305,7 @@ class Master:
                 if job.kill_requested:
                     runner.post({"op": "kill", "job": job.id})
         except LauncherGone as exc:
-            log.error("node %s: %s", node, exc)
+            self._unreachable(node, str(exc))
 
     def _on_launcher_event(self, node: str, event: dict) -> None:
         kind = event.get("ev")
@@ -337,8 +347,12 @@ class Master:
         asked for that. Whatever of them still runs there is killed (now if the launcher
         can be reached, else by the sweep when the node is back)."""
         runner = self.runners.get(node)
+        if runner is not None and runner.ready and runner.proc.poll() is None:
+            log.warning("node %s is down for the multiuser (%s) but this master's session "
+                        "to it works: its jobs go on", node, reason)
+            return
         for job in self._jobs_on(node):
-            if runner is not None and runner.ready:
+            if runner is not None:  # still connecting: the kill waits in line
                 try:
                     runner.post({"op": "kill", "job": job.id})
                 except LauncherGone:
@@ -352,6 +366,12 @@ class Master:
     def _requeue(self, job: Job, why: str) -> None:
         """Back to the head of the queue: the job never ran, or asked to run again."""
         log.warning("job %d goes back to the queue: %s", job.id, why)
+        runner = self.runners.get(job.node)
+        if runner is not None:
+            try:
+                runner.post({"op": "forget", "job": job.id})
+            except LauncherGone:
+                pass
         del self.running[job.id]
         job.move(QUEUE)
         job.node = job.address = job.t_start = job.pid = None

@@ -22,7 +22,18 @@ import threading
 import time
 from collections.abc import Callable
 
+from qpy import ssh
+
 log = logging.getLogger("qpy.master.runner")
+READY_TIMEOUT = ssh.CONNECT_TIMEOUT + 30.0  # seconds from starting ssh to ``ready``
+
+
+def _is_ready(line: bytes) -> bool:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(event, dict) and event.get("ev") == "ready"
 
 
 class LauncherGone(Exception):
@@ -102,22 +113,27 @@ class Runner:
             self.proc.wait()
 
     def _handshake(self, preamble: bytes | None) -> bool:
-        """Send the launcher's source (remote), wait for ``ready``, then flush what waits."""
+        """Send the launcher's source (remote), wait for ``ready``, then flush what waits.
+        Lines a login script prints first are skipped; a launcher that never gets ready
+        (a hung home directory, a shell waiting for input) is ended after a while, so its
+        jobs go back to the queue."""
+        timer = threading.Timer(READY_TIMEOUT, self._give_up)
+        timer.daemon = True
+        timer.start()
         try:
             if preamble is not None:
                 self.proc.stdin.write(preamble)
                 self.proc.stdin.flush()
-            first = self.proc.stdout.readline()
+            for line in self.proc.stdout:
+                if _is_ready(line):
+                    break
+                self.errors.append(line.decode(errors="replace")[:300])
+            else:
+                return False
         except (OSError, ValueError):
             return False
-        try:
-            ready = json.loads(first).get("ev") == "ready"
-        except (ValueError, AttributeError):
-            ready = False
-        if not ready:
-            if first.strip():
-                self.errors.append(first.decode(errors="replace")[:300])
-            return False
+        finally:
+            timer.cancel()
         with self._lock:
             pending, self.pending = self.pending, []
             try:
@@ -128,6 +144,11 @@ class Runner:
             self.unsent_starts.clear()
         self.on_ready(self.node, self)
         return True
+
+    def _give_up(self) -> None:
+        if not self.ready and self.proc.poll() is None:
+            self.errors.append(f"the launcher was not ready after {READY_TIMEOUT:g} s")
+            self.proc.kill()
 
     def _read(self, preamble: bytes | None) -> None:
         if self._handshake(preamble):

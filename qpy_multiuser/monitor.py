@@ -2,8 +2,10 @@
 
 Each remote node has one watcher thread holding one ssh session (as the admin, through
 ``qpy.ssh``) at whose end ``probe.py`` prints a sample every interval. A session that ends
-is re-opened at once; only if that fails is the node declared down, with ssh's own words
-as the reason (``Connection refused``, ``Host key verification failed.``). A down node is
+is re-opened at once; only if that fails, and once more an interval later, is the node
+declared down (one refused connection, e.g. while every master reconnects at once, is not
+a dead node), with ssh's own words as the reason (``Connection refused``, ``Host key
+verification failed.``). A down node is
 tried again every interval and is up again with its first sample. Local nodes are sampled
 in this process by one thread, and are never down.
 
@@ -28,6 +30,7 @@ from qpy_multiuser.nodes import LOCAL, Node
 
 log = logging.getLogger("qpy.multiuser.monitor")
 DEFAULT_INTERVAL = 30.0
+DOWN_AFTER = 2  # failed connections in a row, an interval apart
 PROBE = Path(probe.__file__)
 Report = Callable[[str, str, dict], None]  # (node, address, sample)
 Failure = Callable[[str, str, str], None]  # (node, address, reason)
@@ -69,14 +72,16 @@ class RemoteWatch:
             proc.kill()
 
     def _run(self) -> None:
+        failures = 0
         while not self.stopped.is_set():
             began = time.monotonic()
             samples, reason = self._session()
             if self.stopped.is_set():
                 return
+            failures = 0 if samples else failures + 1
             if samples and time.monotonic() - began > self.interval:
                 continue  # a session that worked for a while ended: try again at once
-            if not samples:
+            if failures >= DOWN_AFTER:
                 self.failed(self.name, self.address, reason)
             self.stopped.wait(self.interval)
 
@@ -91,6 +96,8 @@ class RemoteWatch:
                 close_fds=True)
         except (OSError, subprocess.SubprocessError) as exc:
             return 0, f"cannot run ssh: {exc}"
+        if self.stopped.is_set():  # stop() ran before this session existed
+            proc.kill()
         errors: list[str] = []
         reader = threading.Thread(target=lambda: errors.extend(
             line.decode(errors="replace") for line in proc.stderr), daemon=True)

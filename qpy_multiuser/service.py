@@ -41,6 +41,7 @@ class Multiuser:
         self.masters: dict[str, Session] = {}
         self.epoch = 0
         self.wakes: list[Session] = []
+        self.outbox: list[tuple[Session, dict]] = []
         self.save_messages = False
         self.admin_key = paths.load_or_create_key(home / "admin.key")
         self.stop = lambda: None
@@ -67,14 +68,16 @@ class Multiuser:
         return nodes
 
     def watch_nodes(self) -> None:
+        """Watch the nodes of the file; not those kept only while their jobs drain."""
         if self.monitor is not None:
-            self.monitor.watch(self.alloc.nodes)
+            self.monitor.watch({name: node for name, node in self.alloc.nodes.items()
+                                if name in self.alloc.configured})
 
     def node_report(self, name: str, address: str, sample: dict) -> None:
         """A sample from monitoring: the node is up, with its measured size if detected."""
         with self.lock:
             node = self.alloc.nodes.get(name)
-            if node is None or node.address != address:
+            if node is None or node.address != address or name not in self.alloc.configured:
                 return
             node.measured = sample
             cores = _positive(sample.get("cores"), int) if "cores" in node.detect else None
@@ -105,11 +108,12 @@ class Multiuser:
             node.state, node.reason = "down", reason
             self.alloc.update_node(node, False, node.cores, node.mem)
             self.announce_nodes()
+        self.flush_wakes()
 
     def announce_nodes(self) -> None:
-        listing = [n.public() for n in self.alloc.nodes.values()]
-        for session in list(self.masters.values()):
-            session.post({"type": "nodes", "nodes": listing})
+        """Queue the node list for every master; sent by ``flush_wakes``, outside the lock."""
+        event = {"type": "nodes", "nodes": [n.public() for n in self.alloc.nodes.values()]}
+        self.outbox += [(session, event) for session in self.masters.values()]
 
     # -- identity --------------------------------------------------------------------------
 
@@ -212,9 +216,13 @@ class Multiuser:
             self.wakes.append(self.masters[user.name])
 
     def flush_wakes(self) -> None:
-        """Send the queued wakes, outside the lock: a slow master delays nobody's decision."""
+        """Send the queued node lists and wakes, outside the lock: a slow master delays
+        nobody's decision."""
         with self.lock:
+            outbox, self.outbox = self.outbox, []
             wakes, self.wakes = self.wakes, []
+        for session, event in outbox:
+            session.post(event)
         for session in wakes:
             session.post({"type": "wake"})
 
