@@ -234,3 +234,19 @@ def qpy():
     finally:
         q.teardown()
         shutil.rmtree(root, ignore_errors=True)
+
+
+# --- the suite's summary line (tests/suite_stats.py) ------------------------------------
+
+
+def pytest_sessionstart(session):
+    import suite_stats
+
+    suite_stats.start()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line at the end of the run: faults injected, messages fuzzed, jobs run, lost."""
+    import suite_stats
+
+    terminalreporter.write_line(suite_stats.finish())

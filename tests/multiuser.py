@@ -81,7 +81,7 @@ def _tool(name: str) -> str:
     return found
 
 
-def _root_env() -> dict[str, str]:
+def root_env() -> dict[str, str]:
     """What root's own helper commands get: nothing of this process's environment
     (PYTHONPATH, VIRTUAL_ENV, ...) except pip's configuration."""
     env = {"PATH": SBIN_PATH, "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")}
@@ -91,7 +91,7 @@ def _root_env() -> dict[str, str]:
 
 def run_root(*argv: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env=_root_env())
+                          stdin=subprocess.DEVNULL, env=root_env())
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}): "
                              f"{proc.stderr.strip() or proc.stdout.strip()}")
@@ -231,11 +231,16 @@ class Account:
 class Cluster:
     """The venv, the accounts, the admin's multiuser and the users' masters."""
 
-    def __init__(self) -> None:
+    def __init__(self, users: tuple[str, ...] = USERS, nodes: str = NODES,
+                 rules: str = RULES) -> None:
+        """``users``: the roles to create accounts for, in registration order; ``nodes``
+        and ``rules``: the admin's default files."""
         tag = secrets.token_hex(2)
+        self.users = tuple(users)
+        self.nodes_text, self.rules_text = nodes, rules
         self.venv_root: Path | None = None
         self.admin_account = Account("admin", tag)
-        self.accounts = {role: Account(role, tag) for role in USERS}
+        self.accounts = {role: Account(role, tag) for role in self.users}
         self.dirty = False  # an admin file differs from the defaults
 
     # names -------------------------------------------------------------------------------
@@ -271,7 +276,8 @@ class Cluster:
         self.venv_root = build_venv()
         for account in (self.admin_account, *self.accounts.values()):
             account.create()
-        proc = self.run_as("alice", [str(self.bin / "python"), "-c", "import qpy"], check=False)
+        proc = self.run_as(self.users[0], [str(self.bin / "python"), "-c", "import qpy"],
+                           check=False)
         assert proc.returncode == 0, (
             f"the shared venv {self.bin.parent} cannot be used by other accounts "
             f"({proc.stderr.strip()}); it needs a python3 >= 3.11 with venv that every "
@@ -279,17 +285,17 @@ class Cluster:
         home = self.admin_home
         home.mkdir(mode=0o700)
         self.admin_account.own(home, 0o700)
-        self.write_admin_file("nodes", NODES)
-        self.write_admin_file("allowed_users", "".join(f"{self.name(u)}\n" for u in USERS))
-        self.write_admin_file("distribution_rules", RULES)
+        self.write_admin_file("nodes", self.nodes_text)
+        self.write_admin_file("allowed_users", "".join(f"{self.name(u)}\n" for u in self.users))
+        self.write_admin_file("distribution_rules", self.rules_text)
         self.dirty = False
         self.start_multiuser()
         bundles = self.admin_account.home / "bundles"
-        for user in USERS:
+        for user in self.users:
             out = bundles / user
             self.admin("adduser", self.name(user), "--out", str(out))
             self.install_bundle(user, out)
-        for user in USERS:  # registration order: alice, bob, carol
+        for user in self.users:  # registration order: the order of self.users
             self.qpy_as(user, "status")
 
     def install_bundle(self, user: str, bundle: Path) -> None:
@@ -306,7 +312,7 @@ class Cluster:
     def tear_down(self) -> None:
         errors = []
         if self.venv_root is not None:
-            for user in USERS:
+            for user in self.users:
                 if self.accounts[user].created and self.master_pid(user):
                     self.qpy_as(user, "kill", "all", check=False)
                     self.qpy_as(user, "finish", check=False)
@@ -331,19 +337,24 @@ class Cluster:
         """Run ``argv`` as the account with only the variables a login would set, plus
         QPY_HOME and QPY_ADMIN_HOME: nothing of root's environment leaks in."""
         account = self.account(user)
-        home = account.home
-        env = [f"HOME={home}", f"USER={account.name}", f"LOGNAME={account.name}",
-               f"PATH={self.bin}:/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8",
-               f"QPY_HOME={home / '.qpy'}", f"QPY_ADMIN_HOME={self.admin_home}"]
-        command = [_tool("runuser"), "-u", account.name, "--", "/usr/bin/env", "-i", *env,
-                   *argv]
-        proc = subprocess.run(command, cwd=cwd or home, capture_output=True, text=True,
-                              timeout=timeout, env=_root_env(), input=input,
+        proc = subprocess.run(self.argv_as(user, argv), cwd=cwd or account.home,
+                              capture_output=True, text=True,
+                              timeout=timeout, env=root_env(), input=input,
                               stdin=None if input is not None else subprocess.DEVNULL)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(argv)} as {account.name} failed "
                                  f"({proc.returncode}): {proc.stderr.strip()}")
         return proc
+
+    def argv_as(self, user: str, argv: list[str]) -> list[str]:
+        """The command line that runs ``argv`` as the account (see ``run_as``); for
+        callers that start it themselves, with ``root_env()`` as its environment."""
+        account = self.account(user)
+        home = account.home
+        env = [f"HOME={home}", f"USER={account.name}", f"LOGNAME={account.name}",
+               f"PATH={self.bin}:/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8",
+               f"QPY_HOME={home / '.qpy'}", f"QPY_ADMIN_HOME={self.admin_home}"]
+        return [_tool("runuser"), "-u", account.name, "--", "/usr/bin/env", "-i", *env, *argv]
 
     def qpy_as(self, user: str, *args: str, cwd: Path | None = None,
                check: bool = True) -> subprocess.CompletedProcess:
@@ -419,18 +430,18 @@ class Cluster:
         if not self.multiuser_pid():
             self.start_multiuser()
         if self.dirty:
-            self.write_admin_file("nodes", NODES)
-            self.write_admin_file("distribution_rules", RULES)
+            self.write_admin_file("nodes", self.nodes_text)
+            self.write_admin_file("distribution_rules", self.rules_text)
             self.admin("nodes")
             self.admin("distribute")
             self.dirty = False
-        for user in USERS:
+        for user in self.users:
             self.qpy_as(user, "kill", "all", check=False)  # also starts a stopped master
-        for user in USERS:
+        for user in self.users:
             wait_for(lambda u=user: not [j for j in self.jobs(u)
                                          if j["status"] in ("queue", "running")],
                      WAIT, f"{user}'s jobs to end")
-        names = sorted(self.name(u) for u in USERS)
+        names = sorted(self.name(u) for u in self.users)
 
         def quiet():
             data = self.variables()
