@@ -352,11 +352,7 @@ class Master:
                         "to it works: its jobs go on", node, reason)
             return
         for job in self._jobs_on(node):
-            if runner is not None:  # still connecting: the kill waits in line
-                try:
-                    runner.post({"op": "kill", "job": job.id})
-                except LauncherGone:
-                    pass
+            self._tell_runner(node, {"op": "kill", "job": job.id})  # waits if connecting
             text = f"node {node} went down: {reason}"
             if job.requeue and not job.kill_requested:
                 self._requeue(job, text)
@@ -366,12 +362,7 @@ class Master:
     def _requeue(self, job: Job, why: str) -> None:
         """Back to the head of the queue: the job never ran, or asked to run again."""
         log.warning("job %d goes back to the queue: %s", job.id, why)
-        runner = self.runners.get(job.node)
-        if runner is not None:
-            try:
-                runner.post({"op": "forget", "job": job.id})
-            except LauncherGone:
-                pass
+        self._tell_runner(job.node, {"op": "forget", "job": job.id})
         del self.running[job.id]
         job.move(QUEUE)
         job.node = job.address = job.t_start = job.pid = None
@@ -394,10 +385,15 @@ class Master:
             Path(job.script_copy).unlink(missing_ok=True)
         self.release.append(job.id)
         self.wake.set()
-        runner = self.runners.get(job.node)
+        self._tell_runner(job.node, {"op": "forget", "job": job.id})
+
+    def _tell_runner(self, node: str | None, op: dict) -> None:
+        """Best effort: an op for a launcher that exists now, connected or connecting
+        (a launcher started later sweeps what it no longer needs)."""
+        runner = self.runners.get(node)
         if runner is not None:
             try:
-                runner.post({"op": "forget", "job": job.id})
+                runner.post(op)
             except LauncherGone:
                 pass
 
