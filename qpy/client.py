@@ -63,7 +63,12 @@ def connect(start: bool = True):
     except (FileNotFoundError, ConnectionRefusedError):
         if not start:
             raise
-    except (OSError, EOFError) as exc:
+    except (ConnectionResetError, BrokenPipeError, EOFError) as exc:
+        # the master died while it held our connection unserved: nothing was asked yet,
+        # so start another (start_master first checks whether one answers by now)
+        if not start:
+            raise ClientError(f"cannot talk to the qpy master: {exc}") from None
+    except OSError as exc:
         raise ClientError(f"cannot talk to the qpy master: {exc}") from None
     start_master(home)
     try:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 import suite_stats
-from conftest import WAIT, pid_alive, start_daemons, wait_for
+from conftest import QPY, WAIT, pid_alive, start_daemons, wait_for
 from multiuser import GATED, Cluster, Jobs, unavailable
 
 from qpy import client, paths, wire
@@ -357,6 +357,40 @@ def test_sigterm_ignoring_job_is_sigkilled_while_both_daemons_are_down(qpy):
     records = [r for r in qpy.wait_all_finished(SETTLE) if r["id"] != stubborn]
     account_gated(records, [*others, waiting], qpy.work)
     assert ran_lines(qpy.work / f"ran_{stubborn}") == [str(stubborn)]
+
+
+def test_command_connecting_while_the_master_dies_starts_a_new_master(qpy):
+    """A command whose connection the master accepted into its backlog but never served
+    (it died first) has asked nothing yet: it starts a new master and gets its answer,
+    instead of failing with 'connection reset'."""
+    job = qpy.sub("-m", "0.1", "true")
+    master = master_pid(qpy)
+    os.kill(master, signal.SIGSTOP)  # alive and listening, but serving nobody
+    try:
+        cli = subprocess.Popen([QPY, "check", "--json"], cwd=qpy.work, env=qpy.env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: _has_socket(cli.pid), WAIT, "the command to connect")
+    finally:
+        sigkill_at_once([master])
+    out, err = cli.communicate(timeout=WAIT)
+    assert (cli.returncode, err) == (0, ""), err
+    assert [j["id"] for j in json.loads(out)] == [job]
+    assert master_pid(qpy) not in (None, master)
+
+
+def _has_socket(pid: int) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def test_kill_just_after_start_is_neither_dropped_nor_lost(qpy):
