@@ -135,8 +135,10 @@ class Supervisor:
         self.devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(self.devnull, fd)
-        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_IGN)
+        # SIGTERM (a kill) stays blocked, as forked: one that comes before the job exists
+        # waits, and is handled once the job's process group can be signalled
 
     def serve(self) -> None:
         """Wait for the job (EOF: the launcher is gone, nothing to do), run it, exit."""
@@ -167,6 +169,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGALRM, self._on_alarm)
         self.job_pid = self._spawn_job(self.devnull, out, err)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a waiting kill now
         os.close(out)
         os.close(err)
         status = self._wait_job()
@@ -189,7 +192,13 @@ class Supervisor:
         except OSError as exc:  # the master words it: the slot has room for a short text
             raise OSError(exc.errno, f"cwd: {exc.strerror}") from None
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        return os.open(self.op["out"], flags, 0o644), os.open(self.op["err"], flags, 0o644)
+        opened = []
+        for which in ("out", "err"):
+            try:
+                opened.append(os.open(self.op[which], flags, 0o644))
+            except OSError as exc:
+                raise OSError(exc.errno, f"{which}: {exc.strerror}") from None
+        return opened[0], opened[1]
 
     def _spawn_job(self, stdin: int, out: int, err: int) -> int:
         """Start the job as a session leader with default signal handling.
@@ -202,6 +211,7 @@ class Supervisor:
                 SH, ["sh", "-c", self.op["cmd"]], self.op["env"], setsid=True,
                 file_actions=[(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, out, 1),
                               (os.POSIX_SPAWN_DUP2, err, 2)],
+                setsigmask=(),
                 setsigdef=(signal.SIGTERM, signal.SIGALRM, signal.SIGINT, signal.SIGHUP,
                            signal.SIGPIPE, signal.SIGXFSZ))
         except OSError as exc:
@@ -395,8 +405,15 @@ class Launcher:
         """A prepared supervisor waiting on a pipe for its job."""
         inbox_r, inbox_w = os.pipe()
         gc.freeze()  # keep the collector off the parent's objects: fewer copied pages per fork
-        pid = os.fork()
-        if pid == 0:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # for the child
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            raise
+        if pid:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        else:
             gc.disable()
             try:
                 supervisor = Supervisor(self.slots, self.notify_w, inbox_r)

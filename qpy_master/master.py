@@ -89,7 +89,6 @@ class Master:
     def _hello(self) -> dict:
         """Registration: the running jobs are the truth the multiuser reconciles to."""
         with self.lock:
-            self.release.clear()
             return {"type": "hello", "queue_size": len(self.queue), "running": [
                 {"job": j.id, "node": j.node, "cores": j.n_cores, "mem": j.mem}
                 for j in self.running.values()]}
@@ -144,9 +143,11 @@ class Master:
             reply = self.link.request({"type": "slots", "release": release, "want": want,
                                        "queue_size": queue_size})
         except LinkDown:
-            return  # the next hello reports the running jobs, which settles the releases
+            self._keep_releases(release)  # a release for a job the hello left out is
+            return                        # harmless; a release lost would hold its core
         if not reply.get("ok"):
             log.error("slot request refused: %s", reply.get("error"))
+            self._keep_releases(release)
             return
         grants = reply.get("grants") or []
         with self.lock:
@@ -154,6 +155,10 @@ class Master:
                 self._launch(grant)
         if grants and reply.get("more"):
             self.wake.set()
+
+    def _keep_releases(self, release: list[int]) -> None:
+        with self.lock:
+            self.release[:0] = release
 
     def _avoiding(self, want: list[dict]) -> list[dict]:
         """Ask for slots anywhere but on the nodes this user cannot reach right now, by
@@ -340,6 +345,9 @@ class Master:
             return (f"failed to start: the submission directory {job.cwd} cannot be used on "
                     f"{job.node} ({text[5:]}); qpy needs it visible on the nodes, as with "
                     "shared home directories")
+        which, _, why = text.partition(": ")
+        if which in ("out", "err"):
+            return f"failed to start: {why}: {os.path.join(job.cwd, f'job_{job.id}.{which}')}"
         return f"failed to start: {text}"
 
     def _node_down(self, node: str, reason: str) -> None:
