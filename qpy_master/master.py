@@ -331,8 +331,11 @@ class Master:
                              reason=self._start_error(job, event.get("error")),
                              t_end=event.get("t_end"))
             elif kind == "lost":
-                if event.get("ran"):
-                    self._finish(job, LOST, reason=f"lost: {event.get('reason')}")
+                why = f"lost on {node}: {event.get('reason')}"
+                if event.get("ran") and job.requeue and not job.kill_requested:
+                    self._requeue(job, why)
+                elif event.get("ran"):
+                    self._finish(job, LOST, reason=why)
                 else:
                     self._requeue(job, "its start never reached the node")
 
