@@ -91,8 +91,8 @@ def _is_qpy(pid: int, parents: dict[int, int], memo: dict[int, bool]) -> bool:
 class Sampler:
     """Keeps the previous CPU counters: outsiders are measured between two samples."""
 
-    def __init__(self, check_dir: str | None = None) -> None:
-        self.check_dir = check_dir
+    def __init__(self, check_dir: str | None = None, busy: float = BUSY) -> None:
+        self.check_dir, self.busy = check_dir, busy
         self.ticks: dict[int, int] = {}
         self.t = time.monotonic()
         self.hz = os.sysconf("SC_CLK_TCK")
@@ -107,7 +107,7 @@ class Sampler:
                     parents[int(name)], ticks[int(name)] = found
         elapsed = max(now - self.t, 1e-3) * self.hz
         busy = [pid for pid, used in ticks.items()
-                if pid in self.ticks and (used - self.ticks[pid]) / elapsed >= BUSY]
+                if pid in self.ticks and (used - self.ticks[pid]) / elapsed >= self.busy]
         self.ticks, self.t = ticks, now
         memo: dict[int, bool] = {os.getpid(): True}
         return sum(not _is_qpy(pid, parents, memo) for pid in busy)
