@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import wait_for
@@ -27,8 +28,13 @@ def test_a_busy_process_not_started_by_qpy_is_an_outsider():
     sampler.outsiders()  # the first sample only sets the counters
     outsider = busy()
     try:
-        # the loop is busy for as long as it lives: it must show up in the next samples
-        wait_for(lambda: sampler.outsiders() >= 1, 30, "the busy process to be counted")
+        # the loop is busy for as long as it lives: it must show up in a sample. CPU time
+        # is counted in clock ticks, so each sample needs a window of several ticks.
+        def counted() -> bool:
+            time.sleep(0.3)  # the measuring window, not a wait for an event
+            return sampler.outsiders() >= 1
+
+        wait_for(counted, 60, "the busy process to be counted")
         parents = {outsider.pid: os.getpid()}
         assert not probe._is_qpy(outsider.pid, parents, {})
     finally:
