@@ -11,9 +11,8 @@ has not already chosen:
 * multiplexing (``ControlMaster=auto`` on a private socket directory) unless the user's
   config sets ``ControlMaster`` or ``ControlPath`` itself. qpy's sessions are long-lived,
   so each one is itself the master connection (``ControlPersist=no``: a background master
-  would put one more process hop on every message, which measured 1.8 ms more from a
-  job's end to the next start), and any other session qpy opens to the node meanwhile
-  rides on it;
+  would put one more process hop on every message), and any other session qpy opens to
+  the node meanwhile rides on it;
 * ``ConnectTimeout`` and ``ServerAliveInterval`` unless set, so a dead node is noticed.
 
 Everything else (user names, ports, keys, jump hosts, known_hosts files) comes from the
@@ -26,9 +25,14 @@ import hashlib
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import threading
+from collections.abc import Iterable
 
+# Addresses that mean this machine: a node there is run and measured without ssh.
+LOCAL_ADDRESSES = frozenset({"localhost", "127.0.0.1", "::1", socket.gethostname(),
+                             socket.getfqdn()})
 CONNECT_TIMEOUT = 10
 ALIVE_INTERVAL = 5
 PERSIST = "no"
@@ -115,9 +119,9 @@ def source_preamble(path: str) -> bytes:
     return f"{len(source)}\n".encode() + source
 
 
-def last_error(lines: list[str]) -> str:
+def last_error(lines: Iterable[str], default: str = "the ssh session ended") -> str:
     """The line of ssh's stderr that says what went wrong (its last non-empty one)."""
-    for line in reversed(lines):
+    for line in reversed(list(lines)):
         if line.strip():
             return line.strip()
-    return "the ssh session ended"
+    return default

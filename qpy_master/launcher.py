@@ -108,6 +108,15 @@ def padded(text: str, size: int) -> bytes:
     return data + b" " * (size - len(data) - 1) + b"\n"
 
 
+class StartError(Exception):
+    """The job cannot start: ``where`` (cwd, out or err) failed with ``why``. Only these
+    short words go in the slot; the master, which knows the paths, words the reason."""
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(f"{where}: {why}")
+        self.where, self.why = where, why
+
+
 class Supervisor:
     """Runs in a forked child: prepared while idle, then owns one job to its recorded end."""
 
@@ -161,9 +170,8 @@ class Supervisor:
                                      HALF), self.offset)
         try:
             out, err = self._open_outputs()
-        except OSError as exc:
-            self._record({"error": f"{exc.strerror}: {exc.filename}" if exc.filename
-                          else exc.strerror})
+        except StartError as exc:
+            self._record({"error": exc.why, "in": exc.where})
             self._tell_launcher()
             os._exit(0)
         signal.signal(signal.SIGTERM, self._on_term)
@@ -189,15 +197,15 @@ class Supervisor:
     def _open_outputs(self) -> tuple[int, int]:
         try:
             os.chdir(self.op["cwd"])
-        except OSError as exc:  # the master words it: the slot has room for a short text
-            raise OSError(exc.errno, f"cwd: {exc.strerror}") from None
+        except OSError as exc:
+            raise StartError("cwd", exc.strerror) from None
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         opened = []
         for which in ("out", "err"):
             try:
                 opened.append(os.open(self.op[which], flags, 0o644))
             except OSError as exc:
-                raise OSError(exc.errno, f"{which}: {exc.strerror}") from None
+                raise StartError(which, exc.strerror) from None
         return opened[0], opened[1]
 
     def _spawn_job(self, stdin: int, out: int, err: int) -> int:

@@ -13,7 +13,6 @@ import logging
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -30,9 +29,13 @@ from qpy_master.runner import LauncherGone, Runner
 from qpy_master.store import Store
 
 log = logging.getLogger("qpy.master")
-LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", socket.gethostname(), socket.getfqdn()}
 LAUNCHER = Path(launcher_module.__file__)
 RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # seconds between attempts to reach an unreachable node
+
+
+def _output(job: Job, which: str) -> str:
+    """``job_<ID>.out`` or ``.err`` in the submission directory."""
+    return os.path.join(job.cwd, f"job_{job.id}.{which}")
 
 
 class Master:
@@ -187,8 +190,7 @@ class Master:
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
                      "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
-            "out": os.path.join(job.cwd, f"job_{job.id}.out"),
-            "err": os.path.join(job.cwd, f"job_{job.id}.err")})
+            "out": _output(job, "out"), "err": _output(job, "err")})
 
     def _command(self, job: Job) -> str:
         sources = "".join(f". {shlex.quote(f)}; " for f in self.settings["sourceTheseFiles"])
@@ -226,7 +228,7 @@ class Master:
         """Start the node's launcher (connecting happens in the runner's thread). Its first
         op sweeps away whatever of this user's is left there that is not running here."""
         run_dir = str(self.run_dir / node)
-        if address in LOCAL_NAMES or node in LOCAL_NAMES:
+        if address in ssh.LOCAL_ADDRESSES or node in ssh.LOCAL_ADDRESSES:
             argv, preamble = [sys.executable, "-S", "-u", str(LAUNCHER), run_dir], None
         else:
             try:
@@ -328,7 +330,7 @@ class Master:
             elif kind == "ended":
                 self._finish(job, KILLED if job.kill_requested else DONE,
                              exit_code=event.get("exit"), signal=event.get("signal"),
-                             reason=self._start_error(job, event.get("error")),
+                             reason=self._start_error(job, event.get("error"), event.get("in")),
                              t_end=event.get("t_end"))
             elif kind == "lost":
                 why = f"lost on {node}: {event.get('reason')}"
@@ -340,18 +342,17 @@ class Master:
                     self._requeue(job, "its start never reached the node")
 
     @staticmethod
-    def _start_error(job: Job, error: object) -> str | None:
+    def _start_error(job: Job, error: object, where: object) -> str | None:
+        """The reason of a job that could not start, from the supervisor's short record."""
         if not error:
             return None
-        text = str(error)
-        if text.startswith("cwd: "):
+        if where == "cwd":
             return (f"failed to start: the submission directory {job.cwd} cannot be used on "
-                    f"{job.node} ({text[5:]}); qpy needs it visible on the nodes, as with "
+                    f"{job.node} ({error}); qpy needs it visible on the nodes, as with "
                     "shared home directories")
-        which, _, why = text.partition(": ")
-        if which in ("out", "err"):
-            return f"failed to start: {why}: {os.path.join(job.cwd, f'job_{job.id}.{which}')}"
-        return f"failed to start: {text}"
+        if where in ("out", "err"):
+            return f"failed to start: {error}: {_output(job, where)}"
+        return f"failed to start: {error}"
 
     def _node_down(self, node: str, reason: str) -> None:
         """The multiuser declared ``node`` down: its jobs are lost, or queued again if they

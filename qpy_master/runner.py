@@ -72,11 +72,9 @@ class Runner:
     @property
     def reason(self) -> str:
         """Why the launcher is gone, from ssh's or the launcher's last error line."""
-        for line in reversed(self.errors):
-            if line.strip():
-                return line.strip()
         code = self.proc.poll()
-        return f"the launcher exited with status {code}" if code is not None else "unknown"
+        return ssh.last_error(self.errors, f"the launcher exited with status {code}"
+                              if code is not None else "unknown")
 
     def post(self, op: dict) -> None:
         """Send one op, or keep it until the launcher is ready; raises LauncherGone if the

@@ -32,7 +32,7 @@ def reload_nodes(mu, args: list[str]) -> dict:
                             sum(n.cores for n in nodes.values()))
     except (nodes_module.FileError, rules_module.ShareError) as exc:
         raise _refuse(exc) from None
-    mu.alloc.set_nodes(mu.monitored(nodes))
+    mu.alloc.set_nodes(mu.monitored(nodes, mu.alloc.nodes))
     mu.watch_nodes()
     mu.announce_nodes()
     mu.changed()

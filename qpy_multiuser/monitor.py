@@ -26,7 +26,7 @@ from pathlib import Path
 
 from qpy import ssh
 from qpy_multiuser import probe
-from qpy_multiuser.nodes import LOCAL, Node
+from qpy_multiuser.nodes import Node
 
 log = logging.getLogger("qpy.multiuser.monitor")
 DEFAULT_INTERVAL = 30.0
@@ -188,12 +188,12 @@ class Monitor:
                 watch.stop()
                 del self.remote[name]
         for node in nodes.values():
-            if node.address not in LOCAL and node.name not in self.remote:
+            if not node.local and node.name not in self.remote:
                 self.remote[node.name] = RemoteWatch(node, self.interval, self.home,
                                                      self.report, self.failed)
         if self.local is not None:
             self.local.stop()
-        local = [n for n in nodes.values() if n.address in LOCAL]
+        local = [n for n in nodes.values() if n.local]
         self.local = LocalWatch(local, self.interval, self.report) if local else None
 
     def stop(self) -> None:

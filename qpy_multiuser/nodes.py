@@ -10,14 +10,14 @@ by node monitoring's first sample for a remote one (which is down until then).
 from __future__ import annotations
 
 import math
-import os
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qpy.ssh import LOCAL_ADDRESSES
+from qpy_multiuser import probe
+
 NAME = re.compile(r"^[A-Za-z0-9_.:+-]+$")
-LOCAL = {"localhost", "127.0.0.1", "::1", socket.gethostname(), socket.getfqdn()}
 
 
 class FileError(ValueError):
@@ -54,38 +54,13 @@ class Node:
 
     @property
     def local(self) -> bool:
-        return self.address in LOCAL
+        return self.address in LOCAL_ADDRESSES
 
     def public(self) -> dict:
         return {"name": self.name, "address": self.address, "cores": self.cores,
                 "mem": self.mem, "attrs": sorted(self.attrs), "up": self.up,
                 "state": self.state, "reason": self.reason,
                 "pref_multicore": self.pref_multicore, "check_dir": self.check_dir}
-
-
-def local_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except OSError:
-        return os.cpu_count() or 1
-
-
-def local_memory_gb() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024 / 1024, 1)
-    return 0.0
-
-
-def local_memory_used() -> float:
-    """GB in use on this machine now (total minus available)."""
-    fields = {}
-    with open("/proc/meminfo") as f:
-        for line in f:
-            name, value = line.split(":", 1)
-            fields[name] = int(value.split()[0])
-    return round((fields["MemTotal"] - fields.get("MemAvailable", 0)) / 1024 / 1024, 1)
 
 
 def _bool(text: str, where: str) -> bool:
@@ -124,9 +99,9 @@ def parse_line(words: list[str], where: str) -> Node:
         if not eq or not value:
             raise FileError(f"{where}: expected key=value, got {item!r}")
         _apply(fields, key, value, where)
-    local = fields["address"] in LOCAL
-    cores = fields["cores"] or (local_cores() if local else 0)
-    mem = fields["mem"] or (local_memory_gb() if local else 0.0)
+    local = fields["address"] in LOCAL_ADDRESSES
+    cores = fields["cores"] or (probe.cores() if local else 0)
+    mem = fields["mem"] or (probe.memory()[0] if local else 0.0)
     detect = frozenset(k for k in ("cores", "mem") if not fields[k] and not local)
     return Node(name, fields["address"], cores, mem, frozenset(fields["attrs"]), fields["pref"],
                 fields.get("check_dir"), detect=detect)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from qpy import attrs, paths
 from qpy.server import RequestError, Session
-from qpy_multiuser import admin_ops, monitor
+from qpy_multiuser import admin_ops, monitor, probe
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.allocator import Allocator
@@ -32,7 +32,7 @@ class Multiuser:
         self.lock = threading.RLock()
         self.allowed = nodes_module.load_users(home / "allowed_users")
         self.interval = monitor.interval_setting(home)
-        self.alloc = Allocator(self.monitored(nodes_module.load(home / "nodes")),
+        self.alloc = Allocator(self.monitored(nodes_module.load(home / "nodes"), {}),
                                rules_module.load(home / "distribution_rules"))
         self.alloc.distribute()
         self.ledger = Ledger(home / "ledger.db")
@@ -50,14 +50,14 @@ class Multiuser:
 
     # -- nodes -----------------------------------------------------------------------------
 
-    def monitored(self, nodes: dict[str, nodes_module.Node]) -> dict[str, nodes_module.Node]:
-        """Freshly loaded nodes, with what monitoring already knows of them: a remote node
-        never seen is unknown, and out of the pool, until its first sample."""
+    def monitored(self, nodes: dict[str, nodes_module.Node],
+                  current: dict[str, nodes_module.Node]) -> dict[str, nodes_module.Node]:
+        """Freshly loaded nodes, with what monitoring knows of the ``current`` ones: a
+        remote node never seen is unknown, and out of the pool, until its first sample."""
         if self.interval is None:
             return nodes
-        current = getattr(self, "alloc", None)
         for node in nodes.values():
-            old = current.nodes.get(node.name) if current else None
+            old = current.get(node.name)
             if old is not None and old.address == node.address:
                 node.up, node.state, node.reason = old.up, old.state, old.reason
                 node.measured = old.measured
@@ -271,9 +271,8 @@ def _measured(node: nodes_module.Node) -> dict:
     """What monitoring last measured (a local node without monitoring is measured now)."""
     sample = node.measured
     if not sample and node.local:
-        return {"load": round(os.getloadavg()[0], 2),
-                "mem_in_use": nodes_module.local_memory_used(), "outsiders": None,
-                "disk": None}
+        return {"load": round(os.getloadavg()[0], 2), "mem_in_use": probe.memory()[1],
+                "outsiders": None, "disk": None}
     return {"load": sample.get("load"), "mem_in_use": sample.get("mem_used"),
             "outsiders": sample.get("outsiders"), "disk": sample.get("disk")}
 

@@ -19,6 +19,7 @@ and the venv removed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -29,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from conftest import pid_alive, wait_for
@@ -73,6 +75,32 @@ def unavailable() -> str | None:
         if shutil.which(tool, path=SBIN_PATH) is None:
             return f"the multi-user tests need {tool!r} (Debian packages passwd, util-linux)"
     return None
+
+
+def require() -> None:
+    """pytest.skip when the multi-user tests cannot run here; but fail when ``CI`` is
+    set, so CI never skips them silently."""
+    import pytest
+
+    reason = unavailable()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set, so not skipping: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def started_cluster(**kwargs) -> Iterator[Cluster]:
+    """A set-up cluster (``Cluster(**kwargs)``) for a fixture to yield, torn down after;
+    skipped (or failed under CI) where it cannot run."""
+    require()
+    cluster = Cluster(**kwargs)
+    try:
+        cluster.set_up()
+        yield cluster
+    finally:
+        cluster.tear_down()
 
 
 def _tool(name: str) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-from multiuser import WAIT, Cluster, Jobs, unavailable
+from multiuser import WAIT, Cluster, Jobs, started_cluster, unavailable
 
 from qpy import paths, wire
 from qpy_master import handlers
@@ -165,15 +165,9 @@ def multiuser_state(cluster: Cluster) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster():
-    if REASON:
-        pytest.fail(f"{REASON} (CI is set: the multi-user tests must run, not be skipped)")
-    c = Cluster()
-    try:
-        c.set_up()
+    with started_cluster() as c:
         c.reset()
         yield c
-    finally:
-        c.tear_down()
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ from pathlib import Path
 import pytest
 import suite_stats
 from conftest import QPY, WAIT, pid_alive, start_daemons, wait_for
-from multiuser import GATED, Cluster, Jobs, unavailable
+from multiuser import GATED, Cluster, Jobs, started_cluster, unavailable
 
 from qpy import client, paths, wire
 from qpy.selection import FINISHED
@@ -835,16 +835,8 @@ SHARES = {"alice": 3, "bob": 3, "carol": 2}  # 8 cores, 'even', in registration 
 
 @pytest.fixture(scope="module")
 def mu_cluster():
-    if MU_REASON:
-        if os.environ.get("CI"):
-            pytest.fail(f"{MU_REASON} (CI is set: the multi-user tests must run)")
-        pytest.skip(MU_REASON)
-    cluster = Cluster()
-    try:
-        cluster.set_up()
+    with started_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.tear_down()
 
 
 @pytest.fixture

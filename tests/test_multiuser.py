@@ -28,6 +28,7 @@ from multiuser import (
     Cluster,
     Jobs,
     expected_exit,
+    started_cluster,
     unavailable,
 )
 
@@ -43,14 +44,8 @@ NODE_CORES = {"n1": 2, "n2": 4, "n3": 2}
 
 @pytest.fixture(scope="session")
 def mu_cluster():
-    if REASON:
-        pytest.fail(f"{REASON} (CI is set: the multi-user tests must run, not be skipped)")
-    cluster = Cluster()
-    try:
-        cluster.set_up()
+    with started_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.tear_down()
 
 
 @pytest.fixture

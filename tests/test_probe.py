@@ -50,6 +50,7 @@ def test_processes_below_a_qpy_launcher_are_not_outsiders(tmp_path):
                       "print(p.pid, flush=True)\np.wait()\n")
     launcher = subprocess.Popen([sys.executable, str(script), "qpy-launcher"],
                                 stdout=subprocess.PIPE, text=True)
+    child = None
     try:
         child = int(launcher.stdout.readline())
         parents = {child: launcher.pid, launcher.pid: os.getpid()}
@@ -58,10 +59,11 @@ def test_processes_below_a_qpy_launcher_are_not_outsiders(tmp_path):
     finally:
         launcher.kill()
         launcher.wait()
-        try:
-            os.kill(child, 9)
-        except (OSError, UnboundLocalError):
-            pass
+        if child is not None:
+            try:
+                os.kill(child, 9)
+            except OSError:
+                pass
 
 
 def test_a_sample_has_the_size_load_and_the_disk_of_check_dir(tmp_path):

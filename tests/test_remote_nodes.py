@@ -17,9 +17,8 @@ from pathlib import Path
 import netns_nodes
 import pytest
 from conftest import pid_alive, wait_for
-from multiuser import GATED, WAIT, Cluster, Jobs, expected_exit, unavailable
+from multiuser import GATED, WAIT, Cluster, Jobs, expected_exit, started_cluster
 
-REASON = unavailable() or netns_nodes.unavailable()
 NODES = """\
 # three namespace nodes; node3's cores and memory are detected by monitoring
 node1 cores=2 memory=8 attributes=small check_dir=/tmp
@@ -32,16 +31,9 @@ INTERVAL = "0.5"  # seconds between samples: a node that is back is seen quickly
 @pytest.fixture(scope="module")
 def world():
     """(qpy cluster, ssh nodes): alice and the admin can ssh to node1..3."""
-    if REASON:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set, so not skipping: {REASON}", pytrace=False)
-        pytest.skip(REASON)
-    qpy = Cluster()
-    nodes = None
-    try:
-        qpy.set_up()
-        nodes = netns_nodes.Cluster(3, user=qpy.name("alice"), home_config=True)
-        nodes.start()
+    netns_nodes.require()
+    with started_cluster() as qpy, netns_nodes.Cluster(3, user=qpy.name("alice"),
+                                               home_config=True) as nodes:
         nodes.authorize(qpy.name("admin"), home_config=True)
         qpy.write_admin_file("nodes", NODES)
         qpy.write_admin_file("node_check_interval", INTERVAL + "\n")
@@ -49,23 +41,15 @@ def world():
         wait_for(lambda: not qpy.multiuser_pid(), WAIT, "the multiuser to stop")
         qpy.start_multiuser()
         yield qpy, nodes
-    finally:
-        try:
-            if nodes is not None:
-                nodes.teardown()
-        finally:
-            qpy.tear_down()
 
 
 @pytest.fixture
 def cluster(world):
     qpy, nodes = world
     wait_for(lambda: all_up(qpy), WAIT, "every node to be up")
-    for user in ("alice",):
-        qpy.qpy_as(user, "kill", "all", check=False)
-        wait_for(lambda u=user: not [j for j in qpy.jobs(u)
-                                     if j["status"] in ("queue", "running")],
-                 WAIT, f"{user}'s jobs to end")
+    qpy.qpy_as("alice", "kill", "all", check=False)
+    wait_for(lambda: not [j for j in qpy.jobs("alice") if j["status"] in ("queue", "running")],
+             WAIT, "alice's jobs to end")
     return qpy, nodes
 
 

@@ -6,11 +6,12 @@ Pure: no daemons, only files in a temporary directory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from qpy_multiuser import nodes, rules
+from qpy_multiuser import nodes, probe, rules
 from qpy_multiuser.nodes import FileError
 from qpy_multiuser.rules import Extra, ShareError
 
@@ -76,8 +77,8 @@ def test_nodes_local_node_is_detected(tmp_path):
     found = nodes.load(write(tmp_path, "nodes", "localhost\n"))
     local = found["localhost"]
     assert local.address == "localhost"
-    assert local.cores == nodes.local_cores() >= 1
-    assert local.mem == nodes.local_memory_gb() > 0
+    assert local.cores == len(os.sched_getaffinity(0)) >= 1
+    assert local.mem == probe.memory()[0] > 0
 
 
 def test_nodes_local_node_given_values_win(tmp_path):
