@@ -3,7 +3,7 @@
 # Enable it with `source /path/to/bash_completion.sh`, e.g. in ~/.bashrc.
 # `qpy COMMAND ? <TAB><TAB>` prints a short help and leaves the line as it is.
 #
-# GENERATED from the click commands by `python -m qpy.completion`: do not edit by hand.
+# GENERATED from the click commands by `python -m tools.completion`: do not edit by hand.
 # tests/test_completion.py fails when this file differs from what the generator writes.
 
 # --- helpers: each appends candidates for the word at the cursor ($cur) to COMPREPLY ---

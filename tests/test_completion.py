@@ -17,8 +17,10 @@ import click
 import pytest
 from conftest import wait_for
 
-from qpy import cli, completion, config, render
+from qpy import cli, config, render
+from qpy.completion import ID_DEADLINE
 from qpy_multiuser import admin_cli
+from tools import completion
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bash_completion.sh"
@@ -103,7 +105,7 @@ ADMIN_COMMANDS = sorted(n for n, c in admin_cli.admin.commands.items() if not c.
 
 def test_script_is_what_the_generator_writes():
     assert SCRIPT.read_text() == completion.render(), \
-        "bash_completion.sh is out of date: run python -m qpy.completion"
+        "bash_completion.sh is out of date: run python -m tools.completion"
     assert completion.main(["--check"]) == 0
 
 
@@ -429,7 +431,7 @@ def test_a_master_that_does_not_answer_does_not_hang_completion():
         os.chmod(home / "master.key", 0o600)
         result = complete("qpy", "kill", "", env={**os.environ, "QPY_HOME": str(home)})
         assert result.words == ["queue", "running", "all"]
-        assert result.seconds < completion.ID_DEADLINE + 3, result.seconds
+        assert result.seconds < ID_DEADLINE + 3, result.seconds
     finally:
         listener.close()
         shutil.rmtree(home, ignore_errors=True)

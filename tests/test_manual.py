@@ -12,8 +12,9 @@ from pathlib import Path
 import click
 import pytest
 
-from qpy import cli, config, jobspec, manpage, render
+from qpy import cli, config, jobspec, render
 from qpy_multiuser import admin_cli
+from tools import manpage
 
 ROOT = Path(__file__).resolve().parent.parent
 MANUAL = ROOT / "manual"
@@ -147,7 +148,7 @@ def test_files_environment_install_and_troubleshooting():
 
 def test_man_page_is_what_the_generator_writes():
     assert (MANUAL / "qpy.1").read_text() == manpage.render(), \
-        "manual/qpy.1 is out of date: run python -m qpy.manpage"
+        "manual/qpy.1 is out of date: run python -m tools.manpage"
     assert manpage.main(["--check"]) == 0
 
 
