@@ -13,7 +13,8 @@ import time
 from common import QPY, ROOT, Bench, timed
 
 sys.path.insert(0, str(ROOT))
-from qpy.model import DONE, Job  # noqa: E402
+from qpy.model import Job  # noqa: E402
+from qpy.states import DONE  # noqa: E402
 from qpy_master.store import Store  # noqa: E402
 
 RUNS = 20
@@ -23,15 +24,14 @@ def seed(bench: Bench, n: int) -> None:
     bench.qpy("finish")
     store = Store(bench.home / "jobs.db")
     now = time.time()
-    store.begin()
-    env = store.env_id({"PATH": "/usr/bin:/bin"})
-    for i in range(n):
-        job = Job(id=0, status=DONE, command=f"echo {i}", cwd=str(bench.work), t_queue=now,
-                  env_id=env)
-        job.id = store.insert(job, 0)
-    store.db.execute("UPDATE jobs SET status = 'done', t_start = ?, t_end = ?, exit_code = 0",
-                     (now, now))
-    store.commit()
+    with store.transaction():
+        env = store.env_id({"PATH": "/usr/bin:/bin"})
+        for i in range(n):
+            job = Job(id=0, status=DONE, command=f"echo {i}", cwd=str(bench.work),
+                      t_queue=now, env_id=env)
+            job.id = store.insert(job, 0)
+        store.db.execute("UPDATE jobs SET status = 'done', t_start = ?, t_end = ?, "
+                         "exit_code = 0", (now, now))
     store.close()
 
 

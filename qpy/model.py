@@ -1,30 +1,12 @@
-"""The one job model: statuses, allowed transitions and the record every tier exchanges."""
+"""The one job model: the record every tier exchanges (statuses live in ``qpy.states``)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 
-from qpy.selection import FINISHED, STATUSES  # noqa: F401 - the one list, re-exported
-
-# LOST: its node went down while it ran (Slurm's NODE_FAIL); never reported as done.
-QUEUE, RUNNING, DONE, KILLED, UNDONE, LOST = STATUSES
-
-# Every status change goes through Job.move, which refuses anything not listed here.
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    QUEUE: (RUNNING, UNDONE),
-    # back to queue when the launch never happened, or its node failed and it asked for that
-    RUNNING: (DONE, KILLED, LOST, QUEUE),
-    DONE: (),
-    KILLED: (),
-    UNDONE: (),
-    LOST: (),
-}
-
-from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM  # noqa: E402 - re-exported for the tiers
-
-
-class TransitionError(Exception):
-    """A status change the job model does not allow: a bug, never user input."""
+from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM
+from qpy.states import check_transition
 
 
 @dataclass
@@ -55,10 +37,14 @@ class Job:
     requeue: bool = False  # run it again from the queue if its node fails (sub --requeue)
 
     def move(self, status: str) -> None:
-        """Change status, refusing transitions the model forbids."""
-        if status not in TRANSITIONS[self.status]:
-            raise TransitionError(f"job {self.id}: {self.status} -> {status} is not allowed")
+        """Change status, refusing transitions the table forbids (only ``Records.move``
+        calls this, so the stored record always changes with it)."""
+        check_transition(self.id, self.status, status)
         self.status = status
+
+    def output(self, which: str) -> str:
+        """``job_<ID>.out`` or ``.err`` in the submission directory."""
+        return os.path.join(self.cwd, f"job_{self.id}.{which}")
 
     @property
     def shape(self) -> tuple[int, float, str | None]:

@@ -7,14 +7,13 @@ termcolor is imported only when colour is actually wanted.
 import re
 import time
 
-from qpy.selection import STATUSES
+from qpy.states import LIVE, STATUSES
 
 DEFAULT_FMT = "%j (%s):%c (on %n; wd: %d)\n"
 COLOURS = ("grey", "red", "green", "yellow", "blue", "magenta", "cyan", "white")
-# One colour per status, in the order of qpy.selection.STATUSES.
+# One colour per status, in the order of qpy.states.STATUSES.
 DEFAULT_SCHEME = ("yellow", "blue", "green", "red", "grey", "magenta")
 _STATUS_ORDER = STATUSES
-_UNFINISHED = ("queue", "running")
 
 _PLACEHOLDER_RE = re.compile(r"%(.?)", re.DOTALL)
 _ESCAPE_RE = re.compile(r"\\([nt\\])")
@@ -54,7 +53,7 @@ def _memory(mem: float) -> str:
 
 def _exit(job: dict) -> str:
     """Signal wins over exit code: "sig9" explains a kill better than the shell's 137."""
-    if job["status"] in _UNFINISHED:
+    if job["status"] in LIVE:
         return "-"
     if job.get("signal") is not None:
         return f"sig{job['signal']}"

@@ -9,10 +9,8 @@ import os
 import re
 from collections.abc import Callable
 
-# Every status, in the order of the colour scheme (qpy.model names them; this cheap module
-# holds the list so the CLI need not import the model).
-STATUSES = ("queue", "running", "done", "killed", "undone", "lost")
-FINISHED = STATUSES[2:]
+from qpy.states import FINISHED, STATUSES  # noqa: F401 - re-exported for the CLI
+
 _KEYS = ("ids", "ranges", "statuses", "dirs", "all")
 
 # An argument made only of these characters (and holding a digit) is meant as IDs, so it

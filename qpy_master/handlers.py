@@ -6,13 +6,13 @@ as an error reply and the CLI prints on stderr with ``qpy:``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
-from qpy import attrs, config, jobspec, selection
-from qpy.model import FINISHED, QUEUE, RUNNING, UNDONE, Job
+from qpy import config, selection
 from qpy.server import RequestError, Session
+from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
+from qpy_master import submit
 from qpy_master.master import Master
 
 
@@ -28,98 +28,50 @@ def _selection(msg: dict) -> dict:
 
 
 def sub(m: Master, s: Session, msg: dict) -> dict:
-    try:
-        cores, mem, attr = jobspec.check_resources(msg["n_cores"], msg["mem"], msg["attr"])
-    except jobspec.SpecError as exc:
-        raise RequestError(str(exc)) from None
-    cwd = msg["cwd"]
-    if not os.path.isabs(cwd):
-        raise RequestError(f"the submission directory must be absolute, not {cwd!r}")
-    if any("\0" in (text or "") for text in (msg["command"], msg.get("run"), cwd)):
-        raise RequestError("the command or directory contains a NUL character")
     if not m.nodes:  # a fresh master: learn the nodes first, so impossible jobs are refused
         m.link.wait_up(10.0)
     with m.lock:
-        st = m.settings
-        try:
-            attr = attrs.combine(attr, st["defaultAttr"], st["andAttr"], st["orAttr"])
-        except attrs.AttrError as exc:
-            raise RequestError(str(exc)) from None
-        why = m.fits_somewhere(cores, mem, attr)
-        if why:
-            raise RequestError(f"job refused: {why}")
-        job = Job(id=0, status=QUEUE, command=msg["command"], cwd=cwd, n_cores=cores, mem=mem,
-                  attr=attr, t_queue=time.time(), run_command=msg.get("run"),
-                  requeue=bool(msg.get("requeue")))
-        _record(m, job, msg)
-    m.wake.set()
-    return {"text": f"Job {job.id} received.\n", "job": job.id}
-
-
-def _record(m: Master, job: Job, msg: dict) -> None:
-    """Store the job (and its script copy) in one transaction, then queue it."""
-    m.store.begin()
-    try:
-        job.env_id = m.store.env_id(msg["env"])
-        qpos = m.queue.next_pos
-        job.id = m.store.insert(job, qpos)
+        job = submit.new_job(msg, m.settings, m.nodes)
         copy = msg["copy"] if msg["copy"] is not None else m.settings["copyScripts"]
         index = msg.get("script_index")
-        if copy and msg.get("argv") and isinstance(index, int):
-            m.copy_script(job, msg["argv"], index)
-            m.store.save(job, ("script_copy", "run_command"))
-        m.store.commit()
-    except OSError as exc:
-        m.store.rollback()
-        raise RequestError(f"cannot copy the script: {exc.strerror}: {exc.filename}") from None
-    except BaseException:
-        m.store.rollback()
-        raise
-    m.queue.push(job, qpos)
+        try:
+            with m.records.transaction():
+                m.records.add(job, msg["env"])
+                if copy and msg.get("argv") and isinstance(index, int):
+                    m.records.update(job, **submit.copy_script(m.home / "scripts", job,
+                                                               msg["argv"], index))
+        except OSError as exc:
+            raise RequestError(f"cannot copy the script: {exc.strerror}: {exc.filename}") \
+                from None
+    m.wake.set()
+    return {"text": f"Job {job.id} received.\n", "job": job.id}
 
 
 def check(m: Master, s: Session, msg: dict) -> dict:
     sel = _selection(msg)
     with m.lock:
-        jobs = [j.public() for j in m.store.select(sel)]
+        jobs = [j.public() for j in m.records.select(sel)]
         fmt = m.settings["checkFMT"]
         if "%K" in fmt:
             for job in jobs:
-                notes = m.store.notes(job["id"])
+                notes = m.records.notes(job["id"])
                 job["notes"] = "".join(_note_text(t, text) for t, text in notes) or None
         return {"jobs": jobs, "fmt": fmt, "colour": m.settings["colour"],
                 "scheme": m.settings["coloursScheme"], "paused": m.paused}
 
 
-def _live_matches(m: Master, sel: dict) -> list[Job]:
-    """Queued and running jobs in the selection, found without scanning the store."""
-    live = {**m.queue.jobs, **m.running}
-    found: dict[int, Job] = {i: live[i] for i in sel["ids"] if i in live}
-    for low, high in sel["ranges"]:
-        ids = range(low, high + 1) if high - low < len(live) else list(live)
-        found.update({i: live[i] for i in ids if i in live and low <= i <= high})
-    if sel["statuses"] or sel["dirs"] or sel["all"]:
-        found.update({j.id: j for j in live.values()
-                      if selection.matches(sel, j.id, j.status, j.cwd)})
-    return [found[i] for i in sorted(found)]
-
-
 def kill(m: Master, s: Session, msg: dict) -> dict:
     sel = _selection(msg)
     with m.lock:
-        targets = _live_matches(m, sel)
+        targets = m.records.live_matches(sel)
         queued = [j for j in targets if j.status == QUEUE]
         running = [j for j in targets if j.status == RUNNING]
         if not targets:
             raise RequestError("Nothing to do: required jobs not found.")
         now = time.time()
-        m.store.begin()
-        for job in queued:
-            m.queue.remove(job.id)
-            job.move(UNDONE)
-            job.t_end = now
-            m.store.save(job, ("status", "t_end"))
-        m.store.commit()
+        with m.records.transaction():
+            for job in queued:
+                m.records.move(job, UNDONE, t_end=now)
         for job in running:
             m.kill_running(job)
     text = ""
@@ -133,12 +85,10 @@ def kill(m: Master, s: Session, msg: dict) -> dict:
 def clean(m: Master, s: Session, msg: dict) -> dict:
     sel = _selection(msg)
     with m.lock:
-        ids = [j.id for j in m.store.select(sel, FINISHED)]
+        ids = [j.id for j in m.records.select(sel, FINISHED)]
         if not ids:
             raise RequestError("Nothing to do: required jobs not found.")
-        m.store.begin()
-        m.store.delete(ids)
-        m.store.commit()
+        m.records.delete(ids)
     return {"text": f"{plural(len(ids), 'finished job')} removed.\n", "removed": ids}
 
 
@@ -151,8 +101,7 @@ def configure(m: Master, s: Session, msg: dict) -> dict:
             value = config.parse(key, msg["values"])
         except config.ConfigError as exc:
             raise RequestError(str(exc)) from None
-        m.store.put_setting(key, json.dumps(value))
-        m.settings[key] = value
+        m.set_setting(key, value)
     return {"text": config.message(key, value) + "\n"}
 
 
@@ -160,8 +109,7 @@ def ctrl(m: Master, s: Session, msg: dict) -> dict:
     action = msg["action"]
     if action in ("pause", "continue"):
         with m.lock:
-            m.paused = action == "pause"
-            m.store.put_setting("paused", "true" if m.paused else "false")
+            m.set_setting("paused", action == "pause")
         m.wake.set()
         return {"text": f"Job submission {'paused' if action == 'pause' else 'continued'}.\n"}
     if action != "jump":
@@ -173,13 +121,10 @@ def ctrl(m: Master, s: Session, msg: dict) -> dict:
     with m.lock:
         if not m.paused:
             raise RequestError("Pause the queue before trying to control it.")
-        ids = [j.id for j in _live_matches(m, sel) if j.status == QUEUE]
-        text, order = m.queue.jump(ids, target)
-        if not order:
+        ids = [j.id for j in m.records.live_matches(sel) if j.status == QUEUE]
+        text, changed = m.records.reorder(ids, target)
+        if not changed:
             raise RequestError(text)
-        m.store.begin()
-        m.store.set_qpos(order)
-        m.store.commit()
     return {"text": text + "\n"}
 
 
@@ -192,21 +137,21 @@ def notes(m: Master, s: Session, msg: dict) -> dict:
     job_id, text = msg["job"], msg["text"]
     with m.lock:
         if job_id is None:
-            ids = m.store.jobs_with_notes()
+            ids = m.records.jobs_with_notes()
             if not ids:
                 return {"text": "You have no notes.\n"}
             return {"text": "You have notes for the following jobs:\n"
                             + " ".join(map(str, ids)) + "\n"}
-        if m.store.get(job_id) is None:
+        if m.records.get(job_id) is None:
             raise RequestError(f"job {job_id} not found")
         if text is None:
-            stored = m.store.notes(job_id)
+            stored = m.records.notes(job_id)
             if not stored:
                 return {"text": f"No notes for {job_id}\n"}
             return {"text": "".join(_note_text(t, body) for t, body in stored)}
         if not text.strip():
             raise RequestError("the note is empty")
-        m.store.add_note(job_id, time.time(), text)
+        m.records.add_note(job_id, time.time(), text)
     return {"text": "Note stored.\n"}
 
 

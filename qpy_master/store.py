@@ -7,14 +7,16 @@ handed out twice, even after ``clean`` removed the highest ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from qpy import selection
-from qpy.model import QUEUE, RUNNING, Job
+from qpy.model import Job
+from qpy.states import QUEUE, RUNNING, check_transition
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -106,6 +108,7 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self._add_missing_columns()
+        self._undo: list[Callable[[], None]] | None = None
 
     def _add_missing_columns(self) -> None:
         """A store written by an earlier qpy lacks the newer columns: add them in place."""
@@ -116,15 +119,41 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def begin(self) -> None:
-        """Group the following writes into one commit (``commit`` or ``rollback``)."""
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes into one commit. On any exception everything is rolled back,
+        the records in memory too (through the undo actions registered with
+        ``on_rollback``), and the exception goes on. Nested uses join the outer one."""
+        if self._undo is not None:
+            yield
+            return
+        self._undo = []
         self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            for undo in reversed(self._undo):
+                undo()
+            raise
+        finally:
+            self._undo = None
 
-    def commit(self) -> None:
-        self.db.execute("COMMIT")
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Register how to take back an in-memory change if the transaction fails."""
+        if self._undo is not None:
+            self._undo.append(undo)
 
-    def rollback(self) -> None:
-        self.db.execute("ROLLBACK")
+    def transition(self, job: Job, status: str, **fields: object) -> None:
+        """The one way a job changes status: checked against the table, stored together
+        with the fields that change with it, then applied to ``job``."""
+        check_transition(job.id, job.status, status)
+        old = {name: getattr(job, name) for name in ("status", *fields)}
+        self._write(job.id, {"status": status, **fields})
+        for name, value in {"status": status, **fields}.items():
+            setattr(job, name, value)
+        self.on_rollback(lambda: [setattr(job, n, v) for n, v in old.items()])
 
     def env_id(self, env: dict[str, str]) -> int:
         """Store a submission environment once, however many jobs share it."""
@@ -152,13 +181,23 @@ class Store:
                             int(job.requeue)))))
         return cur.lastrowid
 
-    def save(self, job: Job, fields: Iterable[str]) -> None:
-        """Write the named fields of one job."""
-        names = list(fields)
-        values = [int(v) if isinstance(v, bool) else _db(v)
-                  for v in (getattr(job, n) for n in names)]
-        sets = ", ".join(f"{n} = ?" for n in names)
-        self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job.id))
+    def update(self, job: Job, **fields: object) -> None:
+        """Change fields of a job that are not its status (``transition`` does that)."""
+        if "status" in fields:
+            raise ValueError("a status changes only through transition()")
+        old = {name: getattr(job, name) for name in fields}
+        self._write(job.id, fields)
+        for name, value in fields.items():
+            setattr(job, name, value)
+        self.on_rollback(lambda: [setattr(job, n, v) for n, v in old.items()])
+
+    def _write(self, job_id: int, fields: dict[str, object]) -> None:
+        unknown = set(fields) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"no such job field: {sorted(unknown)[0]}")
+        values = [int(v) if isinstance(v, bool) else _db(v) for v in fields.values()]
+        sets = ", ".join(f"{n} = ?" for n in fields)
+        self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
 
     def set_qpos(self, order: Iterable[tuple[int, int]]) -> None:
         """Persist queue positions as (qpos, id) pairs, e.g. after a jump."""

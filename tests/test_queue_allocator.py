@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from qpy.model import QUEUE, Job
+from qpy.model import Job
+from qpy.states import QUEUE
 from qpy_master.queue import MAX_SHAPES, PER_SHAPE, JobQueue
 from qpy_multiuser.allocator import Allocator
 from qpy_multiuser.nodes import Node

@@ -1,4 +1,4 @@
-"""The master's handle on one node's launcher process.
+"""The master's link to one node's launcher process (``LauncherLink``).
 
 The launcher is stdlib only. On this machine it runs as a child of the master
 (``python3 -S launcher.py RUN_DIR``); on a remote node it runs at the end of an ssh
@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from qpy import ssh
 
-log = logging.getLogger("qpy.master.runner")
+log = logging.getLogger("qpy.master.launcher_link")
 READY_TIMEOUT = ssh.CONNECT_TIMEOUT + 30.0  # seconds from starting ssh to ``ready``
 
 
@@ -40,19 +40,18 @@ class LauncherGone(Exception):
     """The launcher process is not there to take an op."""
 
 
-class Runner:
+class LauncherLink:
     """One launcher process, local or over ssh, and the threads that read from it."""
 
     def __init__(self, node: str, argv: list[str], preamble: bytes | None,
                  on_event: Callable[[str, dict], None],
-                 on_ready: Callable[[str, Runner], None],
-                 on_exit: Callable[[str, Runner], None]) -> None:
+                 on_ready: Callable[[str, LauncherLink], None],
+                 on_exit: Callable[[str, LauncherLink], None]) -> None:
         self.node = node
         self.on_event, self.on_ready, self.on_exit = on_event, on_ready, on_exit
         self.closing = False
         self.ready = False
         self.ready_at: float | None = None
-        self.envs_sent: set[int] = set()
         self.unsent_starts: set[int] = set()  # start ops still waiting in ``pending``
         self.pending: list[bytes] = []
         self.errors: collections.deque[str] = collections.deque(maxlen=20)
