@@ -29,6 +29,19 @@ from qpy_master.store import Store
 log = logging.getLogger("qpy.master")
 
 
+def start_error(job: Job, error: object, where: object) -> str | None:
+    """The reason of a job that could not start, from the supervisor's short record."""
+    if not error:
+        return None
+    if where == "cwd":
+        return (f"failed to start: the submission directory {job.cwd} cannot be used on "
+                f"{job.node} ({error}); qpy needs it visible on the nodes, as with "
+                "shared home directories")
+    if where in ("out", "err"):
+        return f"failed to start: {error}: {job.output(where)}"
+    return f"failed to start: {error}"
+
+
 class Master:
     """One user's queue, running jobs, launchers and link to the multiuser."""
 
@@ -198,25 +211,12 @@ class Master:
         elif kind == "ended":
             self._finish(job, KILLED if job.kill_requested else DONE,
                          exit_code=event.get("exit"), signal=event.get("signal"),
-                         reason=self._start_error(job, event.get("error"), event.get("in")),
+                         reason=start_error(job, event.get("error"), event.get("in")),
                          t_end=event.get("t_end"))
         elif kind == "lost" and not event.get("ran"):
             self._requeue(job, "its start never reached the node")
         elif kind == "lost":
             self._lose(job, f"lost on {node}: {event.get('reason')}")
-
-    @staticmethod
-    def _start_error(job: Job, error: object, where: object) -> str | None:
-        """The reason of a job that could not start, from the supervisor's short record."""
-        if not error:
-            return None
-        if where == "cwd":
-            return (f"failed to start: the submission directory {job.cwd} cannot be used on "
-                    f"{job.node} ({error}); qpy needs it visible on the nodes, as with "
-                    "shared home directories")
-        if where in ("out", "err"):
-            return f"failed to start: {error}: {job.output(where)}"
-        return f"failed to start: {error}"
 
     # -- a job's end -----------------------------------------------------------------------
 
