@@ -31,7 +31,8 @@ def cli() -> None:
 
 
 def fail(text: str) -> None:
-    raise ClientError(text)
+    """Refuse bad input from the command line (exit status 2, as click's usage errors)."""
+    raise ClientError(text, "bad_request")
 
 
 def say(reply: dict) -> None:
@@ -210,7 +211,7 @@ def tutorial(keyword: str | None) -> None:
     try:
         tutorial_module.show(keyword)
     except tutorial_module.TutorialError as exc:
-        fail(str(exc))
+        raise ClientError(str(exc), "not_found") from None
 
 
 @cli.command(name="_complete", hidden=True, context_settings=CONTEXT)
@@ -229,8 +230,10 @@ def run() -> int:
         cli.main(prog_name="qpy", standalone_mode=False)
         return 0
     except ClientError as exc:
+        from qpy.wire import EXIT_STATUS
+
         sys.stderr.write(f"qpy: {exc}\n")
-        return 1
+        return EXIT_STATUS.get(exc.code, 1)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

@@ -15,7 +15,12 @@ CALL_TIMEOUT = 120.0
 
 
 class ClientError(Exception):
-    """Something the user must be told in one line."""
+    """Something the user must be told in one line; ``code`` (a key of
+    ``wire.EXIT_STATUS``) decides the exit status."""
+
+    def __init__(self, text: str, code: str = "refused") -> None:
+        super().__init__(text)
+        self.code = code
 
 
 def connect_bundle(directory: str | os.PathLike, user: str, key_file: str | os.PathLike):
@@ -50,9 +55,9 @@ def start_master(home: str) -> None:
         try:
             status = spawn_daemon("qpy_master", os.path.join(home, "master.log"))
         except SpawnError as exc:
-            raise ClientError(str(exc)) from None
+            raise ClientError(str(exc), "unreachable") from None
         if status not in ("ok", "busy"):
-            raise ClientError(f"the qpy master could not start: {status}")
+            raise ClientError(f"the qpy master could not start: {status}", "unreachable")
 
 
 def connect(start: bool = True):
@@ -67,14 +72,15 @@ def connect(start: bool = True):
         # the master died while it held our connection unserved: nothing was asked yet,
         # so start another (start_master first checks whether one answers by now)
         if not start:
-            raise ClientError(f"cannot talk to the qpy master: {exc}") from None
+            raise ClientError(f"cannot talk to the qpy master: {exc}", "unreachable") from None
     except OSError as exc:
-        raise ClientError(f"cannot talk to the qpy master: {exc}") from None
+        raise ClientError(f"cannot talk to the qpy master: {exc}", "unreachable") from None
     start_master(home)
     try:
         return _connect(home)
     except (OSError, EOFError) as exc:
-        raise ClientError(f"the qpy master started but does not answer: {exc}") from None
+        raise ClientError(f"the qpy master started but does not answer: {exc}",
+                          "unreachable") from None
 
 
 def request(msg: dict, start: bool = True) -> dict:
@@ -82,4 +88,4 @@ def request(msg: dict, start: bool = True) -> dict:
     try:
         return wire.exchange(connect(start), msg, CALL_TIMEOUT, "the qpy master")
     except wire.Refused as exc:
-        raise ClientError(str(exc)) from None
+        raise ClientError(str(exc), exc.code) from None

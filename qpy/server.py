@@ -17,10 +17,48 @@ from multiprocessing.connection import Connection, Listener
 from qpy import wire
 
 log = logging.getLogger("qpy.server")
+# The tests set this: every reply is checked against wire.REPLIES before it is sent.
+CHECK_REPLIES = bool(os.environ.get("QPY_CHECK_REPLIES"))
+
+
+def _checked(kind: str, reply: dict) -> dict:
+    """The reply, or an internal error naming how it strays from its schema."""
+    problem = wire.reply_problem(kind, reply)
+    if problem is None:
+        return reply
+    log.error("reply to %s does not fit its schema: %s", kind, problem)
+    return wire.error_reply(f"internal error: {problem}", reply.get("re"), "internal")
 
 
 class RequestError(Exception):
-    """A request that is well-formed but cannot be done; the text goes to the user."""
+    """A request that cannot be done; the text goes to the user, ``code`` (a key of
+    ``wire.EXIT_STATUS``) says what kind of failure it is."""
+
+    code = "refused"
+
+
+class BadRequest(RequestError):
+    """Input that is not valid: an option, value or selection the user must fix."""
+
+    code = "bad_request"
+
+
+class NotFound(RequestError):
+    """The selection or job ID matched no job."""
+
+    code = "not_found"
+
+
+class Unreachable(RequestError):
+    """A daemon this one needs (the multiuser) cannot be reached now."""
+
+    code = "unreachable"
+
+
+class Denied(RequestError):
+    """Not allowed for the user who asks."""
+
+    code = "denied"
 
 
 class Session:
@@ -164,13 +202,16 @@ class Server:
             reply = handler(session, msg) or {}
         except (wire.WireError, RequestError) as exc:
             log.info("refused %s from %s: %s", msg.get("type"), session.user, exc)
-            return wire.error_reply(str(exc), msg.get("id")), None
+            code = exc.code if isinstance(exc, RequestError) else "bad_request"
+            return wire.error_reply(str(exc), msg.get("id"), code), None
         except Exception as exc:
             log.exception("request %s from %s failed", msg.get("type"), session.user)
             return wire.error_reply(f"internal error: {type(exc).__name__}: {exc}",
-                                    msg.get("id")), None
+                                    msg.get("id"), "internal"), None
         after = reply.pop("_after", None)
         reply.setdefault("ok", True)
         if "id" in msg:
             reply["re"] = msg["id"]
+        if CHECK_REPLIES:
+            reply = _checked(msg["type"], reply)
         return reply, after

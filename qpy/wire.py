@@ -38,10 +38,12 @@ class AuthError(Exception):
     """The peer could not prove it holds the key of the user it named."""
 
 
-# Field specs: "int", "float" (int accepted), "str", "bool", "dict", "list"; a leading "?"
-# allows null; "[x]" is a list of x; "{str}" a str->str mapping. A trailing "=" marks the
-# field optional (absent means null/empty).
-SCHEMAS: dict[str, dict[str, str]] = {
+# Field specs: "int", "float" (int accepted), "str", "bool", "dict", "list", "any"; a leading
+# "?" allows null; "[x]" is a list of x; "{str}" a str->str mapping; a name of RECORDS is a
+# dict of that shape. A trailing "=" marks the field optional (absent means null/empty).
+Schema = dict[str, str]
+
+SCHEMAS: dict[str, Schema] = {
     # CLI -> master
     "ping": {},
     "sub": {
@@ -64,7 +66,58 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "admin": {"command": "str", "args": "[str]"},
 }
 
+# The records replies are made of.
+RECORDS: dict[str, Schema] = {
+    "job": {  # qpy.model.Job.public()
+        "id": "int", "status": "str", "command": "str", "cwd": "str", "n_cores": "int",
+        "mem": "float", "attr": "?str", "node": "?str", "t_queue": "float",
+        "t_start": "?float", "t_end": "?float", "exit_code": "?int", "signal": "?int",
+        "reason": "?str", "notes": "?str", "requeue": "bool",
+    },
+    "user": {"user": "str", "used": "int", "minimum": "int", "extra": "int", "queue": "int",
+             "connected": "bool"},
+    "node": {
+        "name": "str", "address": "str", "cores": "int", "mem": "float", "attrs": "[str]",
+        "up": "bool", "state": "str", "reason": "?str", "pref_multicore": "bool",
+        "check_dir": "?str", "used_cores": "int=", "used_mem": "float=", "load": "?float=",
+        "mem_in_use": "?float=", "outsiders": "?int=", "disk": "?dict=",
+    },
+    "grant": {"job": "int", "node": "str", "address": "str"},
+}
+
+# What a successful reply to each request carries besides "ok" (and "re", "v"). Every
+# reply may carry "text": what the CLI prints for the user.
+REPLIES: dict[str, Schema] = {
+    "ping": {"pid": "int"},
+    "sub": {"job": "int"},
+    "check": {"jobs": "[job]", "fmt": "str", "colour": "bool", "scheme": "[str]",
+              "paused": "bool"},
+    "kill": {"undone": "[int]", "killing": "[int]"},
+    "clean": {"removed": "[int]"},
+    "config": {"settings": "dict="},
+    "ctrl": {},
+    "notes": {},
+    "status": {"users": "[user]", "nodes": "[node]"},
+    "finish": {},
+    "hello": {"nodes": "[node]"},
+    "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool"},
+    "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
+              "nodes": "[node]="},
+}
+
+# Events pushed on a master's connection to the multiuser (frames without "re").
 EVENTS = ("wake", "nodes", "bye")
+
+# The kinds of failure an error reply names in "code", and the exit status each gives the
+# CLIs (the manual's "Errors and exit status").
+EXIT_STATUS = {
+    "refused": 1,  # well-formed, but cannot be done
+    "denied": 1,  # not allowed for this user
+    "internal": 1,  # a bug: the daemon logged it and goes on serving
+    "bad_request": 2,  # malformed input: options, values, selections, wire messages
+    "not_found": 3,  # the selection or job ID matched nothing
+    "unreachable": 4,  # a daemon cannot be reached
+}
 
 
 def _check(value: object, spec: str) -> bool:
@@ -76,12 +129,32 @@ def _check(value: object, spec: str) -> bool:
     if spec == "{str}":
         return isinstance(value, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    if spec in RECORDS:
+        return isinstance(value, dict) and _problem(value, RECORDS[spec], (), spec) is None
     if spec == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     if spec == "float":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if spec == "any":
+        return True
     kinds = {"str": str, "bool": bool, "dict": dict, "list": list}
     return isinstance(value, kinds[spec])
+
+
+def _problem(msg: dict, schema: Schema, allowed: tuple[str, ...], kind: str) -> str | None:
+    """What is wrong with ``msg`` against ``schema`` (extra fields beyond ``allowed``
+    included), or None."""
+    extra = set(msg) - set(schema) - set(allowed)
+    if extra:
+        return f"unknown field {sorted(extra)[0]!r} in {kind}"
+    for name, spec in schema.items():
+        if name not in msg:
+            if spec.endswith("="):
+                continue
+            return f"missing field {name!r} in {kind}"
+        if not _check(msg[name], spec.rstrip("=")):
+            return f"field {name!r} of {kind} must be {spec.rstrip('=')}"
+    return None
 
 
 def validate(msg: dict) -> dict:
@@ -90,21 +163,23 @@ def validate(msg: dict) -> dict:
     schema = SCHEMAS.get(kind) if isinstance(kind, str) else None
     if schema is None:
         raise WireError(f"unknown request type {kind!r}")
-    extra = set(msg) - set(schema) - {"v", "type", "id"}
-    if extra:
-        raise WireError(f"unknown field {sorted(extra)[0]!r} in {kind} request")
-    for name, spec in schema.items():
-        optional = spec.endswith("=")
-        spec = spec.rstrip("=")
-        if name not in msg:
-            if optional:
-                continue
-            raise WireError(f"missing field {name!r} in {kind} request")
-        if not _check(msg[name], spec):
-            raise WireError(f"field {name!r} of {kind} request must be {spec}")
+    problem = _problem(msg, schema, ("v", "type", "id"), f"{kind} request")
+    if problem:
+        raise WireError(problem)
     if "id" in msg and not _check(msg["id"], "int"):
         raise WireError("field 'id' must be int")
     return msg
+
+
+def reply_problem(kind: str, reply: dict) -> str | None:
+    """What is wrong with a reply to a ``kind`` request, or None: the daemons check their
+    own replies with this when QPY_CHECK_REPLIES is set (the tests set it)."""
+    if reply.get("ok") is False:
+        return _problem(reply, {"ok": "bool", "error": "str", "code": "str"}, ("v", "re"),
+                        "error reply") or (None if reply["code"] in EXIT_STATUS
+                                           else f"unknown error code {reply['code']!r}")
+    schema = {"ok": "bool", "text": "str=", **REPLIES[kind]}
+    return _problem(reply, schema, ("v", "re"), f"{kind} reply")
 
 
 def encode(msg: dict) -> bytes:
@@ -137,9 +212,9 @@ def decode(raw: bytes) -> dict:
     return msg
 
 
-def error_reply(text: str, re: object = None) -> dict:
-    """The one shape of every error reply."""
-    reply = {"ok": False, "error": text}
+def error_reply(text: str, re: object = None, code: str = "refused") -> dict:
+    """The one shape of every error reply: the text for the user and its kind."""
+    reply = {"ok": False, "error": text, "code": code}
     if isinstance(re, int) and not isinstance(re, bool):
         reply["re"] = re
     return reply
@@ -225,7 +300,12 @@ def call(conn: Connection, msg: dict, timeout: float | None = None) -> dict:
 
 
 class Refused(Exception):
-    """A daemon answered with an error, or did not answer; the text says which."""
+    """A daemon answered with an error, or did not answer; the text says which, ``code``
+    which kind of failure it was (a key of EXIT_STATUS)."""
+
+    def __init__(self, text: str, code: str = "refused") -> None:
+        super().__init__(text)
+        self.code = code if code in EXIT_STATUS else "refused"
 
 
 def exchange(conn: Connection, msg: dict, timeout: float, who: str) -> dict:
@@ -234,11 +314,12 @@ def exchange(conn: Connection, msg: dict, timeout: float, who: str) -> dict:
     try:
         reply = call(conn, msg, timeout)
     except (OSError, EOFError, TimeoutError, WireError) as exc:
-        raise Refused(f"no reply from {who}: {exc}") from None
+        raise Refused(f"no reply from {who}: {exc}", "unreachable") from None
     finally:
         conn.close()
     if not reply.get("ok"):
-        raise Refused(reply.get("error") or f"{who} refused the request")
+        raise Refused(reply.get("error") or f"{who} refused the request",
+                      str(reply.get("code")))
     return reply
 
 

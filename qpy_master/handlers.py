@@ -10,7 +10,7 @@ import os
 import time
 
 from qpy import config, selection
-from qpy.server import RequestError, Session
+from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
 from qpy_master import submit
 from qpy_master.master import Master
@@ -24,7 +24,7 @@ def _selection(msg: dict) -> dict:
     try:
         return selection.validate(msg.get("select", {}))
     except selection.SelectionError as exc:
-        raise RequestError(str(exc)) from None
+        raise BadRequest(str(exc)) from None
 
 
 def sub(m: Master, s: Session, msg: dict) -> dict:
@@ -67,7 +67,7 @@ def kill(m: Master, s: Session, msg: dict) -> dict:
         queued = [j for j in targets if j.status == QUEUE]
         running = [j for j in targets if j.status == RUNNING]
         if not targets:
-            raise RequestError("Nothing to do: required jobs not found.")
+            raise NotFound("Nothing to do: required jobs not found.")
         now = time.time()
         with m.records.transaction():
             for job in queued:
@@ -87,7 +87,7 @@ def clean(m: Master, s: Session, msg: dict) -> dict:
     with m.lock:
         ids = [j.id for j in m.records.select(sel, FINISHED)]
         if not ids:
-            raise RequestError("Nothing to do: required jobs not found.")
+            raise NotFound("Nothing to do: required jobs not found.")
         m.records.delete(ids)
     return {"text": f"{plural(len(ids), 'finished job')} removed.\n", "removed": ids}
 
@@ -100,7 +100,7 @@ def configure(m: Master, s: Session, msg: dict) -> dict:
         try:
             value = config.parse(key, msg["values"])
         except config.ConfigError as exc:
-            raise RequestError(str(exc)) from None
+            raise BadRequest(str(exc)) from None
         m.set_setting(key, value)
     return {"text": config.message(key, value) + "\n"}
 
@@ -113,10 +113,10 @@ def ctrl(m: Master, s: Session, msg: dict) -> dict:
         m.wake.set()
         return {"text": f"Job submission {'paused' if action == 'pause' else 'continued'}.\n"}
     if action != "jump":
-        raise RequestError(f"Unknown ctrlQueue type: {action}.")
+        raise BadRequest(f"Unknown ctrlQueue type: {action}.")
     target = msg.get("target")
     if not isinstance(target, str) or not (target in ("begin", "end") or target.isdigit()):
-        raise RequestError(f"jump target must be a job ID, begin or end, not {target!r}")
+        raise BadRequest(f"jump target must be a job ID, begin or end, not {target!r}")
     sel = _selection(msg)
     with m.lock:
         if not m.paused:
@@ -143,22 +143,20 @@ def notes(m: Master, s: Session, msg: dict) -> dict:
             return {"text": "You have notes for the following jobs:\n"
                             + " ".join(map(str, ids)) + "\n"}
         if m.records.get(job_id) is None:
-            raise RequestError(f"job {job_id} not found")
+            raise NotFound(f"job {job_id} not found")
         if text is None:
             stored = m.records.notes(job_id)
             if not stored:
                 return {"text": f"No notes for {job_id}\n"}
             return {"text": "".join(_note_text(t, body) for t, body in stored)}
         if not text.strip():
-            raise RequestError("the note is empty")
+            raise BadRequest("the note is empty")
         m.records.add_note(job_id, time.time(), text)
     return {"text": "Note stored.\n"}
 
 
 def status(m: Master, s: Session, msg: dict) -> dict:
     reply = m.status()
-    if not reply.get("ok"):
-        raise RequestError(reply.get("error") or "status failed")
     reply.pop("re", None)
     return reply
 

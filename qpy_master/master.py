@@ -19,6 +19,7 @@ from pathlib import Path
 
 from qpy import config
 from qpy.model import Job
+from qpy.server import Unreachable
 from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
 from qpy_master.launcher_link import LauncherGone
 from qpy_master.launcher_pool import LauncherPool
@@ -277,8 +278,12 @@ class Master:
         self._send(job, {"op": "kill", "job": job.id})
 
     def status(self) -> dict:
+        """The multiuser's status as it answers; Unreachable when it cannot."""
         self.link.wait_up(10.0)  # a fresh master may still be connecting
         try:
-            return self.link.request({"type": "status"}, timeout=10.0)
+            reply = self.link.request({"type": "status"}, timeout=10.0)
         except LinkDown as exc:
-            return {"ok": False, "error": f"the multiuser is not reachable: {exc}"}
+            raise Unreachable(f"the multiuser is not reachable: {exc}") from None
+        if not reply.get("ok"):
+            raise Unreachable(reply.get("error") or "the multiuser refused the status request")
+        return reply

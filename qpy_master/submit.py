@@ -15,7 +15,7 @@ from pathlib import Path
 
 from qpy import attrs, jobspec
 from qpy.model import Job
-from qpy.server import RequestError
+from qpy.server import BadRequest, RequestError
 from qpy.states import QUEUE
 
 
@@ -26,12 +26,12 @@ def new_job(msg: dict, settings: dict, nodes: dict[str, dict]) -> Job:
         attr = attrs.combine(attr, settings["defaultAttr"], settings["andAttr"],
                              settings["orAttr"])
     except (jobspec.SpecError, attrs.AttrError) as exc:
-        raise RequestError(str(exc)) from None
+        raise BadRequest(str(exc)) from None
     cwd = msg["cwd"]
     if not os.path.isabs(cwd):
-        raise RequestError(f"the submission directory must be absolute, not {cwd!r}")
+        raise BadRequest(f"the submission directory must be absolute, not {cwd!r}")
     if any("\0" in (text or "") for text in (msg["command"], msg.get("run"), cwd)):
-        raise RequestError("the command or directory contains a NUL character")
+        raise BadRequest("the command or directory contains a NUL character")
     why = never_fits(nodes.values(), cores, mem, attr)
     if why:
         raise RequestError(f"job refused: {why}")

@@ -22,6 +22,8 @@ import pytest
 
 from qpy.selection import FINISHED
 
+# Every daemon the tests start checks its own replies against qpy.wire.REPLIES.
+os.environ["QPY_CHECK_REPLIES"] = "1"
 BIN = Path(sys.executable).parent
 QPY = str(BIN / "qpy")
 WAIT = 60.0

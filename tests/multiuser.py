@@ -381,7 +381,8 @@ class Cluster:
         home = account.home
         env = [f"HOME={home}", f"USER={account.name}", f"LOGNAME={account.name}",
                f"PATH={self.bin}:/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8",
-               f"QPY_HOME={home / '.qpy'}", f"QPY_ADMIN_HOME={self.admin_home}"]
+               f"QPY_HOME={home / '.qpy'}", f"QPY_ADMIN_HOME={self.admin_home}",
+               "QPY_CHECK_REPLIES=1"]
         return [_tool("runuser"), "-u", account.name, "--", "/usr/bin/env", "-i", *env, *argv]
 
     def qpy_as(self, user: str, *args: str, cwd: Path | None = None,

@@ -240,7 +240,8 @@ def check_reply(raw_reply: bytes, want: str, msg: dict | None, sent: bytes) -> d
         error = reply.get("error")
         assert isinstance(error, str) and error.strip(), (reply, where)
         assert not error.startswith("internal error"), (error[:500], where)
-        assert set(reply) <= {"v", "ok", "error", "re"}, (reply, where)
+        assert set(reply) <= {"v", "ok", "error", "code", "re"}, (reply, where)
+        assert reply["code"] in wire.EXIT_STATUS and reply["code"] != "internal", (reply, where)
     if isinstance(msg, dict):
         request_id = msg.get("id")
         if isinstance(request_id, int) and not isinstance(request_id, bool):

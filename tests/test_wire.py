@@ -181,7 +181,8 @@ def test_master_refuses_malformed_request_and_keeps_serving(qpy, case):
         reply = reply_to(conn, raw)
         assert reply["ok"] is False, reply
         assert isinstance(reply["error"], str) and expected in reply["error"], reply["error"][:300]
-        assert set(reply) <= {"v", "ok", "error", "re"}
+        assert set(reply) <= {"v", "ok", "error", "code", "re"}
+        assert reply["code"] == "bad_request", reply
         assert_master_serves(qpy, conn, master_pid)  # the same connection goes on
     assert qpy.jobs() == []  # nothing was queued by a refused request
     assert_still_running(qpy, master_pid, multiuser_pid)
@@ -365,3 +366,92 @@ def test_master_never_exits_during_abuse(qpy):
         assert_dropped(conn)
     assert qpy.sub("true") > 0
     assert_still_running(qpy, master_pid, multiuser_pid)
+
+
+# -- reply schemas and error codes -----------------------------------------------------------
+
+
+def test_every_request_type_has_a_reply_schema():
+    assert set(wire.REPLIES) == set(wire.SCHEMAS)
+    for schema in (*wire.REPLIES.values(), *wire.RECORDS.values()):
+        for spec in schema.values():
+            assert spec.strip("?=[]") in {"int", "float", "str", "bool", "dict", "list",
+                                          "any", "{str}", *wire.RECORDS}, spec
+
+
+def test_reply_problem_names_what_strays_from_the_schema():
+    good = {"ok": True, "text": "Job 3 received.\n", "job": 3, "re": 1}
+    assert wire.reply_problem("sub", good) is None
+    assert "missing field 'job'" in wire.reply_problem("sub", {"ok": True})
+    assert "unknown field 'extra'" in wire.reply_problem("sub", {**good, "extra": 1})
+    assert "'job' of sub reply must be int" in wire.reply_problem("sub", {**good, "job": "3"})
+    bad_job = {"ok": True, "jobs": [{"id": 1}], "fmt": "", "colour": True, "scheme": [],
+               "paused": False}
+    assert "'jobs' of check reply must be [job]" in wire.reply_problem("check", bad_job)
+    error = wire.error_reply("Nothing to do.", 4, "not_found")
+    assert error == {"ok": False, "error": "Nothing to do.", "code": "not_found", "re": 4}
+    assert wire.reply_problem("kill", error) is None
+    assert "unknown error code" in wire.reply_problem("kill", {**error, "code": "oops"})
+
+
+def test_daemons_check_their_replies_in_the_tests():
+    """conftest sets QPY_CHECK_REPLIES, so a reply that strays from wire.REPLIES fails the
+    test that caused it instead of passing unseen."""
+    import os
+
+    assert os.environ.get("QPY_CHECK_REPLIES") == "1"
+
+
+def test_each_reply_of_a_real_master_fits_its_schema(qpy):
+    """One of each request, on one connection: the replies (and the errors) fit."""
+    start_daemons(qpy)
+    job = qpy.sub("true")
+    qpy.wait_status(job, "done")
+    conn = master_connect(qpy)
+    try:
+        requests = [
+            {"type": "ping"}, {"type": "check", "select": {}}, {"type": "status"},
+            {"type": "config", "key": None, "values": []},
+            {"type": "notes", "job": None, "text": None},
+            {"type": "kill", "select": {"ids": [999]}},
+            {"type": "clean", "select": {"ids": [job]}},
+            {"type": "ctrl", "action": "pause"}, {"type": "ctrl", "action": "continue"},
+        ]
+        for request in requests:
+            reply = wire.call(conn, request, REPLY_WAIT)
+            assert wire.reply_problem(request["type"], reply) is None, (request, reply)
+            assert reply.get("code") != "internal", reply
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("args,status", [
+    (("kill", "999"), 3),  # nothing matched
+    (("clean", "12345"), 3),
+    (("notes", "777"), 3),
+    (("sub", "-n", "zero", "true"), 2),  # bad input
+    (("check", "1-x"), 2),
+    (("config", "killGrace", "-1"), 2),
+    (("ctrlQueue", "jump", "1", "begin"), 1),  # refused: the queue is not paused
+])
+def test_exit_status_tells_the_kind_of_failure(qpy, args, status):
+    proc = qpy.run(*args, check=False)
+    assert proc.returncode == status, proc.stderr
+    assert proc.stderr.startswith("qpy: ") and proc.stderr.count("\n") == 1
+
+
+def test_an_unreachable_multiuser_exits_4(qpy):
+    """A configured user whose multiuser does not answer: 'qpy status' says so, exit 4."""
+    import socket
+
+    qpy.home.mkdir(mode=0o700)
+    with socket.socket() as s:  # a port nobody listens on (bound, never listening)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        for name, value in (("multiuser_connection_address", "127.0.0.1"),
+                            ("multiuser_connection_port", str(port)),
+                            ("multiuser_connection_conn_key", paths.new_key())):
+            paths.write_private(qpy.home / name, value + "\n")
+        proc = qpy.run("status", check=False)
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stderr.startswith("qpy: the multiuser is not reachable")
