@@ -20,6 +20,33 @@ The launcher learns of a supervisor's end through a pidfd, which works for super
 previous launcher started too: that is how a restarted master re-adopts running jobs with
 no polling. Killing sends SIGTERM to the supervisor, which passes it to the whole tree and
 escalates to SIGKILL after the job's grace period.
+
+The protocol is one JSON object per line, ops on stdin and events on stdout; ``OPS`` and
+``EVENTS`` below are its schema (the fields each must carry), checked by the launcher for
+ops and by the master (``launcher_link``) for events:
+
+========  ===================================  ========================================
+op        fields                               what the launcher does
+========  ===================================  ========================================
+env       id, env                              keeps a submission environment
+start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor
+          out, err
+kill      job                                  SIGTERM to the tree, SIGKILL after grace
+adopt     job                                  watches a job an earlier launcher started
+forget    job                                  frees the job's slot: its end is recorded
+sweep     keep                                 kills and frees every job not in keep
+========  ===================================  ========================================
+
+========  ===================================  ========================================
+event     fields                               meaning
+========  ===================================  ========================================
+ready     pid                                  ops are read from now on
+started   job, pid, t                          the supervisor has the job (t: start)
+ended     job, t_end; exit or signal, or       the job's exact end; error and in (cwd,
+          error and in                         out or err) when it could not start
+lost      job, ran, reason                     no end was recorded (ran: it had started)
+error     text, op                             an op could not be handled
+========  ===================================  ========================================
 """
 
 from __future__ import annotations
@@ -33,6 +60,21 @@ import signal
 import sys
 import time
 
+OPS = {
+    "env": ("id", "env"),
+    "start": ("job", "cmd", "cwd", "env_id", "grace", "vars", "out", "err"),
+    "kill": ("job",),
+    "adopt": ("job",),
+    "forget": ("job",),
+    "sweep": ("keep",),
+}
+EVENTS = {
+    "ready": ("pid",),
+    "started": ("job", "pid", "t"),
+    "ended": ("job", "t_end"),
+    "lost": ("job", "ran", "reason"),
+    "error": ("text", "op"),
+}
 PR_SET_CHILD_SUBREAPER = 36
 SH = "/bin/sh"
 LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: a dlopen in each forked child costs
@@ -376,6 +418,9 @@ class Launcher:
     def _handle(self, line: bytes) -> None:
         try:
             op = json.loads(line)
+            missing = [f for f in OPS.get(op.get("op"), ()) if f not in op]
+            if op.get("op") not in OPS or missing:
+                raise ValueError(f"op {op.get('op')!r} is unknown or lacks {missing}")
             handler = {"start": self.start, "kill": self.kill, "adopt": self.adopt,
                        "forget": self.forget, "env": self.env, "sweep": self.sweep}[op["op"]]
             handler(op)

@@ -23,17 +23,26 @@ import time
 from collections.abc import Callable
 
 from qpy import ssh
+from qpy_master.launcher import EVENTS
 
 log = logging.getLogger("qpy.master.launcher_link")
 READY_TIMEOUT = ssh.CONNECT_TIMEOUT + 30.0  # seconds from starting ssh to ``ready``
 
 
-def _is_ready(line: bytes) -> bool:
+def _event(line: bytes) -> dict | None:
+    """A launcher event that fits ``launcher.EVENTS``, or None."""
     try:
         event = json.loads(line)
     except ValueError:
-        return False
-    return isinstance(event, dict) and event.get("ev") == "ready"
+        return None
+    if not isinstance(event, dict) or event.get("ev") not in EVENTS:
+        return None
+    return event if all(f in event for f in EVENTS[event["ev"]]) else None
+
+
+def _is_ready(line: bytes) -> bool:
+    event = _event(line)
+    return event is not None and event["ev"] == "ready"
 
 
 class LauncherGone(Exception):
@@ -150,9 +159,8 @@ class LauncherLink:
     def _read(self, preamble: bytes | None) -> None:
         if self._handshake(preamble):
             for line in self.proc.stdout:
-                try:
-                    event = json.loads(line)
-                except ValueError:
+                event = _event(line)
+                if event is None:
                     log.error("launcher %s sent garbage: %r", self.node, line[:200])
                     continue
                 try:

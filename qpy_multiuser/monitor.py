@@ -139,9 +139,12 @@ class RemoteWatch:
             except ValueError:
                 log.error("node %s: bad sample %r", self.name, line[:200])
                 return samples
-            if isinstance(sample, dict):
-                samples += 1
-                self.report(self.name, self.address, sample)
+            if not isinstance(sample, dict) or any(f not in sample for f in probe.SAMPLE):
+                log.error("node %s: sample without %s: %r", self.name, probe.SAMPLE,
+                          line[:200])
+                return samples
+            samples += 1
+            self.report(self.name, self.address, sample)
 
 
 class LocalWatch:

@@ -22,6 +22,15 @@ import select
 import sys
 import time
 
+# The protocol: one JSON object per line, a sample, with these fields (checked by
+# ``monitor`` before a sample counts):
+#   cores       int    CPUs this process may run on
+#   mem_total   float  GB of memory; mem_used: GB in use (total minus available)
+#   load        float  1-minute load average
+#   disk        null, {"path", "total", "used"} in GB, or {"error"}: the check_dir's disk
+#   outsiders   int    busy processes not started by qpy
+#   host        str    the node's own host name
+SAMPLE = ("cores", "mem_total", "mem_used", "load", "disk", "outsiders", "host")
 MARKERS = (b"qpy-launcher", b"qpy_master/launcher.py")
 BUSY = 0.5  # a process using this share of a core is busy
 GB = 1024 ** 3

@@ -68,6 +68,7 @@ def test_processes_below_a_qpy_launcher_are_not_outsiders(tmp_path):
 
 def test_a_sample_has_the_size_load_and_the_disk_of_check_dir(tmp_path):
     sample = probe.Sampler(str(tmp_path)).sample()
+    assert set(sample) == set(probe.SAMPLE)  # the protocol as written in probe.py
     assert sample["cores"] == len(os.sched_getaffinity(0))
     assert sample["mem_total"] > 0 and 0 <= sample["mem_used"] <= sample["mem_total"]
     assert sample["load"] >= 0 and sample["outsiders"] >= 0

@@ -1,0 +1,38 @@
+"""The launcher's protocol as written in ``qpy_master/launcher.py`` (OPS, EVENTS): a real
+launcher process refuses ops that lack a field or are unknown, with an ``error`` event,
+and goes on serving; every event it sends fits EVENTS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from qpy_master import launcher
+
+
+def _events(proc: subprocess.Popen, count: int) -> list[dict]:
+    return [json.loads(proc.stdout.readline()) for _ in range(count)]
+
+
+def test_bad_ops_get_an_error_event_and_the_launcher_goes_on(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-S", "-u", launcher.__file__, str(tmp_path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        ready, = _events(proc, 1)
+        assert ready["ev"] == "ready"
+        proc.stdin.write(b'{"op":"start","job":1}\n{"op":"explode"}\nnot json\n'
+                         b'{"op":"adopt","job":5}\n')
+        proc.stdin.flush()
+        short, unknown, garbage, lost = _events(proc, 4)
+        assert short["ev"] == "error" and "'cmd'" in short["text"], short
+        assert unknown["ev"] == "error" and "'explode'" in unknown["text"], unknown
+        assert garbage["ev"] == "error", garbage
+        assert lost == {"ev": "lost", "job": 5, "ran": False,
+                        "reason": "the job was never started"}
+        for event in (ready, short, unknown, garbage, lost):
+            assert all(field in event for field in launcher.EVENTS[event["ev"]]), event
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
