@@ -166,18 +166,18 @@ class _Parser:
         return expr
 
     def or_expr(self) -> Expr:
-        operands = [self.and_expr()]
-        while self.peek() == "or":
-            self.take()
-            operands.append(self.and_expr())
-        return operands[0] if len(operands) == 1 else Or(tuple(operands))
+        return self.chain("or", self.and_expr, Or)
 
     def and_expr(self) -> Expr:
-        operands = [self.not_expr()]
-        while self.peek() == "and":
+        return self.chain("and", self.not_expr, And)
+
+    def chain(self, word: str, operand: Callable[[], Expr], node: type) -> Expr:
+        """``operand (word operand)*``: one operand alone, else their ``node``."""
+        operands = [operand()]
+        while self.peek() == word:
             self.take()
-            operands.append(self.not_expr())
-        return operands[0] if len(operands) == 1 else And(tuple(operands))
+            operands.append(operand())
+        return operands[0] if len(operands) == 1 else node(tuple(operands))
 
     def not_expr(self) -> Expr:
         if self.peek() == "not":
