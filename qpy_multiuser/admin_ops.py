@@ -7,14 +7,11 @@ running configuration stays as it was.
 from __future__ import annotations
 
 import json
-import re
 
-from qpy import paths, status_view
+from qpy import names, paths, status_view
 from qpy.server import RequestError
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
-
-USER = re.compile(r"^[a-z_][a-z0-9_.-]*\$?$", re.I)
 
 
 def _refuse(exc: Exception) -> RequestError:
@@ -77,7 +74,7 @@ def save_messages(mu, args: list[str]) -> dict:
 
 
 def _user_arg(args: list[str], command: str) -> str:
-    if len(args) != 1 or not USER.match(args[0]) or args[0].startswith("@"):
+    if len(args) != 1 or not names.is_user_name(args[0]):
         raise RequestError(f"{command} takes one user name")
     return args[0]
 

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from qpy import attrs, paths
+from qpy import attrs, names, paths
 from qpy.server import RequestError, Session
 from qpy_multiuser import admin_ops, monitor, probe
 from qpy_multiuser import nodes as nodes_module
@@ -155,7 +155,7 @@ class Multiuser:
     def _job_item(self, item: dict) -> dict:
         ok = (isinstance(item.get("job"), int) and 0 <= item["job"] < 2 ** 63
               and isinstance(item.get("node"), str)
-              and nodes_module.NAME.fullmatch(item["node"]) is not None
+              and names.NODE_NAME.fullmatch(item["node"]) is not None
               and isinstance(item.get("cores"), int) and item["cores"] > 0
               and isinstance(item.get("mem"), (int, float)) and item["mem"] >= 0)
         if not ok:
