@@ -44,9 +44,15 @@ class Multiuser:
         self.outbox: list[tuple[Session, dict]] = []
         self.save_messages = False
         self.admin_key = paths.load_or_create_key(home / "admin.key")
+        self.address = "127.0.0.1"
         self.stop = lambda: None
         self.monitor = monitor.Monitor(home, self.interval, self.node_report,
                                        self.node_failed) if self.interval else None
+
+    def shutdown(self) -> None:
+        """After the server stopped: end node monitoring (running jobs go on)."""
+        if self.monitor is not None:
+            self.monitor.stop()
 
     # -- nodes -----------------------------------------------------------------------------
 
