@@ -22,14 +22,15 @@ def main() -> None:
 def start(home: Path) -> tuple[Server, Callable[[], None]]:
     """Load the admin's files and the ledger, listen for masters and the admin, and start
     watching the nodes."""
-    from qpy_multiuser.service import Multiuser
+    from qpy_multiuser import handlers
+    from qpy_multiuser.state import Multiuser
 
     mu = Multiuser(home)
     address_file = home / "multiuser_connection_address"
     host = address_file.read_text().strip() if address_file.exists() else "127.0.0.1"
     port_file = home / "multiuser_connection_port"
     port = int(port_file.read_text()) if port_file.exists() else 0
-    server = Server((host or "127.0.0.1", port), mu.key_for, mu.table(),
+    server = Server((host or "127.0.0.1", port), mu.key_for, handlers.make_table(mu),
                     idle_timeout=None, on_close=mu.closed)
     mu.address = host or "127.0.0.1"
     mu.stop = server.stop

@@ -49,7 +49,7 @@ def distribute(mu, args: list[str]) -> dict:
 
 
 def status(mu, args: list[str]) -> dict:
-    reply = mu.status(None, {})
+    reply = mu.snapshot()
     return {**reply, "text": status_view.render(reply["users"], reply["nodes"])}
 
 
