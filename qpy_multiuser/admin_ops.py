@@ -62,14 +62,17 @@ def variables(mu, args: list[str]) -> dict:
                                "jobs": {str(j): list(v) for j, v in u.jobs.items()}}
                       for u in mu.alloc.users.values()},
             "nodes": {n.name: {**n.public(), "used_cores": n.used_cores,
-                               "used_mem": n.used_mem} for n in mu.alloc.nodes.values()}}
+                               "used_mem": n.used_mem} for n in mu.alloc.nodes.values()},
+            "messages": list(mu.messages or ())}
     return {"text": json.dumps(data, indent=2) + "\n", "variables": data}
 
 
 def save_messages(mu, args: list[str]) -> dict:
+    """Keep the last requests served and their replies, for ``variables``; or stop and
+    drop them."""
     if len(args) != 1 or args[0].lower() not in ("true", "false"):
         raise RequestError("saveMessages takes true or false")
-    mu.save_messages = args[0].lower() == "true"
+    mu.keep_messages(args[0].lower() == "true")
     return {"text": f"Save messages set to {args[0].lower()}.\n"}
 
 

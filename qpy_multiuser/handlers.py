@@ -9,7 +9,6 @@ malformed reaches the allocator.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -129,5 +128,28 @@ HANDLERS: dict[str, MultiuserHandler] = {"hello": hello, "slots": slots, "status
 
 
 def make_table(mu: Multiuser) -> dict[str, Handler]:
-    """The request table the server dispatches on, each handler bound to ``mu``."""
-    return {kind: functools.partial(handler, mu) for kind, handler in HANDLERS.items()}
+    """The request table the server dispatches on, each handler bound to ``mu`` and
+    passing through ``_kept``, the one place saveMessages sees every request."""
+    return {kind: _kept(mu, kind, handler) for kind, handler in HANDLERS.items()}
+
+
+def _kept(mu: Multiuser, kind: str, handler: MultiuserHandler) -> Handler:
+    """``handler`` bound to ``mu``; while saveMessages is on, each request of a master or
+    user and its reply (or refusal) is kept for ``variables``. The admin's own commands
+    are not: they are the admin's, and ``adduser`` replies carry a user's key."""
+
+    def serve(session: Session, msg: dict) -> dict:
+        if mu.messages is None or session.user == ADMIN:
+            return handler(mu, session, msg)
+        started = time.time()
+        try:
+            reply = handler(mu, session, msg)
+        except Exception as exc:  # kept as the error reply the server will send
+            error = str(exc) if isinstance(exc, RequestError) else \
+                f"internal error: {type(exc).__name__}: {exc}"
+            mu.keep_message(started, session.user, kind, msg, {"error": error})
+            raise
+        mu.keep_message(started, session.user, kind, msg, reply)
+        return reply
+
+    return serve

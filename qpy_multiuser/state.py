@@ -9,9 +9,12 @@ delays nobody's decision.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
+import time
+from collections import deque
 from pathlib import Path
 
 from qpy import paths
@@ -25,6 +28,8 @@ from qpy_multiuser.ledger import Ledger
 log = logging.getLogger("qpy.multiuser")
 ADMIN = "@admin"
 WAKE_BATCH = 8
+MESSAGES_KEPT = 1000  # saveMessages keeps this many of the last requests
+MESSAGE_CHARS = 2000  # and this much of each request's and reply's JSON
 
 
 class Multiuser:
@@ -45,7 +50,7 @@ class Multiuser:
         self.epoch = 0
         self.wakes: list[Session] = []
         self.outbox: list[tuple[Session, dict]] = []
-        self.save_messages = False
+        self.messages: deque[dict] | None = None  # kept requests, while saveMessages is on
         self.admin_key = paths.load_or_create_key(home / "admin.key")
         self.address = "127.0.0.1"
         self.stop = lambda: None
@@ -186,6 +191,32 @@ class Multiuser:
             nodes = [{**n.public(), "used_cores": n.used_cores, "used_mem": n.used_mem,
                       **_measured(n)} for n in self.alloc.nodes.values()]
         return {"users": users, "nodes": nodes}
+
+    # -- saveMessages ----------------------------------------------------------------------
+
+    def keep_messages(self, on: bool) -> None:
+        """Start keeping the requests served (for ``variables``), or stop and drop them."""
+        if not on:
+            self.messages = None  # a request in flight may still add to the dropped deque
+        elif self.messages is None:
+            self.messages = deque(maxlen=MESSAGES_KEPT)
+
+    def keep_message(self, started: float, user: str, kind: str, request: dict,
+                     reply: dict) -> None:
+        """Keep one request and its reply, if saveMessages is on; each cut to a bounded
+        size, so a thousand of them stay small whatever the masters send."""
+        kept = self.messages
+        if kept is None:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+        kept.append({"time": f"{stamp}.{int(started % 1 * 1000):03d}", "user": user,
+                     "type": kind, "request": _cut(request), "reply": _cut(reply)})
+
+
+def _cut(value: dict) -> str:
+    """``value`` as JSON, at most MESSAGE_CHARS long (what is cut off ends in ``...``)."""
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + "..."
 
 
 def _measured(node: nodes_module.Node) -> dict:
