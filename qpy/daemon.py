@@ -39,12 +39,7 @@ def run(name: str, home: str | os.PathLike, log_name: str, lock_name: str, pid_n
     logging.basicConfig(filename=home / log_name, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _lock = _lock_or_exit(home / lock_name, ready_fd)  # held until the process exits
-    try:
-        server, shutdown = start(home)
-    except Exception as exc:
-        logging.exception("%s start-up failed", name)
-        report(ready_fd, f"error {type(exc).__name__}: {exc}\n")
-        sys.exit(1)
+    server, shutdown = _start_or_exit(name, home, start, ready_fd)
     gc.freeze()  # what start-up built lives as long as the process: keep it out of GC passes
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
@@ -68,3 +63,15 @@ def _lock_or_exit(path: Path, ready_fd: int | None) -> IO[str]:
         report(ready_fd, "busy\n")
         sys.exit(1)
     return lock
+
+
+def _start_or_exit(name: str, home: Path, start: Start,
+                   ready_fd: int | None) -> tuple[Server, Callable[[], None]]:
+    """``start(home)``; if it fails, the starter reads ``error Type: text`` (the log has
+    the traceback) and the daemon exits."""
+    try:
+        return start(home)
+    except Exception as exc:
+        logging.exception("%s start-up failed", name)
+        report(ready_fd, f"error {type(exc).__name__}: {exc}\n")
+        sys.exit(1)
