@@ -7,14 +7,11 @@ running configuration stays as it was.
 from __future__ import annotations
 
 import json
-import re
 
-from qpy import paths, status_view
+from qpy import names, paths, status_view
 from qpy.server import RequestError
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
-
-USER = re.compile(r"^[a-z_][a-z0-9_.-]*\$?$", re.I)
 
 
 def _refuse(exc: Exception) -> RequestError:
@@ -52,7 +49,7 @@ def distribute(mu, args: list[str]) -> dict:
 
 
 def status(mu, args: list[str]) -> dict:
-    reply = mu.status(None, {})
+    reply = mu.snapshot()
     return {**reply, "text": status_view.render(reply["users"], reply["nodes"])}
 
 
@@ -65,19 +62,22 @@ def variables(mu, args: list[str]) -> dict:
                                "jobs": {str(j): list(v) for j, v in u.jobs.items()}}
                       for u in mu.alloc.users.values()},
             "nodes": {n.name: {**n.public(), "used_cores": n.used_cores,
-                               "used_mem": n.used_mem} for n in mu.alloc.nodes.values()}}
+                               "used_mem": n.used_mem} for n in mu.alloc.nodes.values()},
+            "messages": list(mu.messages or ())}
     return {"text": json.dumps(data, indent=2) + "\n", "variables": data}
 
 
 def save_messages(mu, args: list[str]) -> dict:
+    """Keep the last requests served and their replies, for ``variables``; or stop and
+    drop them."""
     if len(args) != 1 or args[0].lower() not in ("true", "false"):
         raise RequestError("saveMessages takes true or false")
-    mu.save_messages = args[0].lower() == "true"
+    mu.keep_messages(args[0].lower() == "true")
     return {"text": f"Save messages set to {args[0].lower()}.\n"}
 
 
 def _user_arg(args: list[str], command: str) -> str:
-    if len(args) != 1 or not USER.match(args[0]) or args[0].startswith("@"):
+    if len(args) != 1 or not names.is_user_name(args[0]):
         raise RequestError(f"{command} takes one user name")
     return args[0]
 

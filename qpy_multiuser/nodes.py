@@ -10,14 +10,12 @@ by node monitoring's first sample for a remote one (which is down until then).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qpy import names
 from qpy.ssh import LOCAL_ADDRESSES
 from qpy_multiuser import probe
-
-NAME = re.compile(r"^[A-Za-z0-9_.:+-]+$")
 
 
 class FileError(ValueError):
@@ -83,7 +81,7 @@ def _number(text: str, where: str, what: str, kind: type) -> float:
 
 def parse_line(words: list[str], where: str) -> Node:
     name = words[0]
-    if not NAME.match(name) or name in ("and", "or", "not"):
+    if not names.is_node_name(name):
         raise FileError(f"{where}: invalid node name {name!r}")
     fields: dict = {"address": name, "cores": None, "mem": None, "attrs": set(), "pref": False}
     rest = words[1:]
@@ -116,7 +114,7 @@ def _apply(fields: dict, key: str, value: str, where: str) -> None:
         fields["mem"] = float(_number(value, where, "memory", float))
     elif key in ("attributes", "attribute"):
         for attr in value.split(","):
-            if not NAME.match(attr) or attr in ("and", "or", "not"):
+            if not names.is_node_name(attr):
                 raise FileError(f"{where}: invalid attribute {attr!r}")
             fields["attrs"].add(attr)
     elif key == "pref_multicore":
@@ -160,7 +158,7 @@ def load_users(path: Path) -> list[str]:
         words = line.split("#", 1)[0].split()
         if not words:
             continue
-        if len(words) > 1 or not re.match(r"^[a-z_][a-z0-9_.-]*\$?$", words[0], re.I):
+        if len(words) > 1 or not names.is_user_name(words[0]):
             raise FileError(f"{path}:{number}: invalid user name {line.strip()!r}")
         if words[0] not in users:
             users.append(words[0])

@@ -10,13 +10,11 @@ not hand out is spread over all users, one core at a time.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qpy import names
 from qpy_multiuser.nodes import FileError
-
-USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
 
 
 @dataclass
@@ -88,7 +86,7 @@ def parse(text: str, path: str = "distribution_rules") -> Rules:
                                 f"'user=N+M', got {line!r}")
             user, value = parts
         user, value = user.strip(), value.strip()
-        if not USER.match(user):
+        if not names.is_user_name(user):
             raise FileError(f"{where}: invalid user name {user!r}")
         if user in rules.explicit:
             raise FileError(f"{where}: user {user} is listed twice")

@@ -1,7 +1,7 @@
 """Authorization with real Unix users, for every request type of each daemon.
 
 The request types come from the daemons' own handler tables (the master's
-``handlers.make_table``, the multiuser's ``Multiuser.table`` and ``admin_ops.OPS``); each
+``handlers.make_table``, the multiuser's ``handlers.make_table`` and ``admin_ops.OPS``); each
 has a forged request below that would change or reveal alice's state if it were served,
 and a test fails as soon as a type is added without one. Every forged request is tried
 
@@ -39,14 +39,15 @@ from multiuser import WAIT, Cluster, Jobs, started_cluster, unavailable
 from qpy import paths, wire
 from qpy_master import handlers
 from qpy_multiuser import admin_ops
-from qpy_multiuser.service import ADMIN, Multiuser
+from qpy_multiuser import handlers as mu_handlers
+from qpy_multiuser.state import ADMIN
 
 REASON = unavailable()
 if REASON and not os.environ.get("CI"):
     pytest.skip(REASON, allow_module_level=True)
 
 MASTER_TYPES = sorted(handlers.make_table(None, lambda: None))
-MULTIUSER_TYPES = sorted(Multiuser.table(Multiuser.__new__(Multiuser)))
+MULTIUSER_TYPES = sorted(mu_handlers.make_table(None))
 ADMIN_COMMANDS = sorted(admin_ops.OPS)
 MARKER = "forged_marker"
 

@@ -54,14 +54,15 @@ from qpy import config, paths, selection, wire
 from qpy.server import RequestError
 from qpy_master import handlers
 from qpy_multiuser import admin_ops
-from qpy_multiuser.service import ADMIN, Multiuser
+from qpy_multiuser import handlers as mu_handlers
+from qpy_multiuser.state import ADMIN
 
 REPLY_WAIT = 60.0  # only a guard against a hang; no test asserts a duration
 USER = wire.whoami()
 
 # The request types each daemon serves, from its own handler table.
 MASTER_TYPES = frozenset(handlers.make_table(None, lambda: None))
-MULTIUSER_TYPES = frozenset(Multiuser.table(Multiuser.__new__(Multiuser)))
+MULTIUSER_TYPES = frozenset(mu_handlers.make_table(None))
 # Valid requests that change nothing, so they may be sent valid while fuzzing.
 MASTER_READ_ONLY = {"ping", "check", "status"}
 USER_HARMLESS = {"status", "slots", "admin"}  # slots: no hello on a fuzz connection
@@ -623,7 +624,7 @@ def multiuser_semantic_harmless(msg: dict) -> bool:
         return msg["type"] in USER_HARMLESS
     for item in msg["running"]:
         try:
-            Multiuser._job_item(None, item)
+            mu_handlers.job_item(item)
         except RequestError:
             return True
         except Exception:

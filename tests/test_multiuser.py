@@ -16,6 +16,7 @@ set, that is a failure instead, so CI cannot silently skip these tests.
 
 from __future__ import annotations
 
+import json
 import os
 from multiprocessing.connection import AuthenticationError
 
@@ -608,3 +609,86 @@ def test_jobs_on_several_nodes_keep_their_own_records(cluster, work):
     assert [carol.node(j) for j in (on_n1, on_n3, again_n1)] == ["n1", "n3", "n1"]
     finish(carol, on_n3)
     finish(carol, on_n1, again_n1)
+
+
+# -- 11. saveMessages ----------------------------------------------------------------------------
+
+
+def kept_messages(cluster: Cluster) -> list[dict]:
+    """The requests the multiuser kept (``qpy-admin variables``)."""
+    return cluster.variables()["messages"]
+
+
+def kept(cluster: Cluster, user: str, kind: str) -> list[tuple[dict, dict]]:
+    """The kept requests of ``kind`` from ``user``'s master: (request, reply), parsed."""
+    name = cluster.name(user)
+    return [(json.loads(m["request"]), json.loads(m["reply"]))
+            for m in kept_messages(cluster) if (m["user"], m["type"]) == (name, kind)]
+
+
+def test_save_messages_keeps_requests_and_replies_only_while_on(cluster, work):
+    """``qpy-admin saveMessages true`` keeps the users' requests and the replies (the last
+    1,000, each cut to 2,000 characters of JSON) for ``variables``; off (the default) and
+    after ``saveMessages false`` nothing is kept."""
+    alice = work("alice")
+    name = cluster.name("alice")
+
+    # off by default: a job's slot requests are served but not kept
+    assert kept_messages(cluster) == []
+    release(alice, started_probe(alice))
+    assert kept_messages(cluster) == []
+
+    proc = cluster.admin("saveMessages", "true")
+    assert proc.stdout == "Save messages set to true.\n"
+    try:
+        # a new master's hello, a slot request and a status request, with their replies
+        cluster.qpy_as("alice", "restart")
+        wait_for(lambda: kept(cluster, "alice", "hello"), WAIT, "alice's hello to be kept")
+        request, reply = kept(cluster, "alice", "hello")[-1]
+        assert request["type"] == "hello" and request["running"] == []
+        assert sorted(n["name"] for n in reply["nodes"]) == sorted(NODE_CORES)
+
+        job = started_probe(alice)
+        granted = [(request, reply) for request, reply in kept(cluster, "alice", "slots")
+                   if job in [g["job"] for g in reply.get("grants", [])]]
+        assert len(granted) == 1, kept_messages(cluster)
+        request, reply = granted[0]
+        assert any(job in group["jobs"] for group in request["want"]), request
+        assert [g["node"] for g in reply["grants"] if g["job"] == job] == [alice.node(job)]
+
+        cluster.qpy_as("alice", "status")
+        request, reply = kept(cluster, "alice", "status")[-1]
+        assert request["type"] == "status"
+        assert name in [u["user"] for u in reply["users"]]
+
+        messages = kept_messages(cluster)
+        assert all(set(m) == {"time", "user", "type", "request", "reply"} for m in messages)
+        assert all(len(m["request"]) <= 2000 and len(m["reply"]) <= 2000 for m in messages)
+        assert {m["user"] for m in messages} <= {cluster.name(u) for u in USERS}  # no admin
+        release(alice, job)
+        wait_for(lambda: not allocations(cluster)["alice"], WAIT, "alice's slot released")
+
+        # only the last 1,000 are kept, and a long request is cut; a refusal is kept too
+        bob = cluster.name("bob")
+        with cluster.connect(bob, cluster.user_key("bob")) as conn:
+            for _ in range(1000):
+                assert wire_call(conn, {"type": "status"})["ok"] is True
+            long = {"type": "slots", "release": list(range(10**6, 10**6 + 600)), "want": [],
+                    "queue_size": 0}
+            assert wire_call(conn, long)["ok"] is False  # no hello on this connection
+        messages = kept_messages(cluster)
+        assert len(messages) == 1000
+        assert all((m["user"], m["type"]) == (bob, "status") for m in messages[:-1])
+        last = messages[-1]
+        assert (last["user"], last["type"]) == (bob, "slots")
+        assert len(last["request"]) == 2000 and last["request"].endswith("...")
+        assert json.loads(last["reply"]) == {"error": "register with hello first"}
+    finally:
+        proc = cluster.admin("saveMessages", "false")
+    assert proc.stdout == "Save messages set to false.\n"
+
+    # off again: what was kept is dropped, and nothing new is kept
+    assert kept_messages(cluster) == []
+    release(alice, started_probe(alice))
+    cluster.qpy_as("alice", "status")
+    assert kept_messages(cluster) == []

@@ -1,19 +1,25 @@
-"""The multiuser's request handlers: masters register, ask for and release slots; the
-admin reloads files and inspects state. Each connection is bound to the user whose key
-authenticated it, so a message can only ever act for that user.
+"""The multiuser's state: allowed users, nodes and shares (the allocator), the ledger, the
+connected masters, and the wakes and node lists waiting to be sent to them.
+
+Everything here is behind one lock. The request handlers (``handlers.py``) and the admin
+commands (``admin_ops.py``) change it; node monitoring reports into it. Events for the
+masters are queued under the lock and sent by ``flush_wakes`` outside it, so a slow master
+delays nobody's decision.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
-from qpy import attrs, paths
-from qpy.server import RequestError, Session
-from qpy_multiuser import admin_ops, monitor, probe
+from qpy import paths
+from qpy.server import Session
+from qpy_multiuser import monitor, probe
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.allocator import Allocator
@@ -22,6 +28,8 @@ from qpy_multiuser.ledger import Ledger
 log = logging.getLogger("qpy.multiuser")
 ADMIN = "@admin"
 WAKE_BATCH = 8
+MESSAGES_KEPT = 1000  # saveMessages keeps this many of the last requests
+MESSAGE_CHARS = 2000  # and this much of each request's and reply's JSON
 
 
 class Multiuser:
@@ -42,11 +50,17 @@ class Multiuser:
         self.epoch = 0
         self.wakes: list[Session] = []
         self.outbox: list[tuple[Session, dict]] = []
-        self.save_messages = False
+        self.messages: deque[dict] | None = None  # kept requests, while saveMessages is on
         self.admin_key = paths.load_or_create_key(home / "admin.key")
+        self.address = "127.0.0.1"
         self.stop = lambda: None
         self.monitor = monitor.Monitor(home, self.interval, self.node_report,
                                        self.node_failed) if self.interval else None
+
+    def shutdown(self) -> None:
+        """After the server stopped: end node monitoring (running jobs go on)."""
+        if self.monitor is not None:
+            self.monitor.stop()
 
     # -- nodes -----------------------------------------------------------------------------
 
@@ -128,84 +142,14 @@ class Multiuser:
         except (OSError, ValueError):
             return None
 
-    def _master_only(self, session: Session) -> None:
-        if session.user == ADMIN:
-            raise RequestError("this request is for a user's master, not the admin")
-
-    # -- masters ---------------------------------------------------------------------------
-
-    def hello(self, session: Session, msg: dict) -> dict:
-        self._master_only(session)
-        running = [self._job_item(item) for item in msg["running"]]
-        with self.lock:
-            old = self.masters.get(session.user)
-            if old is not None and old is not session:
-                old.drop()
-            self.masters[session.user] = session
-            user = self.alloc.user(session.user)
-            self.alloc.reconcile(user, running)
-            self.ledger.replace(user.name, user.jobs)
-            user.queue = msg["queue_size"]
-            log.info("master of %s registered with %d running jobs", user.name, len(running))
-            self.changed()
-            reply = {"nodes": [n.public() for n in self.alloc.nodes.values()]}
-        self.flush_wakes()
-        return reply
-
-    def _job_item(self, item: dict) -> dict:
-        ok = (isinstance(item.get("job"), int) and 0 <= item["job"] < 2 ** 63
-              and isinstance(item.get("node"), str)
-              and nodes_module.NAME.fullmatch(item["node"]) is not None
-              and isinstance(item.get("cores"), int) and item["cores"] > 0
-              and isinstance(item.get("mem"), (int, float)) and item["mem"] >= 0)
-        if not ok:
-            raise RequestError(f"bad running job entry {str(item)[:100]}")
-        return item
-
-    def _want(self, group: dict) -> dict:
-        ok = (isinstance(group.get("cores"), int) and group["cores"] > 0
-              and isinstance(group.get("mem"), (int, float)) and group["mem"] > 0
-              and (group.get("attr") is None or isinstance(group.get("attr"), str))
-              and isinstance(group.get("jobs"), list)
-              and all(isinstance(j, int) and not isinstance(j, bool) for j in group["jobs"]))
-        if not ok:
-            raise RequestError(f"bad slot request {str(group)[:100]}")
-        if group.get("attr"):
-            try:
-                attrs.compile_expr(group["attr"])
-            except attrs.AttrError as exc:
-                raise RequestError(str(exc)) from None
-        return group
-
-    def slots(self, session: Session, msg: dict) -> dict:
-        self._master_only(session)
-        want = [self._want(g) for g in msg["want"]]
-        with self.lock:
-            if self.masters.get(session.user) is not session:
-                raise RequestError("register with hello first")
-            started = time.perf_counter()
-            user = self.alloc.user(session.user)
-            had_queue = user.queue > 0
-            released = [job for job in msg["release"] if self.alloc.remove(user, job)]
-            grants, refused = self.alloc.request(user, want, msg["queue_size"])
-            decided = time.perf_counter() - started
-            self.ledger.record(user.name, released,
-                               [(g["job"], *user.jobs[g["job"]]) for g in grants])
-            if released or (had_queue and user.queue <= 0):  # cores or borrowing rights freed
-                self.changed(skip=user.name)
-            elif refused and self.alloc.free_cores > 0:  # idle cores this user cannot use
-                self._wake(skip=user.name)
-        self.flush_wakes()
-        asked = sum(len(g["jobs"]) for g in want)
-        return {"grants": grants, "waiting": refused, "decision_us": round(decided * 1e6, 1),
-                "more": not refused and len(grants) == asked and msg["queue_size"] > asked}
+    # -- masters and wakes -----------------------------------------------------------------
 
     def changed(self, skip: str | None = None) -> None:
         """Cores changed hands: a new epoch, in which each waiting master may be woken once."""
         self.epoch += 1
-        self._wake(skip)
+        self.wake(skip)
 
-    def _wake(self, skip: str | None = None) -> None:
+    def wake(self, skip: str | None = None) -> None:
         """Queue wakes for a few waiting masters, the users furthest below their share
         first; the rest follow if those cannot use the free cores (no thundering herd)."""
         waiting = [u for u in self.alloc.users.values() if u.waiting and u.woken < self.epoch
@@ -236,9 +180,10 @@ class Multiuser:
                 if user is not None:
                     user.waiting = False
 
-    # -- status ----------------------------------------------------------------------------
+    # -- what users and the admin see ------------------------------------------------------
 
-    def status(self, session: Session, msg: dict) -> dict:
+    def snapshot(self) -> dict:
+        """Users and nodes as ``qpy status`` and ``qpy-admin status`` show them."""
         with self.lock:
             users = [{"user": u.name, "used": u.used, "minimum": u.minimum, "extra": u.extra,
                       "queue": u.queue, "connected": u.name in self.masters}
@@ -247,24 +192,31 @@ class Multiuser:
                       **_measured(n)} for n in self.alloc.nodes.values()]
         return {"users": users, "nodes": nodes}
 
-    # -- admin -----------------------------------------------------------------------------
+    # -- saveMessages ----------------------------------------------------------------------
 
-    def admin(self, session: Session, msg: dict) -> dict:
-        if session.user != ADMIN:
-            log.warning("user %s tried admin command %s", session.user, msg["command"])
-            raise RequestError("admin commands need the admin key")
-        op = admin_ops.OPS.get(msg["command"])
-        if op is None:
-            raise RequestError(f"unknown admin command {msg['command']!r}")
-        try:
-            with self.lock:
-                return op(self, msg["args"])
-        finally:
-            self.flush_wakes()
+    def keep_messages(self, on: bool) -> None:
+        """Start keeping the requests served (for ``variables``), or stop and drop them."""
+        if not on:
+            self.messages = None  # a request in flight may still add to the dropped deque
+        elif self.messages is None:
+            self.messages = deque(maxlen=MESSAGES_KEPT)
 
-    def table(self) -> dict:
-        return {"hello": self.hello, "slots": self.slots, "status": self.status,
-                "admin": self.admin}
+    def keep_message(self, started: float, user: str, kind: str, request: dict,
+                     reply: dict) -> None:
+        """Keep one request and its reply, if saveMessages is on; each cut to a bounded
+        size, so a thousand of them stay small whatever the masters send."""
+        kept = self.messages
+        if kept is None:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+        kept.append({"time": f"{stamp}.{int(started % 1 * 1000):03d}", "user": user,
+                     "type": kind, "request": _cut(request), "reply": _cut(reply)})
+
+
+def _cut(value: dict) -> str:
+    """``value`` as JSON, at most MESSAGE_CHARS long (what is cut off ends in ``...``)."""
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + "..."
 
 
 def _measured(node: nodes_module.Node) -> dict:

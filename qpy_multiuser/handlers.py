@@ -1,0 +1,155 @@
+"""The multiuser's request handlers: masters register (``hello``), ask for and release
+slots (``slots``); users see the cluster (``status``); the admin runs the commands of
+``admin_ops`` (``admin``). The state they act on is ``state.Multiuser``.
+
+Each connection is bound to the user whose key authenticated it, so a request can only
+ever act for that user. Entries are checked here, before the lock is taken, so nothing
+malformed reaches the allocator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from qpy import attrs, names
+from qpy.server import Handler, RequestError, Session
+from qpy_multiuser import admin_ops
+from qpy_multiuser.state import ADMIN, Multiuser
+
+log = logging.getLogger("qpy.multiuser")
+
+MultiuserHandler = Callable[[Multiuser, Session, dict], dict]
+
+
+def _master_only(session: Session) -> None:
+    if session.user == ADMIN:
+        raise RequestError("this request is for a user's master, not the admin")
+
+
+def job_item(item: dict) -> dict:
+    """One running job a master reports in ``hello``; refused unless every field is sane."""
+    ok = (isinstance(item.get("job"), int) and 0 <= item["job"] < 2 ** 63
+          and isinstance(item.get("node"), str)
+          and names.NODE_NAME.fullmatch(item["node"]) is not None
+          and isinstance(item.get("cores"), int) and item["cores"] > 0
+          and isinstance(item.get("mem"), (int, float)) and item["mem"] >= 0)
+    if not ok:
+        raise RequestError(f"bad running job entry {str(item)[:100]}")
+    return item
+
+
+def want(group: dict) -> dict:
+    """One group of equal jobs in a ``slots`` request; the attribute expression is
+    compiled here, so a bad one is the asker's error and not the allocator's."""
+    ok = (isinstance(group.get("cores"), int) and group["cores"] > 0
+          and isinstance(group.get("mem"), (int, float)) and group["mem"] > 0
+          and (group.get("attr") is None or isinstance(group.get("attr"), str))
+          and isinstance(group.get("jobs"), list)
+          and all(isinstance(j, int) and not isinstance(j, bool) for j in group["jobs"]))
+    if not ok:
+        raise RequestError(f"bad slot request {str(group)[:100]}")
+    if group.get("attr"):
+        try:
+            attrs.compile_expr(group["attr"])
+        except attrs.AttrError as exc:
+            raise RequestError(str(exc)) from None
+    return group
+
+
+def hello(mu: Multiuser, session: Session, msg: dict) -> dict:
+    """A master (re)registers with what still runs: its allocations become exactly that."""
+    _master_only(session)
+    running = [job_item(item) for item in msg["running"]]
+    with mu.lock:
+        old = mu.masters.get(session.user)
+        if old is not None and old is not session:
+            old.drop()
+        mu.masters[session.user] = session
+        user = mu.alloc.user(session.user)
+        mu.alloc.reconcile(user, running)
+        mu.ledger.replace(user.name, user.jobs)
+        user.queue = msg["queue_size"]
+        log.info("master of %s registered with %d running jobs", user.name, len(running))
+        mu.changed()
+        reply = {"nodes": [n.public() for n in mu.alloc.nodes.values()]}
+    mu.flush_wakes()
+    return reply
+
+
+def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
+    """Release ended jobs' slots and grant what fits of ``want``; wake others if cores
+    were freed for them."""
+    _master_only(session)
+    wanted = [want(g) for g in msg["want"]]
+    with mu.lock:
+        if mu.masters.get(session.user) is not session:
+            raise RequestError("register with hello first")
+        started = time.perf_counter()
+        user = mu.alloc.user(session.user)
+        had_queue = user.queue > 0
+        released = [job for job in msg["release"] if mu.alloc.remove(user, job)]
+        grants, refused = mu.alloc.request(user, wanted, msg["queue_size"])
+        decided = time.perf_counter() - started
+        mu.ledger.record(user.name, released,
+                         [(g["job"], *user.jobs[g["job"]]) for g in grants])
+        if released or (had_queue and user.queue <= 0):  # cores or borrowing rights freed
+            mu.changed(skip=user.name)
+        elif refused and mu.alloc.free_cores > 0:  # idle cores this user cannot use
+            mu.wake(skip=user.name)
+    mu.flush_wakes()
+    asked = sum(len(g["jobs"]) for g in wanted)
+    return {"grants": grants, "waiting": refused, "decision_us": round(decided * 1e6, 1),
+            "more": not refused and len(grants) == asked and msg["queue_size"] > asked}
+
+
+def status(mu: Multiuser, session: Session, msg: dict) -> dict:
+    return mu.snapshot()
+
+
+def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
+    """An admin command, for the admin key only."""
+    if session.user != ADMIN:
+        log.warning("user %s tried admin command %s", session.user, msg["command"])
+        raise RequestError("admin commands need the admin key")
+    op = admin_ops.OPS.get(msg["command"])
+    if op is None:
+        raise RequestError(f"unknown admin command {msg['command']!r}")
+    try:
+        with mu.lock:
+            return op(mu, msg["args"])
+    finally:
+        mu.flush_wakes()
+
+
+HANDLERS: dict[str, MultiuserHandler] = {"hello": hello, "slots": slots, "status": status,
+                                         "admin": admin}
+
+
+def make_table(mu: Multiuser) -> dict[str, Handler]:
+    """The request table the server dispatches on, each handler bound to ``mu`` and
+    passing through ``_kept``, the one place saveMessages sees every request."""
+    return {kind: _kept(mu, kind, handler) for kind, handler in HANDLERS.items()}
+
+
+def _kept(mu: Multiuser, kind: str, handler: MultiuserHandler) -> Handler:
+    """``handler`` bound to ``mu``; while saveMessages is on, each request of a master or
+    user and its reply (or refusal) is kept for ``variables``. The admin's own commands
+    are not: they are the admin's, and ``adduser`` replies carry a user's key."""
+
+    def serve(session: Session, msg: dict) -> dict:
+        if mu.messages is None or session.user == ADMIN:
+            return handler(mu, session, msg)
+        started = time.time()
+        try:
+            reply = handler(mu, session, msg)
+        except Exception as exc:  # kept as the error reply the server will send
+            error = str(exc) if isinstance(exc, RequestError) else \
+                f"internal error: {type(exc).__name__}: {exc}"
+            mu.keep_message(started, session.user, kind, msg, {"error": error})
+            raise
+        mu.keep_message(started, session.user, kind, msg, reply)
+        return reply
+
+    return serve
