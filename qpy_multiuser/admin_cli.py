@@ -18,6 +18,12 @@ HIDDEN = ("__user", "__req_core", "__remove_job")
 
 
 class AdminError(click.ClickException):
+    """One line for the admin; the exit status tells the kind of failure, as for qpy."""
+
+    def __init__(self, text: str, code: str = "refused") -> None:
+        super().__init__(text)
+        self.exit_code = wire.EXIT_STATUS.get(code, 1)
+
     def format_message(self) -> str:
         return self.message
 
@@ -33,12 +39,12 @@ def call(command: str, args: list[str]) -> dict:
         conn = connect_bundle(home, "@admin", os.path.join(home, "admin.key"))
     except (OSError, EOFError, ValueError) as exc:
         raise AdminError(f"cannot reach the multiuser ({exc}); is it running? "
-                         "Start it with 'qpy-admin start'") from None
+                         "Start it with 'qpy-admin start'", "unreachable") from None
     try:
         return wire.exchange(conn, {"type": "admin", "command": command, "args": args}, 60,
                              "the multiuser")
     except wire.Refused as exc:
-        raise AdminError(str(exc)) from None
+        raise AdminError(str(exc), exc.code) from None
 
 
 def say(reply: dict) -> None:
@@ -126,6 +132,6 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         sys.stderr.write(f"qpy-admin: {' '.join(exc.format_message().split())}\n")
-        sys.exit(1)
+        sys.exit(exc.exit_code)
     except click.Abort:
         sys.exit(1)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 
 from qpy import names, paths, status_view
-from qpy.server import RequestError
+from qpy.server import BadRequest, NotFound, RequestError
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 
 
 def _refuse(exc: Exception) -> RequestError:
-    return RequestError(str(exc))
+    return BadRequest(str(exc))
 
 
 def finish(mu, args: list[str]) -> dict:
@@ -71,14 +71,14 @@ def save_messages(mu, args: list[str]) -> dict:
     """Keep the last requests served and their replies, for ``variables``; or stop and
     drop them."""
     if len(args) != 1 or args[0].lower() not in ("true", "false"):
-        raise RequestError("saveMessages takes true or false")
+        raise BadRequest("saveMessages takes true or false")
     mu.keep_messages(args[0].lower() == "true")
     return {"text": f"Save messages set to {args[0].lower()}.\n"}
 
 
 def _user_arg(args: list[str], command: str) -> str:
     if len(args) != 1 or not names.is_user_name(args[0]):
-        raise RequestError(f"{command} takes one user name")
+        raise BadRequest(f"{command} takes one user name")
     return args[0]
 
 
@@ -102,7 +102,7 @@ def adduser(mu, args: list[str]) -> dict:
 def removeuser(mu, args: list[str]) -> dict:
     user = _user_arg(args, "removeuser")
     if user not in mu.allowed:
-        raise RequestError(f"{user} is not an allowed user")
+        raise NotFound(f"{user} is not an allowed user")
     mu.allowed.remove(user)
     (mu.home / "allowed_users").write_text("".join(f"{u}\n" for u in mu.allowed))
     (mu.home / "keys" / user).unlink(missing_ok=True)
@@ -114,7 +114,7 @@ def removeuser(mu, args: list[str]) -> dict:
 
 def _user(mu, name: str):
     if name not in mu.alloc.users:
-        raise RequestError(f"user {name} is not registered")
+        raise NotFound(f"user {name} is not registered")
     return mu.alloc.users[name]
 
 
@@ -122,7 +122,7 @@ def repair_user(mu, args: list[str]) -> dict:
     """``__user USER``: register a user with no master yet (for its share to count)."""
     name = _user_arg(args, "__user")
     if name not in mu.allowed:
-        raise RequestError(f"{name} is not an allowed user")
+        raise NotFound(f"{name} is not an allowed user")
     mu.alloc.user(name)
     return {"text": f"User {name} registered.\n"}
 
@@ -130,11 +130,11 @@ def repair_user(mu, args: list[str]) -> dict:
 def repair_req_core(mu, args: list[str]) -> dict:
     """``__req_core USER JOB N_CORES MEM``: grant a slot as if the master had asked."""
     if len(args) < 4:
-        raise RequestError("__req_core takes USER JOBID N_CORES MEM")
+        raise BadRequest("__req_core takes USER JOBID N_CORES MEM")
     try:
         job, cores, mem = int(args[1]), int(args[2]), float(args[3])
     except ValueError:
-        raise RequestError("__req_core: JOBID and N_CORES must be integers, MEM a number") \
+        raise BadRequest("__req_core: JOBID and N_CORES must be integers, MEM a number") \
             from None
     user = _user(mu, args[0])
     grants, _ = mu.alloc.request(user, [{"cores": cores, "mem": mem, "attr": None,
@@ -148,10 +148,10 @@ def repair_req_core(mu, args: list[str]) -> dict:
 def repair_remove_job(mu, args: list[str]) -> dict:
     """``__remove_job USER JOB``: drop an allocation the master will never release."""
     if len(args) < 2 or not args[1].isdigit():
-        raise RequestError("__remove_job takes USER JOBID")
+        raise BadRequest("__remove_job takes USER JOBID")
     user = _user(mu, args[0])
     if not mu.alloc.remove(user, int(args[1])):
-        raise RequestError("Job not found")
+        raise NotFound("Job not found")
     mu.ledger.replace(user.name, user.jobs)
     mu.changed()
     return {"text": "Job removed.\n"}

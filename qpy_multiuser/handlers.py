@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from qpy import attrs, names
-from qpy.server import Handler, RequestError, Session
+from qpy.server import BadRequest, Denied, Handler, RequestError, Session
 from qpy_multiuser import admin_ops
 from qpy_multiuser.state import ADMIN, Multiuser
 
@@ -25,7 +25,7 @@ MultiuserHandler = Callable[[Multiuser, Session, dict], dict]
 
 def _master_only(session: Session) -> None:
     if session.user == ADMIN:
-        raise RequestError("this request is for a user's master, not the admin")
+        raise Denied("this request is for a user's master, not the admin")
 
 
 def job_item(item: dict) -> dict:
@@ -36,7 +36,7 @@ def job_item(item: dict) -> dict:
           and isinstance(item.get("cores"), int) and item["cores"] > 0
           and isinstance(item.get("mem"), (int, float)) and item["mem"] >= 0)
     if not ok:
-        raise RequestError(f"bad running job entry {str(item)[:100]}")
+        raise BadRequest(f"bad running job entry {str(item)[:100]}")
     return item
 
 
@@ -49,12 +49,12 @@ def want(group: dict) -> dict:
           and isinstance(group.get("jobs"), list)
           and all(isinstance(j, int) and not isinstance(j, bool) for j in group["jobs"]))
     if not ok:
-        raise RequestError(f"bad slot request {str(group)[:100]}")
+        raise BadRequest(f"bad slot request {str(group)[:100]}")
     if group.get("attr"):
         try:
             attrs.compile_expr(group["attr"])
         except attrs.AttrError as exc:
-            raise RequestError(str(exc)) from None
+            raise BadRequest(str(exc)) from None
     return group
 
 
@@ -112,10 +112,10 @@ def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
     """An admin command, for the admin key only."""
     if session.user != ADMIN:
         log.warning("user %s tried admin command %s", session.user, msg["command"])
-        raise RequestError("admin commands need the admin key")
+        raise Denied("admin commands need the admin key")
     op = admin_ops.OPS.get(msg["command"])
     if op is None:
-        raise RequestError(f"unknown admin command {msg['command']!r}")
+        raise BadRequest(f"unknown admin command {msg['command']!r}")
     try:
         with mu.lock:
             return op(mu, msg["args"])

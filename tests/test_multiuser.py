@@ -469,7 +469,7 @@ def test_malformed_files_are_refused_and_the_old_configuration_kept(cluster, wor
     nodes = (cluster.admin_home / "nodes").read_text()
     cluster.write_admin_file("nodes", nodes + "n4 address=localhost cores=two memory=8\n")
     proc = cluster.admin("nodes", check=False)
-    assert proc.returncode != 0 and proc.stdout == ""
+    assert proc.returncode == 2 and proc.stdout == ""  # bad input
     assert proc.stderr.startswith(f"qpy-admin: {cluster.admin_home / 'nodes'}:5: "), proc.stderr
     assert proc.stderr.count("\n") == 1
     assert comparable(cluster.status_json("alice")) == before
@@ -487,6 +487,12 @@ def test_malformed_files_are_refused_and_the_old_configuration_kept(cluster, wor
     proc = cluster.admin("distribute", check=False)
     assert proc.returncode != 0 and "minimum" in proc.stderr, proc.stderr
     assert comparable(cluster.status_json("alice")) == before
+
+    # the admin's exit statuses tell the kind of failure, as qpy's do
+    proc = cluster.admin("removeuser", "qpytest_nosuchuser", check=False)
+    assert proc.returncode == 3 and "not an allowed user" in proc.stderr, proc
+    proc = cluster.admin("adduser", "no such name!", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc
 
     # still serving with the old nodes: a job runs on one of them
     assert cluster.multiuser_pid() == pid
