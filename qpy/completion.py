@@ -9,46 +9,55 @@ imports nothing from the CLI or the tiers, so that the CLI can load it lazily.
 from __future__ import annotations
 
 import os
-import sys
+from collections.abc import Callable
 
 ID_TIMEOUT = 1.5  # seconds for each of connect and reply when asking for job IDs
 ID_DEADLINE = 3  # whole seconds after which the ID lookup exits, whatever it waits for
 
 
-def job_ids(statuses: tuple[str, ...] = ()) -> list[int]:
-    """The IDs of this user's jobs with one of ``statuses`` (all jobs when empty).
-
-    Only a running master is asked: nothing is started and no file or directory is
-    created. Any problem means no IDs.
-    """
-    from qpy import paths, selection, wire
+def _ask_running_master(msg: dict) -> dict:
+    """One request to a master that already runs, with short timeouts; nothing is
+    started and no file or directory is created."""
+    from qpy import paths, wire
 
     home = paths.qpy_home()
     sock, key_file = os.path.join(home, "master.sock"), os.path.join(home, "master.key")
     if not (os.path.exists(sock) and os.path.exists(key_file)):
-        return []
-    wanted = [s for s in selection.STATUSES if s in statuses]
-    if statuses and not wanted:
-        return []
+        return {}
     conn = wire.connect(sock, wire.whoami(), paths.read_key(key_file), timeout=ID_TIMEOUT)
     try:
-        reply = wire.call(conn, {"type": "check", "select": {"statuses": wanted}},
-                          ID_TIMEOUT)
+        return wire.call(conn, msg, ID_TIMEOUT)
     finally:
         conn.close()
-    if not reply.get("ok"):
+
+
+def job_ids(statuses: tuple[str, ...] = (), ask: Callable[[dict], dict] | None = None
+            ) -> list[int]:
+    """The IDs of this user's jobs with one of ``statuses`` (all jobs when empty), from
+    ``ask`` (the master itself when the command server runs this) or a running master.
+    Any problem means no IDs."""
+    from qpy.states import STATUSES
+
+    wanted = [s for s in STATUSES if s in statuses]
+    if statuses and not wanted:
+        return []
+    reply = (ask or _ask_running_master)({"type": "check", "select": {"statuses": wanted}})
+    if not reply.get("ok", True):
         return []
     return sorted({job["id"] for job in reply.get("jobs", ())})
 
 
-def print_candidates(what: str, args: tuple[str, ...]) -> None:
-    """``qpy _complete WHAT ARGS``: candidates one a line on stdout; never an error."""
-    import signal
+def candidates(what: str, args: tuple[str, ...],
+               ask: Callable[[dict], dict] | None = None) -> str:
+    """``qpy _complete WHAT ARGS``: candidates one a line; never an error. Outside the
+    master the lookup has a deadline, so completion never hangs the shell."""
+    if ask is None:
+        import signal
 
-    signal.signal(signal.SIGALRM, lambda *_: os._exit(1))
-    signal.alarm(ID_DEADLINE)
+        signal.signal(signal.SIGALRM, lambda *_: os._exit(1))
+        signal.alarm(ID_DEADLINE)
     try:
-        found = job_ids(args) if what == "ids" else []
+        found = job_ids(args, ask) if what == "ids" else []
     except Exception:  # completion stays silent: no IDs is the answer to every problem
         found = []
-    sys.stdout.write("".join(f"{i}\n" for i in found))
+    return "".join(f"{i}\n" for i in found)

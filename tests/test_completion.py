@@ -19,6 +19,7 @@ from conftest import wait_for
 
 from qpy import cli, config, render
 from qpy.completion import ID_DEADLINE
+from qpy.states import STATUSES
 from qpy_multiuser import admin_cli
 from tools import completion
 
@@ -231,7 +232,7 @@ def test_offered_statuses_are_those_the_command_accepts(name, tmp_path):
     # The CLI names the statuses it accepts when given another one, before it would
     # contact a master.
     offered, id_statuses = completion.SELECTIONS[name]
-    other = next(s for s in cli.STATUSES if s not in offered)
+    other = next(s for s in STATUSES if s not in offered)
     env = {**os.environ, "QPY_HOME": str(tmp_path / "home")}
     proc = subprocess.run([os.path.join(BIN, "qpy"), name, other], env=env,
                           capture_output=True, text=True, timeout=60)

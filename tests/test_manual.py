@@ -13,6 +13,7 @@ import click
 import pytest
 
 from qpy import cli, config, jobspec, render
+from qpy.states import STATUSES
 from qpy_multiuser import admin_cli
 from tools import manpage
 
@@ -126,7 +127,7 @@ def test_directives():
 
 
 def test_statuses_and_selection_words():
-    for status in cli.STATUSES:
+    for status in STATUSES:
         assert f"`{status}`" in USER_SECTIONS["Basics"], status
     for name in ("kill", "clean"):
         assert "`all`" in USER_SECTIONS[name]

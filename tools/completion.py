@@ -17,7 +17,7 @@ import os
 import re
 import sys
 
-from qpy.selection import FINISHED
+from qpy.states import FINISHED, STATUSES
 
 SCRIPT_NAME = "bash_completion.sh"
 INTERNAL = ("_complete",)  # commands for the script itself: neither completed nor helped
@@ -166,7 +166,7 @@ def _qpy_snippets() -> dict[str, str]:
                                   keywords=_words([*commands, *config.KEYS]))
                 for name, text in QPY_ARGS.items()}
     snippets["config"] = _config_snippet()
-    for name, (words, id_statuses) in {"check": (cli.STATUSES, ()), **SELECTIONS}.items():
+    for name, (words, id_statuses) in {"check": (STATUSES, ()), **SELECTIONS}.items():
         snippets[name] = (f"__qpy_words {_words(words)}\n__qpy_ids {' '.join(id_statuses)}"
                           .rstrip() + "\n__qpy_dirs")
     return snippets

@@ -1,0 +1,26 @@
+"""The user's settings and notes: config, notes."""
+
+from __future__ import annotations
+
+import click
+
+from qpy.commands.common import CONTEXT, fail, request, say
+
+
+@click.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
+@click.argument("key", required=False)
+@click.argument("values", nargs=-1, type=click.UNPROCESSED)
+def config(key: str | None, values: tuple[str, ...]) -> None:
+    """Show the settings, or set KEY to VALUES."""
+    say(request({"type": "config", "key": key, "values": list(values)}))
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("job", required=False)
+@click.argument("text", nargs=-1)
+def notes(job: str | None, text: tuple[str, ...]) -> None:
+    """List jobs with notes, show a job's notes, or add TEXT as a note."""
+    if job is not None and not job.isdigit():
+        fail(f"notes takes a job ID, not {job!r}")
+    say(request({"type": "notes", "job": int(job) if job else None,
+                 "text": " ".join(text) if text else None}))
