@@ -80,6 +80,14 @@ SH = "/bin/sh"
 LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: a dlopen in each forked child costs
 
 
+def checked_op(op: dict) -> dict:
+    """An op that fits ``OPS``; ValueError naming what is wrong otherwise."""
+    missing = [f for f in OPS.get(op.get("op"), ()) if f not in op]
+    if op.get("op") not in OPS or missing:
+        raise ValueError(f"op {op.get('op')!r} is unknown or lacks {missing}")
+    return op
+
+
 def emit(event: dict) -> None:
     """One event line to the master."""
     data = (json.dumps(event, separators=(",", ":")) + "\n").encode()
@@ -417,10 +425,7 @@ class Launcher:
 
     def _handle(self, line: bytes) -> None:
         try:
-            op = json.loads(line)
-            missing = [f for f in OPS.get(op.get("op"), ()) if f not in op]
-            if op.get("op") not in OPS or missing:
-                raise ValueError(f"op {op.get('op')!r} is unknown or lacks {missing}")
+            op = checked_op(json.loads(line))
             handler = {"start": self.start, "kill": self.kill, "adopt": self.adopt,
                        "forget": self.forget, "env": self.env, "sweep": self.sweep}[op["op"]]
             handler(op)
