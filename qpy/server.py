@@ -191,27 +191,38 @@ class Server:
                 after()
 
     def _dispatch(self, session: Session, raw: bytes) -> tuple[dict | None, Callable | None]:
-        """Decode, validate and run one request; the reply is always a dict."""
-        msg: dict = {}
+        """Decode and answer one request; the reply is always a dict."""
         try:
-            msg = wire.decode(raw)  # kept before validation, so the reply can echo its id
-            wire.validate(msg)
-            handler = self.handlers.get(msg["type"])
-            if handler is None:
-                raise wire.WireError(f"request type {msg['type']!r} is not served here")
-            reply = handler(session, msg) or {}
-        except (wire.WireError, RequestError) as exc:
-            log.info("refused %s from %s: %s", msg.get("type"), session.user, exc)
-            code = exc.code if isinstance(exc, RequestError) else "bad_request"
-            return wire.error_reply(str(exc), msg.get("id"), code), None
-        except Exception as exc:
-            log.exception("request %s from %s failed", msg.get("type"), session.user)
-            return wire.error_reply(f"internal error: {type(exc).__name__}: {exc}",
-                                    msg.get("id"), "internal"), None
-        after = reply.pop("_after", None)
-        reply.setdefault("ok", True)
-        if "id" in msg:
-            reply["re"] = msg["id"]
-        if CHECK_REPLIES:
-            reply = _checked(msg["type"], reply)
-        return reply, after
+            msg = wire.decode(raw)
+        except wire.WireError as exc:
+            log.info("refused a message from %s: %s", session.user, exc)
+            return wire.error_reply(str(exc), None, "bad_request"), None
+        return answer(self.handlers, session, msg)
+
+
+def answer(handlers: dict[str, Handler], session: Session, msg: dict
+           ) -> tuple[dict, Callable | None]:
+    """Validate and run one decoded request: the reply, and what to do after it is sent.
+    Also how the master's command server asks on behalf of a command it runs."""
+    try:
+        wire.validate(msg)
+        handler = handlers.get(msg["type"])
+        if handler is None:
+            raise wire.WireError(f"request type {msg['type']!r} is not served here")
+        reply = handler(session, msg) or {}
+    except (wire.WireError, RequestError) as exc:
+        log.info("refused %s from %s: %s", msg.get("type"), session.user, exc)
+        code = exc.code if isinstance(exc, RequestError) else "bad_request"
+        return wire.error_reply(str(exc), msg.get("id"), code), None
+    except Exception as exc:
+        log.exception("request %s from %s failed", msg.get("type"), session.user)
+        return wire.error_reply(f"internal error: {type(exc).__name__}: {exc}",
+                                msg.get("id"), "internal"), None
+    after = reply.pop("_after", None)
+    reply.setdefault("ok", True)
+    if "id" in msg:
+        reply["re"] = msg["id"]
+    if CHECK_REPLIES:
+        reply = _checked(msg["type"], reply)
+    return reply, after
+

@@ -59,6 +59,8 @@ SCHEMAS: dict[str, Schema] = {
     "notes": {"job": "?int", "text": "?str"},
     "status": {},
     "finish": {},
+    # qpy/front.py -> master: a whole command line, run by the master (command server)
+    "cli": {"argv": "[str]", "cwd": "str", "env": "{str}", "tty": "bool", "umask": "?int="},
     # master -> multiuser
     "hello": {"running": "[dict]", "queue_size": "int"},
     "slots": {"release": "[int]", "want": "[dict]", "queue_size": "int"},
@@ -99,14 +101,16 @@ REPLIES: dict[str, Schema] = {
     "notes": {},
     "status": {"users": "[user]", "nodes": "[node]"},
     "finish": {},
+    "cli": {"exit": "int=", "out": "str=", "err": "str=", "local": "bool="},
     "hello": {"nodes": "[node]"},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool"},
     "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
               "nodes": "[node]="},
 }
 
-# Events pushed on a master's connection to the multiuser (frames without "re").
-EVENTS = ("wake", "nodes", "bye")
+# Events: frames without "re", pushed on a master's connection to the multiuser (wake,
+# nodes, bye) or on a client's connection to the master (output of a command it runs).
+EVENTS = ("wake", "nodes", "bye", "output")
 
 # The kinds of failure an error reply names in "code", and the exit status each gives the
 # CLIs (the manual's "Errors and exit status").

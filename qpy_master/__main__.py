@@ -22,7 +22,7 @@ def main() -> None:
 
 def start(home: Path) -> tuple[Server, Callable[[], None]]:
     """Open the store, restore jobs, connect the multiuser link and listen for the CLI."""
-    from qpy_master import embedded, handlers
+    from qpy_master import command_server, embedded, handlers
     from qpy_master.master import Master
 
     user = wire.whoami()
@@ -40,6 +40,7 @@ def start(home: Path) -> tuple[Server, Callable[[], None]]:
         os.umask(old_umask)
     server_box.append(server)
     server.start()
+    command_server.preload()
 
     def shutdown() -> None:
         master.shutdown()

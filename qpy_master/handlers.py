@@ -12,7 +12,7 @@ import time
 from qpy import config, selection
 from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
-from qpy_master import submit
+from qpy_master import command_server, submit
 from qpy_master.master import Master
 
 
@@ -178,4 +178,5 @@ def make_table(m: Master, stop) -> dict:
         "sub": sub, "check": check, "kill": kill, "clean": clean, "config": configure,
         "ctrl": ctrl, "notes": notes, "status": status, "ping": ping}.items()}
     table["finish"] = finish
+    table["cli"] = lambda session, msg: command_server.serve(table, session, msg)
     return table
