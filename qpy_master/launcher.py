@@ -76,6 +76,15 @@ EVENTS = {
     "error": ("text", "op"),
 }
 PR_SET_CHILD_SUBREAPER = 36
+TRACE = os.environ.get("QPY_TRACE")  # bench/latency.py --trace: as qpy/trace.py
+
+
+def trace(label: str) -> None:
+    """One timestamp line for the latency bench's trace (nothing unless QPY_TRACE)."""
+    if TRACE:
+        fd = os.open(TRACE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(fd, f"{time.monotonic_ns()} {os.getpid()} {label}\n".encode())
+        os.close(fd)
 SH = "/bin/sh"
 LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: a dlopen in each forked child costs
 
@@ -208,6 +217,7 @@ class Supervisor:
                 os._exit(0)
             data += chunk
         os.close(self.inbox)
+        trace("supervisor: start op")
         self.op = json.loads(data)
         self.offset = int(self.op["slot"]) * SLOT
         self.grace = float(self.op.get("grace", 10.0))
@@ -220,6 +230,7 @@ class Supervisor:
                                      HALF), self.offset)
         try:
             out, err = self._open_outputs()
+            trace("supervisor: outputs open")
         except StartError as exc:
             self._record({"error": exc.why, "in": exc.where})
             self._tell_launcher()
@@ -227,10 +238,12 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGALRM, self._on_alarm)
         self.job_pid = self._spawn_job(self.devnull, out, err)
+        trace("supervisor: job spawned")
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a waiting kill now
         os.close(out)
         os.close(err)
         status = self._wait_job()
+        trace("supervisor: job reaped")
         code = os.waitstatus_to_exitcode(status)
         self._record({"exit": code} if code >= 0 else {"signal": -code})
         if self.killing:  # what is left gets the rest of its grace, and holds the cores
@@ -238,6 +251,7 @@ class Supervisor:
             self._tell_launcher()
         else:
             self._tell_launcher()
+            trace("supervisor: launcher told")
             self._clean_up()
         os._exit(0)
 
@@ -440,6 +454,7 @@ class Launcher:
     def start(self, op: dict) -> None:
         """Hand the job to the spare supervisor, then fork the next spare: the fork is
         not on the path from "start" to the job's first instruction."""
+        trace("launcher: start op")
         job = int(op["job"])
         if job in self.watched:  # a requeued job whose old run is still ending: it goes first
             self.deferred[job] = op
@@ -560,11 +575,13 @@ class Launcher:
             data = os.read(self.notify_r, 1 << 16)
         except BlockingIOError:
             return
+        trace("launcher: notified")
         for word in data.split():
             job = int(word)
             if job in self.watched and job not in self.reported and job not in self.deferred:
                 self.reported.add(job)
                 self._report_end(job)
+                trace("launcher: end sent")
 
     def _ended(self, job: int) -> None:
         _, pid, own = self._unwatch(job)

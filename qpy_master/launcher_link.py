@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from qpy import ssh
+from qpy import ssh, trace
 from qpy_master.launcher import EVENTS
 
 log = logging.getLogger("qpy.master.launcher_link")
@@ -159,6 +159,7 @@ class LauncherLink:
     def _read(self, preamble: bytes | None) -> None:
         if self._handshake(preamble):
             for line in self.proc.stdout:
+                trace.mark("master: launcher event")
                 event = _event(line)
                 if event is None:
                     log.error("launcher %s sent garbage: %r", self.node, line[:200])

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qpy import config
+from qpy import config, trace
 from qpy.model import Job
 from qpy.server import Unreachable
 from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
@@ -127,6 +127,7 @@ class Master:
             queue_size = len(self.records.queue)
         if not release and not want:
             return
+        trace.mark("master: slots asked")
         try:
             reply = self.link.request({"type": "slots", "release": release, "want": want,
                                        "queue_size": queue_size})
@@ -139,6 +140,7 @@ class Master:
                 self.release[:0] = release
             return
         grants = reply.get("grants") or []
+        trace.mark("master: slots answered")
         with self.lock:
             for grant in grants:
                 self._launch(grant)
@@ -160,6 +162,7 @@ class Master:
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
                      "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
             "out": job.output("out"), "err": job.output("err")})
+        trace.mark("master: start sent")
 
     def _command(self, job: Job) -> str:
         sources = "".join(f". {shlex.quote(f)}; " for f in self.settings["sourceTheseFiles"])
@@ -259,6 +262,7 @@ class Master:
             Path(job.script_copy).unlink(missing_ok=True)
         self.release.append(job.id)
         self.wake.set()
+        trace.mark("master: end recorded")
         self.pool.tell(job.node, {"op": "forget", "job": job.id})
 
     # -- operations used by the request handlers -------------------------------------------

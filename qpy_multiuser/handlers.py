@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from qpy import attrs, names
+from qpy import attrs, names, trace
 from qpy.server import BadRequest, Denied, Handler, RequestError, Session
 from qpy_multiuser import admin_ops
 from qpy_multiuser.state import ADMIN, Multiuser
@@ -82,6 +82,7 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
     """Release ended jobs' slots and grant what fits of ``want``; wake others if cores
     were freed for them."""
     _master_only(session)
+    trace.mark("multiuser: slots asked")
     wanted = [want(g) for g in msg["want"]]
     with mu.lock:
         if mu.masters.get(session.user) is not session:
@@ -99,6 +100,7 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
         elif refused and mu.alloc.free_cores > 0:  # idle cores this user cannot use
             mu.wake(skip=user.name)
     mu.flush_wakes()
+    trace.mark("multiuser: slots decided")
     asked = sum(len(g["jobs"]) for g in wanted)
     return {"grants": grants, "waiting": refused, "decision_us": round(decided * 1e6, 1),
             "more": not refused and len(grants) == asked and msg["queue_size"] > asked}
