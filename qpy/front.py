@@ -23,6 +23,7 @@ import sys
 
 LOCAL = frozenset({"restart", "finish", "tutorial", "-h", "--help"})
 CHALLENGE, WELCOME, FAILURE = b"#CHALLENGE#", b"#WELCOME#", b"#FAILURE#"
+LEGACY_LENGTH = 20  # a challenge without a digest name: HMAC-MD5, as before Python 3.12
 HANDSHAKE_TIMEOUT = 5.0  # seconds for the master to answer at all (as qpy.wire's)
 
 
@@ -110,13 +111,15 @@ def _answer(conn: _Conn, key: bytes) -> None:
     if not message.startswith(CHALLENGE):
         raise Unserved("no challenge")
     message = message[len(CHALLENGE):]
-    if message.startswith(b"{"):  # Python 3.12+: the digest is named
+    if len(message) == LEGACY_LENGTH:  # 20 random bytes (may well start with "{")
+        digest = _hmac_md5(key, message)
+    else:  # Python 3.12+: "{sha256}" and 40 random bytes
         import hmac
 
-        name = message[1:message.index(b"}")]
+        name = message[1:message.find(b"}", 1, 22)]
+        if not message.startswith(b"{") or not name.isalnum():
+            raise Unserved("unknown challenge")
         digest = b"{" + name + b"}" + hmac.new(key, message, name.decode()).digest()
-    else:
-        digest = _hmac_md5(key, message)
     conn.send(digest)
     if conn.recv() != WELCOME:
         raise Unserved("the master refused our key")
