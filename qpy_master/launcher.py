@@ -581,7 +581,6 @@ class Launcher:
             if job in self.watched and job not in self.reported and job not in self.deferred:
                 self.reported.add(job)
                 self._report_end(job)
-                trace("launcher: end sent")
 
     def _ended(self, job: int) -> None:
         _, pid, own = self._unwatch(job)
