@@ -106,10 +106,13 @@ def command(address: str, remote: list[str], home: str) -> list[str]:
 def python_stdin_program(name: str) -> list[str]:
     """The remote command of a stdlib-only program sent down the session's stdin: the node
     needs only ``python3``, not a qpy installation. The master writes the source's length
-    on one line and then the source; the program then reads its own input from fd 0."""
+    on one line and then the source; the program then reads its own input from fd 0.
+    Isolated (``-I``): with ``-c`` the session's directory would come first on
+    ``sys.path``, so a ``json.py`` in the remote home would be imported instead of the
+    standard library's; PYTHON* variables are ignored too."""
     boot = ("import sys;b=sys.stdin.buffer;n=int(b.readline());"
             f"exec(compile(b.read(n),{name!r},'exec'),{{'__name__':'__main__'}})")
-    return ["python3", "-S", "-u", "-c", boot]
+    return ["python3", "-I", "-S", "-u", "-c", boot]
 
 
 def source_preamble(path: str) -> bytes:

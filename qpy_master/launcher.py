@@ -1,6 +1,6 @@
 """The job launcher: starts, watches and kills jobs on one node. Standard library only.
 
-The master runs one launcher per node (``python3 -S launcher.py RUN_DIR``: locally as a
+The master runs one launcher per node (``python3 -I -S launcher.py RUN_DIR``: locally as a
 child, remotely over ssh) and talks to it in JSON lines on stdin/stdout. For each job the
 launcher forks a *supervisor* that:
 
