@@ -29,8 +29,8 @@ ops and by the master (``launcher_link``) for events:
 op        fields                               what the launcher does
 ========  ===================================  ========================================
 env       id, env                              keeps a submission environment
-start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor
-          out, err
+start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor, with the
+          out, err, umask                      submitter's umask
 kill      job                                  SIGTERM to the tree, SIGKILL after grace
 adopt     job                                  watches a job an earlier launcher started
 forget    job                                  frees the job's slot: its end is recorded
@@ -52,17 +52,19 @@ error     text, op                             an op could not be handled
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import json
 import os
 import selectors
 import signal
+import stat
 import sys
 import time
 
 OPS = {
     "env": ("id", "env"),
-    "start": ("job", "cmd", "cwd", "env_id", "grace", "vars", "out", "err"),
+    "start": ("job", "cmd", "cwd", "env_id", "grace", "vars", "out", "err", "umask"),
     "kill": ("job",),
     "adopt": ("job",),
     "forget": ("job",),
@@ -167,6 +169,58 @@ class StartError(Exception):
         self.where, self.why = where, why
 
 
+NOT_REGULAR = {stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device",
+               stat.S_IFBLK: "a device", stat.S_IFDIR: "a directory", stat.S_IFSOCK: "a socket"}
+OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+
+
+def check_output(st: os.stat_result, name: str, which: str) -> None:
+    """StartError unless ``st`` is a file the job may write its output into: a regular
+    file of this user's with no other name. In a directory others can write to, anything
+    else is a trap: a symbolic link or a second hard link would make the job overwrite
+    another file of the user's, a FIFO would hang it, another user's file would receive
+    its output."""
+    kind = NOT_REGULAR.get(stat.S_IFMT(st.st_mode))
+    if kind is not None or not stat.S_ISREG(st.st_mode):
+        raise StartError(which, f"{name} is {kind or 'not a regular file'}")
+    if st.st_uid != os.getuid():
+        raise StartError(which, f"{name} belongs to another user (uid {st.st_uid})")
+    if st.st_nlink > 1:
+        raise StartError(which, f"{name} has {st.st_nlink} hard links")
+
+
+def open_output(path: str, which: str) -> int:
+    """Open (creating or truncating) the job's output file ``path`` for writing, safely in
+    a directory others can write to: no symbolic link is followed (O_NOFOLLOW), a FIFO
+    cannot block the open (O_NONBLOCK), and the file is checked before (so nothing that
+    is not ours is opened at all) and after opening (on the descriptor itself, so a swap
+    in between is caught), and truncated only then. New files get mode 0666 less the
+    umask."""
+    name = os.path.basename(path)
+    try:
+        check_output(os.lstat(path), name, which)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StartError(which, exc.strerror) from None
+    try:
+        fd = os.open(path, OUTPUT_FLAGS, 0o666)
+    except OSError as exc:
+        raise StartError(which, f"{name} is a symbolic link" if exc.errno == errno.ELOOP
+                         else exc.strerror) from None
+    try:
+        check_output(os.fstat(fd), name, which)
+        os.ftruncate(fd, 0)
+        os.set_blocking(fd, True)
+    except OSError as exc:
+        os.close(fd)
+        raise StartError(which, exc.strerror) from None
+    except StartError:
+        os.close(fd)
+        raise
+    return fd
+
+
 class Supervisor:
     """Runs in a forked child: prepared while idle, then owns one job to its recorded end."""
 
@@ -249,14 +303,9 @@ class Supervisor:
             os.chdir(self.op["cwd"])
         except OSError as exc:
             raise StartError("cwd", exc.strerror) from None
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        opened = []
-        for which in ("out", "err"):
-            try:
-                opened.append(os.open(self.op[which], flags, 0o644))
-            except OSError as exc:
-                raise StartError(which, exc.strerror) from None
-        return opened[0], opened[1]
+        os.umask(int(self.op["umask"]))  # the job's too: it inherits it
+        out = open_output(self.op["out"], "out")
+        return out, open_output(self.op["err"], "err")
 
     def _spawn_job(self, stdin: int, out: int, err: int) -> int:
         """Start the job as a session leader with default signal handling.
@@ -318,8 +367,8 @@ class Supervisor:
     def _record(self, result: dict) -> None:
         """Write the exit record in one pwrite into the second half of the slot."""
         result["t_end"] = time.time()
-        if "error" in result:
-            result["error"] = result["error"][:80]
+        if "error" in result:  # the record must fit its half slot
+            result["error"] = result["error"][:64]
         os.pwrite(self.slots, padded(json.dumps(result), HALF), self.offset + HALF)
 
     def _clean_up(self) -> None:

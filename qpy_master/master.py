@@ -159,7 +159,7 @@ class Master:
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
                      "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
-            "out": job.output("out"), "err": job.output("err")})
+            "out": job.output("out"), "err": job.output("err"), "umask": job.umask})
 
     def _command(self, job: Job) -> str:
         sources = "".join(f". {shlex.quote(f)}; " for f in self.settings["sourceTheseFiles"])

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import QPY, wait_for
+
+from qpy import paths, wire
 
 RECEIVED = re.compile(r"Job (\d+) received\.\n")
 
@@ -76,6 +80,49 @@ def test_output_files_in_submission_directory_and_job_runs_there(qpy):
     assert (subdir / f"job_{job}.err").read_text() == "oops\n"
     assert not (qpy.work / f"job_{job}.out").exists()
     assert not (qpy.work / f"job_{job}.err").exists()
+
+
+def test_output_files_and_the_job_get_the_submitters_umask(qpy):
+    """``umask 077; qpy sub ...``: the output files are 0600 and the job runs with 077,
+    as it would have run in that shell; another umask gives other modes."""
+    for mask, mode in ((0o077, 0o600), (0o027, 0o640), (0o002, 0o664)):
+        proc = subprocess.run([QPY, "sub", "sh", "-c", "umask; touch made"], cwd=qpy.work,
+                              env=qpy.env, capture_output=True, text=True, umask=mask,
+                              stdin=subprocess.DEVNULL, timeout=120)
+        job = received(proc.stdout)
+        assert qpy.wait_status(job)["exit_code"] == 0
+        assert out(qpy, job) == f"{mask:04o}\n"
+        for name in (f"job_{job}.out", f"job_{job}.err"):
+            assert stat.S_IMODE((qpy.work / name).stat().st_mode) == mode, (name, oct(mask))
+        assert stat.S_IMODE((qpy.work / "made").stat().st_mode) == mode
+        (qpy.work / "made").unlink()
+
+
+def test_a_client_that_sends_no_umask_gets_022(qpy):
+    """A ``sub`` request of an older client, without the umask: output files are 0644."""
+    qpy.run("status")
+    key = paths.read_key(qpy.home / "master.key")
+    with wire.connect(str(qpy.home / "master.sock"), wire.whoami(), key) as conn:
+        reply = wire.call(conn, {"type": "sub", "command": "umask", "cwd": str(qpy.work),
+                                 "env": {"PATH": os.environ["PATH"]}, "n_cores": 1,
+                                 "mem": 1.0, "attr": None, "copy": None, "script": None},
+                          60.0)
+    assert reply["ok"], reply
+    job = reply["job"]
+    assert qpy.wait_status(job)["exit_code"] == 0
+    assert out(qpy, job) == "0022\n"
+    assert stat.S_IMODE((qpy.work / f"job_{job}.out").stat().st_mode) == 0o644
+
+
+def test_an_output_file_of_the_users_own_is_replaced(qpy):
+    """An existing ``job_<ID>.out`` of the user's own (a home made anew, say) is truncated
+    and written, as before."""
+    qpy.run("ctrlQueue", "pause")
+    job = qpy.sub("echo", "new")
+    (qpy.work / f"job_{job}.out").write_text("an old and longer text\n")
+    qpy.run("ctrlQueue", "continue")
+    assert qpy.wait_status(job)["exit_code"] == 0
+    assert out(qpy, job) == "new\n"
 
 
 def test_qpy_variables_are_set(qpy):
