@@ -7,7 +7,8 @@ launcher forks a *supervisor* that:
 * leaves the launcher's session, so the job outlives the launcher and the master;
 * becomes a child subreaper, so every descendant of the job, even one that called
   ``setsid``, stays below it and can be found and killed;
-* forks the job as a session leader running ``/bin/sh -c COMMAND`` in its directory;
+* forks the job as a session leader running ``SHELL -c COMMAND`` in its directory, in
+  the user's login shell (``login_shell``);
 * records itself in its slot of ``RUN_DIR/slots`` (job, PID and start time) before the job
   starts, and the job's exact wait status in the same slot once the job's main process
   ends; then it kills what the job left behind.
@@ -56,6 +57,7 @@ import errno
 import gc
 import json
 import os
+import pwd
 import selectors
 import signal
 import stat
@@ -79,7 +81,28 @@ EVENTS = {
 }
 PR_SET_CHILD_SUBREAPER = 36
 SH = "/bin/sh"
+# Login shells that read sh syntax: what qpy writes into command lines (``exec ARGV``,
+# ``. FILE;``) and what users expect of ``qpy sub 'LINE'``. Others (csh, tcsh, fish, ...)
+# would misread it, so their users' jobs run in /bin/sh.
+POSIX_SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "ksh93", "mksh", "lksh", "pdksh",
+                          "oksh", "zsh", "yash", "posh"})
 LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: a dlopen in each forked child costs
+
+
+def login_shell() -> str:
+    """The shell jobs run in: the user's login shell from the password database of this
+    node, as ``ssh node COMMAND`` would use, if it is an sh-compatible shell that can be
+    run here; else /bin/sh (no shell, ``nologin``, csh, fish, ...). Run as ``SHELL -c``,
+    not as a login shell: the job has the submitting shell's environment, which a
+    login shell's profile would partly overwrite."""
+    try:
+        shell = pwd.getpwuid(os.getuid()).pw_shell
+    except KeyError:
+        return SH
+    if os.path.isabs(shell) and os.path.basename(shell) in POSIX_SHELLS \
+            and os.access(shell, os.X_OK):
+        return shell
+    return SH
 
 
 def checked_op(op: dict) -> dict:
@@ -224,8 +247,9 @@ def open_output(path: str, which: str) -> int:
 class Supervisor:
     """Runs in a forked child: prepared while idle, then owns one job to its recorded end."""
 
-    def __init__(self, slots: int, notify: int, inbox: int) -> None:
+    def __init__(self, slots: int, notify: int, inbox: int, shell: str) -> None:
         self.slots = slots
+        self.shell = shell
         self.notify = notify
         self.inbox = inbox
         self.op: dict = {}
@@ -315,14 +339,15 @@ class Supervisor:
         """
         try:
             return os.posix_spawn(
-                SH, ["sh", "-c", self.op["cmd"]], self.op["env"], setsid=True,
+                self.shell, [os.path.basename(self.shell), "-c", self.op["cmd"]],
+                self.op["env"], setsid=True,
                 file_actions=[(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, out, 1),
                               (os.POSIX_SPAWN_DUP2, err, 2)],
                 setsigmask=(),
                 setsigdef=(signal.SIGTERM, signal.SIGALRM, signal.SIGINT, signal.SIGHUP,
                            signal.SIGPIPE, signal.SIGXFSZ))
         except OSError as exc:
-            self._record({"error": f"cannot start {SH}: {exc.strerror}"})
+            self._record({"error": f"cannot start {self.shell}: {exc.strerror}"})
             os._exit(0)
 
     def _wait_job(self) -> int:
@@ -414,6 +439,7 @@ class Launcher:
         self.envs: dict[int, dict[str, str]] = {}
         self.deferred: dict[int, dict] = {}  # job -> its start, waiting for its old run
         self.spare: tuple[int, int] | None = None
+        self.shell = login_shell()  # once: the password database may be a network service
         self._scan()
 
     def _scan(self) -> None:
@@ -523,7 +549,7 @@ class Launcher:
         else:
             gc.disable()
             try:
-                supervisor = Supervisor(self.slots, self.notify_w, inbox_r)
+                supervisor = Supervisor(self.slots, self.notify_w, inbox_r, self.shell)
                 supervisor.prepare()
                 supervisor.serve()
             finally:

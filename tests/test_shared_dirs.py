@@ -225,3 +225,74 @@ def test_packages_left_in_a_shared_directory_are_never_imported(cluster, shared)
     assert finished(cluster, "alice", job)["exit_code"] == 0
     assert (shared / f"job_{job}.out").read_text() == "hi\n"
     assert not list(marks.iterdir())
+
+
+# -- the user's login shell -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def login_shell(cluster: Cluster, user: str, shell: str) -> Iterator[None]:
+    """``user``'s account has ``shell`` (their master started anew, as after a login),
+    then /bin/bash again."""
+    run_root("usermod", "-s", shell, cluster.name(user))
+    try:
+        cluster.qpy_as(user, "restart")
+        yield
+    finally:
+        run_root("usermod", "-s", "/bin/bash", cluster.name(user))
+        cluster.qpy_as(user, "restart")
+
+
+def run_line(cluster: Cluster, user: str, line: str) -> tuple[dict, str]:
+    """Submit one shell line as ``user``; its record and output once it ended."""
+    directory = cluster.workdir(user, "shell")
+    out = cluster.qpy_as(user, "sub", "-m", "1", line, cwd=directory).stdout
+    job = int(out.split()[1])
+    record = finished(cluster, user, job)
+    return record, (directory / f"job_{job}.out").read_text()
+
+
+def test_a_bash_user_gets_bash_for_command_lines_and_sourced_files(cluster):
+    record, out = run_line(cluster, "alice", "[[ 1 == 1 ]] && echo yes; readlink /proc/$$/exe; :")
+    assert record["exit_code"] == 0, record
+    assert out == f"yes\n{os.path.realpath('/bin/bash')}\n"
+    env = cluster.account("alice").home / "env.bash"
+    env.write_text("declare -A colour=([sky]=blue)\n")
+    cluster.account("alice").own(env, 0o644)
+    cluster.qpy_as("alice", "config", "sourceTheseFiles", str(env))
+    try:
+        record, out = run_line(cluster, "alice", 'echo "${colour[sky]}"')
+    finally:
+        cluster.qpy_as("alice", "config", "sourceTheseFiles", "none")
+    assert (record["exit_code"], out) == (0, "blue\n"), record
+
+
+def test_a_user_whose_shell_is_sh_gets_dash_and_exact_ends(cluster):
+    with login_shell(cluster, "bob", "/bin/sh"):
+        record, out = run_line(cluster, "bob", "readlink /proc/$$/exe; [[ 1 == 1 ]]")
+        assert out == f"{os.path.realpath('/bin/sh')}\n"
+        assert record["exit_code"] == 127, record  # dash has no [[
+        record, _ = run_line(cluster, "bob", "exit 3")
+        assert (record["exit_code"], record["signal"]) == (3, None)
+        record, _ = run_line(cluster, "bob", "kill -TERM $$")
+        assert (record["exit_code"], record["signal"]) == (None, 15)
+
+
+@pytest.mark.parametrize("shell", ["/usr/sbin/nologin", "/nonexistent/bash", "fish"])
+def test_jobs_of_an_account_without_a_posix_login_shell_run_in_sh(cluster, tmp_path, shell):
+    """No shell, a shell that does not exist, or one that does not speak sh (here a
+    ``fish`` that would say so if it ran): /bin/sh runs the job."""
+    if shell == "fish":
+        fake = Path(tempfile.mkdtemp(prefix="qpy-fish-", dir="/var/tmp"))
+        os.chmod(fake, 0o755)
+        shell = str(fake / "fish")
+        Path(shell).write_text("#!/bin/sh\necho the fake fish ran\n")
+        os.chmod(shell, 0o755)
+    try:
+        with login_shell(cluster, "bob", shell):
+            record, out = run_line(cluster, "bob", "readlink /proc/$$/exe; :")
+    finally:
+        if shell.endswith("/fish"):
+            shutil.rmtree(Path(shell).parent)
+    assert record["exit_code"] == 0, record
+    assert out == f"{os.path.realpath('/bin/sh')}\n"

@@ -71,6 +71,19 @@ def test_single_argument_is_a_shell_line(qpy):
     assert out(qpy, job) == "y\n"
 
 
+def test_a_shell_line_runs_in_the_users_login_shell(qpy):
+    """The account's shell from the password database runs the line (here: the test
+    runner's own account; tests/test_shared_dirs.py switches real accounts' shells)."""
+    import pwd
+
+    shell = pwd.getpwuid(os.getuid()).pw_shell
+    if os.path.basename(shell) not in ("bash", "dash", "sh", "zsh", "ksh"):
+        pytest.skip(f"this account's shell is {shell}")
+    job, record = finished(qpy, "readlink /proc/$$/exe; :")
+    assert record["exit_code"] == 0
+    assert out(qpy, job) == os.path.realpath(shell) + "\n"
+
+
 def test_output_files_in_submission_directory_and_job_runs_there(qpy):
     subdir = qpy.work / "runs" / "a"
     subdir.mkdir(parents=True)
