@@ -35,7 +35,7 @@ def new_job(msg: dict, settings: dict, nodes: dict[str, dict]) -> Job:
         raise BadRequest("the command or directory contains a NUL character")
     umask = DEFAULT_UMASK if msg.get("umask") is None else msg["umask"]
     if not 0 <= umask <= 0o777:
-        raise BadRequest(f"the umask must be between 0 and 0777, not {umask}")
+        raise BadRequest(f"the umask must be between 0 and 0o777, not {umask:#o}")
     why = never_fits(nodes.values(), cores, mem, attr)
     if why:
         raise RequestError(f"job refused: {why}")

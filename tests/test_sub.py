@@ -111,15 +111,28 @@ def test_output_files_and_the_job_get_the_submitters_umask(qpy):
         (qpy.work / "made").unlink()
 
 
-def test_a_client_that_sends_no_umask_gets_022(qpy):
-    """A ``sub`` request of an older client, without the umask: output files are 0644."""
+def raw_sub(qpy, **extra) -> dict:
+    """A ``sub`` request as the wire carries it, with ``extra`` fields; the reply."""
     qpy.run("status")
     key = paths.read_key(qpy.home / "master.key")
     with wire.connect(str(qpy.home / "master.sock"), wire.whoami(), key) as conn:
-        reply = wire.call(conn, {"type": "sub", "command": "umask", "cwd": str(qpy.work),
-                                 "env": {"PATH": os.environ["PATH"]}, "n_cores": 1,
-                                 "mem": 1.0, "attr": None, "copy": None, "script": None},
-                          60.0)
+        return wire.call(conn, {"type": "sub", "command": "umask", "cwd": str(qpy.work),
+                                "env": {"PATH": os.environ["PATH"]}, "n_cores": 1,
+                                "mem": 1.0, "attr": None, "copy": None, "script": None,
+                                **extra}, 60.0)
+
+
+def test_a_umask_out_of_range_is_refused(qpy):
+    for bad in (0o1000, -1):
+        reply = raw_sub(qpy, umask=bad)
+        assert (reply["ok"], reply["code"]) == (False, "bad_request"), reply
+        assert reply["error"] == f"the umask must be between 0 and 0o777, not {bad:#o}"
+    assert qpy.jobs() == []
+
+
+def test_a_client_that_sends_no_umask_gets_022(qpy):
+    """A ``sub`` request of an older client, without the umask: output files are 0644."""
+    reply = raw_sub(qpy)
     assert reply["ok"], reply
     job = reply["job"]
     assert qpy.wait_status(job)["exit_code"] == 0
