@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM
+from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM, DEFAULT_UMASK
 from qpy.states import check_transition
 
 
@@ -35,6 +35,7 @@ class Job:
     pid: int | None = None
     kill_requested: bool = False
     requeue: bool = False  # run it again from the queue if its node fails (sub --requeue)
+    umask: int = DEFAULT_UMASK  # the submitter's: the job and its output files get it
 
     def move(self, status: str) -> None:
         """Change status, refusing transitions the table forbids (only ``Records.move``
@@ -58,4 +59,4 @@ class Job:
 
 
 PUBLIC = tuple(f.name for f in fields(Job) if f.name not in (
-    "env_id", "pid", "kill_requested", "script_copy", "run_command", "address"))
+    "env_id", "pid", "kill_requested", "script_copy", "run_command", "address", "umask"))

@@ -49,7 +49,7 @@ SCHEMAS: dict[str, Schema] = {
     "sub": {
         "command": "str", "run": "?str=", "cwd": "str", "env": "{str}", "n_cores": "int",
         "mem": "float", "attr": "?str", "copy": "?bool", "script": "?str", "argv": "?[str]=",
-        "script_index": "?int=", "requeue": "bool=",
+        "script_index": "?int=", "requeue": "bool=", "umask": "?int=",
     },
     "check": {"select": "dict"},
     "kill": {"select": "dict"},

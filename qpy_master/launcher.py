@@ -1,13 +1,14 @@
 """The job launcher: starts, watches and kills jobs on one node. Standard library only.
 
-The master runs one launcher per node (``python3 -S launcher.py RUN_DIR``: locally as a
+The master runs one launcher per node (``python3 -I -S launcher.py RUN_DIR``: locally as a
 child, remotely over ssh) and talks to it in JSON lines on stdin/stdout. For each job the
 launcher forks a *supervisor* that:
 
 * leaves the launcher's session, so the job outlives the launcher and the master;
 * becomes a child subreaper, so every descendant of the job, even one that called
   ``setsid``, stays below it and can be found and killed;
-* forks the job as a session leader running ``/bin/sh -c COMMAND`` in its directory;
+* forks the job as a session leader running ``SHELL -c COMMAND`` in its directory, in
+  the user's login shell (``login_shell``);
 * records itself in its slot of ``RUN_DIR/slots`` (job, PID and start time) before the job
   starts, and the job's exact wait status in the same slot once the job's main process
   ends; then it kills what the job left behind.
@@ -29,8 +30,8 @@ ops and by the master (``launcher_link``) for events:
 op        fields                               what the launcher does
 ========  ===================================  ========================================
 env       id, env                              keeps a submission environment
-start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor
-          out, err
+start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor, with the
+          out, err, umask                      submitter's umask
 kill      job                                  SIGTERM to the tree, SIGKILL after grace
 adopt     job                                  watches a job an earlier launcher started
 forget    job                                  frees the job's slot: its end is recorded
@@ -52,17 +53,20 @@ error     text, op                             an op could not be handled
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import json
 import os
+import pwd
 import selectors
 import signal
+import stat
 import sys
 import time
 
 OPS = {
     "env": ("id", "env"),
-    "start": ("job", "cmd", "cwd", "env_id", "grace", "vars", "out", "err"),
+    "start": ("job", "cmd", "cwd", "env_id", "grace", "vars", "out", "err", "umask"),
     "kill": ("job",),
     "adopt": ("job",),
     "forget": ("job",),
@@ -86,7 +90,28 @@ def trace(label: str) -> None:
         os.write(fd, f"{time.monotonic_ns()} {os.getpid()} {label}\n".encode())
         os.close(fd)
 SH = "/bin/sh"
+# Login shells that read sh syntax: what qpy writes into command lines (``exec ARGV``,
+# ``. FILE;``) and what users expect of ``qpy sub 'LINE'``. Others (csh, tcsh, fish, ...)
+# would misread it, so their users' jobs run in /bin/sh.
+POSIX_SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "ksh93", "mksh", "lksh", "pdksh",
+                          "oksh", "zsh", "yash", "posh"})
 LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: a dlopen in each forked child costs
+
+
+def login_shell() -> str:
+    """The shell jobs run in: the user's login shell from the password database of this
+    node, as ``ssh node COMMAND`` would use, if it is an sh-compatible shell that can be
+    run here; else /bin/sh (no shell, ``nologin``, csh, fish, ...). Run as ``SHELL -c``,
+    not as a login shell: the job has the submitting shell's environment, which a
+    login shell's profile would partly overwrite."""
+    try:
+        shell = pwd.getpwuid(os.getuid()).pw_shell
+    except KeyError:
+        return SH
+    if os.path.isabs(shell) and os.path.basename(shell) in POSIX_SHELLS \
+            and os.access(shell, os.X_OK):
+        return shell
+    return SH
 
 
 def checked_op(op: dict) -> dict:
@@ -176,11 +201,64 @@ class StartError(Exception):
         self.where, self.why = where, why
 
 
+NOT_REGULAR = {stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device",
+               stat.S_IFBLK: "a device", stat.S_IFDIR: "a directory", stat.S_IFSOCK: "a socket"}
+OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+
+
+def check_output(st: os.stat_result, name: str, which: str) -> None:
+    """StartError unless ``st`` is a file the job may write its output into: a regular
+    file of this user's with no other name. In a directory others can write to, anything
+    else is a trap: a symbolic link or a second hard link would make the job overwrite
+    another file of the user's, a FIFO would hang it, another user's file would receive
+    its output."""
+    kind = NOT_REGULAR.get(stat.S_IFMT(st.st_mode))
+    if kind is not None or not stat.S_ISREG(st.st_mode):
+        raise StartError(which, f"{name} is {kind or 'not a regular file'}")
+    if st.st_uid != os.getuid():
+        raise StartError(which, f"{name} belongs to another user (uid {st.st_uid})")
+    if st.st_nlink > 1:
+        raise StartError(which, f"{name} has {st.st_nlink} hard links")
+
+
+def open_output(path: str, which: str) -> int:
+    """Open (creating or truncating) the job's output file ``path`` for writing, safely in
+    a directory others can write to: no symbolic link is followed (O_NOFOLLOW), a FIFO
+    cannot block the open (O_NONBLOCK), and the file is checked before (so nothing that
+    is not ours is opened at all) and after opening (on the descriptor itself, so a swap
+    in between is caught), and truncated only then. New files get mode 0666 less the
+    umask."""
+    name = os.path.basename(path)
+    try:
+        check_output(os.lstat(path), name, which)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StartError(which, exc.strerror) from None
+    try:
+        fd = os.open(path, OUTPUT_FLAGS, 0o666)
+    except OSError as exc:
+        raise StartError(which, f"{name} is a symbolic link" if exc.errno == errno.ELOOP
+                         else exc.strerror) from None
+    try:
+        check_output(os.fstat(fd), name, which)
+        os.ftruncate(fd, 0)
+        os.set_blocking(fd, True)
+    except OSError as exc:
+        os.close(fd)
+        raise StartError(which, exc.strerror) from None
+    except StartError:
+        os.close(fd)
+        raise
+    return fd
+
+
 class Supervisor:
     """Runs in a forked child: prepared while idle, then owns one job to its recorded end."""
 
-    def __init__(self, slots: int, notify: int, inbox: int) -> None:
+    def __init__(self, slots: int, notify: int, inbox: int, shell: str) -> None:
         self.slots = slots
+        self.shell = shell
         self.notify = notify
         self.inbox = inbox
         self.op: dict = {}
@@ -263,14 +341,9 @@ class Supervisor:
             os.chdir(self.op["cwd"])
         except OSError as exc:
             raise StartError("cwd", exc.strerror) from None
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        opened = []
-        for which in ("out", "err"):
-            try:
-                opened.append(os.open(self.op[which], flags, 0o644))
-            except OSError as exc:
-                raise StartError(which, exc.strerror) from None
-        return opened[0], opened[1]
+        os.umask(int(self.op["umask"]))  # the job's too: it inherits it
+        out = open_output(self.op["out"], "out")
+        return out, open_output(self.op["err"], "err")
 
     def _spawn_job(self, stdin: int, out: int, err: int) -> int:
         """Start the job as a session leader with default signal handling.
@@ -280,14 +353,15 @@ class Supervisor:
         """
         try:
             return os.posix_spawn(
-                SH, ["sh", "-c", self.op["cmd"]], self.op["env"], setsid=True,
+                self.shell, [os.path.basename(self.shell), "-c", self.op["cmd"]],
+                self.op["env"], setsid=True,
                 file_actions=[(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, out, 1),
                               (os.POSIX_SPAWN_DUP2, err, 2)],
                 setsigmask=(),
                 setsigdef=(signal.SIGTERM, signal.SIGALRM, signal.SIGINT, signal.SIGHUP,
                            signal.SIGPIPE, signal.SIGXFSZ))
         except OSError as exc:
-            self._record({"error": f"cannot start {SH}: {exc.strerror}"})
+            self._record({"error": f"cannot start {self.shell}: {exc.strerror}"})
             os._exit(0)
 
     def _wait_job(self) -> int:
@@ -332,8 +406,8 @@ class Supervisor:
     def _record(self, result: dict) -> None:
         """Write the exit record in one pwrite into the second half of the slot."""
         result["t_end"] = time.time()
-        if "error" in result:
-            result["error"] = result["error"][:80]
+        if "error" in result:  # the record must fit its half slot
+            result["error"] = result["error"][:64]
         os.pwrite(self.slots, padded(json.dumps(result), HALF), self.offset + HALF)
 
     def _clean_up(self) -> None:
@@ -379,6 +453,7 @@ class Launcher:
         self.envs: dict[int, dict[str, str]] = {}
         self.deferred: dict[int, dict] = {}  # job -> its start, waiting for its old run
         self.spare: tuple[int, int] | None = None
+        self.shell = login_shell()  # once: the password database may be a network service
         self._scan()
 
     def _scan(self) -> None:
@@ -489,7 +564,7 @@ class Launcher:
         else:
             gc.disable()
             try:
-                supervisor = Supervisor(self.slots, self.notify_w, inbox_r)
+                supervisor = Supervisor(self.slots, self.notify_w, inbox_r, self.shell)
                 supervisor.prepare()
                 supervisor.serve()
             finally:

@@ -32,6 +32,12 @@ RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # seconds between attempts to reach an unrea
 HEALTHY_AFTER = 1.0  # a session that worked this long ended by accident: reconnect at once
 
 
+def local_command(run_dir: str) -> list[str]:
+    """argv of this machine's launcher (isolated, like every program qpy starts: nothing
+    of the current directory or PYTHONPATH is imported)."""
+    return [sys.executable, "-I", "-S", "-u", str(LAUNCHER), run_dir]
+
+
 class PoolOwner(Protocol):
     """What the pool tells the master; each call is made under the master's lock."""
 
@@ -151,7 +157,7 @@ class LauncherPool:
         op sweeps away whatever of this user's is left there that is not running here."""
         run_dir = str(self.home / "run" / node)
         if address in ssh.LOCAL_ADDRESSES or node in ssh.LOCAL_ADDRESSES:
-            argv, preamble = [sys.executable, "-S", "-u", str(LAUNCHER), run_dir], None
+            argv, preamble = local_command(run_dir), None
         else:
             try:
                 argv = ssh.command(address, [*ssh.python_stdin_program("qpy-launcher"),

@@ -161,7 +161,7 @@ class Master:
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
                      "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
-            "out": job.output("out"), "err": job.output("err")})
+            "out": job.output("out"), "err": job.output("err"), "umask": job.umask})
         trace.mark("master: start sent")
 
     def _command(self, job: Job) -> str:

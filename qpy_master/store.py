@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid INTEGER,
     kill_requested INTEGER NOT NULL DEFAULT 0,
     qpos INTEGER NOT NULL DEFAULT 0,
-    requeue INTEGER NOT NULL DEFAULT 0
+    requeue INTEGER NOT NULL DEFAULT 0,
+    umask INTEGER NOT NULL DEFAULT 18
 );
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs(status) WHERE status IN ('queue', 'running');
 CREATE TABLE IF NOT EXISTS notes (job INTEGER NOT NULL, t REAL NOT NULL, text TEXT NOT NULL);
@@ -54,7 +55,7 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
            "t_queue",
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
-           "env_id", "pid", "kill_requested", "requeue")
+           "env_id", "pid", "kill_requested", "requeue", "umask")
 FIELDS = ", ".join(COLUMNS)
 SELECT = f"SELECT {FIELDS} FROM jobs"
 
@@ -115,6 +116,8 @@ class Store:
         have = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
         if "requeue" not in have:
             self.db.execute("ALTER TABLE jobs ADD COLUMN requeue INTEGER NOT NULL DEFAULT 0")
+        if "umask" not in have:  # 18 = 0o022, what jobs were created with before
+            self.db.execute("ALTER TABLE jobs ADD COLUMN umask INTEGER NOT NULL DEFAULT 18")
 
     def close(self) -> None:
         self.db.close()
@@ -175,10 +178,10 @@ class Store:
         """Record a new queued job and return its ID."""
         cur = self.db.execute(
             "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
-            " env_id, qpos, requeue) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " env_id, qpos, requeue, umask) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             tuple(map(_db, (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr,
                             job.t_queue, job.run_command, job.env_id, qpos,
-                            int(job.requeue)))))
+                            int(job.requeue), job.umask))))
         return cur.lastrowid
 
     def update(self, job: Job, **fields: object) -> None:

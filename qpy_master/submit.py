@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from qpy import attrs, jobspec
+from qpy.defaults import DEFAULT_UMASK
 from qpy.model import Job
 from qpy.server import BadRequest, RequestError
 from qpy.states import QUEUE
@@ -32,12 +33,15 @@ def new_job(msg: dict, settings: dict, nodes: dict[str, dict]) -> Job:
         raise BadRequest(f"the submission directory must be absolute, not {cwd!r}")
     if any("\0" in (text or "") for text in (msg["command"], msg.get("run"), cwd)):
         raise BadRequest("the command or directory contains a NUL character")
+    umask = DEFAULT_UMASK if msg.get("umask") is None else msg["umask"]
+    if not 0 <= umask <= 0o777:
+        raise BadRequest(f"the umask must be between 0 and 0o777, not {umask:#o}")
     why = never_fits(nodes.values(), cores, mem, attr)
     if why:
         raise RequestError(f"job refused: {why}")
     return Job(id=0, status=QUEUE, command=msg["command"], cwd=cwd, n_cores=cores, mem=mem,
                attr=attr, t_queue=time.time(), run_command=msg.get("run"),
-               requeue=bool(msg.get("requeue")))
+               requeue=bool(msg.get("requeue")), umask=umask)
 
 
 def _cores(n: int) -> str:

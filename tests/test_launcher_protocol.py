@@ -36,3 +36,44 @@ def test_bad_ops_get_an_error_event_and_the_launcher_goes_on(tmp_path):
         proc.stdin.close()
         proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+PLANTED = "import pathlib; pathlib.Path({marker!r}).touch()\n"
+
+
+def _started_clean(argv: list[str], cwd, preamble: bytes | None, env: dict) -> None:
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    try:
+        if preamble:
+            proc.stdin.write(preamble)
+            proc.stdin.flush()
+        ready, = _events(proc, 1)
+        assert ready["ev"] == "ready"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def test_launchers_import_nothing_from_their_directory_or_pythonpath(tmp_path):
+    """The launcher as the master starts it here and as it runs at the end of an ssh
+    session (``python3 -c BOOT`` in the remote home), started in a directory holding
+    modules named like the standard library's, with PYTHONPATH naming it too: nothing
+    of it is imported."""
+    import os
+
+    from qpy import ssh
+    from qpy_master import launcher_pool
+
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    marker = tmp_path / "planted_code_ran"
+    for name in ("json", "selectors", "ctypes", "signal", "time", "gc"):
+        (planted / f"{name}.py").write_text(PLANTED.format(marker=str(marker)))
+    env = {**os.environ, "PYTHONPATH": str(planted)}
+    local = launcher_pool.local_command(str(tmp_path / "run_local"))
+    remote = [sys.executable, *ssh.python_stdin_program("qpy-launcher")[1:],
+              str(tmp_path / "run_remote")]
+    _started_clean(local, planted, None, env)
+    _started_clean(remote, planted, ssh.source_preamble(launcher.__file__), env)
+    assert not marker.exists()

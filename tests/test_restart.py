@@ -287,3 +287,32 @@ def test_multiuser_sigkill_master_reconnects_and_all_jobs_complete(qpy):
         return user if user["used"] == 0 and user["queue"] == 0 else None
 
     wait_for(released, what="the user's cores to be released")
+
+
+OLD_JOBS_TABLE = """
+CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, status TEXT NOT NULL,
+    command TEXT NOT NULL, cwd TEXT NOT NULL, n_cores INTEGER NOT NULL, mem REAL NOT NULL,
+    attr TEXT, node TEXT, address TEXT, t_queue REAL NOT NULL, t_start REAL, t_end REAL,
+    exit_code INTEGER, signal INTEGER, reason TEXT, script_copy TEXT, run_command TEXT,
+    env_id INTEGER, pid INTEGER, kill_requested INTEGER NOT NULL DEFAULT 0,
+    qpos INTEGER NOT NULL DEFAULT 0);
+"""
+
+
+def test_a_job_queued_by_an_older_qpy_runs_after_the_upgrade(qpy):
+    """A store from before the ``requeue`` and ``umask`` columns: the master adds them,
+    and the queued job runs with umask 022, as jobs did then."""
+    import sqlite3
+    import stat
+
+    qpy.home.mkdir(mode=0o700)
+    db = sqlite3.connect(qpy.home / "jobs.db")
+    db.executescript(OLD_JOBS_TABLE)
+    db.execute("INSERT INTO jobs (status, command, cwd, n_cores, mem, t_queue)"
+               " VALUES ('queue', 'umask', ?, 1, 1.0, 0)", (str(qpy.work),))
+    db.commit()
+    db.close()
+    record = qpy.wait_status(1)
+    assert (record["status"], record["exit_code"]) == ("done", 0), record
+    assert (qpy.work / "job_1.out").read_text() == "0022\n"
+    assert stat.S_IMODE((qpy.work / "job_1.out").stat().st_mode) == 0o644

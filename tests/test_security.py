@@ -361,3 +361,46 @@ def test_write_private_replaces_a_readable_file(tmp_path):
     assert path.read_text() == "new"
     assert mode(path) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["secret"]  # no temporary file left
+
+
+# -- where the daemons import from ---------------------------------------------------------
+
+PLANTED = "import pathlib; pathlib.Path({marker!r}).write_text(__file__)\n"
+
+
+def plant_packages(where, marker, packages=("qpy", "qpy_master", "qpy_multiuser")) -> None:
+    """Packages named like qpy's in ``where`` whose import writes ``marker``: what another
+    user could leave in a shared directory."""
+    for package in packages:
+        (where / package).mkdir()
+        for name in ("__init__.py", "__main__.py"):
+            (where / package / name).write_text(PLANTED.format(marker=str(marker)))
+
+
+def test_daemons_never_import_from_the_callers_directory_or_pythonpath(qpy):
+    """``qpy sub`` typed in a directory holding a package named like a daemon's, with
+    PYTHONPATH naming another such directory: the master and the embedded multiuser
+    start from their installation all the same, and nothing planted runs."""
+    planted = qpy.root / "planted"
+    planted.mkdir()
+    marker = qpy.root / "planted_code_ran"
+    plant_packages(qpy.work, marker)
+    plant_packages(planted, marker, ("qpy_master", "qpy_multiuser"))  # the CLI's own
+    env = {**qpy.env, "PYTHONPATH": str(planted)}  # PYTHONPATH is the user's to choose
+    job = int(qpy.run("sub", "echo", "hi", env=env).stdout.split()[1])
+    record = qpy.wait_status(job)
+    assert record["exit_code"] == 0, record
+    assert (qpy.work / f"job_{job}.out").read_text() == "hi\n"
+    assert not marker.exists(), marker.read_text()
+    for name in ("master", "multiuser"):
+        cwd = os.readlink(f"/proc/{qpy.pid(name)}/cwd")
+        assert cwd == "/", (name, cwd)
+
+
+def test_a_relative_qpy_home_names_the_same_home_for_the_daemons(qpy):
+    """The daemons run in /, so a relative QPY_HOME is made absolute before they start."""
+    env = {**qpy.env, "QPY_HOME": "home"}
+    job = int(qpy.run("sub", "pwd", env=env, cwd=qpy.root).stdout.split()[1])
+    assert qpy.wait_status(job)["exit_code"] == 0
+    assert (qpy.root / f"job_{job}.out").read_text() == f"{qpy.root}\n"
+    assert qpy.pid("master") and qpy.pid("multiuser")

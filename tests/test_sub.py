@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import QPY, wait_for
+
+from qpy import paths, wire
 
 RECEIVED = re.compile(r"Job (\d+) received\.\n")
 
@@ -67,6 +71,19 @@ def test_single_argument_is_a_shell_line(qpy):
     assert out(qpy, job) == "y\n"
 
 
+def test_a_shell_line_runs_in_the_users_login_shell(qpy):
+    """The account's shell from the password database runs the line (here: the test
+    runner's own account; tests/test_shared_dirs.py switches real accounts' shells)."""
+    import pwd
+
+    shell = pwd.getpwuid(os.getuid()).pw_shell
+    if os.path.basename(shell) not in ("bash", "dash", "sh", "zsh", "ksh"):
+        pytest.skip(f"this account's shell is {shell}")
+    job, record = finished(qpy, "readlink /proc/$$/exe; :")
+    assert record["exit_code"] == 0
+    assert out(qpy, job) == os.path.realpath(shell) + "\n"
+
+
 def test_output_files_in_submission_directory_and_job_runs_there(qpy):
     subdir = qpy.work / "runs" / "a"
     subdir.mkdir(parents=True)
@@ -76,6 +93,62 @@ def test_output_files_in_submission_directory_and_job_runs_there(qpy):
     assert (subdir / f"job_{job}.err").read_text() == "oops\n"
     assert not (qpy.work / f"job_{job}.out").exists()
     assert not (qpy.work / f"job_{job}.err").exists()
+
+
+def test_output_files_and_the_job_get_the_submitters_umask(qpy):
+    """``umask 077; qpy sub ...``: the output files are 0600 and the job runs with 077,
+    as it would have run in that shell; another umask gives other modes."""
+    for mask, mode in ((0o077, 0o600), (0o027, 0o640), (0o002, 0o664)):
+        proc = subprocess.run([QPY, "sub", "sh", "-c", "umask; touch made"], cwd=qpy.work,
+                              env=qpy.env, capture_output=True, text=True, umask=mask,
+                              stdin=subprocess.DEVNULL, timeout=120)
+        job = received(proc.stdout)
+        assert qpy.wait_status(job)["exit_code"] == 0
+        assert out(qpy, job) == f"{mask:04o}\n"
+        for name in (f"job_{job}.out", f"job_{job}.err"):
+            assert stat.S_IMODE((qpy.work / name).stat().st_mode) == mode, (name, oct(mask))
+        assert stat.S_IMODE((qpy.work / "made").stat().st_mode) == mode
+        (qpy.work / "made").unlink()
+
+
+def raw_sub(qpy, **extra) -> dict:
+    """A ``sub`` request as the wire carries it, with ``extra`` fields; the reply."""
+    qpy.run("status")
+    key = paths.read_key(qpy.home / "master.key")
+    with wire.connect(str(qpy.home / "master.sock"), wire.whoami(), key) as conn:
+        return wire.call(conn, {"type": "sub", "command": "umask", "cwd": str(qpy.work),
+                                "env": {"PATH": os.environ["PATH"]}, "n_cores": 1,
+                                "mem": 1.0, "attr": None, "copy": None, "script": None,
+                                **extra}, 60.0)
+
+
+def test_a_umask_out_of_range_is_refused(qpy):
+    for bad in (0o1000, -1):
+        reply = raw_sub(qpy, umask=bad)
+        assert (reply["ok"], reply["code"]) == (False, "bad_request"), reply
+        assert reply["error"] == f"the umask must be between 0 and 0o777, not {bad:#o}"
+    assert qpy.jobs() == []
+
+
+def test_a_client_that_sends_no_umask_gets_022(qpy):
+    """A ``sub`` request of an older client, without the umask: output files are 0644."""
+    reply = raw_sub(qpy)
+    assert reply["ok"], reply
+    job = reply["job"]
+    assert qpy.wait_status(job)["exit_code"] == 0
+    assert out(qpy, job) == "0022\n"
+    assert stat.S_IMODE((qpy.work / f"job_{job}.out").stat().st_mode) == 0o644
+
+
+def test_an_output_file_of_the_users_own_is_replaced(qpy):
+    """An existing ``job_<ID>.out`` of the user's own (a home made anew, say) is truncated
+    and written, as before."""
+    qpy.run("ctrlQueue", "pause")
+    job = qpy.sub("echo", "new")
+    (qpy.work / f"job_{job}.out").write_text("an old and longer text\n")
+    qpy.run("ctrlQueue", "continue")
+    assert qpy.wait_status(job)["exit_code"] == 0
+    assert out(qpy, job) == "new\n"
 
 
 def test_qpy_variables_are_set(qpy):

@@ -35,7 +35,7 @@ def sub(n_cores: str | None, mem: str | None, attr: str | None, copy_flag: bool,
         spec = jobspec.build(list(command), inv.cwd, n_cores, mem, attr, copy, requeue)
     except jobspec.SpecError as exc:
         fail(str(exc))
-    say(request({"type": "sub", **spec, "env": inv.env}))
+    say(request({"type": "sub", **spec, "env": inv.env, "umask": inv.umask}))
 
 
 @click.command(context_settings=CONTEXT)
