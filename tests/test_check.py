@@ -177,7 +177,31 @@ def test_default_format_of_queued_job(qpy):
     job = qpy.sub("true")
     work = os.path.realpath(qpy.work)
     assert qpy.run("check", str(job)).stdout == \
-        f"{job} (queue):true (on None; wd: {work})\nJob submission is paused.\n"
+        f"{job} (queue):true (on -; wd: {work})\nJob submission is paused.\n"
+
+
+def test_default_format_shows_failures(qpy):
+    """An exit code other than 0, a signal, and a start that failed are on the line;
+    a clean end reads as before."""
+    work = os.path.realpath(qpy.work)
+    gone = qpy.work / "gone"
+    gone.mkdir()
+    qpy.run("ctrlQueue", "pause")
+    clean, three, signalled = qpy.sub("true"), qpy.sub("exit 3"), qpy.sub("kill -9 $$")
+    never = qpy.sub("true", cwd=gone)
+    gone.rmdir()  # the job's directory is removed before it starts
+    qpy.run("ctrlQueue", "continue")
+    for job in (clean, three, signalled, never):
+        qpy.wait_status(job)
+    lines = qpy.run("check").stdout.splitlines()
+    assert lines[:3] == [
+        f"{clean} (done):true (on localhost; wd: {work})",
+        f"{three} (done, exit 3):exit 3 (on localhost; wd: {work})",
+        f"{signalled} (done, signal 9):kill -9 $$ (on localhost; wd: {work})"]
+    reason = qpy.job(never)["reason"]
+    assert reason.startswith("failed to start: ") and str(gone) in reason
+    assert lines[3] == f"{never} (done, {reason}):true (on localhost; wd: {gone})"
+    assert len(lines) == 4
 
 
 @pytest.mark.parametrize("setting", [None, "true"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from qpy.commands.common import CONTEXT, fail, request, say
+from qpy.invocation import current
 
 
 @click.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
@@ -12,7 +13,26 @@ from qpy.commands.common import CONTEXT, fail, request, say
 @click.argument("values", nargs=-1, type=click.UNPROCESSED)
 def config(key: str | None, values: tuple[str, ...]) -> None:
     """Show the settings, or set KEY to VALUES."""
+    if key == "sourceTheseFiles":
+        values = _absolute(values)
     say(request({"type": "config", "key": key, "values": list(values)}))
+
+
+def _absolute(files: tuple[str, ...]) -> tuple[str, ...]:
+    """Files named from here, for the master, which has no working directory of ours."""
+    import os
+
+    from qpy import config
+
+    if config.is_none(list(files)):
+        return files
+    inv = current()
+    home = inv.env.get("HOME", "~")
+
+    def expand(name: str) -> str:  # '~/x' quoted, so the shell left it alone
+        return home + name[1:] if name == "~" or name.startswith("~/") else name
+
+    return tuple(os.path.normpath(os.path.join(inv.cwd, expand(f))) for f in files)
 
 
 @click.command(context_settings=CONTEXT)
