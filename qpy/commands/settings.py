@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from qpy.commands.common import CONTEXT, fail, request, say
+from qpy.commands.common import CONTEXT, parse_id, request, say
 from qpy.invocation import current
 
 
@@ -40,7 +40,5 @@ def _absolute(files: tuple[str, ...]) -> tuple[str, ...]:
 @click.argument("text", nargs=-1)
 def notes(job: str | None, text: tuple[str, ...]) -> None:
     """List jobs with notes, show a job's notes, or add TEXT as a note."""
-    if job is not None and not job.isdigit():
-        fail(f"notes takes a job ID, not {job!r}")
-    say(request({"type": "notes", "job": int(job) if job else None,
+    say(request({"type": "notes", "job": parse_id(job, "notes") if job is not None else None,
                  "text": " ".join(text) if text else None}))
