@@ -253,6 +253,65 @@ def test_user_below_share_wins_over_borrowers(cluster, work):
     release(carol, *c)
 
 
+def queued_at_multiuser(cluster: Cluster, user: str, size: int) -> None:
+    """Wait until the multiuser knows the user has ``size`` jobs queued."""
+    wait_for(lambda: cluster.variables()["users"][cluster.name(user)]["queue"] == size, WAIT,
+             f"the multiuser to see {size} queued jobs of {user}")
+
+
+def test_idle_minimums_are_lent_and_given_back_first(cluster, work):
+    """Issue 12.6: on a 6-core cluster with 'explicit minimum 1', a 6-core job of alice's
+    runs while bob and carol have nothing queued; once bob queues a job, the cores that
+    free up go to him first, and then alice borrows again."""
+    cluster.write_admin_file("nodes", "big address=localhost cores=6 memory=16\n")
+    cluster.write_admin_file("distribution_rules", "explicit minimum 1\n")
+    cluster.admin("nodes")
+    cluster.admin("distribute")
+    assert cluster.shares() == {"alice": (1, 1), "bob": (1, 1), "carol": (1, 1)}
+    alice, bob = work("alice"), work("bob")
+    big = alice.sub(cores=6)
+    alice.wait_started(big)  # the minimums of bob and carol are lent
+    b = bob.sub()
+    queued_at_multiuser(cluster, "bob", 1)
+    singles = alice.subs(6)
+    queued_at_multiuser(cluster, "alice", 6)
+    assert not bob.started(b)
+
+    release(alice, big)
+    bob.wait_started(b)  # given back: bob's job starts although alice asked for more
+    started = wait_for(lambda: len(alice.started_ids()) == 1 + 5 and alice.started_ids(),
+                       WAIT, "alice to borrow again up to the 6 cores")
+    wait_for(lambda: used(cluster) == {"alice": 5, "bob": 1, "carol": 0}, WAIT,
+             "the multiuser to account 5 + 1 cores")
+    last = [j for j in singles if j not in started]
+    assert len(last) == 1 and alice.status(last[0]) == "queue"
+    release(bob, b)
+    alice.wait_started(last[0])
+    alice.release_all()
+    release(alice, *singles)
+
+
+def test_a_killed_queue_stops_holding_the_minimum(cluster, work):
+    """A user who removes their queued jobs has nothing queued any more: their minimum is
+    lent again at once, not held for jobs that are gone."""
+    cluster.write_admin_file("nodes", "big address=localhost cores=6 memory=16\n")
+    cluster.write_admin_file("distribution_rules", "explicit minimum 1\n")
+    cluster.admin("nodes")
+    cluster.admin("distribute")
+    alice, bob = work("alice"), work("bob")
+    first = alice.subs(6)
+    alice.wait_started_count(6)
+    b = bob.sub()
+    queued_at_multiuser(cluster, "bob", 1)
+    assert cluster.qpy_as("bob", "kill", str(b)).stdout == "1 job removed from the queue.\n"
+    queued_at_multiuser(cluster, "bob", 0)
+    seventh = alice.sub()
+    release(alice, first[0])
+    alice.wait_started(seventh)
+    alice.release_all()
+    release(alice, *first, seventh)
+
+
 # -- 3. the queue advances past a job that does not fit -----------------------------------------
 
 
