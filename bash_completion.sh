@@ -540,7 +540,7 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
                 'usage: '"$2"' COMMAND [ARGS]...' \
                 '  adduser       Allow USER and write their key bundle, to be placed in...' \
                 '  distribute    Reload allowed_users and distribution_rules; reshare.' \
-                '  finish        Stop the multiuser (running jobs go on).' \
+                '  finish        Stop the multiuser (running jobs go on); returns when it...' \
                 '  nodes         Reload the nodes file.' \
                 '  removeuser    Withdraw USER'\''s access; their key stops working at once.' \
                 '  saveMessages  Keep debugging messages (shown by '\''variables'\'').' \
@@ -576,7 +576,7 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
                 'More: '"$2"' distribute --help; qpy tutorial '\''qpy-admin distribute'\'
             ;;
         'finish')
-            __qpy_say 'finish: Stop the multiuser (running jobs go on).' \
+            __qpy_say 'finish: Stop the multiuser (running jobs go on); returns when it has exited.' \
                 'usage: '"$2"' finish [OPTIONS]' \
                 'More: '"$2"' finish --help; qpy tutorial '\''qpy-admin finish'\'
             ;;
@@ -614,7 +614,7 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
             __qpy_say "$2"': no command '\'"$1"\' \
                 '  adduser       Allow USER and write their key bundle, to be placed in...' \
                 '  distribute    Reload allowed_users and distribution_rules; reshare.' \
-                '  finish        Stop the multiuser (running jobs go on).' \
+                '  finish        Stop the multiuser (running jobs go on); returns when it...' \
                 '  nodes         Reload the nodes file.' \
                 '  removeuser    Withdraw USER'\''s access; their key stops working at once.' \
                 '  saveMessages  Keep debugging messages (shown by '\''variables'\'').' \
