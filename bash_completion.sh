@@ -1,7 +1,8 @@
 # Bash completion for qpy, qpy-admin and qpy-access-multiuser.py.
 #
 # Enable it with `source /path/to/bash_completion.sh`, e.g. in ~/.bashrc.
-# `qpy COMMAND ? <TAB><TAB>` prints a short help and leaves the line as it is.
+# `qpy COMMAND ? <TAB><TAB>` (or `?<TAB><TAB>`) prints a short help and leaves the line
+# as it is; `qpy ? <TAB><TAB>` lists the commands.
 #
 # GENERATED from the click commands by `python -m tools.completion`: do not edit by hand.
 # tests/test_completion.py fails when this file differs from what the generator writes.
@@ -66,16 +67,26 @@ __qpy_say() {  # LINE...: print the lines, without a newline after the last one
     printf '%s' "$*"
 }
 
-__qpy_help() {  # PROG COMMAND: the help for `? <TAB><TAB>`, keeping the line unchanged
-    if [[ ${COMP_TYPE:-} != 63 ]]; then
-        # First TAB: the word itself, so nothing changes and the next TAB lists.
-        COMPREPLY=('?')
-        compopt -o nospace 2>/dev/null
-        return 0
-    fi
+__qpy_help() {  # PROG COMMAND [spaced]: the help for `?<TAB><TAB>` or `? <TAB><TAB>`,
+    # keeping the line unchanged
+    case ${COMP_TYPE:-}:${3:-} in
+        63:* | 33:spaced | 64:spaced) ;;  # a listing: the help is printed
+        *:spaced)
+            # First TAB after `? `: two words with nothing in common insert nothing,
+            # and the next TAB lists.
+            COMPREPLY=('---' '')
+            return 0
+            ;;
+        *)
+            # First TAB on `?`: the word itself, so nothing changes and the next TAB lists.
+            COMPREPLY=('?')
+            compopt -o nospace 2>/dev/null
+            return 0
+            ;;
+    esac
     printf '\n'
     "__qpy_help_$1" "$2" "${COMP_WORDS[0]##*/}"
-    COMPREPLY=('---')
+    if [[ ${COMP_TYPE:-} == 63 ]]; then COMPREPLY=('---'); else COMPREPLY=('---' ''); fi
 }
 
 # --- the engine, shared by qpy and qpy-admin ---
@@ -94,8 +105,13 @@ __qpy_complete() {  # PROG: complete COMP_WORDS[COMP_CWORD] for program PROG
         fi
         (( i++ ))
     done
+    [[ $cmd == '?' ]] && cmd=''  # `qpy ? <TAB><TAB>`: the overview
     if [[ $cur == '?' ]]; then
         __qpy_help "$prog" "$cmd"
+        return 0
+    fi
+    if [[ -z $cur ]] && (( COMP_CWORD > 1 )) && [[ ${COMP_WORDS[COMP_CWORD-1]} == '?' ]]; then
+        __qpy_help "$prog" "$cmd" spaced
         return 0
     fi
     if [[ -z $cmd ]]; then
@@ -524,7 +540,7 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
                 'usage: '"$2"' COMMAND [ARGS]...' \
                 '  adduser       Allow USER and write their key bundle, to be placed in...' \
                 '  distribute    Reload allowed_users and distribution_rules; reshare.' \
-                '  finish        Stop the multiuser (running jobs go on).' \
+                '  finish        Stop the multiuser (running jobs go on); returns when it...' \
                 '  nodes         Reload the nodes file.' \
                 '  removeuser    Withdraw USER'\''s access; their key stops working at once.' \
                 '  saveMessages  Keep debugging messages (shown by '\''variables'\'').' \
@@ -560,7 +576,7 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
                 'More: '"$2"' distribute --help; qpy tutorial '\''qpy-admin distribute'\'
             ;;
         'finish')
-            __qpy_say 'finish: Stop the multiuser (running jobs go on).' \
+            __qpy_say 'finish: Stop the multiuser (running jobs go on); returns when it has exited.' \
                 'usage: '"$2"' finish [OPTIONS]' \
                 'More: '"$2"' finish --help; qpy tutorial '\''qpy-admin finish'\'
             ;;
@@ -598,7 +614,7 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
             __qpy_say "$2"': no command '\'"$1"\' \
                 '  adduser       Allow USER and write their key bundle, to be placed in...' \
                 '  distribute    Reload allowed_users and distribution_rules; reshare.' \
-                '  finish        Stop the multiuser (running jobs go on).' \
+                '  finish        Stop the multiuser (running jobs go on); returns when it...' \
                 '  nodes         Reload the nodes file.' \
                 '  removeuser    Withdraw USER'\''s access; their key stops working at once.' \
                 '  saveMessages  Keep debugging messages (shown by '\''variables'\'').' \

@@ -30,7 +30,7 @@ Start = Callable[[Path], tuple[Server, Callable[[], None]]]
 def run(name: str, home: str | os.PathLike, log_name: str, lock_name: str, pid_name: str,
         start: Start) -> None:
     """Run daemon ``name`` in ``home`` until its server stops (SIGTERM, SIGINT or a
-    request), then shut it down; exits with status 1 if it cannot start."""
+    request), then shut it down and exit (status 1 if it cannot start)."""
     sys.setswitchinterval(0.0002)  # hand the GIL over fast: threads pass events along
     parser = argparse.ArgumentParser(prog=f"qpy-{name}")
     parser.add_argument("--ready-fd", type=int, default=None)
@@ -51,6 +51,10 @@ def run(name: str, home: str | os.PathLike, log_name: str, lock_name: str, pid_n
     logging.info("%s stopping", name)
     shutdown()
     pid_file.unlink(missing_ok=True)
+    logging.shutdown()
+    # The lock goes with the process, not before: who waits for it ('finish') then knows
+    # the daemon is gone. No interpreter tear-down: everything is stored and closed.
+    os._exit(0)
 
 
 def _lock_or_exit(path: Path, ready_fd: int | None) -> IO[str]:

@@ -7,6 +7,7 @@ checks the same values again with ``check_resources``, because it trusts no clie
 from __future__ import annotations
 
 import os
+import re
 import shlex
 
 from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM
@@ -22,6 +23,11 @@ KEY_ALIASES = {
     "cpscript": "copy", "cp_script": "copy", "copy script": "copy",
     "requeue": "requeue",
 }
+
+
+# A first word made only of these, holding a '/', is a path the shell would run as it is;
+# anything else ($HOME/x, a;b, VAR=1 x) is left for the shell to make sense of.
+_PLAIN_PATH = re.compile(r"[\w./~+,:@%-]*/[\w./~+,:@%-]*")
 
 
 class SpecError(ValueError):
@@ -79,6 +85,20 @@ def find_script(words: list[str], cwd: str) -> int | None:
         if os.path.basename(word) not in INTERPRETERS:
             return None
     return None
+
+
+def check_program(words: list[str], cwd: str) -> None:
+    """Refuse a command whose program is a path that cannot run (``./missing.sh``, a
+    script without the x bit, a directory): it would only fail on the node, later."""
+    if not words or not _PLAIN_PATH.fullmatch(words[0]):
+        return
+    path = os.path.join(cwd, os.path.expanduser(words[0]))
+    why = ("no such file" if not os.path.exists(path)
+           else "it is a directory" if os.path.isdir(path)
+           else f"not executable (chmod +x it, or run it as: bash {words[0]})"
+           if not os.access(path, os.X_OK) else None)
+    if why:
+        raise SpecError(f"cannot run {words[0]!r}: {why}")
 
 
 def read_directives(path: str) -> dict[str, object]:
@@ -141,6 +161,7 @@ def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr:
         words = argv if len(argv) > 1 else shlex.split(argv[0])
     except ValueError:
         words = []
+    check_program(words, cwd)
     index = find_script(words, cwd)
     script = os.path.realpath(os.path.join(cwd, os.path.expanduser(words[index]))) \
         if index is not None else None

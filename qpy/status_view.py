@@ -47,8 +47,10 @@ def nodes_table(nodes: list[dict]) -> str:
     used = sum(n["used_cores"] for n in nodes if n.get("up", True))
     total = sum(n["cores"] for n in nodes if n.get("up", True))
     down = [n for n in nodes if not n.get("up", True)]
+    up = [n["name"] for n in nodes if n.get("up", True)]
     lines = [head, "-" * 88, *(_node_row(n) for n in nodes), RULE,
-             f"There are {used} out of a total of {total} cores being used."]
+             f"There are {used} out of a total of {total} cores being used.",
+             f"Up nodes ({len(up)} of {len(nodes)}): {', '.join(up) or 'none'}"]
     if down:
         lines.append(f"Down nodes: {', '.join(n['name'] for n in down)}")
         lines += [f"  {n['name']}: {n['reason']}" for n in down if n.get("reason")]

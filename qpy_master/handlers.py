@@ -74,6 +74,8 @@ def kill(m: Master, s: Session, msg: dict) -> dict:
                 m.records.move(job, UNDONE, t_end=now)
         for job in running:
             m.kill_running(job)
+    if queued:
+        m.wake.set()  # the multiuser hears the queue is shorter: a minimum held is lent
     text = ""
     if queued:
         text += f"{plural(len(queued))} removed from the queue.\n"

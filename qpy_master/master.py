@@ -54,6 +54,7 @@ class Master:
         self.settings = config.load(self.store.settings())
         self.paused = self.store.setting("paused") == "true"
         self.release: list[int] = []
+        self.told_queue = 0  # the queue size the multiuser last heard of
         self.nodes: dict[str, dict] = {}
         self.wake = threading.Event()
         self.stopping = False
@@ -80,7 +81,8 @@ class Master:
     def _hello(self) -> dict:
         """Registration: the running jobs are the truth the multiuser reconciles to."""
         with self.lock:
-            return {"type": "hello", "queue_size": len(self.records.queue), "running": [
+            self.told_queue = len(self.records.queue)
+            return {"type": "hello", "queue_size": self.told_queue, "running": [
                 {"job": j.id, "node": j.node, "cores": j.n_cores, "mem": j.mem}
                 for j in self.records.running.values()]}
 
@@ -125,8 +127,8 @@ class Master:
             release, self.release = self.release, []
             want = [] if self.paused else self.pool.avoiding(self.records.queue.want())
             queue_size = len(self.records.queue)
-        if not release and not want:
-            return
+        if not release and not want and queue_size == self.told_queue:
+            return  # nothing to ask, and the multiuser knows the queue (killed jobs: not)
         trace.mark("master: slots asked")
         try:
             reply = self.link.request({"type": "slots", "release": release, "want": want,
@@ -142,6 +144,7 @@ class Master:
         grants = reply.get("grants") or []
         trace.mark("master: slots answered")
         with self.lock:
+            self.told_queue = queue_size - len(grants)
             for grant in grants:
                 self._launch(grant)
         if grants and reply.get("more"):

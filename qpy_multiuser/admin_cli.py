@@ -79,8 +79,17 @@ def _simple(name: str, doc: str) -> None:
         say(call(name, []))
 
 
-for _name, _doc in (("finish", "Stop the multiuser (running jobs go on)."),
-                    ("nodes", "Reload the nodes file."),
+@admin.command()
+def finish() -> None:
+    """Stop the multiuser (running jobs go on); returns when it has exited."""
+    import fcntl
+
+    say(call("finish", []))
+    with open(os.path.join(_home(), "multiuser.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held by the multiuser until its process ends
+
+
+for _name, _doc in (("nodes", "Reload the nodes file."),
                     ("distribute", "Reload allowed_users and distribution_rules; reshare."),
                     ("variables", "Show the multiuser's internal state."),
                     ("status", "Show users, nodes and cores.")):

@@ -1,9 +1,12 @@
 """Slot decisions: who may use how many cores, and on which node. Pure state, no I/O.
 
 A user may always grow up to their guaranteed minimum. Above it, up to minimum + extra,
-only from cores nobody else is guaranteed. Above their share, a user may borrow idle cores,
-but only while no other user is waiting below their own share. A request that does not fit
-is skipped, so smaller jobs behind it still run. Memory is accounted per node.
+only from cores that are not the unused minimum of another user who has jobs queued: the
+minimum of a user with nothing queued is lent out, and reserved again (for the next cores
+that free up; nothing running is stopped) as soon as that user queues a job. Above their
+share, a user may borrow idle cores, but only while no other user is waiting below their
+own share. A request that does not fit is skipped, so smaller jobs behind it still run.
+Memory is accounted per node.
 """
 
 from __future__ import annotations
@@ -124,13 +127,19 @@ class Allocator:
     def _recount(self) -> None:
         self.total_cores = sum(n.cores for n in self.nodes.values() if n.up)
         self.used_up = sum(n.used_cores for n in self.nodes.values() if n.up)
-        self.unused_min = sum(max(0, u.minimum - u.used) for u in self.users.values())
+        self.reserved = sum(map(_reserved, self.users.values()))
+
+    def set_queue(self, user: User, size: int) -> None:
+        """The user's number of queued jobs, which decides whether their minimum is held."""
+        self.reserved -= _reserved(user)
+        user.queue = size
+        self.reserved += _reserved(user)
 
     def _use(self, user: User, node: Node, cores: int, mem: float) -> None:
         """Change usage by ``cores`` (negative to free) keeping every total in step."""
-        self.unused_min -= max(0, user.minimum - user.used)
+        self.reserved -= _reserved(user)
         user.used += cores
-        self.unused_min += max(0, user.minimum - user.used)
+        self.reserved += _reserved(user)
         if node.up:
             self._bucket(node, -1)
         node.used_cores += cores
@@ -146,9 +155,8 @@ class Allocator:
         return self.total_cores - self.used_up
 
     def _free_for(self, user: User) -> int:
-        """Free cores minus the unused guaranteed minimums of everyone else."""
-        reserved = self.unused_min - max(0, user.minimum - user.used)
-        return self.total_cores - self.used_up - reserved
+        """Free cores minus the unused minimums held for everyone else who waits."""
+        return self.total_cores - self.used_up - (self.reserved - _reserved(user))
 
     def _may_grow(self, user: User, k: int) -> bool:
         if user.used + k <= user.minimum:
@@ -212,7 +220,7 @@ class Allocator:
     def request(self, user: User, want: list[dict], queue_size: int) -> tuple[list[dict], bool]:
         """Grant what may run now, in the order asked; returns the grants and whether
         something was refused (the user then waits for a wake)."""
-        user.queue = queue_size
+        self.set_queue(user, queue_size)
         grants: list[dict] = []
         refused = False
         for group in want:
@@ -225,7 +233,13 @@ class Allocator:
                     refused = True
                     break
                 self.add(user, job, node, k, mem)
-                user.queue -= 1
+                self.set_queue(user, user.queue - 1)
                 grants.append({"job": job, "node": node.name, "address": node.address})
         user.waiting = refused
         return grants, refused
+
+
+def _reserved(user: User) -> int:
+    """Cores held for ``user``: what is left of their minimum, while they have jobs
+    queued. With nothing queued their minimum is lent to others."""
+    return max(0, user.minimum - user.used) if user.queue > 0 else 0

@@ -70,7 +70,7 @@ def hello(mu: Multiuser, session: Session, msg: dict) -> dict:
         user = mu.alloc.user(session.user)
         mu.alloc.reconcile(user, running)
         mu.ledger.replace(user.name, user.jobs)
-        user.queue = msg["queue_size"]
+        mu.alloc.set_queue(user, msg["queue_size"])
         log.info("master of %s registered with %d running jobs", user.name, len(running))
         mu.changed()
         reply = {"nodes": [n.public() for n in mu.alloc.nodes.values()]}

@@ -263,7 +263,7 @@ class Cluster:
                  rules: str = RULES) -> None:
         """``users``: the roles to create accounts for, in registration order; ``nodes``
         and ``rules``: the admin's default files."""
-        tag = secrets.token_hex(2)
+        tag = self.tag = secrets.token_hex(2)
         self.users = tuple(users)
         self.nodes_text, self.rules_text = nodes, rules
         self.venv_root: Path | None = None
@@ -325,6 +325,13 @@ class Cluster:
             self.install_bundle(user, out)
         for user in self.users:  # registration order: the order of self.users
             self.qpy_as(user, "status")
+
+    def new_account(self, role: str) -> Account:
+        """A further account that nobody has admitted yet (no bundle, no master), for a
+        test to admit as the manual says; removed at tear-down with the others."""
+        account = self.accounts[role] = Account(role, self.tag)
+        account.create()
+        return account
 
     def install_bundle(self, user: str, bundle: Path) -> None:
         """What the manual asks of the user, done by root: the three files, owned by the

@@ -196,27 +196,54 @@ def check_consistent(a: Allocator) -> None:
         assert u.used == sum(e[1] for e in u.jobs.values())
 
 
-def test_within_minimum_always_granted_and_minimums_reserved():
-    a = alloc_of(node("n1", 4), rules=Rules("even", minimum=2))
-    alice, bob = a.user("alice"), a.user("bob")
-    assert (alice.minimum, alice.extra, bob.minimum, bob.extra) == (2, 0, 2, 0)
-    grants, refused = a.request(alice, [want(1, 2, 3, 4)], 4)
-    # alice gets her minimum; bob's idle minimum stays reserved for him
-    assert sorted(granted(grants)) == [1, 2]
-    assert refused and alice.waiting
-    grants, refused = a.request(bob, [want(11, 12)], 2)
-    assert sorted(granted(grants)) == [11, 12] and not refused
+def test_idle_minimums_are_lent_while_their_owners_have_nothing_queued():
+    """The issue's case: 'explicit minimum 1' for the others on a 6-core node, nothing
+    queued by them: a 6-core job may use their minimums and starts at once."""
+    a = alloc_of(node("n1", 6), rules=Rules("explicit", minimum=1))
+    alice, bob, carol = a.user("alice"), a.user("bob"), a.user("carol")
+    assert [(u.minimum, u.extra) for u in (alice, bob, carol)] == [(1, 1), (1, 1), (1, 1)]
+    grants, refused = a.request(alice, [want(1, cores=6)], 1)
+    assert granted(grants) == {1: "n1"} and not refused
     check_consistent(a)
 
 
-def test_minimum_granted_even_when_others_are_waiting():
+def test_lent_cores_come_back_to_their_owner_first_as_they_free():
+    """'Given back': nothing running is stopped, but every core that frees goes to the
+    owner of the minimum first, not to the borrower's next job."""
     a = alloc_of(node("n1", 8), rules=Rules("even", minimum=2))
     alice, bob = a.user("alice"), a.user("bob")
-    a.request(bob, [want(*range(100, 110))], 10)  # bob takes his share (4) and waits
-    # his share is 2 + 2; he borrows idle cores but never alice's reserved minimum
-    assert bob.used == 6 and bob.waiting
+    grants, _ = a.request(bob, [want(*range(100, 110))], 10)
+    assert bob.used == 8  # alice has nothing queued: bob borrows all, her minimum too
+    grants, refused = a.request(alice, [want(1, 2)], 2)
+    assert grants == [] and refused and alice.waiting
+    a.remove(bob, 100)
+    a.remove(bob, 101)
+    grants, refused = a.request(bob, [want(*range(108, 110))], 2)  # bob asks again first
+    assert grants == [] and refused
     grants, _ = a.request(alice, [want(1, 2)], 2)
     assert sorted(granted(grants)) == [1, 2]
+    check_consistent(a)
+
+
+def test_worked_example_even_minimum_2():
+    """The admin manual's worked example, step by step (10 cores; ana, ben, cleo)."""
+    a = alloc_of(node("n1", 10), rules=Rules("even", minimum=2))
+    ana, ben, cleo = a.user("ana"), a.user("ben"), a.user("cleo")
+    assert [(u.minimum, u.extra) for u in (ana, ben, cleo)] == [(2, 2), (2, 1), (2, 1)]
+    grants, refused = a.request(ana, [want(*range(1, 11))], 10)
+    assert len(grants) == 10 and not refused  # ben and cleo idle: ana borrows all 10
+    _, refused = a.request(ben, [want(21, 22, 23)], 3)
+    assert refused and ben.used == 0  # nothing is taken back from running jobs
+    for job in (1, 2, 3):  # each core ana frees goes to ben, below his share of 3
+        a.remove(ana, job)
+        grants, _ = a.request(ana, [want(*range(11, 14))], 3)
+        assert grants == []
+        grants, _ = a.request(ben, [want(21, 22, 23)], ben.queue)
+        assert len(grants) == 1
+    assert (ana.used, ben.used, ben.queue) == (7, 3, 0)
+    a.remove(ana, 4)  # ben has nothing queued now: ana may borrow again
+    grants, _ = a.request(ana, [want(11)], 1)
+    assert granted(grants) == {11: "n1"}
     check_consistent(a)
 
 
@@ -224,7 +251,7 @@ def test_above_share_refused_while_another_user_waits_below_share():
     a = alloc_of(node("n1", 10))
     alice, bob = a.user("alice"), a.user("bob")
     assert alice.share == bob.share == 5
-    bob.queue = 3  # bob has jobs queued and uses nothing
+    a.set_queue(bob, 3)  # bob has jobs queued and uses nothing
     grants, refused = a.request(alice, [want(*range(1, 9))], 8)
     assert len(grants) == 5 and refused
     assert alice.used == 5 and alice.waiting

@@ -321,6 +321,35 @@ def test_bad_option_refused(qpy, options, names):
     _assert_refused(qpy, qpy.run("sub", *options, "true", check=False), *names)
 
 
+@pytest.mark.parametrize(("words", "why"), [
+    (["./missing.sh"], "no such file"),
+    (["./missing.sh", "arg"], "no such file"),
+    (["sub/missing.sh --flag > log"], "no such file"),
+    (["./plain.txt"], "not executable"),
+    (["./adir"], "it is a directory"),
+])
+def test_a_script_path_that_cannot_run_is_refused(qpy, words, why):
+    (qpy.work / "adir").mkdir()
+    script(qpy.work / "plain.txt", "echo hi\n", executable=False)
+    proc = qpy.run("sub", *words, check=False)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    path = words[0].split()[0]
+    assert proc.stderr.startswith(f"qpy: cannot run {path!r}: {why}"), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+    assert not (qpy.home / "jobs.db").exists() or qpy.jobs() == []
+
+
+@pytest.mark.parametrize("words", [
+    ["echo hi"], ["cd sub && ./run.sh"], ["./run.sh;true"], ["$HOME/missing"],
+    ["bash", "./run.sh"], ["FOO=1 ./missing"], ["sub/run.sh"], ["./run.sh", "x"],
+])
+def test_shell_lines_and_runnable_paths_are_accepted(qpy, words):
+    (qpy.work / "sub").mkdir()
+    script(qpy.work / "sub" / "run.sh", "#!/bin/sh\necho ran\n")
+    script(qpy.work / "run.sh", "#!/bin/sh\necho ran\n")
+    assert qpy.run("sub", *words).stdout.endswith("received.\n")
+
+
 def test_no_command_refused(qpy):
     _assert_refused(qpy, qpy.run("sub", check=False), "command")
 

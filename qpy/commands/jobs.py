@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from qpy.client import ClientError
 from qpy.commands.common import CONTEXT, echo, fail, parse_selection, request, say
 from qpy.invocation import current
 from qpy.states import FINISHED, STATUSES
@@ -47,6 +48,8 @@ def check(as_json: bool, jobs: tuple[str, ...]) -> None:
 
     sel = parse_selection(jobs, STATUSES, "check") if jobs else {}
     reply = request({"type": "check", "select": sel})
+    if jobs and not reply["jobs"]:
+        raise ClientError(f"no job matches {' '.join(jobs)}", "not_found")
     if as_json:
         import json
 
