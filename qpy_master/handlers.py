@@ -43,7 +43,7 @@ def sub(m: Master, s: Session, msg: dict) -> dict:
         except OSError as exc:
             raise RequestError(f"cannot copy the script: {exc.strerror}: {exc.filename}") \
                 from None
-    m.wake.set()
+    m.schedule()
     return {"text": f"Job {job.id} received.\n", "job": job.id}
 
 
@@ -75,7 +75,7 @@ def kill(m: Master, s: Session, msg: dict) -> dict:
         for job in running:
             m.kill_running(job)
     if queued:
-        m.wake.set()  # the multiuser hears the queue is shorter: a minimum held is lent
+        m.schedule()  # the multiuser hears the queue is shorter: a minimum held is lent
     text = ""
     if queued:
         text += f"{plural(len(queued))} removed from the queue.\n"
@@ -112,7 +112,7 @@ def ctrl(m: Master, s: Session, msg: dict) -> dict:
     if action in ("pause", "continue"):
         with m.lock:
             m.set_setting("paused", action == "pause")
-        m.wake.set()
+        m.schedule()
         return {"text": f"Job submission {'paused' if action == 'pause' else 'continued'}.\n"}
     if action != "jump":
         raise BadRequest(f"Unknown ctrlQueue type: {action}.")

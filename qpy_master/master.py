@@ -2,9 +2,10 @@
 
 Everything that changes jobs holds ``self.lock`` and writes the record before it acts: a
 job is stored as ``running`` before its start op is sent, and stored as finished before
-its slot is released. Three kinds of events drive the scheduler thread, and nothing
-sleeps on a timer: a submission or ``continue``; a job's end reported by a launcher; a
-``wake`` pushed by the multiuser when cores free up.
+its slot is released. Three kinds of events make it ask for slots at once
+(``qpy_master/scheduler.py``), and nothing sleeps on a timer: a submission or
+``continue``; a job's end reported by a launcher; a ``wake`` pushed by the multiuser
+when cores free up.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from qpy_master.launcher_link import LauncherGone
 from qpy_master.launcher_pool import LauncherPool
 from qpy_master.multiuser_link import LinkDown, MultiuserLink
 from qpy_master.records import Records
+from qpy_master.scheduler import Scheduler
 from qpy_master.store import Store
 
 log = logging.getLogger("qpy.master")
@@ -53,24 +55,23 @@ class Master:
         self.records = Records(self.store)
         self.settings = config.load(self.store.settings())
         self.paused = self.store.setting("paused") == "true"
-        self.release: list[int] = []
-        self.told_queue = 0  # the queue size the multiuser last heard of
         self.nodes: dict[str, dict] = {}
-        self.wake = threading.Event()
         self.stopping = False
         self.pool = LauncherPool(home, self.lock, self)
-        with self.lock:
+        self.scheduler = Scheduler(self, self.records)
+        self.link = MultiuserLink(connect, self._hello, self._on_hello, self._on_event)
+        self.scheduler.link = self.link
+        with self.lock:  # after the scheduler exists: an adopted job may end at once
             for job in list(self.records.running.values()):
                 self._send(job, {"op": "adopt", "job": job.id})
         log.info("restored %d queued and %d running jobs", len(self.records.queue),
                  len(self.records.running))
-        self.link = MultiuserLink(connect, self._hello, self._on_hello, self._on_event)
-        threading.Thread(target=self._schedule_loop, name="scheduler", daemon=True).start()
 
     def shutdown(self) -> None:
         """Stop scheduling and leave the jobs running; the next master adopts them."""
         with self.lock:
             self.stopping = True
+        self.scheduler.stop()
         self.link.close()
         self.pool.close()
         with self.lock:
@@ -81,20 +82,19 @@ class Master:
     def _hello(self) -> dict:
         """Registration: the running jobs are the truth the multiuser reconciles to."""
         with self.lock:
-            self.told_queue = len(self.records.queue)
-            return {"type": "hello", "queue_size": self.told_queue, "running": [
+            self.scheduler.told_queue = len(self.records.queue)
+            return {"type": "hello", "queue_size": len(self.records.queue), "running": [
                 {"job": j.id, "node": j.node, "cores": j.n_cores, "mem": j.mem}
                 for j in self.records.running.values()]}
 
     def _on_hello(self, reply: dict) -> None:
         self._set_nodes(reply.get("nodes") or [])
-        self.wake.set()
 
     def _on_event(self, event: dict) -> None:
         if event.get("type") == "nodes":
             self._set_nodes(event.get("nodes") or [])
         if event.get("type") in ("wake", "nodes"):
-            self.wake.set()
+            self.schedule()
 
     def _set_nodes(self, nodes: list) -> None:
         """The multiuser's view of the nodes. A node it now declares down takes its jobs
@@ -109,56 +109,19 @@ class Master:
                 elif state == "up" and was == "down":
                     self.pool.node_up(name)
 
-    # -- scheduling ------------------------------------------------------------------------
+    # -- scheduling (qpy_master/scheduler.py asks; these answer) -----------------------
 
-    def _schedule_loop(self) -> None:
-        while True:
-            self.wake.wait()
-            self.wake.clear()
-            if self.stopping:
-                return
-            try:
-                self._schedule_once()
-            except Exception:
-                log.exception("scheduling pass failed")
+    def schedule(self) -> None:
+        """Something changed that may let a job start: ask for slots now."""
+        self.scheduler.poke()
 
-    def _schedule_once(self) -> None:
-        with self.lock:
-            release, self.release = self.release, []
-            want = [] if self.paused else self.pool.avoiding(self.records.queue.want())
-            queue_size = len(self.records.queue)
-        if not release and not want and queue_size == self.told_queue:
-            return  # nothing to ask, and the multiuser knows the queue (killed jobs: not)
-        trace.mark("master: slots asked")
-        try:
-            reply = self.link.request({"type": "slots", "release": release, "want": want,
-                                       "queue_size": queue_size})
-        except LinkDown:
-            reply = {"ok": False}
-        if not reply.get("ok"):  # a release for a job the hello left out is harmless;
-            if reply.get("error"):  # a release lost would hold its core forever
-                log.error("slot request refused: %s", reply["error"])
-            with self.lock:
-                self.release[:0] = release
-            return
-        grants = reply.get("grants") or []
-        trace.mark("master: slots answered")
-        with self.lock:
-            self.told_queue = queue_size - len(grants)
-            for grant in grants:
-                self._launch(grant)
-        if grants and reply.get("more"):
-            self.wake.set()
+    def wanted(self) -> tuple[list[dict], int]:
+        """The slot requests to make now, and the queue's size."""
+        want = [] if self.paused else self.pool.avoiding(self.records.queue.want())
+        return want, len(self.records.queue)
 
-    def _launch(self, grant: dict) -> None:
-        """Record the job as running, then start it: it can never run twice."""
-        job = self.records.queue.get(grant.get("job"))
-        if job is None or self.paused:  # killed or paused while the request was in flight
-            self.release.append(grant.get("job"))
-            self.wake.set()
-            return
-        self.records.move(job, RUNNING, node=grant["node"], address=grant.get("address"),
-                          t_start=time.time())
+    def start(self, job: Job) -> None:
+        """Send the start op of a job just recorded as running."""
         self._send(job, {
             "op": "start", "job": job.id, "cmd": self._command(job), "cwd": job.cwd,
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
@@ -194,7 +157,7 @@ class Master:
         return self.store.env(env_id)
 
     def reachable(self, node: str) -> None:
-        self.wake.set()
+        self.schedule()
 
     def unreachable(self, node: str, reason: str) -> None:
         if self.nodes.get(node, {}).get("state") == "down":
@@ -252,8 +215,7 @@ class Master:
         log.warning("job %d goes back to the queue: %s", job.id, why)
         self.pool.tell(job.node, {"op": "forget", "job": job.id})
         self.records.move(job, QUEUE, node=None, address=None, t_start=None, pid=None)
-        self.release.append(job.id)
-        self.wake.set()
+        self.scheduler.freed(job)
 
     def _finish(self, job: Job, status: str, exit_code: int | None = None,
                 signal: int | None = None, reason: str | None = None,
@@ -261,11 +223,10 @@ class Master:
         """Record a running job's end, then free its slot and its run files."""
         self.records.move(job, status, exit_code=exit_code, signal=signal, reason=reason,
                           t_start=job.t_start, t_end=t_end or time.time(), pid=job.pid)
+        trace.mark("master: end recorded")
+        self.scheduler.freed(job)
         if job.script_copy:
             Path(job.script_copy).unlink(missing_ok=True)
-        self.release.append(job.id)
-        self.wake.set()
-        trace.mark("master: end recorded")
         self.pool.tell(job.node, {"op": "forget", "job": job.id})
 
     # -- operations used by the request handlers -------------------------------------------

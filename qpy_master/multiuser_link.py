@@ -33,7 +33,7 @@ class MultiuserLink:
         self._on_event = on_event
         self._conn = None
         self._ids = itertools.count(1)
-        self._pending: dict[int, list] = {}
+        self._pending: dict[int, Callable[[dict | None], None]] = {}
         self._lock = threading.Lock()
         self._up = threading.Event()
         self._closed = threading.Event()
@@ -48,27 +48,47 @@ class MultiuserLink:
 
     def request(self, msg: dict, timeout: float = 30.0) -> dict:
         """Send a request and wait for its reply; raises LinkDown when disconnected."""
+        return self._wait(self._current(), msg, timeout)
+
+    def _wait(self, conn, msg: dict, timeout: float) -> dict:
+        done = threading.Event()
+        box: list[dict | None] = [None]
+
+        def answered(reply: dict | None) -> None:
+            box[0] = reply
+            done.set()
+
+        msg_id = self._send(conn, msg, answered)
+        if not done.wait(timeout):
+            with self._lock:
+                self._pending.pop(msg_id, None)
+        if box[0] is None:
+            raise LinkDown(f"no reply from the multiuser to {msg['type']}")
+        return box[0]
+
+    def send(self, msg: dict, on_reply: Callable[[dict | None], None]) -> int:
+        """Send a request; ``on_reply`` gets its reply in the link's reader thread (None if
+        the link goes down first), so no thread waits on the way. LinkDown when the link
+        is down now (``on_reply`` is then never called)."""
+        return self._send(self._current(), msg, on_reply)
+
+    def _current(self):
         conn = self._conn
         if conn is None or not self._up.is_set():
             raise LinkDown("the multiuser is not connected")
-        return self._exchange(conn, msg, timeout)
+        return conn
 
-    def _exchange(self, conn, msg: dict, timeout: float) -> dict:
-        slot: list = [threading.Event(), None]
+    def _send(self, conn, msg: dict, on_reply: Callable[[dict | None], None]) -> int:
         msg_id = next(self._ids)
         with self._lock:
-            self._pending[msg_id] = slot
+            self._pending[msg_id] = on_reply
         try:
-            try:
-                conn.send_bytes(wire.encode({**msg, "id": msg_id}))
-            except (OSError, ValueError):
-                raise LinkDown("the multiuser connection broke") from None
-            if not slot[0].wait(timeout) or slot[1] is None:
-                raise LinkDown(f"no reply from the multiuser to {msg['type']}")
-            return slot[1]
-        finally:
+            conn.send_bytes(wire.encode({**msg, "id": msg_id}))
+        except (OSError, ValueError):
             with self._lock:
                 self._pending.pop(msg_id, None)
+            raise LinkDown("the multiuser connection broke") from None
+        return msg_id
 
     def close(self) -> None:
         self._closed.set()
@@ -94,7 +114,7 @@ class MultiuserLink:
         reader = threading.Thread(target=self._read, args=(conn,), daemon=True)
         reader.start()
         try:
-            reply = self._exchange(conn, self._hello(), 30.0)
+            reply = self._wait(conn, self._hello(), 30.0)
             if not reply.get("ok"):
                 log.error("the multiuser refused this master: %s", reply.get("error"))
                 conn.close()
@@ -103,6 +123,7 @@ class MultiuserLink:
                 self._on_hello(reply)
                 self._up.set()
                 log.info("registered with the multiuser")
+                self._on_event({"type": "wake"})  # requests may be sent from now on
         except LinkDown as exc:
             log.warning("registration failed: %s", exc)
             conn.close()
@@ -119,10 +140,9 @@ class MultiuserLink:
                     self._on_event(msg)
                     continue
                 with self._lock:
-                    slot = self._pending.get(re)
-                if slot is not None:
-                    slot[1] = msg
-                    slot[0].set()
+                    on_reply = self._pending.pop(re, None)
+                if on_reply is not None:
+                    on_reply(msg)
         except (OSError, EOFError, wire.WireError) as exc:
             if not self._closed.is_set():
                 log.warning("multiuser connection lost: %s", exc)
@@ -130,5 +150,6 @@ class MultiuserLink:
             self._up.clear()
             conn.close()
             with self._lock:
-                for slot in self._pending.values():
-                    slot[0].set()
+                waiting, self._pending = list(self._pending.values()), {}
+            for on_reply in waiting:
+                on_reply(None)
