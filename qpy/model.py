@@ -35,6 +35,11 @@ class Job:
     pid: int | None = None
     kill_requested: bool = False
     requeue: bool = False  # run it again from the queue if its node fails (sub --requeue)
+    # limits and accounting: wall-time limit (s, None: none); the last run's CPU time (s)
+    # and peak memory (GB, max RSS of its tree)
+    time_limit: int | None = None
+    cpu: float | None = None
+    peak_mem: float | None = None
 
     def move(self, status: str) -> None:
         """Change status, refusing transitions the table forbids (only ``Records.move``

@@ -8,6 +8,7 @@ import re
 import time
 
 from qpy.states import LIVE, STATUSES
+from qpy.timetext import duration, format_limit
 
 DEFAULT_FMT = "%j (%s):%c (on %n; wd: %d)\n"
 COLOURS = ("grey", "red", "green", "yellow", "blue", "magenta", "cyan", "white")
@@ -23,13 +24,6 @@ _TIME_FMT = "%Y-%m-%d %H:%M:%S"
 
 class FormatError(ValueError):
     """A bad checkFMT pattern; rejected when configured, not when every job is printed."""
-
-
-def _duration(seconds: float) -> str:
-    # Hours are not wrapped into days: a job's age is easier to compare as one number.
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def _elapsed(job: dict, now: float) -> float:
@@ -62,6 +56,11 @@ def _exit(job: dict) -> str:
     return "-"
 
 
+def _gb(value: float | None) -> str:
+    """Peak memory in GB to the MB; ``-`` while unknown (no run has ended yet)."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _node_or_attr(job: dict) -> str:
     return job["node"] if job.get("node") else f"[{job.get('attr') or ''}]"
 
@@ -80,12 +79,15 @@ _FIELDS = {
     "m": lambda job, now: _memory(job["mem"]),
     "a": lambda job, now: job.get("attr") or "",
     "A": lambda job, now: _node_or_attr(job),
-    "R": lambda job, now: _duration(_elapsed(job, now)),
+    "R": lambda job, now: duration(_elapsed(job, now)),
     "Q": lambda job, now: _datetime(job.get("t_queue")),
     "S": lambda job, now: _datetime(job.get("t_start")),
     "E": lambda job, now: _datetime(job.get("t_end")),
     "K": lambda job, now: _notes(job),
     "e": lambda job, now: _exit(job),
+    "M": lambda job, now: _gb(job.get("peak_mem")),
+    "U": lambda job, now: duration(job.get("cpu")),
+    "T": lambda job, now: format_limit(job.get("time_limit")),
     "%": lambda job, now: "%",
 }
 

@@ -41,7 +41,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid INTEGER,
     kill_requested INTEGER NOT NULL DEFAULT 0,
     qpos INTEGER NOT NULL DEFAULT 0,
-    requeue INTEGER NOT NULL DEFAULT 0
+    requeue INTEGER NOT NULL DEFAULT 0,
+    time_limit INTEGER,
+    cpu REAL,
+    peak_mem REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs(status) WHERE status IN ('queue', 'running');
 CREATE TABLE IF NOT EXISTS notes (job INTEGER NOT NULL, t REAL NOT NULL, text TEXT NOT NULL);
@@ -49,12 +52,29 @@ CREATE INDEX IF NOT EXISTS notes_job ON notes(job);
 CREATE TABLE IF NOT EXISTS envs (id INTEGER PRIMARY KEY, digest TEXT UNIQUE NOT NULL,
                                  env TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- accounting: one row per run that ended, written with the end, kept by clean
+CREATE TABLE IF NOT EXISTS runs (
+    job INTEGER NOT NULL, run INTEGER NOT NULL, status TEXT NOT NULL, command TEXT NOT NULL,
+    cwd TEXT NOT NULL, n_cores INTEGER NOT NULL, mem REAL NOT NULL, node TEXT,
+    t_queue REAL NOT NULL, t_start REAL, t_end REAL NOT NULL, exit_code INTEGER,
+    signal INTEGER, reason TEXT, time_limit INTEGER, cpu REAL, peak_mem REAL
+);
+CREATE INDEX IF NOT EXISTS runs_job ON runs(job);
+CREATE INDEX IF NOT EXISTS runs_end ON runs(t_end);
 """
+# Columns later versions added to ``jobs``: a store written before them gets them in place.
+ADDED_COLUMNS = {
+    "requeue": "INTEGER NOT NULL DEFAULT 0",
+    "time_limit": "INTEGER", "cpu": "REAL", "peak_mem": "REAL",
+}
+RUN_COLUMNS = ("job", "run", "status", "command", "cwd", "n_cores", "mem", "node", "t_queue",
+               "t_start", "t_end", "exit_code", "signal", "reason", "time_limit", "cpu",
+               "peak_mem")
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
            "t_queue",
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
-           "env_id", "pid", "kill_requested", "requeue")
+           "env_id", "pid", "kill_requested", "requeue", "time_limit", "cpu", "peak_mem")
 FIELDS = ", ".join(COLUMNS)
 SELECT = f"SELECT {FIELDS} FROM jobs"
 
@@ -82,19 +102,19 @@ def _job(row: tuple) -> Job:
     return job
 
 
-def _where(sel: dict) -> tuple[str, tuple]:
+def _where(sel: dict, id_column: str = "id") -> tuple[str, tuple]:
     """SQL for a selection that ``qpy.selection.validate`` accepted: criteria are OR-ed."""
     if sel.get("all") or selection.is_empty(sel):
         return "1", ()
     clauses, params = [], []
-    for column, key in (("id", "ids"), ("status", "statuses"), ("cwd", "dirs")):
+    for column, key in ((id_column, "ids"), ("status", "statuses"), ("cwd", "dirs")):
         values = sel.get(key) or []
         for i in range(0, len(values), 500):
             chunk = values[i:i + 500]
             clauses.append(f"{column} IN ({', '.join('?' * len(chunk))})")
             params.extend(map(_db, chunk))
     for low, high in sel.get("ranges") or []:
-        clauses.append("id BETWEEN ? AND ?")
+        clauses.append(f"{id_column} BETWEEN ? AND ?")
         params.extend((low, high))
     return " OR ".join(clauses), tuple(params)
 
@@ -113,8 +133,9 @@ class Store:
     def _add_missing_columns(self) -> None:
         """A store written by an earlier qpy lacks the newer columns: add them in place."""
         have = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
-        if "requeue" not in have:
-            self.db.execute("ALTER TABLE jobs ADD COLUMN requeue INTEGER NOT NULL DEFAULT 0")
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in have:
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -175,10 +196,10 @@ class Store:
         """Record a new queued job and return its ID."""
         cur = self.db.execute(
             "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
-            " env_id, qpos, requeue) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " env_id, qpos, requeue, time_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             tuple(map(_db, (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr,
                             job.t_queue, job.run_command, job.env_id, qpos,
-                            int(job.requeue)))))
+                            int(job.requeue), job.time_limit))))
         return cur.lastrowid
 
     def update(self, job: Job, **fields: object) -> None:
@@ -227,6 +248,34 @@ class Store:
     def delete(self, ids: list[int]) -> None:
         self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in ids))
         self.db.executemany("DELETE FROM notes WHERE job = ?", ((i,) for i in ids))
+
+    # -- accounting ---------------------------------------------------------------------------
+
+    def add_run(self, job: Job, **fields: object) -> None:
+        """Keep the run that just ended for history: the job's fields as they are now,
+        or as ``fields`` give them."""
+        values = [job.id, self.run_count(job.id) + 1,
+                  *(fields.get(name, getattr(job, name)) for name in RUN_COLUMNS[2:])]
+        self.db.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES "
+                        f"({', '.join('?' * len(RUN_COLUMNS))})", tuple(map(_db, values)))
+
+    def run_count(self, job_id: int) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM runs WHERE job = ?",
+                               (job_id,)).fetchone()[0]
+
+    def runs(self, sel: dict, since: float | None, until: float | None) -> list[tuple]:
+        """Runs that ended (a validated selection; ``since``/``until``: ended at or after,
+        started at or before), in the order they ended, as RUN_COLUMNS tuples."""
+        where, params = _where(sel, "job")
+        if since is not None:
+            where, params = f"({where}) AND t_end >= ?", (*params, since)
+        if until is not None:
+            where, params = f"({where}) AND COALESCE(t_start, t_end) <= ?", (*params, until)
+        rows = self.db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE {where} "
+                               "ORDER BY rowid", params).fetchall()
+        if any(isinstance(v, bytes) for row in rows for v in row[3:5]):
+            rows = [tuple(map(_py, row)) for row in rows]
+        return rows
 
     def add_note(self, job_id: int, t: float, text: str) -> None:
         self.db.execute("INSERT INTO notes (job, t, text) VALUES (?, ?, ?)",

@@ -29,6 +29,10 @@ INTERNAL = ("_complete",)  # commands for the script itself: neither completed n
 SELECTIONS = {
     "kill": (("queue", "running", "all"), ("queue", "running")),
     "clean": ((*FINISHED, "all"), FINISHED),
+    # runs, ends and waiting
+    "requeue": ((*FINISHED, "all"), FINISHED),
+    "wait": ((*STATUSES, "all"), ("queue", "running")),
+    "history": (("running", "done", "killed", "lost", "all"), ()),
 }
 
 # Bash snippets for positional arguments that click's types cannot describe. They run in
@@ -38,6 +42,7 @@ SELECTIONS = {
 QPY_ARGS = {
     "sub": "if (( n == 0 )); then __qpy_command; else __qpy_files; fi",
     "notes": "if (( n == 0 )); then __qpy_ids; fi",
+    "log": "if (( n == 0 )); then __qpy_ids; fi",
     "ctrlQueue": "if (( n == 0 )); then __qpy_words {actions}\n"
                  "elif [[ ${{args[0]}} == jump ]]; then\n"
                  "    __qpy_ids queue\n"
