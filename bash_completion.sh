@@ -257,7 +257,7 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             ;;
         'wait')
             __qpy_words 'queue running done killed undone lost all'
-            __qpy_ids queue running
+            __qpy_ids
             __qpy_dirs
             ;;
         'log')

@@ -28,10 +28,12 @@ FRESH = {"node": None, "address": None, "t_start": None, "t_end": None, "exit_co
 def wait(m: Master, s: Session, msg: dict) -> dict:
     """The selected jobs that have ended, and those still queued or running, once all
     have ended or ``timeout`` seconds (at most MAX_BLOCK) have passed."""
-    sel = selection_of(msg)
+    sel, timeout = selection_of(msg), msg["timeout"]
     if selection.is_empty(sel):
         raise BadRequest("wait needs job IDs, ranges, a status or 'all'")
-    deadline = time.monotonic() + min(max(float(msg["timeout"]), 0.0), MAX_BLOCK)
+    if not 0 <= timeout < float("inf"):
+        raise BadRequest(f"timeout must be a number of seconds >= 0, not {timeout}")
+    deadline = time.monotonic() + min(timeout, MAX_BLOCK)
     with m.lock:
         ids = [j.id for j in m.records.select(sel)]
         if not ids:
