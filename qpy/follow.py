@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from qpy import trace
 from qpy.client import ClientError
 
 BLOCK = 30.0  # seconds a wait request blocks in the master before this side asks again
@@ -84,6 +85,7 @@ def wait_jobs(request: Request, sel: dict, timeout: float | None) -> Waited:
     if missing:
         raise ClientError(f"job {missing[0]} not found", "not_found")
     while True:
+        trace.mark("wait: reply")
         result.ended.update((j["id"], j) for j in reply["jobs"])
         asked, result.pending = result.pending, reply["pending"]
         result.gone += [i for i in asked if i not in result.ended and i not in result.pending]

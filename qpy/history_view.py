@@ -1,7 +1,9 @@
 """``qpy history`` as a table: one line per run, in the order the runs ended.
 
-Built for 100,000 runs: one %-format per line, and local times made from a per-minute
-cache instead of a ``strftime`` for every stamp.
+Built for 100,000 runs in under 300 ms: each run's line is written once, when the run
+ends (the master keeps it beside the run), so listing only joins stored lines; ``render``
+writes the lines of the runs still going on, and of those that end. Times are local
+times of the master, as when the line was written.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ LINE = "%6s %3s %-7s %5s %-10s %5s %6s %-19s %-19s %-19s %9s %9s %8s %s\n"
 
 
 class _Clock:
-    """Local ``YYYY-MM-DD HH:MM:SS`` of epoch seconds, ``-`` for none."""
+    """Local ``YYYY-MM-DD HH:MM:SS`` of epoch seconds (``-`` for none), from a cache per
+    minute rather than a ``strftime`` per stamp."""
 
     def __init__(self) -> None:
         self.minutes: dict[int, str] = {}
@@ -39,10 +42,10 @@ def _exit(run: dict) -> str:
 
 
 def render(runs: list[dict], now: float) -> str:
-    """The table, a header first; the runs still going show no end, their elapsed time
-    so far and no usage yet."""
+    """The lines of ``runs`` (records with RUN_COLUMNS' names); a run going on shows no
+    end, its elapsed time so far and no usage yet."""
     clock = _Clock()
-    parts = [LINE % HEADER]
+    parts = []
     for r in runs:
         start, end = r["t_start"], r["t_end"]
         mem = r["mem"]

@@ -64,3 +64,8 @@ class Job:
 
 PUBLIC = tuple(f.name for f in fields(Job) if f.name not in (
     "env_id", "pid", "kill_requested", "script_copy", "run_command", "address"))
+
+# One run of a job as ``qpy history`` keeps it (the master's runs table, --json's runs).
+RUN_FIELDS = ("job", "run", "status", "command", "cwd", "n_cores", "mem", "node", "t_queue",
+              "t_start", "t_end", "exit_code", "signal", "reason", "time_limit", "cpu",
+              "peak_mem")

@@ -86,11 +86,9 @@ def parse_when(text: str, now: float, where: str) -> float:
 
 
 def iso(stamp: float | None) -> str | None:
-    """ISO 8601 in UTC with microseconds, ``Z`` for the zone; None stays None."""
+    """ISO 8601 in UTC with microseconds, ``Z`` for the zone; None stays None. Rounded
+    to the microsecond as ``qpy.jsonout.sql_iso`` has SQLite do it, to the same text."""
     if stamp is None:
         return None
-    whole = int(stamp // 1)
-    micro = int(round((stamp - whole) * 1e6))
-    if micro == 1_000_000:
-        whole, micro = whole + 1, 0
+    whole, micro = divmod(int(stamp * 1e6 + 0.5), 1_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micro:06d}Z"

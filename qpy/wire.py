@@ -62,7 +62,7 @@ SCHEMAS: dict[str, Schema] = {
     "finish": {},
     # runs, ends and waiting
     "wait": {"select": "dict", "timeout": "float"},
-    "history": {"select": "dict", "since": "?float=", "until": "?float="},
+    "history": {"select": "dict", "since": "?float=", "until": "?float=", "json": "bool="},
     "requeue": {"select": "dict"},
     # qpy/front.py -> master: a whole command line, run by the master (command server)
     "cli": {"argv": "[str]", "cwd": "str", "env": "{str}", "tty": "bool", "umask": "?int="},
@@ -91,12 +91,6 @@ RECORDS: dict[str, Schema] = {
         "mem_in_use": "?float=", "outsiders": "?int=", "disk": "?dict=",
     },
     "grant": {"job": "int", "node": "str", "address": "str"},
-    "run": {  # one run of a job (qpy history); t_end null while it goes on
-        "job": "int", "run": "int", "status": "str", "command": "str", "cwd": "str",
-        "n_cores": "int", "mem": "float", "node": "?str", "t_queue": "float",
-        "t_start": "?float", "t_end": "?float", "exit_code": "?int", "signal": "?int",
-        "reason": "?str", "time_limit": "?int", "cpu": "?float", "peak_mem": "?float",
-    },
 }
 
 # What a successful reply to each request carries besides "ok" (and "re", "v"). Every
@@ -114,7 +108,7 @@ REPLIES: dict[str, Schema] = {
     "status": {"users": "[user]", "nodes": "[node]"},
     "finish": {},
     "wait": {"jobs": "[job]", "pending": "[int]"},
-    "history": {"runs": "[run]"},
+    "history": {"table": "str=", "runs_json": "str="},  # the text qpy history prints
     "requeue": {"requeued": "[int]"},
     "cli": {"exit": "int=", "out": "str=", "err": "str=", "local": "bool="},
     "hello": {"nodes": "[node]"},

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-from qpy import selection
+from qpy import history_view, selection
 from qpy.model import Job
 from qpy.states import FINISHED, QUEUE, RUNNING
 from qpy_master.queue import JobQueue
@@ -59,14 +59,16 @@ class Records:
             self._enter(job, status, last)
             if status in FINISHED:
                 if old == RUNNING:
-                    self.store.add_run(job)
+                    self.add_run(job)
                 for hook in self.on_end:
                     hook(job)
 
     def add_run(self, job: Job, **fields: object) -> None:
-        """Keep a run that ended without ending the job (its node failed and it is queued
-        again): the job as it is, with ``fields`` (status, reason, t_end) for the run."""
-        self.store.add_run(job, **fields)
+        """Keep a run that ended, with its line of ``qpy history``: the job as it is, or
+        with ``fields`` (status, reason, t_end) for a run that ended without ending the
+        job (its node failed and it is queued again)."""
+        run = self.store.run_record(job, **fields)
+        self.store.add_run(run, history_view.render([run], 0.0))
 
     def update(self, job: Job, **fields: object) -> None:
         """Change fields other than the status."""

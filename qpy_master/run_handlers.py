@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import time
 
-from qpy import selection
-from qpy.model import Job
+from qpy import history_view, jsonout, selection, trace
+from qpy.model import RUN_FIELDS
 from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, QUEUE
 from qpy_master.handler_args import plural, selection_of
 from qpy_master.master import Master
-from qpy_master.store import RUN_COLUMNS
 
 MAX_BLOCK = 30.0  # seconds one wait request blocks at most; the client asks again
 NOTHING = "Nothing to do: required jobs not found."
@@ -41,6 +40,7 @@ def wait(m: Master, s: Session, msg: dict) -> dict:
         waiter = m.waiters.add(ids, m.records.live)
     try:
         while waiter.event.wait(max(deadline - time.monotonic(), 0.0)):
+            trace.mark("master: wait woken")
             with m.lock:
                 still = [i for i in ids if m.records.live(i)]
                 if not still:
@@ -50,26 +50,38 @@ def wait(m: Master, s: Session, msg: dict) -> dict:
         with m.lock:
             m.waiters.remove(waiter)
             jobs = list(m.records.select({"ids": ids}))
+    trace.mark("master: wait answered")
     return {"jobs": [j.public() for j in jobs if j.status in FINISHED],
             "pending": [j.id for j in jobs if j.status not in FINISHED]}
 
 
-def _running_run(job: Job, number: int) -> dict:
-    """A run still going, as history shows it: no end yet."""
-    return {**{name: getattr(job, name) for name in RUN_COLUMNS[2:]},
-            "job": job.id, "run": number}
+def _going(m: Master, sel: dict, until: float | None) -> list[dict]:
+    """The runs going on that ``sel`` and ``until`` select, as run records."""
+    return [{**{name: getattr(j, name) for name in RUN_FIELDS[2:]}, "job": j.id,
+             "run": m.store.run_count(j.id) + 1}
+            for j in sorted(m.records.running.values(), key=lambda j: j.id)
+            if (selection.is_empty(sel) or selection.matches(sel, j.id, j.status, j.cwd))
+            and (until is None or (j.t_start or 0) <= until)]
 
 
 def history(m: Master, s: Session, msg: dict) -> dict:
-    """Every run that ended (cleaned jobs' too) and every run going on, in that order."""
-    sel, since, until = selection_of(msg), msg.get("since"), msg.get("until")
+    """Every run that ended (cleaned jobs' too), then every run going on: as the table
+    of ``qpy history`` (the ended runs' lines are stored), or as the JSON array of the
+    runs (SQLite writes the ended ones' objects, ``jsonout.SQL_RUN``): 100,000 runs must
+    not cost a Python object per field."""
+    sel, since, until, as_json = (selection_of(msg), msg.get("since"), msg.get("until"),
+                                  msg.get("json"))
     with m.lock:
-        rows = m.store.runs(sel, since, until)
-        going = [_running_run(j, m.store.run_count(j.id) + 1)
-                 for j in sorted(m.records.running.values(), key=lambda j: j.id)
-                 if (selection.is_empty(sel) or selection.matches(sel, j.id, j.status, j.cwd))
-                 and (until is None or (j.t_start or 0) <= until)]
-    return {"runs": [dict(zip(RUN_COLUMNS, row, strict=True)) for row in rows] + going}
+        ended = m.store.runs(sel, since, until, jsonout.SQL_RUN if as_json else "line")
+        rows = m.store.runs(sel, since, until) if ended is None else []
+        going = _going(m, sel, until)
+    now = time.time()
+    records = [dict(zip(RUN_FIELDS, row, strict=True)) for row in rows] + going
+    if as_json:
+        texts = (ended or []) + [jsonout.dumps(jsonout.run(r, now)) for r in records]
+        return {"runs_json": "[" + ",".join(texts) + "]"}
+    return {"table": history_view.LINE % history_view.HEADER + "".join(ended or [])
+            + history_view.render(records, now)}
 
 
 def requeue(m: Master, s: Session, msg: dict) -> dict:

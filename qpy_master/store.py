@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from qpy import selection
-from qpy.model import Job
+from qpy.model import RUN_FIELDS, Job
 from qpy.states import QUEUE, RUNNING, check_transition
 
 SCHEMA = """
@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS runs (
     job INTEGER NOT NULL, run INTEGER NOT NULL, status TEXT NOT NULL, command TEXT NOT NULL,
     cwd TEXT NOT NULL, n_cores INTEGER NOT NULL, mem REAL NOT NULL, node TEXT,
     t_queue REAL NOT NULL, t_start REAL, t_end REAL NOT NULL, exit_code INTEGER,
-    signal INTEGER, reason TEXT, time_limit INTEGER, cpu REAL, peak_mem REAL
+    signal INTEGER, reason TEXT, time_limit INTEGER, cpu REAL, peak_mem REAL,
+    line TEXT NOT NULL  -- its line of ``qpy history``, written when it ended
 );
 CREATE INDEX IF NOT EXISTS runs_job ON runs(job);
 CREATE INDEX IF NOT EXISTS runs_end ON runs(t_end);
@@ -67,9 +68,7 @@ ADDED_COLUMNS = {
     "requeue": "INTEGER NOT NULL DEFAULT 0",
     "time_limit": "INTEGER", "cpu": "REAL", "peak_mem": "REAL",
 }
-RUN_COLUMNS = ("job", "run", "status", "command", "cwd", "n_cores", "mem", "node", "t_queue",
-               "t_start", "t_end", "exit_code", "signal", "reason", "time_limit", "cpu",
-               "peak_mem")
+RUN_COLUMNS = RUN_FIELDS
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
            "t_queue",
@@ -251,31 +250,44 @@ class Store:
 
     # -- accounting ---------------------------------------------------------------------------
 
-    def add_run(self, job: Job, **fields: object) -> None:
-        """Keep the run that just ended for history: the job's fields as they are now,
-        or as ``fields`` give them."""
-        values = [job.id, self.run_count(job.id) + 1,
-                  *(fields.get(name, getattr(job, name)) for name in RUN_COLUMNS[2:])]
-        self.db.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES "
-                        f"({', '.join('?' * len(RUN_COLUMNS))})", tuple(map(_db, values)))
+    def run_record(self, job: Job, **fields: object) -> dict:
+        """The run that just ended, for history: the job's fields as they are now, or as
+        ``fields`` give them; its number follows the job's earlier runs."""
+        return {"job": job.id, "run": self.run_count(job.id) + 1,
+                **{name: fields.get(name, getattr(job, name)) for name in RUN_COLUMNS[2:]}}
+
+    def add_run(self, run: dict, line: str) -> None:
+        """Keep a run and its line of the history table (written once, when it ends, so
+        listing 100,000 runs formats nothing)."""
+        names = (*RUN_COLUMNS, "line")
+        self.db.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES "
+                        f"({', '.join('?' * len(names))})",
+                        tuple(map(_db, (*(run[n] for n in RUN_COLUMNS), line))))
 
     def run_count(self, job_id: int) -> int:
         return self.db.execute("SELECT COUNT(*) FROM runs WHERE job = ?",
                                (job_id,)).fetchone()[0]
 
-    def runs(self, sel: dict, since: float | None, until: float | None) -> list[tuple]:
+    def runs(self, sel: dict, since: float | None, until: float | None,
+             expr: str | None = None) -> list:
         """Runs that ended (a validated selection; ``since``/``until``: ended at or after,
-        started at or before), in the order they ended, as RUN_COLUMNS tuples."""
+        started at or before), in the order they ended: RUN_COLUMNS tuples, or with
+        ``expr`` (SQL over the columns: ``line``, or a JSON object) its one text per
+        run (None if a run holds text that is not UTF-8: ask for tuples instead)."""
         where, params = _where(sel, "job")
         if since is not None:
             where, params = f"({where}) AND t_end >= ?", (*params, since)
         if until is not None:
             where, params = f"({where}) AND COALESCE(t_start, t_end) <= ?", (*params, until)
-        rows = self.db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE {where} "
-                               "ORDER BY rowid", params).fetchall()
-        if any(isinstance(v, bytes) for row in rows for v in row[3:5]):
-            rows = [tuple(map(_py, row)) for row in rows]
-        return rows
+        query = f"FROM runs WHERE {where} ORDER BY rowid"
+        if expr is not None:
+            try:
+                return [_py(row[0]) for row in self.db.execute(f"SELECT {expr} {query}",
+                                                               params)]
+            except sqlite3.OperationalError:  # a command kept as bytes: not UTF-8
+                return None
+        return [tuple(map(_py, row)) for row in self.db.execute(
+            f"SELECT {', '.join(RUN_COLUMNS)} {query}", params)]
 
     def add_note(self, job_id: int, t: float, text: str) -> None:
         self.db.execute("INSERT INTO notes (job, t, text) VALUES (?, ?, ?)",

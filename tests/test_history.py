@@ -11,13 +11,17 @@ import json
 import re
 import shlex
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, json_payload, wait_for
+from conftest import QPY, assert_one_line_error, json_payload, wait_for
 
-from qpy import wire
+from qpy import history_view, jsonout, wire
+from qpy.model import RUN_FIELDS, Job
+from qpy_master.records import Records
+from qpy_master.store import Store
 
 MANUAL = (Path(__file__).resolve().parent.parent / "manual" / "users.md").read_text()
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -122,6 +126,22 @@ def test_history_selection_words(qpy):
     assert runs(qpy, "all") == [] and runs(qpy, "killed") == []
 
 
+def test_a_command_that_is_not_utf8_is_listed_as_it_is(qpy):
+    """Such a run cannot be written by SQLite as text: Python writes the lines then."""
+    proc = subprocess.run([QPY, "sub", "sh", "-c", b"echo \xff"], cwd=qpy.work, env=qpy.env,
+                          capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    qpy.wait_status(1)
+    qpy.wait_status(qpy.sub("true"))
+    table = subprocess.run([QPY, "history"], cwd=qpy.work, env=qpy.env,
+                           capture_output=True, check=True).stdout
+    assert table.count(b"\n") == 3 and b"sh -c 'echo \xff'\n" in table
+    run = json.loads(subprocess.run([QPY, "history", "--json", "1"], cwd=qpy.work,
+                                    env=qpy.env, capture_output=True, check=True).stdout)
+    assert run["runs"][0]["command"].encode("utf-8", "surrogateescape") == \
+        b"sh -c 'echo \xff'"
+
+
 # -- JSON documents against the manual ---------------------------------------------------------
 
 
@@ -156,7 +176,7 @@ def test_json_documents_and_their_schema_in_the_manual(qpy):
     assert set(status["users"][0]) == set(users_doc) == set(wire.RECORDS["user"])
     assert set(status["nodes"][0]) == set(nodes_doc) == set(wire.RECORDS["node"])
     assert set(jobs_doc) == set(wire.RECORDS["job"])
-    assert set(runs_doc) == {*wire.RECORDS["run"], "elapsed"}
+    assert set(runs_doc) == {*RUN_FIELDS, "elapsed"}
     for name in ("t_queue", "t_start", "t_end"):
         epoch(record[name])
         epoch(run[name])
@@ -194,3 +214,34 @@ def test_a_store_from_before_runs_were_kept(qpy):
     assert qpy.run("requeue", "1").stdout == "1 job queued again.\n"
     qpy.wait_status(1)
     assert [r["job"] for r in runs(qpy)] == [2, 1]
+
+
+# -- the stored lines, and SQLite's JSON objects beside Python's ---------------------------------
+
+STAMPS = [1764756000.0, 1764756000.4995, 1764756000.9996, 1764756059.99999949,
+          1764756000.1234565, 1711846799.75, 1711846800.25, 1e9 + 0.5e-6]
+
+
+def test_stored_lines_and_sqlites_json_objects_are_pythons(tmp_path):
+    """Lines are written when runs end; SQLite writes the JSON objects of ended runs, with
+    the same times (rounded to the microsecond alike) and values as Python's."""
+    store = Store(tmp_path / "jobs.db")
+    with store.transaction():
+        for i, t in enumerate(STAMPS):
+            Records(store).add_run(Job(
+                id=i + 1, status=("done", "killed", "lost")[i % 3], command=f"cmd 'é' {i}",
+                cwd="/w", n_cores=i + 1, mem=(5.0, 1.5, 0.25, 100.0)[i % 4],
+                node=None if i == 2 else f"node{i}", t_queue=t - 3600.5,
+                t_start=None if i == 2 else t - 100.25, t_end=t,
+                exit_code=None if i % 4 == 1 else i, signal=9 if i % 4 == 1 else None,
+                reason="time limit 00:10:00" if i == 1 else None,
+                time_limit=600 if i % 2 else None, cpu=None if i == 2 else 39.5 + i,
+                peak_mem=None if i == 2 else round(i / 7, 6)))
+    records = [dict(zip(RUN_FIELDS, row, strict=True)) for row in store.runs({}, None, None)]
+    assert [(r["job"], r["run"]) for r in records] == [(i + 1, 1) for i in range(8)]
+    assert store.runs({}, None, None, "line") == \
+        [history_view.render([r], 0.0) for r in records]
+    by_sqlite = store.runs({}, None, None, jsonout.SQL_RUN)
+    assert [json.loads(t) for t in by_sqlite] == [jsonout.run(r) for r in records]
+    assert [list(json.loads(t)) for t in by_sqlite] == [[*RUN_FIELDS, "elapsed"]] * 8
+    store.close()

@@ -74,15 +74,13 @@ def history(since: str | None, until: str | None, as_json: bool,
                 msg[name] = timetext.parse_when(text, now, f"--{name}")
     except timetext.TimeError as exc:
         fail(str(exc))
-    runs = request(msg)["runs"]
     if as_json:
         from qpy import jsonout
 
-        echo(jsonout.document(runs=[jsonout.run(r, now) for r in runs]))
+        msg["json"] = True
+        echo(jsonout.document_of("runs", request(msg)["runs_json"]))
         return
-    from qpy import history_view
-
-    echo(history_view.render(runs, now))
+    echo(request(msg)["table"])
 
 
 @click.command(context_settings=CONTEXT)
