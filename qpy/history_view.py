@@ -42,7 +42,7 @@ def _exit(run: dict) -> str:
 
 
 def render(runs: list[dict], now: float) -> str:
-    """The lines of ``runs`` (records with RUN_COLUMNS' names); a run going on shows no
+    """The lines of ``runs`` (records with RUN_FIELDS' names); a run going on shows no
     end, its elapsed time so far and no usage yet."""
     clock = _Clock()
     parts = []

@@ -112,4 +112,3 @@ def make_table(m: Master) -> dict:
         return lambda session, msg: fn(m, session, msg)
 
     return {"wait": bind(wait), "history": bind(history), "requeue": bind(requeue)}
-

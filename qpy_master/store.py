@@ -68,7 +68,6 @@ ADDED_COLUMNS = {
     "requeue": "INTEGER NOT NULL DEFAULT 0",
     "time_limit": "INTEGER", "cpu": "REAL", "peak_mem": "REAL",
 }
-RUN_COLUMNS = RUN_FIELDS
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
            "t_queue",
@@ -254,15 +253,15 @@ class Store:
         """The run that just ended, for history: the job's fields as they are now, or as
         ``fields`` give them; its number follows the job's earlier runs."""
         return {"job": job.id, "run": self.run_count(job.id) + 1,
-                **{name: fields.get(name, getattr(job, name)) for name in RUN_COLUMNS[2:]}}
+                **{name: fields.get(name, getattr(job, name)) for name in RUN_FIELDS[2:]}}
 
     def add_run(self, run: dict, line: str) -> None:
         """Keep a run and its line of the history table (written once, when it ends, so
         listing 100,000 runs formats nothing)."""
-        names = (*RUN_COLUMNS, "line")
+        names = (*RUN_FIELDS, "line")
         self.db.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES "
                         f"({', '.join('?' * len(names))})",
-                        tuple(map(_db, (*(run[n] for n in RUN_COLUMNS), line))))
+                        tuple(map(_db, (*(run[n] for n in RUN_FIELDS), line))))
 
     def run_count(self, job_id: int) -> int:
         return self.db.execute("SELECT COUNT(*) FROM runs WHERE job = ?",
@@ -271,7 +270,7 @@ class Store:
     def runs(self, sel: dict, since: float | None, until: float | None,
              expr: str | None = None) -> list:
         """Runs that ended (a validated selection; ``since``/``until``: ended at or after,
-        started at or before), in the order they ended: RUN_COLUMNS tuples, or with
+        started at or before), in the order they ended: RUN_FIELDS tuples, or with
         ``expr`` (SQL over the columns: ``line``, or a JSON object) its one text per
         run (None if a run holds text that is not UTF-8: ask for tuples instead)."""
         where, params = _where(sel, "job")
@@ -287,7 +286,7 @@ class Store:
             except sqlite3.OperationalError:  # a command kept as bytes: not UTF-8
                 return None
         return [tuple(map(_py, row)) for row in self.db.execute(
-            f"SELECT {', '.join(RUN_COLUMNS)} {query}", params)]
+            f"SELECT {', '.join(RUN_FIELDS)} {query}", params)]
 
     def add_note(self, job_id: int, t: float, text: str) -> None:
         self.db.execute("INSERT INTO notes (job, t, text) VALUES (?, ?, ?)",
