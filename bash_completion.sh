@@ -161,13 +161,13 @@ __qpy_complete() {  # PROG: complete COMP_WORDS[COMP_CWORD] for program PROG
 __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
     case $1 in
         '')
-            commands='sub check kill clean status config ctrlQueue notes restart finish tutorial'
+            commands='sub check kill clean requeue wait log history status config ctrlQueue notes restart finish tutorial'
             hidden=''
             opts='-h --help'
             ;;
         'sub')
-            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -h --help'
-            valopts='-n --cores -m --mem --memory -a --node_attr --attributes'
+            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -t --time -h --help'
+            valopts='-n --cores -m --mem --memory -a --node_attr --attributes -t --time'
             interspersed=''
             ;;
         'check')
@@ -183,6 +183,26 @@ __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
         'clean')
             opts='-h --help'
             valopts=''
+            interspersed=1
+            ;;
+        'requeue')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'wait')
+            opts='--timeout -h --help'
+            valopts='--timeout'
+            interspersed=1
+            ;;
+        'log')
+            opts='--err -n --lines -f --follow -h --help'
+            valopts='-n --lines'
+            interspersed=1
+            ;;
+        'history')
+            opts='--since --until --json -h --help'
+            valopts='--since --until'
             interspersed=1
             ;;
         'status')
@@ -246,6 +266,24 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             __qpy_ids done killed undone lost
             __qpy_dirs
             ;;
+        'requeue')
+            __qpy_words 'done killed undone lost all'
+            __qpy_ids done killed undone lost
+            __qpy_dirs
+            ;;
+        'wait')
+            __qpy_words 'queue running done killed undone lost all'
+            __qpy_ids
+            __qpy_dirs
+            ;;
+        'log')
+            if (( n == 0 )); then __qpy_ids; fi
+            ;;
+        'history')
+            __qpy_words 'running done killed lost all'
+            __qpy_ids
+            __qpy_dirs
+            ;;
         'status')
             :
             ;;
@@ -291,7 +329,7 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             :
             ;;
         'tutorial')
-            if (( n == 0 )); then __qpy_words 'sub check kill clean status config ctrlQueue notes restart finish tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; fi
+            if (( n == 0 )); then __qpy_words 'sub check kill clean requeue wait log history status config ctrlQueue notes restart finish tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; fi
             ;;
     esac
     return 0
@@ -311,6 +349,10 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '  check      List jobs: all, or those matching statuses, IDs, ranges...' \
                 '  kill       Kill jobs: IDs, ranges, '\''queue'\'', '\''running'\'' or '\''all'\''.' \
                 '  clean      Forget finished jobs: IDs, ranges, done, killed, undone,...' \
+                '  requeue    Run finished jobs again under the same IDs: IDs, ranges,...' \
+                '  wait       Wait until jobs have ended; print each that did not end...' \
+                '  log        Print a job'\''s output; with -f, follow it until the job ends.' \
+                '  history    List every run of every job, cleaned ones too: times,...' \
                 '  status     Show users, nodes and cores of the multiuser.' \
                 '  config     Show the settings, or set KEY to VALUES.' \
                 '  ctrlQueue  Pause or continue the queue, or jump jobs to run after...' \
@@ -333,6 +375,8 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '                                  is on.' \
                 '  --requeue                       Queue the job again if its node fails while' \
                 '                                  it runs (else: lost).' \
+                '  -t, --time TIME                 Wall-time limit: M, M:S, H:M:S, D-H, D-H:M,' \
+                '                                  D-H:M:S; 0 or UNLIMITED: none.' \
                 'More: '"$2"' sub --help; qpy tutorial '\''sub'\'
             ;;
         'check')
@@ -350,6 +394,34 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
             __qpy_say 'clean: Forget finished jobs: IDs, ranges, done, killed, undone, lost, directories or '\''all'\''.' \
                 'usage: '"$2"' clean [OPTIONS] [JOBS]...' \
                 'More: '"$2"' clean --help; qpy tutorial '\''clean'\'
+            ;;
+        'requeue')
+            __qpy_say 'requeue: Run finished jobs again under the same IDs: IDs, ranges, done, killed, undone, lost, directories or '\''all'\''.' \
+                'usage: '"$2"' requeue [OPTIONS] [JOBS]...' \
+                'More: '"$2"' requeue --help; qpy tutorial '\''requeue'\'
+            ;;
+        'wait')
+            __qpy_say 'wait: Wait until jobs have ended; print each that did not end done with exit 0.' \
+                'usage: '"$2"' wait [OPTIONS] [JOBS]...' \
+                '  --timeout S  Give up after S seconds (exit status 2); the jobs go on.' \
+                'More: '"$2"' wait --help; qpy tutorial '\''wait'\'
+            ;;
+        'log')
+            __qpy_say 'log: Print a job'\''s output; with -f, follow it until the job ends.' \
+                'usage: '"$2"' log [OPTIONS] JOB' \
+                '  --err          Standard error (job_ID.err) instead.' \
+                '  -n, --lines N  Only the last N lines.' \
+                '  -f, --follow   Follow the output as it is written until the job ends.' \
+                'More: '"$2"' log --help; qpy tutorial '\''log'\'
+            ;;
+        'history')
+            __qpy_say 'history: List every run of every job, cleaned ones too: times, node, resources, exit, usage.' \
+                'usage: '"$2"' history [OPTIONS] [JOBS]...' \
+                '  --since WHEN  Runs that ended at or after WHEN: an ISO date or time, or a' \
+                '                span back from now (2h, 3d).' \
+                '  --until WHEN  Runs that started at or before WHEN.' \
+                '  --json        Print the runs as JSON.' \
+                'More: '"$2"' history --help; qpy tutorial '\''history'\'
             ;;
         'status')
             __qpy_say 'status: Show users, nodes and cores of the multiuser.' \
@@ -393,6 +465,10 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '  check      List jobs: all, or those matching statuses, IDs, ranges...' \
                 '  kill       Kill jobs: IDs, ranges, '\''queue'\'', '\''running'\'' or '\''all'\''.' \
                 '  clean      Forget finished jobs: IDs, ranges, done, killed, undone,...' \
+                '  requeue    Run finished jobs again under the same IDs: IDs, ranges,...' \
+                '  wait       Wait until jobs have ended; print each that did not end...' \
+                '  log        Print a job'\''s output; with -f, follow it until the job ends.' \
+                '  history    List every run of every job, cleaned ones too: times,...' \
                 '  status     Show users, nodes and cores of the multiuser.' \
                 '  config     Show the settings, or set KEY to VALUES.' \
                 '  ctrlQueue  Pause or continue the queue, or jump jobs to run after...' \

@@ -85,13 +85,17 @@ class _Conn:
         return self._exactly(size)
 
     def _exactly(self, n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
-            if not chunk:
+        """``n`` bytes, received into one buffer: a reply of megabytes (the output of
+        ``qpy history``) arrives in many pieces, and joining them one by one would copy
+        it again for every piece."""
+        data = bytearray(n)
+        view, got = memoryview(data), 0
+        while got < n:
+            count = self.sock.recv_into(view[got:])
+            if not count:
                 raise EOFError("the qpy master closed the connection")
-            data += chunk
-        return data
+            got += count
+        return bytes(data)
 
 
 def _hmac_md5(key: bytes, message: bytes) -> bytes:

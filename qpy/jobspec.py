@@ -22,6 +22,7 @@ KEY_ALIASES = {
     "node_attr": "attr", "node attributes": "attr",
     "cpscript": "copy", "cp_script": "copy", "copy script": "copy",
     "requeue": "requeue",
+    "time": "time_limit",
 }
 
 
@@ -130,13 +131,23 @@ def _directive(item: str, where: str) -> tuple[str, object]:
     name = KEY_ALIASES.get(key)
     if name is None:
         raise SpecError(f"{where}: unknown #QPY directive {key!r} "
-                        "(use n_cores, mem, node_attr, cpScript or requeue)")
+                        "(use n_cores, mem, node_attr, cpScript, requeue or time)")
     if not value:
         raise SpecError(f"{where}: #QPY {key} needs a value")
     where = f"{where}: #QPY {key}"
     parse = {"n_cores": parse_cores, "mem": parse_mem, "attr": parse_attr, "copy": parse_bool,
-             "requeue": parse_bool}
+             "requeue": parse_bool, "time_limit": parse_time}
     return name, parse[name](value, where)
+
+
+def parse_time(text: object, where: str = "-t") -> int | None:
+    """A wall-time limit in seconds (None: none), from Slurm's formats."""
+    from qpy import timetext
+
+    try:
+        return timetext.parse_limit(text, where)
+    except timetext.TimeError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def command_line(argv: list[str]) -> str:
@@ -154,7 +165,7 @@ def run_line(argv: list[str]) -> str | None:
 
 
 def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr: str | None,
-          copy: bool | None, requeue: bool | None = None) -> dict:
+          copy: bool | None, requeue: bool | None = None, time: str | None = None) -> dict:
     """The ``sub`` request fields; command-line options win over directives."""
     command = command_line(argv)
     try:
@@ -177,6 +188,7 @@ def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr:
         "attr": parse_attr(attr) if attr is not None else found.get("attr"),
         "copy": copy if copy is not None else found.get("copy"),
         "requeue": requeue if requeue is not None else found.get("requeue", False),
+        "time_limit": parse_time(time) if time is not None else found.get("time_limit"),
         "script": script,
         "argv": [*words[:index], script, *words[index + 1:]] if copyable else None,
         "script_index": index if copyable else None,

@@ -36,6 +36,11 @@ class Job:
     kill_requested: bool = False
     requeue: bool = False  # run it again from the queue if its node fails (sub --requeue)
     umask: int = DEFAULT_UMASK  # the submitter's: the job and its output files get it
+    # limits and accounting: wall-time limit (s, None: none); the last run's CPU time (s)
+    # and peak memory (GB, max RSS of its tree)
+    time_limit: int | None = None
+    cpu: float | None = None
+    peak_mem: float | None = None
 
     def move(self, status: str) -> None:
         """Change status, refusing transitions the table forbids (only ``Records.move``
@@ -60,3 +65,8 @@ class Job:
 
 PUBLIC = tuple(f.name for f in fields(Job) if f.name not in (
     "env_id", "pid", "kill_requested", "script_copy", "run_command", "address", "umask"))
+
+# One run of a job as ``qpy history`` keeps it (the master's runs table, --json's runs).
+RUN_FIELDS = ("job", "run", "status", "command", "cwd", "n_cores", "mem", "node", "t_queue",
+              "t_start", "t_end", "exit_code", "signal", "reason", "time_limit", "cpu",
+              "peak_mem")

@@ -8,6 +8,7 @@ import re
 import time
 
 from qpy.states import LIVE, STATUSES
+from qpy.timetext import duration, format_limit
 
 # %o is empty for a job that is live or ended cleanly, so normal lines read as the first
 # qpy's "%j (%s):%c (on %n; wd: %d)"; a failure shows there: "12 (done, exit 3):...".
@@ -27,13 +28,6 @@ _TIME_FMT = "%Y-%m-%d %H:%M:%S"
 
 class FormatError(ValueError):
     """A bad checkFMT pattern; rejected when configured, not when every job is printed."""
-
-
-def _duration(seconds: float) -> str:
-    # Hours are not wrapped into days: a job's age is easier to compare as one number.
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def _elapsed(job: dict, now: float) -> float:
@@ -81,6 +75,11 @@ def _outcome(job: dict) -> str:
     return "".join(", " + part for part in parts)
 
 
+def _gb(value: float | None) -> str:
+    """Peak memory in GB to the MB; ``-`` while unknown (no run has ended yet)."""
+    return NONE if value is None else f"{value:.3f}"
+
+
 def _node_or_attr(job: dict) -> str:
     if job.get("node"):
         return job["node"]
@@ -105,7 +104,7 @@ _FIELDS = {
     "m": lambda job, now: _memory(job["mem"]),
     "a": lambda job, now: _or_none(job.get("attr")),
     "A": lambda job, now: _node_or_attr(job),
-    "R": lambda job, now: _duration(_elapsed(job, now)),
+    "R": lambda job, now: duration(_elapsed(job, now)),
     "Q": lambda job, now: _datetime(job.get("t_queue")),
     "S": lambda job, now: _datetime(job.get("t_start")),
     "E": lambda job, now: _datetime(job.get("t_end")),
@@ -113,6 +112,9 @@ _FIELDS = {
     "e": lambda job, now: _exit(job),
     "o": lambda job, now: _outcome(job),
     "r": lambda job, now: _or_none(job.get("reason")),
+    "M": lambda job, now: _gb(job.get("peak_mem")),
+    "U": lambda job, now: duration(job.get("cpu")),
+    "T": lambda job, now: format_limit(job.get("time_limit")),
     "%": lambda job, now: "%",
 }
 

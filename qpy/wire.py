@@ -50,6 +50,7 @@ SCHEMAS: dict[str, Schema] = {
         "command": "str", "run": "?str=", "cwd": "str", "env": "{str}", "n_cores": "int",
         "mem": "float", "attr": "?str", "copy": "?bool", "script": "?str", "argv": "?[str]=",
         "script_index": "?int=", "requeue": "bool=", "umask": "?int=",
+        "time_limit": "?int=",
     },
     "check": {"select": "dict"},
     "kill": {"select": "dict"},
@@ -59,6 +60,10 @@ SCHEMAS: dict[str, Schema] = {
     "notes": {"job": "?int", "text": "?str"},
     "status": {},
     "finish": {},
+    # runs, ends and waiting
+    "wait": {"select": "dict", "timeout": "float"},
+    "history": {"select": "dict", "since": "?float=", "until": "?float=", "json": "bool="},
+    "requeue": {"select": "dict"},
     # qpy/front.py -> master: a whole command line, run by the master (command server)
     "cli": {"argv": "[str]", "cwd": "str", "env": "{str}", "tty": "bool", "umask": "?int="},
     # master -> multiuser
@@ -75,6 +80,7 @@ RECORDS: dict[str, Schema] = {
         "mem": "float", "attr": "?str", "node": "?str", "t_queue": "float",
         "t_start": "?float", "t_end": "?float", "exit_code": "?int", "signal": "?int",
         "reason": "?str", "notes": "?str", "requeue": "bool",
+        "time_limit": "?int", "cpu": "?float", "peak_mem": "?float",
     },
     "user": {"user": "str", "used": "int", "minimum": "int", "extra": "int", "queue": "int",
              "connected": "bool"},
@@ -101,6 +107,9 @@ REPLIES: dict[str, Schema] = {
     "notes": {},
     "status": {"users": "[user]", "nodes": "[node]"},
     "finish": {},
+    "wait": {"jobs": "[job]", "pending": "[int]"},
+    "history": {"table": "str=", "runs_json": "str="},  # the text qpy history prints
+    "requeue": {"requeued": "[int]"},
     "cli": {"exit": "int=", "out": "str=", "err": "str=", "local": "bool="},
     "hello": {"nodes": "[node]"},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool"},

@@ -8,23 +8,15 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
-from qpy import config, selection
+from qpy import config
 from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
-from qpy_master import command_server, submit
+from qpy_master import command_server, run_handlers, submit
+from qpy_master.handler_args import plural
+from qpy_master.handler_args import selection_of as _selection
 from qpy_master.master import Master
-
-
-def plural(n: int, word: str = "job") -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _selection(msg: dict) -> dict:
-    try:
-        return selection.validate(msg.get("select", {}))
-    except selection.SelectionError as exc:
-        raise BadRequest(str(exc)) from None
 
 
 def sub(m: Master, s: Session, msg: dict) -> dict:
@@ -87,10 +79,14 @@ def kill(m: Master, s: Session, msg: dict) -> dict:
 def clean(m: Master, s: Session, msg: dict) -> dict:
     sel = _selection(msg)
     with m.lock:
-        ids = [j.id for j in m.records.select(sel, FINISHED)]
-        if not ids:
+        jobs = list(m.records.select(sel, FINISHED))
+        if not jobs:
             raise NotFound("Nothing to do: required jobs not found.")
+        ids = [j.id for j in jobs]
         m.records.delete(ids)
+    for job in jobs:  # kept until now: a finished job may be requeued
+        if job.script_copy:
+            Path(job.script_copy).unlink(missing_ok=True)
     return {"text": f"{plural(len(ids), 'finished job')} removed.\n", "removed": ids}
 
 
@@ -179,6 +175,7 @@ def make_table(m: Master, stop) -> dict:
     table = {name: bind(fn) for name, fn in {
         "sub": sub, "check": check, "kill": kill, "clean": clean, "config": configure,
         "ctrl": ctrl, "notes": notes, "status": status, "ping": ping}.items()}
+    table.update(run_handlers.make_table(m))
     table["finish"] = finish
     table["cli"] = lambda session, msg: command_server.serve(table, session, msg)
     return table

@@ -11,7 +11,11 @@ launcher forks a *supervisor* that:
   the user's login shell (``login_shell``);
 * records itself in its slot of ``RUN_DIR/slots`` (job, PID and start time) before the job
   starts, and the job's exact wait status in the same slot once the job's main process
-  ends; then it kills what the job left behind.
+  ends, with the CPU time and peak memory of every process of the tree it reaped; then it
+  kills what the job left behind;
+* enforces the job's wall-time limit with its own timer, so the limit holds while the
+  launcher or the master is gone: at the limit the tree gets SIGTERM, then SIGKILL after
+  the grace period, and the exit record says ``limit``.
 
 Slots are fixed 256-byte records of one file, overwritten in place with single ``pwrite``
 calls and reused: starting a job creates no file besides its own output files, because on
@@ -31,7 +35,8 @@ op        fields                               what the launcher does
 ========  ===================================  ========================================
 env       id, env                              keeps a submission environment
 start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor, with the
-          out, err, umask                      submitter's umask
+          out, err, umask, limit               submitter's umask (limit: seconds of wall
+                                               time, or null)
 kill      job                                  SIGTERM to the tree, SIGKILL after grace
 adopt     job                                  watches a job an earlier launcher started
 forget    job                                  frees the job's slot: its end is recorded
@@ -44,7 +49,9 @@ event     fields                               meaning
 ready     pid                                  ops are read from now on
 started   job, pid, t                          the supervisor has the job (t: start)
 ended     job, t_end; exit or signal, or       the job's exact end; error and in (cwd,
-          error and in                         out or err) when it could not start
+          error and in; cpu, rss, limit        out or err) when it could not start;
+                                               cpu seconds and max RSS in KB of the
+                                               tree; limit: its time limit ended it
 lost      job, ran, reason                     no end was recorded (ran: it had started)
 error     text, op                             an op could not be handled
 ========  ===================================  ========================================
@@ -58,6 +65,7 @@ import gc
 import json
 import os
 import pwd
+import resource
 import selectors
 import signal
 import stat
@@ -66,7 +74,8 @@ import time
 
 OPS = {
     "env": ("id", "env"),
-    "start": ("job", "cmd", "cwd", "env_id", "grace", "vars", "out", "err", "umask"),
+    "start": ("job", "cmd", "cwd", "env_id", "grace", "vars", "out", "err", "umask",
+              "limit"),
     "kill": ("job",),
     "adopt": ("job",),
     "forget": ("job",),
@@ -266,6 +275,8 @@ class Supervisor:
         self.grace = 10.0
         self.job_pid = 0
         self.killing = False
+        self.limit_hit = False  # the job's time limit ended it
+        self.reaped = False  # the job's main process has ended
         self.devnull = -1
 
     def prepare(self) -> None:
@@ -317,15 +328,23 @@ class Supervisor:
         signal.signal(signal.SIGALRM, self._on_alarm)
         self.job_pid = self._spawn_job(self.devnull, out, err)
         trace("supervisor: job spawned")
+        self._arm_limit()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a waiting kill now
         os.close(out)
         os.close(err)
         status = self._wait_job()
+        self.reaped = True
         trace("supervisor: job reaped")
+        if not self.killing:
+            signal.setitimer(signal.ITIMER_REAL, 0)  # the limit no longer applies
         code = os.waitstatus_to_exitcode(status)
-        self._record({"exit": code} if code >= 0 else {"signal": -code})
+        result = {"exit": code} if code >= 0 else {"signal": -code}
+        if self.limit_hit:
+            result["limit"] = 1
+        self._record(result, usage=True)
         if self.killing:  # what is left gets the rest of its grace, and holds the cores
             self._clean_up()
+            self._record(result, usage=True)  # now with the whole tree's usage
             self._tell_launcher()
         else:
             self._tell_launcher()
@@ -392,8 +411,20 @@ class Supervisor:
         self._signal_tree(signal.SIGTERM)
         signal.setitimer(signal.ITIMER_REAL, max(self.grace, 0.001), 0.5)
 
+    def _arm_limit(self) -> None:
+        """The job's wall-time limit, counted from its start, on this process's timer."""
+        limit = self.op.get("limit")
+        if limit:
+            left = float(limit) - (time.time() - float(self.op["t"]))
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
+
     def _on_alarm(self, *_: object) -> None:
-        self._signal_tree(signal.SIGKILL)
+        """During a kill: the grace period is over. Before: the time limit is reached."""
+        if self.killing:
+            self._signal_tree(signal.SIGKILL)
+        elif not self.reaped:
+            self.limit_hit = True
+            self._on_term()
 
     def _tell_launcher(self) -> None:
         """Report the end at once, before cleaning up and exiting (the pidfd would only
@@ -403,12 +434,18 @@ class Supervisor:
         except OSError:
             pass
 
-    def _record(self, result: dict) -> None:
-        """Write the exit record in one pwrite into the second half of the slot."""
-        result["t_end"] = time.time()
+    def _record(self, result: dict, usage: bool = False) -> None:
+        """Write the exit record in one pwrite into the second half of the slot (again,
+        with the usage of what has been reaped by then, if called again)."""
+        result.setdefault("t_end", time.time())
         if "error" in result:  # the record must fit its half slot
             result["error"] = result["error"][:64]
-        os.pwrite(self.slots, padded(json.dumps(result), HALF), self.offset + HALF)
+        if usage:  # every process of the tree was reaped here or below: the subreaper
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            result["cpu"] = round(ru.ru_utime + ru.ru_stime, 3)
+            result["rss"] = ru.ru_maxrss  # KB, the largest process of the tree
+        os.pwrite(self.slots, padded(json.dumps(result, separators=(",", ":")), HALF),
+                  self.offset + HALF)
 
     def _clean_up(self) -> None:
         """The job is over: whatever it left running goes too, so its cores are really free.
@@ -681,10 +718,9 @@ class Launcher:
             self.slots.release(job)
             self.start(self.deferred.pop(job))
             return
-        if job in self.reported:
-            self.reported.discard(job)
-        else:
+        if job not in self.reported:
             self._report_end(job)
+        self.reported.discard(job)
         if job in self.forgotten:
             self.forgotten.discard(job)
             self.slots.release(job)

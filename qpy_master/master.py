@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qpy import config, trace
+from qpy import config, timetext, trace
 from qpy.model import Job
 from qpy.server import Unreachable
 from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
@@ -28,6 +28,7 @@ from qpy_master.multiuser_link import LinkDown, MultiuserLink
 from qpy_master.records import Records
 from qpy_master.scheduler import Scheduler
 from qpy_master.store import Store
+from qpy_master.waiting import Waiters
 
 log = logging.getLogger("qpy.master")
 
@@ -45,6 +46,24 @@ def start_error(job: Job, error: object, where: object) -> str | None:
     return f"failed to start: {error}"
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and value >= 0 else None
+
+
+def end_of(job: Job, event: dict) -> tuple[str, dict]:
+    """A run's end from the launcher's ``ended`` event: the job's new status and fields
+    (killed at its time limit, its CPU time and peak memory)."""
+    limited = bool(event.get("limit"))
+    reason = start_error(job, event.get("error"), event.get("in"))
+    if limited:
+        reason = f"time limit {timetext.format_limit(job.time_limit)}"
+    rss = _number(event.get("rss"))  # KB
+    return (KILLED if job.kill_requested or limited else DONE), {
+        "exit_code": event.get("exit"), "signal": event.get("signal"), "reason": reason,
+        "t_end": event.get("t_end"), "cpu": _number(event.get("cpu")),
+        "peak_mem": None if rss is None else round(rss / 1024 ** 2, 6)}
+
+
 class Master:
     """One user's queue, running jobs, launchers and link to the multiuser."""
 
@@ -53,6 +72,8 @@ class Master:
         self.lock = threading.RLock()
         self.store = Store(home / "jobs.db")
         self.records = Records(self.store)
+        self.waiters = Waiters()
+        self.records.on_end.append(self.waiters.ended)
         self.settings = config.load(self.store.settings())
         self.paused = self.store.setting("paused") == "true"
         self.nodes: dict[str, dict] = {}
@@ -127,7 +148,8 @@ class Master:
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
                      "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
-            "out": job.output("out"), "err": job.output("err"), "umask": job.umask})
+            "out": job.output("out"), "err": job.output("err"), "umask": job.umask,
+            "limit": job.time_limit})
         trace.mark("master: start sent")
 
     def _command(self, job: Job) -> str:
@@ -179,10 +201,8 @@ class Master:
             job.pid = event.get("pid")
             job.t_start = event.get("t") or job.t_start
         elif kind == "ended":
-            self._finish(job, KILLED if job.kill_requested else DONE,
-                         exit_code=event.get("exit"), signal=event.get("signal"),
-                         reason=start_error(job, event.get("error"), event.get("in")),
-                         t_end=event.get("t_end"))
+            status, fields = end_of(job, event)
+            self._finish(job, status, **fields)
         elif kind == "lost" and not event.get("ran"):
             self._requeue(job, "its start never reached the node")
         elif kind == "lost":
@@ -206,7 +226,9 @@ class Master:
         """A running job whose run is gone: queued again if it asked for that, else lost
         (killed, if a kill had been asked for)."""
         if job.requeue and not job.kill_requested:
-            self._requeue(job, why)
+            with self.records.transaction():  # the lost run stays in the history
+                self.records.add_run(job, status=LOST, reason=why, t_end=time.time())
+                self._requeue(job, why)
         else:
             self._finish(job, KILLED if job.kill_requested else LOST, reason=why)
 
@@ -217,16 +239,13 @@ class Master:
         self.records.move(job, QUEUE, node=None, address=None, t_start=None, pid=None)
         self.scheduler.freed(job)
 
-    def _finish(self, job: Job, status: str, exit_code: int | None = None,
-                signal: int | None = None, reason: str | None = None,
-                t_end: float | None = None) -> None:
-        """Record a running job's end, then free its slot and its run files."""
-        self.records.move(job, status, exit_code=exit_code, signal=signal, reason=reason,
-                          t_start=job.t_start, t_end=t_end or time.time(), pid=job.pid)
+    def _finish(self, job: Job, status: str, **fields: object) -> None:
+        """Record a running job's end (exit_code, signal, reason, t_end, usage), then
+        free its slot. Its script copy stays until ``clean``: it may be requeued."""
+        fields["t_end"] = fields.get("t_end") or time.time()
+        self.records.move(job, status, **fields, t_start=job.t_start, pid=job.pid)
         trace.mark("master: end recorded")
         self.scheduler.freed(job)
-        if job.script_copy:
-            Path(job.script_copy).unlink(missing_ok=True)
         self.pool.tell(job.node, {"op": "forget", "job": job.id})
 
     # -- operations used by the request handlers -------------------------------------------

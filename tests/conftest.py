@@ -87,7 +87,7 @@ class Qpy:
         return int(out.split()[1])
 
     def jobs(self, *selection: str) -> list[dict]:
-        return json.loads(self.run("check", "--json", *selection).stdout)
+        return json_payload(self.run("check", "--json", *selection).stdout, "jobs")
 
     def job(self, job_id: int) -> dict:
         found = [j for j in self.jobs(str(job_id)) if j["id"] == job_id]
@@ -167,6 +167,14 @@ def _kill_supervisors(run_dir: Path) -> None:
 
 
 # --- helpers shared by several test files --------------------------------------------
+
+def json_payload(text: str, key: str):
+    """The payload of a ``--json`` document: one object, ``version`` 1, then ``key``."""
+    assert text.endswith("\n") and text.count("\n") == 1, text[:200]
+    doc = json.loads(text)
+    assert isinstance(doc, dict) and doc["version"] == 1, text[:200]
+    return doc[key]
+
 
 def on_tty(qpy, *args: str) -> str:
     """Run ``qpy ARGS`` with stdout on a pseudo-terminal; return what it wrote there."""

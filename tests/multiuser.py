@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import pid_alive, wait_for
+from conftest import json_payload, pid_alive, wait_for
 
 from qpy import paths, wire
 from qpy.selection import FINISHED
@@ -403,8 +403,10 @@ class Cluster:
         return self.run_as(user, [str(self.bin / "qpy-admin"), *args], check=check)
 
     def status_json(self, user: str) -> dict:
-        """``qpy status --json`` as a user: {"users": [...], "nodes": [...]}."""
-        return json.loads(self.qpy_as(user, "status", "--json").stdout)
+        """``qpy status --json`` as a user: {"version": 1, "users": [...], "nodes": [...]}."""
+        doc = json.loads(self.qpy_as(user, "status", "--json").stdout)
+        assert doc["version"] == 1, doc
+        return doc
 
     def shares(self, user: str = "alice") -> dict[str, tuple[int, int]]:
         """Role -> (minimum, extra) as ``qpy status --json`` shows them to ``user``."""
@@ -416,7 +418,7 @@ class Cluster:
         return json.loads(self.admin("variables").stdout)
 
     def jobs(self, user: str, *selection: str) -> list[dict]:
-        return json.loads(self.qpy_as(user, "check", "--json", *selection).stdout)
+        return json_payload(self.qpy_as(user, "check", "--json", *selection).stdout, "jobs")
 
     def job(self, user: str, job: int) -> dict:
         found = [j for j in self.jobs(user, str(job)) if j["id"] == job]

@@ -70,6 +70,9 @@ def forged_master_requests(alice: Alice) -> dict[str, dict]:
         "status": {"type": "status"},
         "finish": {"type": "finish"},
         "ping": {"type": "ping"},
+        "wait": {"type": "wait", "select": {"all": True}, "timeout": 0.0},
+        "history": {"type": "history", "select": {}},
+        "requeue": {"type": "requeue", "select": {"all": True}},
         # the command server: would run 'qpy kill all' as alice
         "cli": {"type": "cli", "argv": ["kill", "all"], "cwd": str(alice.jobs.dir), "env": {},
                 "tty": False},

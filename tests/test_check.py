@@ -151,7 +151,9 @@ def test_json_records(qpy):
     done = qpy.sub("sh", "-c", "exit 3")
     qpy.wait_status(done)
     proc = qpy.run("check", "--json")
-    records = json.loads(proc.stdout)
+    document = json.loads(proc.stdout)
+    assert set(document) == {"version", "jobs"} and document["version"] == 1
+    records = document["jobs"]
     assert isinstance(records, list) and len(records) == 1
     record = records[0]
     assert record["id"] == done
@@ -167,7 +169,7 @@ def test_json_with_selection_and_unfinished_job(qpy):
     qpy.wait_status(qpy.sub("true"))
     qpy.run("ctrlQueue", "pause")
     queued = qpy.sub("true")
-    records = json.loads(qpy.run("check", "queue", "--json").stdout)
+    records = json.loads(qpy.run("check", "queue", "--json").stdout)["jobs"]
     assert [r["id"] for r in records] == [queued]
     assert records[0]["status"] == "queue"
     assert records[0]["exit_code"] is None
@@ -178,7 +180,7 @@ def test_json_ignores_pattern_and_paused_notice(qpy):
     qpy.wait_status(qpy.sub("true"))
     qpy.run("config", "checkFMT", "%j\\n")
     qpy.run("ctrlQueue", "pause")
-    records = json.loads(qpy.run("check", "--json").stdout)  # nothing but JSON
+    records = json.loads(qpy.run("check", "--json").stdout)["jobs"]  # nothing but JSON
     assert [r["id"] for r in records] == [1]
 
 

@@ -143,8 +143,9 @@ def test_script_is_valid_bash_and_registers_all_three_programs():
 
 def test_first_word_is_a_command():
     assert words("qpy", "") == QPY_COMMANDS
-    assert QPY_COMMANDS == ["sub", "check", "kill", "clean", "status", "config", "ctrlQueue",
-                            "notes", "restart", "finish", "tutorial"]
+    assert QPY_COMMANDS == ["sub", "check", "kill", "clean", "requeue", "wait", "log",
+                            "history", "status", "config", "ctrlQueue", "notes", "restart",
+                            "finish", "tutorial"]
     assert words("qpy", "c") == ["check", "clean", "config", "ctrlQueue"]
     assert words("qpy", "ctrlQ") == ["ctrlQueue"]
     assert words("qpy", "-") == ["-h", "--help"]
@@ -225,6 +226,15 @@ def test_check_kill_clean_offer_their_statuses(tmp_path):
     for name in ("check", "kill", "clean"):
         assert words("qpy", name, "./b", cwd=tmp_path) == ["./batch1"], name
     assert "batch1" not in words("qpy", "check", "", cwd=tmp_path)
+
+
+def test_requeue_wait_history_offer_their_statuses():
+    assert words("qpy", "requeue", "") == ["done", "killed", "undone", "lost", "all"]
+    assert words("qpy", "wait", "") == [*STATUSES, "all"]
+    assert words("qpy", "wait", "--") == ["--timeout", "--help"]
+    assert words("qpy", "history", "") == ["running", "done", "killed", "lost", "all"]
+    assert words("qpy", "history", "--s") == ["--since"]
+    assert words("qpy", "log", "--") == ["--err", "--lines", "--follow", "--help"]
 
 
 @pytest.mark.parametrize("name", sorted(completion.SELECTIONS))

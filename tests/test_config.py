@@ -3,6 +3,7 @@ checkFMT placeholder, and refusals that leave the setting as it was."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import time
@@ -40,8 +41,10 @@ def out(qpy, job: int, where: Path | None = None) -> str:
     return ((where or qpy.work) / f"job_{job}.out").read_text()
 
 
-def stamp(t: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+def stamp(t: str) -> str:
+    """A time of ``check --json`` (ISO 8601 in UTC) as checkFMT shows it (local)."""
+    moment = datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment.timestamp()))
 
 
 # --- listing ------------------------------------------------------------------------------

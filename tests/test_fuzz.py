@@ -64,7 +64,7 @@ USER = wire.whoami()
 MASTER_TYPES = frozenset(handlers.make_table(None, lambda: None))
 MULTIUSER_TYPES = frozenset(mu_handlers.make_table(None))
 # Valid requests that change nothing, so they may be sent valid while fuzzing.
-MASTER_READ_ONLY = {"ping", "check", "status"}
+MASTER_READ_ONLY = {"ping", "check", "status", "history"}
 USER_HARMLESS = {"status", "slots", "admin"}  # slots: no hello on a fuzz connection
 ADMIN_READ_ONLY_OPS = {"status", "variables"}
 
@@ -545,7 +545,7 @@ def master_semantic_frames(draw, d: Daemons) -> bytes:
 def master_semantic_harmless(d: Daemons):
     def harmless(msg: dict) -> bool:
         kind = msg["type"]
-        if kind in ("kill", "clean"):
+        if kind in ("kill", "clean", "requeue", "wait"):
             try:
                 selection.validate(msg["select"])
             except (selection.SelectionError, TypeError, ValueError):
@@ -566,7 +566,7 @@ def master_semantic_harmless(d: Daemons):
         if kind == "notes":
             text = msg["text"]
             return msg["job"] not in d.jobs or text is None or not text.strip()
-        return kind in ("sub", "check", "ping", "status")
+        return kind in ("sub", "check", "ping", "status", "history")
 
     return harmless
 

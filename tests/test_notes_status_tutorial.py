@@ -122,7 +122,7 @@ def test_status_as_first_command(qpy):
 
 def test_status_json(qpy):
     data = status_json(qpy)
-    assert set(data) == {"users", "nodes"}
+    assert list(data) == ["version", "users", "nodes"] and data["version"] == 1
     node = localhost(data)
     assert node["cores"] >= 1
     assert node["used_cores"] == 0

@@ -145,6 +145,21 @@ def test_kill_ends_the_whole_remote_process_tree(cluster, work):
     wait_for(lambda: not any(pid_alive(p) for p in pids), WAIT, "every process to end")
 
 
+def test_a_time_limit_ends_a_remote_job(cluster, work):
+    """The limit is kept by the job's supervisor on the node itself."""
+    qpy, nodes = cluster
+    job = sub(qpy, work.dir, "-a", "node2", "-m", "1", "-t", "0:1", "sh", "-c",
+              "echo $$ > main; exec sleep 300")
+    wait_for(lambda: (work.dir / "main").exists() and (work.dir / "main").read_text().strip(),
+             WAIT, "the job to start")
+    main = int((work.dir / "main").read_text())
+    assert main in nodes.node_pids("node2")
+    done = finished(qpy, job)
+    assert (done["status"], done["node"], done["reason"]) == \
+        ("killed", "node2", "time limit 00:00:01"), done
+    wait_for(lambda: not pid_alive(main), WAIT, "the job's process to end")
+
+
 # -- the master dies while remote jobs run ---------------------------------------------------
 
 

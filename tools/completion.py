@@ -17,6 +17,7 @@ import os
 import re
 import sys
 
+from qpy.commands.runs import RUN_STATUSES
 from qpy.states import FINISHED, STATUSES
 
 SCRIPT_NAME = "bash_completion.sh"
@@ -24,12 +25,15 @@ INTERNAL = ("_complete",)  # commands for the script itself: neither completed n
 
 # --- what the generator needs to know beyond the click trees ---------------------------
 
-# Selections (see qpy/cli.py; `check` takes every status): the words each command accepts
-# besides IDs, ranges and directories, and which jobs' IDs are worth offering.
+# Selections (see qpy/commands/): the words each command accepts besides IDs, ranges and
+# directories, and which jobs' IDs are worth offering.
 SELECTIONS = {
     "kill": (("queue", "running", "all"), ("queue", "running")),
     "clean": ((*FINISHED, "all"), FINISHED),
+    "requeue": ((*FINISHED, "all"), FINISHED),
 }
+# Selections that offer every job's ID, with the words each accepts.
+ANY_JOB = {"check": STATUSES, "wait": (*STATUSES, "all"), "history": (*RUN_STATUSES, "all")}
 
 # Bash snippets for positional arguments that click's types cannot describe. They run in
 # __qpy_complete with ``cur`` (the word at the cursor), ``args`` (the arguments before
@@ -38,6 +42,7 @@ SELECTIONS = {
 QPY_ARGS = {
     "sub": "if (( n == 0 )); then __qpy_command; else __qpy_files; fi",
     "notes": "if (( n == 0 )); then __qpy_ids; fi",
+    "log": "if (( n == 0 )); then __qpy_ids; fi",
     "ctrlQueue": "if (( n == 0 )); then __qpy_words {actions}\n"
                  "elif [[ ${{args[0]}} == jump ]]; then\n"
                  "    __qpy_ids queue\n"
@@ -166,7 +171,8 @@ def _qpy_snippets() -> dict[str, str]:
                                   keywords=_words([*commands, *config.KEYS]))
                 for name, text in QPY_ARGS.items()}
     snippets["config"] = _config_snippet()
-    for name, (words, id_statuses) in {"check": (STATUSES, ()), **SELECTIONS}.items():
+    for name, (words, id_statuses) in {**{n: (w, ()) for n, w in ANY_JOB.items()},
+                                       **SELECTIONS}.items():
         snippets[name] = (f"__qpy_words {_words(words)}\n__qpy_ids {' '.join(id_statuses)}"
                           .rstrip() + "\n__qpy_dirs")
     return snippets

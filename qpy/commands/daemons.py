@@ -14,9 +14,9 @@ def status(as_json: bool) -> None:
     """Show users, nodes and cores of the multiuser."""
     reply = request({"type": "status"})
     if as_json:
-        import json
+        from qpy import jsonout
 
-        echo(json.dumps({"users": reply["users"], "nodes": reply["nodes"]}, indent=1) + "\n")
+        echo(jsonout.document(users=reply["users"], nodes=reply["nodes"]))
         return
     from qpy import status_view
 
