@@ -1,12 +1,15 @@
 """The job launcher: starts, watches and kills jobs on one node. Standard library only.
 
-The master runs one launcher per node (``python3 -S launcher.py RUN_DIR``: locally as a
-child, remotely over ssh) and talks to it in JSON lines on stdin/stdout. For each job the
-launcher forks a *supervisor* that:
+The master runs one launcher per node (``python3 -S -c BOOT RUN_DIR``, its source and
+those of ``qpy/limits.py`` and ``qpy/cgroups.py`` sent down stdin first: locally as a
+child, remotely at the end of an ssh session) and talks to it in JSON lines on
+stdin/stdout. For each job the launcher forks a *supervisor* that:
 
 * leaves the launcher's session, so the job outlives the launcher and the master;
 * becomes a child subreaper, so every descendant of the job, even one that called
   ``setsid``, stays below it and can be found and killed;
+* applies the job's limits (``qpy/limits.py``): pins itself to the job's CPUs and enters
+  the job's memory cgroup, so the job inherits both, or else watches the job's memory;
 * forks the job as a session leader running ``/bin/sh -c COMMAND`` in its directory;
 * records itself in its slot of ``RUN_DIR/slots`` (job, PID and start time) before the job
   starts, and the job's exact wait status in the same slot once the job's main process
@@ -29,8 +32,9 @@ ops and by the master (``launcher_link``) for events:
 op        fields                               what the launcher does
 ========  ===================================  ========================================
 env       id, env                              keeps a submission environment
-start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor
-          out, err
+start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor, within
+          out, err, limits                     limits (cores, mem, cgroup, rlimit_as,
+                                               cpu_lock: see qpy/limits.py)
 kill      job                                  SIGTERM to the tree, SIGKILL after grace
 adopt     job                                  watches a job an earlier launcher started
 forget    job                                  frees the job's slot: its end is recorded
@@ -43,7 +47,8 @@ event     fields                               meaning
 ready     pid                                  ops are read from now on
 started   job, pid, t                          the supervisor has the job (t: start)
 ended     job, t_end; exit or signal, or       the job's exact end; error and in (cwd,
-          error and in                         out or err) when it could not start
+          error and in; mem_kill               out or err) when it could not start;
+                                               mem_kill (peak GB) if ended for memory
 lost      job, ran, reason                     no end was recorded (ran: it had started)
 error     text, op                             an op could not be handled
 ========  ===================================  ========================================
@@ -60,9 +65,14 @@ import signal
 import sys
 import time
 
+if __name__ == "__main__":  # on a node: the boot put qpy/limits.py here as ``limits``
+    import limits
+else:
+    from qpy import limits
+
 OPS = {
     "env": ("id", "env"),
-    "start": ("job", "cmd", "cwd", "env_id", "grace", "vars", "out", "err"),
+    "start": ("job", "cmd", "cwd", "env_id", "grace", "vars", "out", "err", "limits"),
     "kill": ("job",),
     "adopt": ("job",),
     "forget": ("job",),
@@ -160,6 +170,21 @@ def parse_slot(record: bytes) -> tuple[tuple[int, int, int, float] | None, dict 
     return head, result if isinstance(result, dict) else None
 
 
+def scan_slots(fd: int) -> tuple[dict[int, int], list[int]]:
+    """The slot of each job in the slots file, and the free slots (lowest last)."""
+    size = os.fstat(fd).st_size // SLOT
+    data = os.pread(fd, size * SLOT, 0)
+    slot_of, free = {}, []
+    for i in range(size):
+        head, _ = parse_slot(data[i * SLOT:(i + 1) * SLOT])
+        if head is None:
+            free.append(i)
+        else:
+            slot_of[head[0]] = i
+    free.reverse()
+    return slot_of, free
+
+
 def padded(text: str, size: int) -> bytes:
     data = text.encode()
     if len(data) >= size:
@@ -189,6 +214,7 @@ class Supervisor:
         self.job_pid = 0
         self.killing = False
         self.devnull = -1
+        self.limits: limits.JobLimits | None = None
 
     def prepare(self) -> None:
         """Everything that does not depend on the job, done before the job is known."""
@@ -237,7 +263,11 @@ class Supervisor:
             os._exit(0)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGALRM, self._on_alarm)
+        self.limits = limits.JobLimits(self.op["limits"], int(self.op["job"]),
+                                       lambda: descendants(me))
+        self.limits.before_spawn()
         self.job_pid = self._spawn_job(self.devnull, out, err)
+        self.limits.after_spawn()
         trace("supervisor: job spawned")
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a waiting kill now
         os.close(out)
@@ -245,7 +275,8 @@ class Supervisor:
         status = self._wait_job()
         trace("supervisor: job reaped")
         code = os.waitstatus_to_exitcode(status)
-        self._record({"exit": code} if code >= 0 else {"signal": -code})
+        self._record({"exit": code} if code >= 0 else {"signal": -code},
+                     **self.limits.verdict())
         if self.killing:  # what is left gets the rest of its grace, and holds the cores
             self._clean_up()
             self._tell_launcher()
@@ -253,6 +284,7 @@ class Supervisor:
             self._tell_launcher()
             trace("supervisor: launcher told")
             self._clean_up()
+        self.limits.close()
         os._exit(0)
 
     def _set_subreaper(self) -> None:
@@ -291,14 +323,9 @@ class Supervisor:
             os._exit(0)
 
     def _wait_job(self) -> int:
-        """Reap everything (orphans come to us) until the job's main process ends."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                return 0
-            if pid == self.job_pid:
-                return status
+        """Reap everything (orphans come to us) until the job's main process ends, while
+        the job's memory is watched."""
+        return self.limits.wait(self.job_pid, lambda: self._signal_tree(signal.SIGKILL))
 
     def _signal_tree(self, sig: int) -> None:
         try:
@@ -323,15 +350,18 @@ class Supervisor:
 
     def _tell_launcher(self) -> None:
         """Report the end at once, before cleaning up and exiting (the pidfd would only
-        fire after that); a launcher that is gone simply misses it and uses the pidfd."""
+        fire after that); a launcher that is gone simply misses it and uses the pidfd.
+        The job's CPUs are free from now on: the next job may take them."""
+        if self.limits is not None:
+            self.limits.release_cpus()
         try:
             os.write(self.notify, f"{self.op['job']}\n".encode())
         except OSError:
             pass
 
-    def _record(self, result: dict) -> None:
+    def _record(self, result: dict, **more: object) -> None:
         """Write the exit record in one pwrite into the second half of the slot."""
-        result["t_end"] = time.time()
+        result.update(more, t_end=time.time())
         if "error" in result:
             result["error"] = result["error"][:80]
         os.pwrite(self.slots, padded(json.dumps(result), HALF), self.offset + HALF)
@@ -383,16 +413,7 @@ class Launcher:
 
     def _scan(self) -> None:
         """Learn which slots hold jobs not yet forgotten (started by earlier launchers)."""
-        size = os.fstat(self.slots).st_size // SLOT
-        data = os.pread(self.slots, size * SLOT, 0)
-        self.slot_of, self.free = {}, []
-        for i in range(size):
-            head, _ = parse_slot(data[i * SLOT:(i + 1) * SLOT])
-            if head is None:
-                self.free.append(i)
-            else:
-                self.slot_of[head[0]] = i
-        self.free.reverse()
+        self.slot_of, self.free = scan_slots(self.slots)
 
     def _take_slot(self) -> int:
         if self.free:
@@ -461,6 +482,7 @@ class Launcher:
             self.kill({"job": job})
             return
         op["env"] = {**self.envs.get(op.get("env_id"), {}), **op.get("vars", {})}
+        limits.prepare_start(op)
         op["t"] = t_start = time.time()
         op["slot"] = slot = self._take_slot()
         self.slot_of[job] = slot
@@ -617,6 +639,7 @@ def main() -> None:
     run_dir = sys.argv[1]
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limits.cgroups.prepare_launcher()
     Launcher(run_dir).serve()
 
 

@@ -43,6 +43,28 @@ def start_error(job: Job, error: object, where: object) -> str | None:
     return f"failed to start: {error}"
 
 
+def memory_reason(job: Job, peak: float) -> str:
+    """``memory limit 5 GB (peak 5.3 GB)``: a job its node ended for using more memory
+    than it asked for (peak in GB, as the node measured it)."""
+    shown = f"{peak:.2g}" if peak < 1 else f"{peak:.1f}".removesuffix(".0")
+    return f"memory limit {job.mem:g} GB (peak {shown} GB)"
+
+
+def end_status(job: Job, event: dict) -> tuple[str, str | None]:
+    """The status and reason of a job whose end its launcher reported."""
+    if event.get("mem_kill") is not None:
+        return KILLED, memory_reason(job, float(event["mem_kill"]))
+    return KILLED if job.kill_requested else DONE, start_error(job, event.get("error"),
+                                                              event.get("in"))
+
+
+def job_limits(job: Job, node: dict) -> dict:
+    """What the job's node enforces of its allocation (``qpy/limits.py``), with the
+    node's settings from the ``nodes`` file."""
+    return {"cores": job.n_cores, "mem": job.mem, "cgroup": node.get("cgroup"),
+            "rlimit_as": bool(node.get("rlimit_as")), "cpu_lock": node.get("cpu_lock")}
+
+
 class Master:
     """One user's queue, running jobs, launchers and link to the multiuser."""
 
@@ -161,7 +183,8 @@ class Master:
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
                      "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
-            "out": job.output("out"), "err": job.output("err")})
+            "out": job.output("out"), "err": job.output("err"),
+            "limits": job_limits(job, self.nodes.get(job.node) or {})})
         trace.mark("master: start sent")
 
     def _command(self, job: Job) -> str:
@@ -213,10 +236,9 @@ class Master:
             job.pid = event.get("pid")
             job.t_start = event.get("t") or job.t_start
         elif kind == "ended":
-            self._finish(job, KILLED if job.kill_requested else DONE,
-                         exit_code=event.get("exit"), signal=event.get("signal"),
-                         reason=start_error(job, event.get("error"), event.get("in")),
-                         t_end=event.get("t_end"))
+            status, reason = end_status(job, event)
+            self._finish(job, status, exit_code=event.get("exit"), signal=event.get("signal"),
+                         reason=reason, t_end=event.get("t_end"))
         elif kind == "lost" and not event.get("ran"):
             self._requeue(job, "its start never reached the node")
         elif kind == "lost":
