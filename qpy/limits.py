@@ -171,7 +171,7 @@ class JobLimits:
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the select through wake_w
         events = self.cgroup.events if self.cgroup is not None else -1
         watched = [wake_r] + ([events] if events >= 0 else [])
-        due = time.monotonic()
+        due = time.monotonic() + SAMPLE_MIN  # not at once: the job is still starting
         while True:
             status = _reap(job_pid)
             if status is not None:
