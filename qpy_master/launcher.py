@@ -133,8 +133,8 @@ def children(pid: int) -> list[int]:
         return found
     for tid in tids:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                found.extend(int(x) for x in f.read().split())
+            found.extend(int(x) for x in limits.read_proc(f"/proc/{pid}/task/{tid}/children")
+                         .split())
         except OSError:
             pass
     return found
