@@ -174,15 +174,25 @@ class Cgroup:
         self.home = f"{base}/{LEAF}" if self.v2 else base  # where the supervisor goes back
         self.limit = limit
         self.events = -1
-        os.makedirs(self.path, exist_ok=True)  # it may be left from a supervisor killed
+        try:
+            os.mkdir(self.path)
+        except FileExistsError:  # left by a supervisor that was killed
+            pass
+        try:
+            self._set_limit()
+        except OSError:
+            self.remove()
+            raise
+
+    def _set_limit(self) -> None:
         if self.v2:
-            _write(f"{self.path}/memory.max", limit)
+            _write(f"{self.path}/memory.max", self.limit)
             for name, value in (("memory.swap.max", 0), ("memory.oom.group", 1)):
                 self._try(name, value)
         else:
-            self._try("memory.memsw.limit_in_bytes", limit)  # raising: this one first
-            _write(f"{self.path}/memory.limit_in_bytes", limit)
-            self._try("memory.memsw.limit_in_bytes", limit)
+            self._try("memory.memsw.limit_in_bytes", self.limit)  # raising: this one first
+            _write(f"{self.path}/memory.limit_in_bytes", self.limit)
+            self._try("memory.memsw.limit_in_bytes", self.limit)
             self._watch_oom()
 
     def _try(self, name: str, value: object) -> None:
