@@ -34,7 +34,7 @@ import stat
 import time
 from collections.abc import Callable
 
-if __name__ == "limits":  # on a node: the boot put qpy/cgroups.py here as ``cgroups``
+if __name__ == "limits":  # loaded by the launcher's boot (qpy/ssh.py), after qpy/cgroups.py
     import cgroups
 else:
     from qpy import cgroups

@@ -65,7 +65,7 @@ import signal
 import sys
 import time
 
-if __name__ == "__main__":  # on a node: the boot put qpy/limits.py here as ``limits``
+if __name__ == "__main__":  # run by its boot (qpy/ssh.py), which put qpy/limits.py here
     import limits
 else:
     from qpy import limits

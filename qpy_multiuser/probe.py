@@ -24,7 +24,7 @@ import select
 import sys
 import time
 
-if __name__ == "__main__":  # on a node: the boot put qpy/cgroups.py here as ``cgroups``
+if __name__ == "__main__":  # run by its boot (qpy/ssh.py), which put qpy/cgroups.py here
     import cgroups
 else:
     from qpy import cgroups
