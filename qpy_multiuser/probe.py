@@ -141,8 +141,8 @@ class Sampler:
 
 def main() -> None:
     interval = float(sys.argv[1])
-    args = [arg or None for arg in sys.argv[2:4]] + [None, None]
-    sampler = Sampler(args[0], cgroup=args[1])
+    check_dir, cgroup = ([arg or None for arg in sys.argv[2:4]] + [None, None])[:2]
+    sampler = Sampler(check_dir, cgroup=cgroup)
     while True:
         line = json.dumps(sampler.sample(), separators=(",", ":")) + "\n"
         os.write(1, line.encode())
