@@ -68,6 +68,16 @@ def test_a_job_past_its_memory_is_killed_with_the_reason(qpy):
     assert memory_line(qpy) == "Memory limits: watchdog (localhost)"
 
 
+def test_the_watchdog_adds_up_the_whole_process_tree(qpy):
+    """Two processes of one job, each well within the job's memory, together past it."""
+    embedded_node(qpy, f"cgroup=off cpu_lock={qpy.root}/cpus.lock")
+    half = "python3 -c 'x = b\"1\" * (30 << 20); import time; time.sleep(300)'"
+    job = qpy.sub("-m", "0.05", "sh", "-c", f"{half} & {half} & wait")
+    record = qpy.wait_status(job)
+    assert (record["status"], record["signal"]) == ("killed", 9), record
+    assert record["reason"].startswith("memory limit 0.05 GB (peak "), record
+
+
 def test_a_job_within_its_memory_runs_to_its_end(qpy):
     embedded_node(qpy, f"cpu_lock={qpy.root}/cpus.lock")
     job = qpy.sub("-m", "1", "python3", "-c",
@@ -97,6 +107,19 @@ def test_thread_variables_follow_the_cores_unless_the_user_set_them(qpy):
     assert len(seen(qpy, job, "cpus")) == cores
     (qpy.work / f"go_{job}").touch()
     assert qpy.wait_status(job)["status"] == "done"
+
+
+def test_a_node_with_more_cores_than_cpus_still_pins_each_job(qpy):
+    """Once every CPU is held, a job shares one with another job: it is still pinned to
+    as many CPUs as it has cores, and the CPUs are spread over the jobs."""
+    embedded_node(qpy, f"cores={len(CPUS) + 1} cpu_lock={qpy.root}/cpus.lock")
+    jobs = [qpy.sub("-m", "0.1", "sh", "-c", SEE) for _ in range(len(CPUS) + 1)]
+    cpus = [seen(qpy, job, "cpus") for job in jobs]
+    assert all(len(c) == 1 for c in cpus), cpus
+    assert sorted({c[0] for c in cpus}) == [str(c) for c in CPUS], cpus
+    for job in jobs:
+        (qpy.work / f"go_{job}").touch()
+    assert all(qpy.wait_status(j)["status"] == "done" for j in jobs)
 
 
 @pytest.mark.skipif(len(CPUS) < 2, reason="needs a node with at least 2 CPUs")
