@@ -59,14 +59,28 @@ def prepare_start(op: dict) -> None:
         op["cmd"] = f"ulimit -v {int(spec['mem'] * GB) // 1024} || exit 125\n{op['cmd']}"
 
 
+def _open_lock(path: str) -> int:
+    """The lock file, made if missing. An existing one is opened without O_CREAT: in a
+    sticky directory such as /tmp, ``fs.protected_regular`` refuses O_CREAT on another
+    user's file even when it exists."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        return os.open(path, flags)
+    except FileNotFoundError:
+        pass
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:  # another job made it meanwhile
+        return os.open(path, flags)
+
+
 def claim_cpus(count: int, path: str | None, job: int) -> tuple[int, list[int]]:
     """Lock ``count`` of this process's CPUs in the node's lock file: the open file (to
     keep open as long as the CPUs are used: closing it drops the locks) and the CPUs; (-1,
     []) if the file cannot be used, and the job is then not pinned."""
     allowed = sorted(os.sched_getaffinity(0))
     try:
-        fd = os.open(path or CPU_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
-                     | os.O_CLOEXEC, 0o666)
+        fd = _open_lock(path or CPU_LOCK)
     except OSError:
         return -1, []
     st = os.fstat(fd)
