@@ -26,6 +26,7 @@ that map much more than they use.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import select
@@ -44,6 +45,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 CPU_LOCK = "/tmp/qpy-cpus.lock"
 SAMPLE_MIN, SAMPLE_MAX = 0.05, 0.5  # seconds between two samples: near the limit, far off
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 # -- cores ---------------------------------------------------------------------------------
@@ -89,8 +91,9 @@ def claim_cpus(count: int, path: str | None, job: int) -> tuple[int, list[int]]:
         return -1, []
     if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) != 0o666:
         os.fchmod(fd, 0o666)  # the first user's umask must not lock the others out
+    here = _LIBC.sched_getcpu()  # the job is spawned here: no move if it may stay
     taken = []
-    for cpu in allowed:
+    for cpu in sorted(allowed, key=lambda c: c != here):
         if len(taken) == count:
             break
         try:
