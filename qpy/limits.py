@@ -90,7 +90,10 @@ def claim_cpus(count: int, path: str | None, job: int) -> tuple[int, list[int]]:
         os.close(fd)
         return -1, []
     if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) != 0o666:
-        os.fchmod(fd, 0o666)  # the first user's umask must not lock the others out
+        try:
+            os.fchmod(fd, 0o666)  # the first user's umask must not lock the others out
+        except OSError:
+            pass
     here = _LIBC.sched_getcpu()  # the job is spawned here: no move if it may stay
     taken = []
     for cpu in sorted(allowed, key=lambda c: c != here):
@@ -112,12 +115,12 @@ def claim_cpus(count: int, path: str | None, job: int) -> tuple[int, list[int]]:
 
 
 def read_proc(path: str) -> bytes:
-    """A /proc file's contents in three system calls (``open()`` makes seven of them:
-    the watchdog reads a few files per process several times a second)."""
+    """A /proc file's contents in four system calls (``open()`` makes seven or more: the
+    watchdog reads a few files per process several times a second)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = [os.read(fd, 65536)]
-        while len(chunks[-1]) == 65536:
+        while chunks[-1]:  # a /proc read may stop short of the end
             chunks.append(os.read(fd, 65536))
         return b"".join(chunks)
     finally:
