@@ -163,10 +163,6 @@ class JobLimits:
         self.peak = 0
         self.over = False
 
-    @property
-    def mode(self) -> str:
-        return f"cgroup v{2 if self.cgroup.v2 else 1}" if self.cgroup else cgroups.WATCHDOG
-
     def before_spawn(self) -> None:
         """Pin this supervisor (the job inherits it) and enter the job's cgroup."""
         if self.cpus:
