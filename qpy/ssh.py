@@ -155,23 +155,41 @@ def command(address: str, remote: list[str], home: str) -> list[str]:
     return [ssh_binary(), *options(address, home), address, shlex.join(remote)]
 
 
-def python_stdin_program(name: str) -> list[str]:
-    """The remote command of a stdlib-only program sent down the session's stdin: the node
-    needs only ``python3``, not a qpy installation. The master writes the source's length
-    on one line and then the source; the program then reads its own input from fd 0.
-    Isolated (``-I``): with ``-c`` the session's directory would come first on
-    ``sys.path``, so a ``json.py`` in the remote home would be imported instead of the
-    standard library's; PYTHON* variables are ignored too."""
-    boot = ("import sys;b=sys.stdin.buffer;n=int(b.readline());"
-            f"exec(compile(b.read(n),{name!r},'exec'),{{'__name__':'__main__'}})")
-    return ["python3", "-I", "-S", "-u", "-c", boot]
+# Run by the boot below: puts each module sent in ``sys.modules`` under its name, then
+# runs the program (sent last, as ``__main__``). One line per module: NAME LENGTH.
+_LOADER = b"""\
+import types
+while True:
+    module, size = b.readline().decode().split()
+    code = compile(b.read(int(size)), name if module == "__main__" else module, "exec")
+    if module == "__main__":
+        break
+    sys.modules[module] = types.ModuleType(module)
+    exec(code, sys.modules[module].__dict__)
+exec(code, {"__name__": "__main__"})
+"""
 
 
-def source_preamble(path: str) -> bytes:
-    """The bytes that ``python_stdin_program`` expects first: length line, then source."""
-    with open(path, "rb") as f:
-        source = f.read()
-    return f"{len(source)}\n".encode() + source
+def python_stdin_program(name: str, python: str = "python3") -> list[str]:
+    """The command of a stdlib-only program sent down the session's stdin with the modules
+    it imports (``source_preamble``): a node needs only ``python3``, not a qpy
+    installation. The boot is one line, so any login shell passes it on; the program
+    then reads its own input from fd 0."""
+    boot = (f"import sys;b=sys.stdin.buffer;name={name!r};"
+            "exec(compile(b.read(int(b.readline())),'qpy-loader','exec'))")
+    return [python, "-S", "-u", "-c", boot]
+
+
+def source_preamble(path: str, *modules: str) -> bytes:
+    """The bytes that ``python_stdin_program`` expects first: the loader, then each of
+    ``modules`` (paths of stdlib-only modules, imported by their file's name), then the
+    program at ``path``."""
+    parts = [f"{len(_LOADER)}\n".encode(), _LOADER]
+    for name, file in [*((os.path.basename(m)[:-3], m) for m in modules), ("__main__", path)]:
+        with open(file, "rb") as f:
+            source = f.read()
+        parts += [f"{name} {len(source)}\n".encode(), source]
+    return b"".join(parts)
 
 
 def last_error(lines: Iterable[str], default: str = "the ssh session ended") -> str:

@@ -61,7 +61,21 @@ def nodes_table(nodes: list[dict]) -> str:
              for n in nodes if (n.get("disk") or {}).get("total")]
     if disks:
         lines.append(f"Disk of check_dir: {', '.join(disks)}")
+    modes = memory_limits(nodes)
+    if modes:
+        lines.append(f"Memory limits: {modes}")
     return "\n".join(lines) + "\n"
+
+
+def memory_limits(nodes: list[dict]) -> str:
+    """``cgroup v1 (node1, node2); watchdog (node3)``: what enforces each node's memory
+    limits, nodes not measured yet left out."""
+    by_mode: dict[str, list[str]] = {}
+    for n in nodes:
+        if n.get("memory_limit"):
+            mode = n["memory_limit"] + (" + RLIMIT_AS" if n.get("rlimit_as") else "")
+            by_mode.setdefault(mode, []).append(n["name"])
+    return "; ".join(f"{mode} ({', '.join(names)})" for mode, names in by_mode.items())
 
 
 def render(users: list[dict], nodes: list[dict]) -> str:

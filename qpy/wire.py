@@ -89,6 +89,10 @@ RECORDS: dict[str, Schema] = {
         "up": "bool", "state": "str", "reason": "?str", "pref_multicore": "bool",
         "check_dir": "?str", "used_cores": "int=", "used_mem": "float=", "load": "?float=",
         "mem_in_use": "?float=", "outsiders": "?int=", "disk": "?dict=",
+        # how the node enforces allocations (qpy/limits.py): the nodes file's settings,
+        # and the memory limit in force as monitoring found it
+        "cgroup": "?str=", "rlimit_as": "bool=", "cpu_lock": "?str=",
+        "memory_limit": "?str=",
     },
     "grant": {"job": "int", "node": "str", "address": "str"},
 }

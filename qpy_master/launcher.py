@@ -1,12 +1,15 @@
 """The job launcher: starts, watches and kills jobs on one node. Standard library only.
 
-The master runs one launcher per node (``python3 -I -S launcher.py RUN_DIR``: locally as a
-child, remotely over ssh) and talks to it in JSON lines on stdin/stdout. For each job the
-launcher forks a *supervisor* that:
+The master runs one launcher per node (``python3 -I -S -c BOOT RUN_DIR``, its source and
+those of ``qpy/limits.py`` and ``qpy/cgroups.py`` sent down stdin first: locally as a
+child, remotely at the end of an ssh session) and talks to it in JSON lines on
+stdin/stdout. For each job the launcher forks a *supervisor* that:
 
 * leaves the launcher's session, so the job outlives the launcher and the master;
 * becomes a child subreaper, so every descendant of the job, even one that called
   ``setsid``, stays below it and can be found and killed;
+* applies the job's limits (``qpy/limits.py``): pins itself to the job's CPUs and enters
+  the job's memory cgroup, so the job inherits both, or else watches the job's memory;
 * forks the job as a session leader running ``SHELL -c COMMAND`` in its directory, in
   the user's login shell (``login_shell``);
 * records itself in its slot of ``RUN_DIR/slots`` (job, PID and start time) before the job
@@ -35,8 +38,10 @@ op        fields                               what the launcher does
 ========  ===================================  ========================================
 env       id, env                              keeps a submission environment
 start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor, with the
-          out, err, umask, limit               submitter's umask (limit: seconds of wall
-                                               time, or null)
+          out, err, umask, limit, limits       submitter's umask (limit: seconds of wall
+                                               time, or null), within limits (cores,
+                                               mem, cgroup, rlimit_as, cpu_lock: see
+                                               qpy/limits.py)
 kill      job                                  SIGTERM to the tree, SIGKILL after grace
 adopt     job                                  watches a job an earlier launcher started
 forget    job                                  frees the job's slot: its end is recorded
@@ -49,9 +54,10 @@ event     fields                               meaning
 ready     pid                                  ops are read from now on
 started   job, pid, t                          the supervisor has the job (t: start)
 ended     job, t_end; exit or signal, or       the job's exact end; error and in (cwd,
-          error and in; cpu, rss, limit        out or err) when it could not start;
-                                               cpu seconds and max RSS in KB of the
-                                               tree; limit: its time limit ended it
+          error and in; cpu, rss, limit;       out or err) when it could not start;
+          mem_kill                             cpu seconds and max RSS in KB of the
+                                               tree; limit: its time limit ended it;
+                                               mem_kill (peak GB) if ended for memory
 lost      job, ran, reason                     no end was recorded (ran: it had started)
 error     text, op                             an op could not be handled
 ========  ===================================  ========================================
@@ -72,10 +78,15 @@ import stat
 import sys
 import time
 
+if __name__ == "__main__":  # run by its boot (qpy/ssh.py), which put qpy/limits.py here
+    import limits
+else:
+    from qpy import limits
+
 OPS = {
     "env": ("id", "env"),
     "start": ("job", "cmd", "cwd", "env_id", "grace", "vars", "out", "err", "umask",
-              "limit"),
+              "limit", "limits"),
     "kill": ("job",),
     "adopt": ("job",),
     "forget": ("job",),
@@ -157,8 +168,8 @@ def children(pid: int) -> list[int]:
         return found
     for tid in tids:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                found.extend(int(x) for x in f.read().split())
+            found.extend(int(x) for x in limits.read_proc(f"/proc/{pid}/task/{tid}/children")
+                         .split())
         except OSError:
             pass
     return found
@@ -278,6 +289,7 @@ class Supervisor:
         self.limit_hit = False  # the job's time limit ended it
         self.reaped = False  # the job's main process has ended
         self.devnull = -1
+        self.limits: limits.JobLimits | None = None
 
     def prepare(self) -> None:
         """Everything that does not depend on the job, done before the job is known."""
@@ -326,7 +338,11 @@ class Supervisor:
             os._exit(0)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGALRM, self._on_alarm)
+        self.limits = limits.JobLimits(self.op["limits"], int(self.op["job"]),
+                                       lambda: descendants(me))
+        self.limits.before_spawn()
         self.job_pid = self._spawn_job(self.devnull, out, err)
+        self.limits.after_spawn()
         trace("supervisor: job spawned")
         self._arm_limit()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a waiting kill now
@@ -341,6 +357,7 @@ class Supervisor:
         result = {"exit": code} if code >= 0 else {"signal": -code}
         if self.limit_hit:
             result["limit"] = 1
+        result.update(self.limits.verdict())
         self._record(result, usage=True)
         if self.killing:  # what is left gets the rest of its grace, and holds the cores
             self._clean_up()
@@ -350,6 +367,7 @@ class Supervisor:
             self._tell_launcher()
             trace("supervisor: launcher told")
             self._clean_up()
+        self.limits.close()
         os._exit(0)
 
     def _set_subreaper(self) -> None:
@@ -384,14 +402,9 @@ class Supervisor:
             os._exit(0)
 
     def _wait_job(self) -> int:
-        """Reap everything (orphans come to us) until the job's main process ends."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                return 0
-            if pid == self.job_pid:
-                return status
+        """Reap everything (orphans come to us) until the job's main process ends, while
+        the job's memory is watched."""
+        return self.limits.wait(self.job_pid, lambda: self._signal_tree(signal.SIGKILL))
 
     def _signal_tree(self, sig: int) -> None:
         try:
@@ -428,7 +441,10 @@ class Supervisor:
 
     def _tell_launcher(self) -> None:
         """Report the end at once, before cleaning up and exiting (the pidfd would only
-        fire after that); a launcher that is gone simply misses it and uses the pidfd."""
+        fire after that); a launcher that is gone simply misses it and uses the pidfd.
+        The job's CPUs are free from now on: the next job may take them."""
+        if self.limits is not None:
+            self.limits.release_cpus()
         try:
             os.write(self.notify, f"{self.op['job']}\n".encode())
         except OSError:
@@ -591,6 +607,7 @@ class Launcher:
             self.kill({"job": job})
             return
         op["env"] = {**self.envs.get(op.get("env_id"), {}), **op.get("vars", {})}
+        limits.prepare_start(op)
         op["t"] = t_start = time.time()
         op["slot"] = self.slots.take(job)
         pid, inbox = self.spare or self._fork_supervisor()
@@ -738,6 +755,7 @@ def main() -> None:
     run_dir = sys.argv[1]
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limits.cgroups.prepare_launcher()
     Launcher(run_dir).serve()
 
 

@@ -50,18 +50,34 @@ def _number(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and value >= 0 else None
 
 
+def memory_reason(job: Job, peak: float) -> str:
+    """``memory limit 5 GB (peak 5.3 GB)``: a job its node ended for using more memory
+    than it asked for (peak in GB, as the node measured it)."""
+    shown = f"{peak:.2g}" if peak < 1 else f"{peak:.1f}".removesuffix(".0")
+    return f"memory limit {job.mem:g} GB (peak {shown} GB)"
+
+
 def end_of(job: Job, event: dict) -> tuple[str, dict]:
     """A run's end from the launcher's ``ended`` event: the job's new status and fields
-    (killed at its time limit, its CPU time and peak memory)."""
-    limited = bool(event.get("limit"))
+    (killed at its time limit or for its memory, its CPU time and peak memory)."""
+    limited = bool(event.get("limit")) or event.get("mem_kill") is not None
     reason = start_error(job, event.get("error"), event.get("in"))
-    if limited:
+    if event.get("mem_kill") is not None:
+        reason = memory_reason(job, float(event["mem_kill"]))
+    elif limited:
         reason = f"time limit {timetext.format_limit(job.time_limit)}"
     rss = _number(event.get("rss"))  # KB
     return (KILLED if job.kill_requested or limited else DONE), {
         "exit_code": event.get("exit"), "signal": event.get("signal"), "reason": reason,
         "t_end": event.get("t_end"), "cpu": _number(event.get("cpu")),
         "peak_mem": None if rss is None else round(rss / 1024 ** 2, 6)}
+
+
+def job_limits(job: Job, node: dict) -> dict:
+    """What the job's node enforces of its allocation (``qpy/limits.py``), with the
+    node's settings from the ``nodes`` file."""
+    return {"cores": job.n_cores, "mem": job.mem, "cgroup": node.get("cgroup"),
+            "rlimit_as": bool(node.get("rlimit_as")), "cpu_lock": node.get("cpu_lock")}
 
 
 class Master:
@@ -149,7 +165,7 @@ class Master:
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
                      "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
             "out": job.output("out"), "err": job.output("err"), "umask": job.umask,
-            "limit": job.time_limit})
+            "limit": job.time_limit, "limits": job_limits(job, self.nodes.get(job.node) or {})})
         trace.mark("master: start sent")
 
     def _command(self, job: Job) -> str:

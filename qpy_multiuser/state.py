@@ -17,7 +17,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from qpy import paths
+from qpy import cgroups, paths
 from qpy.server import Session
 from qpy_multiuser import monitor, probe
 from qpy_multiuser import nodes as nodes_module
@@ -224,9 +224,11 @@ def _measured(node: nodes_module.Node) -> dict:
     sample = node.measured
     if not sample and node.local:
         return {"load": round(os.getloadavg()[0], 2), "mem_in_use": probe.memory()[1],
-                "outsiders": None, "disk": None}
+                "outsiders": None, "disk": None,
+                "memory_limit": cgroups.node_memory_mode(node.cgroup)}
     return {"load": sample.get("load"), "mem_in_use": sample.get("mem_used"),
-            "outsiders": sample.get("outsiders"), "disk": sample.get("disk")}
+            "outsiders": sample.get("outsiders"), "disk": sample.get("disk"),
+            "memory_limit": sample.get("memory_limit")}
 
 
 def _positive(value: object, kind: type) -> int | float | None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from qpy_master import launcher
+from qpy_master.launcher_pool import launcher_command
 
 
 def _events(proc: subprocess.Popen, count: int) -> list[dict]:
@@ -16,9 +17,10 @@ def _events(proc: subprocess.Popen, count: int) -> list[dict]:
 
 
 def test_bad_ops_get_an_error_event_and_the_launcher_goes_on(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-S", "-u", launcher.__file__, str(tmp_path)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    argv, preamble = launcher_command(str(tmp_path), python=sys.executable)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
+        proc.stdin.write(preamble)
         ready, = _events(proc, 1)
         assert ready["ev"] == "ready"
         proc.stdin.write(b'{"op":"start","job":1}\n{"op":"explode"}\nnot json\n'
