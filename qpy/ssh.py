@@ -174,10 +174,12 @@ def python_stdin_program(name: str, python: str = "python3") -> list[str]:
     """The command of a stdlib-only program sent down the session's stdin with the modules
     it imports (``source_preamble``): a node needs only ``python3``, not a qpy
     installation. The boot is one line, so any login shell passes it on; the program
-    then reads its own input from fd 0."""
+    then reads its own input from fd 0. Isolated (``-I``): with ``-c`` the session's
+    directory would come first on ``sys.path``, so a ``json.py`` in the remote home would
+    be imported instead of the standard library's; PYTHON* variables are ignored too."""
     boot = (f"import sys;b=sys.stdin.buffer;name={name!r};"
             "exec(compile(b.read(int(b.readline())),'qpy-loader','exec'))")
-    return [python, "-S", "-u", "-c", boot]
+    return [python, "-I", "-S", "-u", "-c", boot]
 
 
 def source_preamble(path: str, *modules: str) -> bytes:

@@ -64,7 +64,6 @@ def test_launchers_import_nothing_from_their_directory_or_pythonpath(tmp_path):
     of it is imported."""
     import os
 
-    from qpy import ssh
     from qpy_master import launcher_pool
 
     planted = tmp_path / "planted"
@@ -73,9 +72,11 @@ def test_launchers_import_nothing_from_their_directory_or_pythonpath(tmp_path):
     for name in ("json", "selectors", "ctypes", "signal", "time", "gc"):
         (planted / f"{name}.py").write_text(PLANTED.format(marker=str(marker)))
     env = {**os.environ, "PYTHONPATH": str(planted)}
-    local = launcher_pool.local_command(str(tmp_path / "run_local"))
-    remote = [sys.executable, *ssh.python_stdin_program("qpy-launcher")[1:],
-              str(tmp_path / "run_remote")]
-    _started_clean(local, planted, None, env)
-    _started_clean(remote, planted, ssh.source_preamble(launcher.__file__), env)
+    # here, as the master starts it; and as at the end of an ssh session (python3 there)
+    local, preamble = launcher_pool.launcher_command(str(tmp_path / "run_local"), None,
+                                                     sys.executable)
+    remote, remote_preamble = launcher_pool.launcher_command(str(tmp_path / "run_remote"))
+    assert remote[0] == "python3" and remote[1:] == local[1:-1] + [remote[-1]]
+    _started_clean(local, planted, preamble, env)
+    _started_clean([sys.executable, *remote[1:]], planted, remote_preamble, env)
     assert not marker.exists()

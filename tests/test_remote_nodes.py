@@ -249,7 +249,7 @@ def test_a_long_qpy_home_reaches_the_nodes_though_bob_took_the_old_tmp_name(clus
 
         def ended():
             check = qpy.run_as("alice", [*qpy_there, "check", "--json", str(job)]).stdout
-            record = json.loads(check)[0]
+            record = json.loads(check)["jobs"][0]
             return record["status"] not in ("queue", "running") and record
 
         record = wait_for(ended, WAIT, f"job {job} to end")
