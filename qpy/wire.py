@@ -99,7 +99,7 @@ REPLIES: dict[str, Schema] = {
     "notes": {},
     "status": {"users": "[user]", "nodes": "[node]"},
     "finish": {},
-    "hello": {"nodes": "[node]"},
+    "hello": {"nodes": "[node]", "unaccounted": "[int]="},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool"},
     "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
               "nodes": "[node]="},

@@ -85,6 +85,9 @@ class Master:
                 for j in self.records.running.values()]}
 
     def _on_hello(self, reply: dict) -> None:
+        if reply.get("unaccounted"):
+            log.warning("the multiuser does not count running jobs %s: it did not grant them "
+                        "or they do not fit its nodes", reply["unaccounted"])
         self._set_nodes(reply.get("nodes") or [])
         self.wake.set()
 

@@ -9,6 +9,7 @@ is skipped, so smaller jobs behind it still run. Memory is accounted per node.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 from qpy import attrs
@@ -197,17 +198,57 @@ class Allocator:
             self._index_nodes()
         return True
 
-    def reconcile(self, user: User, running: list[dict]) -> None:
-        """Make the user's allocations exactly the jobs their master says are running."""
+    def restore(self, user: User, running: list[dict]) -> None:
+        """Take the user's allocations from the ledger, the multiuser's own record: a node
+        removed meanwhile is kept (down) until its jobs end."""
+        for item in running:
+            if not math.isfinite(item["mem"]) or item["cores"] <= 0:
+                continue  # written by an older version that believed any hello
+            self.add(user, int(item["job"]), self._node_or_kept(item["node"]),
+                     int(item["cores"]), float(item["mem"]))
+
+    def reconcile(self, user: User, running: list[dict], trust_fit: bool) -> list[int]:
+        """Make the user's allocations the jobs their master says are running, as far as
+        they are believable, and return the jobs left out.
+
+        A job this multiuser granted counts with the node and size it was granted. Any
+        other job counts only if ``trust_fit`` (the multiuser lost its ledger and cannot
+        know what it granted) and it fits on a configured node that is up, in what the
+        jobs before it left free. A job reported twice counts once."""
+        granted = dict(user.jobs)
         for job in list(user.jobs):
             self.remove(user, job)
+        left_out: list[int] = []
+        others: list[dict] = []
         for item in running:
-            node = self.nodes.get(str(item.get("node")))
-            if node is None:  # a node removed while the master was away: keep accounting
-                node = Node(str(item.get("node")), "", 0, 0.0, up=False)
-                self.nodes[node.name] = node
-                self._index_nodes()
-            self.add(user, int(item["job"]), node, int(item["cores"]), float(item["mem"]))
+            job = item["job"]
+            entry = granted.pop(job, None)
+            if entry is not None and entry[0] == item["node"]:
+                self.add(user, job, self._node_or_kept(entry[0]), entry[1], entry[2])
+            elif job not in user.jobs:
+                others.append(item)
+            else:
+                left_out.append(job)
+        for item in others:
+            node = self.nodes.get(item["node"])
+            fits = (trust_fit and node is not None and node.up
+                    and node.name in self.configured and item["job"] not in user.jobs
+                    and item["cores"] <= node.free_cores and item["mem"] <= node.free_mem)
+            if fits:
+                self.add(user, item["job"], node, item["cores"], float(item["mem"]))
+            else:
+                left_out.append(item["job"])
+        return left_out
+
+    def _node_or_kept(self, name: str) -> Node:
+        """The node a granted job runs on; one that left the nodes file while the job ran
+        is kept, down, until its jobs end."""
+        node = self.nodes.get(name)
+        if node is None:
+            node = Node(name, "", 0, 0.0, up=False)
+            self.nodes[name] = node
+            self._index_nodes()
+        return node
 
     def request(self, user: User, want: list[dict], queue_size: int) -> tuple[list[dict], bool]:
         """Grant what may run now, in the order asked; returns the grants and whether

@@ -10,6 +10,7 @@ malformed reaches the allocator.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -29,12 +30,14 @@ def _master_only(session: Session) -> None:
 
 
 def job_item(item: dict) -> dict:
-    """One running job a master reports in ``hello``; refused unless every field is sane."""
+    """One running job a master reports in ``hello``; refused unless every field is sane
+    (finite sizes: an infinite memory would leave its node's accounting NaN)."""
     ok = (isinstance(item.get("job"), int) and 0 <= item["job"] < 2 ** 63
           and isinstance(item.get("node"), str)
           and names.NODE_NAME.fullmatch(item["node"]) is not None
-          and isinstance(item.get("cores"), int) and item["cores"] > 0
-          and isinstance(item.get("mem"), (int, float)) and item["mem"] >= 0)
+          and isinstance(item.get("cores"), int) and 0 < item["cores"] < 2 ** 63
+          and isinstance(item.get("mem"), (int, float)) and not isinstance(item["mem"], bool)
+          and math.isfinite(item["mem"]) and item["mem"] >= 0)
     if not ok:
         raise BadRequest(f"bad running job entry {str(item)[:100]}")
     return item
@@ -68,12 +71,19 @@ def hello(mu: Multiuser, session: Session, msg: dict) -> dict:
             old.drop()
         mu.masters[session.user] = session
         user = mu.alloc.user(session.user)
-        mu.alloc.reconcile(user, running)
+        trust_fit = mu.lost_ledger and user.name not in mu.registered
+        left_out = mu.alloc.reconcile(user, running, trust_fit)
+        mu.registered.add(user.name)
         mu.ledger.replace(user.name, user.jobs)
-        user.queue = msg["queue_size"]
-        log.info("master of %s registered with %d running jobs", user.name, len(running))
+        user.queue = max(0, msg["queue_size"])
+        log.info("master of %s registered with %d running jobs", user.name, len(user.jobs))
+        if left_out:
+            log.warning("master of %s reported %d running jobs this multiuser did not grant "
+                        "or that do not fit its nodes; not counted: %s", user.name,
+                        len(left_out), str(left_out[:20])[1:-1])
         mu.changed()
-        reply = {"nodes": [n.public() for n in mu.alloc.nodes.values()]}
+        reply = {"nodes": [n.public() for n in mu.alloc.nodes.values()],
+                 "unaccounted": left_out}
     mu.flush_wakes()
     return reply
 

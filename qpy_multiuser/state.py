@@ -43,9 +43,13 @@ class Multiuser:
         self.alloc = Allocator(self.monitored(nodes_module.load(home / "nodes"), {}),
                                rules_module.load(home / "distribution_rules"))
         self.alloc.distribute()
+        # Without its ledger, the multiuser cannot know what it granted before: each
+        # user's first hello may then report running jobs that fit (see Allocator.reconcile)
+        self.lost_ledger = not (home / "ledger.db").exists()
+        self.registered: set[str] = set()  # users whose master said hello since start
         self.ledger = Ledger(home / "ledger.db")
         for name, running in self.ledger.load().items():  # jobs that run on, unreported yet
-            self.alloc.reconcile(self.alloc.user(name), running)
+            self.alloc.restore(self.alloc.user(name), running)
         self.masters: dict[str, Session] = {}
         self.epoch = 0
         self.wakes: list[Session] = []
@@ -172,13 +176,18 @@ class Multiuser:
 
     def closed(self, session: Session) -> None:
         """A master went away: its jobs keep running, so its allocations stay until its
-        next hello reports what is still running."""
+        next hello reports what is still running. Its queue cannot start meanwhile, so it
+        no longer keeps others from borrowing."""
         with self.lock:
             if self.masters.get(session.user) is session:
                 del self.masters[session.user]
                 user = self.alloc.users.get(session.user)
                 if user is not None:
                     user.waiting = False
+                    if user.queue:
+                        user.queue = 0
+                        self.changed()
+        self.flush_wakes()
 
     # -- what users and the admin see ------------------------------------------------------
 

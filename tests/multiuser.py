@@ -63,6 +63,66 @@ GATED = ('echo "$QPY_NODE" > node_$QPY_JOB_ID; touch started_$QPY_JOB_ID; '
          'exit $((10 + QPY_JOB_ID % 100))')
 
 
+# Run as a test account (``Cluster.wire_as``): the first stdin line is a JSON spec with
+# the multiuser's address and steps. Each step prints one JSON line:
+#   {"connect": {"claim": NAME, "key": HEX}}  both optional: the account's own bundle
+#   {"send": FRAME}      one frame on the current connection, then its reply (events skipped)
+#   {"raw": FRAME}       as send, but the frame is sent as it is (no "v" added)
+#   {"read": SECONDS}    the next frame, if any comes; or how the connection ended
+#   {"wait": TEXT}       print {"waiting": TEXT}, then wait for a line on stdin
+#   {"close": true}
+# Frames are JSON as Python writes it, so NaN and Infinity can be sent.
+WIRE_PROBE = r"""
+import json, os, sys
+from qpy import paths, wire
+spec = json.loads(sys.stdin.readline())
+address = tuple(spec["address"])
+home = os.path.expanduser("~/.qpy")
+conn = None
+def out(result):
+    print(json.dumps(result), flush=True)
+for step in spec["steps"]:
+    if "connect" in step:
+        how = step["connect"] or {}
+        claim = how.get("claim") or wire.whoami()
+        key = how["key"].encode() if how.get("key") else paths.read_key(
+            os.path.join(home, "multiuser_connection_conn_key"))
+        try:
+            conn = wire.connect(address, claim, key)
+            out({"connected": True})
+        except Exception as exc:
+            out({"refused": type(exc).__name__})
+    elif "send" in step or "raw" in step:
+        frame = step.get("raw") or {"v": wire.PROTOCOL, **step["send"]}
+        try:
+            conn.send_bytes(json.dumps(frame).encode())
+            while True:
+                if not conn.poll(60):
+                    out({"timeout": True})
+                    break
+                reply = json.loads(conn.recv_bytes(wire.MAX_MESSAGE))
+                if "re" in reply or reply.get("type") not in wire.EVENTS:
+                    out({"reply": reply})
+                    break
+        except Exception as exc:
+            out({"closed": type(exc).__name__})
+    elif "read" in step:
+        try:
+            if conn.poll(step["read"]):
+                out({"frame": json.loads(conn.recv_bytes(wire.MAX_MESSAGE))})
+            else:
+                out({"timeout": True})
+        except Exception as exc:
+            out({"closed": type(exc).__name__})
+    elif "wait" in step:
+        out({"waiting": step["wait"]})
+        sys.stdin.readline()
+    elif "close" in step and conn is not None:
+        conn.close()
+        out({"closed": "by us"})
+"""
+
+
 def expected_exit(job: int) -> int:
     return 10 + job % 100
 
@@ -446,6 +506,28 @@ class Cluster:
         """A wire connection to the multiuser naming ``claimed`` (a Unix name), proving
         ``key``."""
         return wire.connect(self.multiuser_address(), claimed, key)
+
+    def wire_as(self, user: str, steps: list[dict], *, stdin: str | None = None,
+                timeout: float = COMMAND_TIMEOUT) -> list[dict]:
+        """Run WIRE_PROBE as the account: it connects to the multiuser from the account's
+        own process (so the kernel knows it as that account) and follows ``steps``; one
+        result per step."""
+        spec = json.dumps({"address": list(self.multiuser_address()), "steps": steps})
+        proc = self.run_as(user, [str(self.bin / "python"), "-c", WIRE_PROBE],
+                           input=spec + "\n" + (stdin or ""), timeout=timeout)
+        return [json.loads(line) for line in proc.stdout.splitlines()]
+
+    def wire_process(self, user: str, steps: list[dict]) -> subprocess.Popen:
+        """WIRE_PROBE as the account, left running: it prints one JSON line per step and
+        waits at each ``{"wait": ...}`` step for a line on its stdin."""
+        proc = subprocess.Popen(self.argv_as(user, [str(self.bin / "python"), "-c",
+                                                    WIRE_PROBE]),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                env=root_env(), cwd=self.account(user).home)
+        spec = json.dumps({"address": list(self.multiuser_address()), "steps": steps})
+        proc.stdin.write(spec + "\n")
+        proc.stdin.flush()
+        return proc
 
     def kill(self, pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
