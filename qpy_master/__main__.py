@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qpy import daemon, paths, wire
+from qpy.admission import Limits
 from qpy.server import Server
 
 
@@ -35,7 +36,7 @@ def start(home: Path) -> tuple[Server, Callable[[], None]]:
     old_umask = os.umask(0o077)
     try:
         server = Server(str(sock), lambda u: key if u == user else None, table,
-                        idle_timeout=120.0, same_uid_only=True)
+                        limits=Limits(idle=120.0), same_uid_only=True)
     finally:
         os.umask(old_umask)
     server_box.append(server)

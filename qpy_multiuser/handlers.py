@@ -70,6 +70,7 @@ def hello(mu: Multiuser, session: Session, msg: dict) -> dict:
         if old is not None and old is not session:
             old.drop()
         mu.masters[session.user] = session
+        session.persistent = True  # a master's link: it may wait for events for days
         user = mu.alloc.user(session.user)
         trust_fit = mu.lost_ledger and user.name not in mu.registered
         left_out = mu.alloc.reconcile(user, running, trust_fit)
@@ -80,7 +81,8 @@ def hello(mu: Multiuser, session: Session, msg: dict) -> dict:
         if left_out:
             log.warning("master of %s reported %d running jobs this multiuser did not grant "
                         "or that do not fit its nodes; not counted: %s", user.name,
-                        len(left_out), str(left_out[:20])[1:-1])
+                        len(left_out), str(left_out[:20])[1:-1],
+                        extra={"rate_key": user.name})
         mu.changed()
         reply = {"nodes": [n.public() for n in mu.alloc.nodes.values()],
                  "unaccounted": left_out}
@@ -121,7 +123,8 @@ def status(mu: Multiuser, session: Session, msg: dict) -> dict:
 def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
     """An admin command, for the admin key only."""
     if session.user != ADMIN:
-        log.warning("user %s tried admin command %s", session.user, msg["command"])
+        log.warning("user %s tried admin command %s", session.user, msg["command"],
+                    extra={"rate_key": session.user})
         raise Denied("admin commands need the admin key")
     op = admin_ops.OPS.get(msg["command"])
     if op is None:

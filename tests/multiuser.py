@@ -123,6 +123,70 @@ for step in spec["steps"]:
 """
 
 
+# Run as a test account (``Cluster.probe_process``): many connections to the multiuser
+# at once from the account's own process. The spec: "count" connections of "mode"
+#   auth      authenticated with the account's own key, then silent
+#   silent    a TCP connection that sends nothing
+#   trickle   a hello padded to almost HELLO_MAX, one byte per "interval" seconds
+# It prints {"opened": N, "refused": M} once all are open (a connection the multiuser
+# ended or answered with an error at once counts as refused), then {"alive": N} after
+# each round of trickling, and {"alive": 0} when the multiuser has ended them all; a
+# line on stdin ends it.
+HOLD_PROBE = r"""
+import json, os, select, socket, sys, time
+from qpy import paths, wire
+spec = json.loads(sys.stdin.readline())
+address = tuple(spec["address"])
+mode, count = spec["mode"], spec["count"]
+def out(result):
+    print(json.dumps(result), flush=True)
+def ended(sock):
+    try:
+        return not sock.recv(65536, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+socks, refused = [], 0
+key = paths.read_key(os.path.expanduser("~/.qpy/multiuser_connection_conn_key")) \
+    if mode == "auth" else None
+for _ in range(count):
+    try:
+        if mode == "auth":
+            conn = wire.connect(address, wire.whoami(), key)
+            socks.append(socket.socket(fileno=os.dup(conn.fileno())))
+            conn.close()
+        else:
+            socks.append(socket.create_connection(address, timeout=10))
+    except Exception:
+        refused += 1
+time.sleep(1)
+readable = select.select(socks, [], [], 0)[0] if socks else []
+gone = [s for s in readable if mode == "auth" or ended(s)]
+out({"opened": len(socks) - len(gone), "refused": refused + len(gone)})
+live = [s for s in socks if s not in gone]
+if mode == "trickle":
+    hello = json.dumps({"v": 1, "type": "hello", "user": "x" * 4000}).encode()
+    frame = len(hello).to_bytes(4, "big") + hello
+    sent = 0
+    while live and sent < len(frame):
+        for s in list(live):
+            try:
+                s.send(frame[sent:sent + 1])
+            except OSError:
+                live.remove(s)
+        sent += 1
+        ready = select.select([sys.stdin] + live, [], [], spec["interval"])[0]
+        if sys.stdin in ready:
+            break
+        live = [s for s in live if s not in ready or not ended(s)]
+        out({"alive": len(live)})
+    if not live:
+        out({"alive": 0})
+sys.stdin.readline()
+"""
+
+
 def expected_exit(job: int) -> int:
     return 10 + job % 100
 
@@ -520,12 +584,16 @@ class Cluster:
     def wire_process(self, user: str, steps: list[dict]) -> subprocess.Popen:
         """WIRE_PROBE as the account, left running: it prints one JSON line per step and
         waits at each ``{"wait": ...}`` step for a line on its stdin."""
-        proc = subprocess.Popen(self.argv_as(user, [str(self.bin / "python"), "-c",
-                                                    WIRE_PROBE]),
+        return self.probe_process(user, WIRE_PROBE, {"steps": steps})
+
+    def probe_process(self, user: str, code: str, spec: dict) -> subprocess.Popen:
+        """Python ``code`` run as the account, left running, with ``spec`` and the
+        multiuser's address as the first line of its stdin (text pipes both ways)."""
+        proc = subprocess.Popen(self.argv_as(user, [str(self.bin / "python"), "-c", code]),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                 env=root_env(), cwd=self.account(user).home)
-        spec = json.dumps({"address": list(self.multiuser_address()), "steps": steps})
-        proc.stdin.write(spec + "\n")
+        proc.stdin.write(json.dumps({"address": list(self.multiuser_address()), **spec})
+                         + "\n")
         proc.stdin.flush()
         return proc
 

@@ -11,12 +11,13 @@ Needs root, like test_multiuser.py.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
 import pytest
 from conftest import wait_for
-from multiuser import WAIT, Cluster, Jobs, started_cluster, unavailable
+from multiuser import HOLD_PROBE, WAIT, Cluster, Jobs, started_cluster, unavailable
 
 REASON = unavailable()
 if REASON and not os.environ.get("CI"):
@@ -199,3 +200,108 @@ def test_running_jobs_are_accounted_after_a_restart_without_the_ledger(cluster, 
         str(jobs[0]): ["n2", 2, 1.0], str(jobs[1]): ["n1", 1, 1.0]}
     alice.release_all()
     alice.wait_finished(*jobs)
+
+
+# -- 5. connection slots -------------------------------------------------------------------------
+
+
+def hold(cluster: Cluster, user: str, mode: str, count: int, interval: float = 3.0):
+    """``count`` connections of ``mode`` (HOLD_PROBE) from the user's own process, left
+    open; returns the process and its first report."""
+    proc = cluster.probe_process(user, HOLD_PROBE, {"mode": mode, "count": count,
+                                                     "interval": interval})
+    first = json.loads(proc.stdout.readline())
+    return proc, first
+
+
+def end(proc) -> None:
+    try:
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+    except OSError:
+        pass
+    proc.wait(WAIT)
+
+
+def others_are_served(cluster: Cluster, work) -> None:
+    """While the attack holds: the admin's commands work, bob's master restarts and
+    registers, and alice's job runs."""
+    assert cluster.admin("status").returncode == 0
+    assert cluster.admin("distribute").returncode == 0
+    bob = cluster.name("bob")
+    cluster.qpy_as("bob", "restart")
+    wait_for(lambda: bob in cluster.variables()["connected"], WAIT,
+             "bob's restarted master to register")
+    alice = work("alice")
+    job = alice.sub()
+    alice.wait_started(job)
+    alice.release_all()
+    alice.wait_finished(job)
+
+
+class LogGrowth:
+    def __init__(self, cluster: Cluster) -> None:
+        self.path = cluster.admin_home / "multiuser.log"
+        self.start = self.path.stat().st_size
+
+    def lines(self) -> list[str]:
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            return f.read().decode(errors="replace").splitlines()
+
+
+def test_idle_connections_with_a_users_own_key_lock_nobody_out(cluster, work):
+    log = LogGrowth(cluster)
+    proc, first = hold(cluster, "mallory", "auth", 520)
+    try:
+        others_are_served(cluster, work)
+        assert first["opened"] <= 16, first  # her own share of connections
+    finally:
+        end(proc)
+    assert len(log.lines()) < 300, len(log.lines())
+
+
+def test_connections_without_a_key_lock_nobody_out(cluster, work):
+    log = LogGrowth(cluster)
+    proc, first = hold(cluster, "mallory", "silent", 520)
+    try:
+        others_are_served(cluster, work)
+        assert first["opened"] <= 8, first  # handshakes at once from one account
+    finally:
+        end(proc)
+    assert len(log.lines()) < 300, len(log.lines())
+
+
+def test_a_trickled_handshake_ends_within_the_handshake_limit(cluster, work):
+    """One byte every three seconds satisfies every read timeout, so the handshake as
+    a whole has a deadline."""
+    proc, first = hold(cluster, "mallory", "trickle", 8, interval=3.0)
+    try:
+        assert first["opened"] == 8, first
+        wait_for(lambda: json.loads(proc.stdout.readline())["alive"] == 0, WAIT,
+                 "the multiuser to end the trickled handshakes")
+    finally:
+        end(proc)
+
+
+def test_an_idle_session_that_is_not_a_masters_link_is_ended(cluster):
+    proc = cluster.wire_process("mallory", [{"connect": None}, {"read": WAIT}])
+    try:
+        assert json.loads(proc.stdout.readline()) == {"connected": True}
+        result = json.loads(proc.stdout.readline())
+        assert "closed" in result, result  # not a frame, and not our own time-out
+    finally:
+        proc.kill()
+        proc.wait(WAIT)
+
+
+def test_a_flood_of_refused_hellos_does_not_flood_the_log(cluster):
+    """Thousands of hellos for made-up users, each refused: the log keeps a few lines
+    and says how many more there were."""
+    log = LogGrowth(cluster)
+    steps = [{"connect": {"claim": f"nobody{i}", "key": "00" * 32}} for i in range(2000)]
+    results = cluster.wire_as("mallory", steps, timeout=600)
+    assert all("refused" in r for r in results), results[:3]
+    lines = log.lines()
+    assert len(lines) < 300, len(lines)
+    assert any("held back" in line for line in lines) or len(lines) < 200

@@ -17,6 +17,7 @@ import pytest
 from conftest import start_daemons
 
 from qpy import paths, wire
+from qpy_multiuser import __main__ as mu_main
 
 REPLY_WAIT = 60.0  # only a guard against a hang; no test asserts a duration
 
@@ -330,8 +331,10 @@ def test_stalled_client_blocks_nobody(qpy, daemon):
 
 @pytest.mark.parametrize("daemon", ["master", "multiuser"])
 def test_many_concurrent_clients_all_served(qpy, daemon):
+    """As many sessions at once as one user may hold (the multiuser caps them per user,
+    its master's link among them) are all served."""
     master_pid, multiuser_pid = start_daemons(qpy)
-    n = 50
+    n = 50 if daemon == "master" else mu_main.LIMITS.per_user - 1
     all_connected = threading.Barrier(n, timeout=REPLY_WAIT)
 
     def one_client(i: int) -> dict:
@@ -348,6 +351,25 @@ def test_many_concurrent_clients_all_served(qpy, daemon):
     assert [r["re"] for r in replies] == [1000 + i for i in range(n)]
     if daemon == "master":
         assert {r["pid"] for r in replies} == {master_pid}
+    assert_still_running(qpy, master_pid, multiuser_pid)
+
+
+def test_sessions_beyond_the_per_user_limit_are_refused(qpy):
+    """One more session than a user may hold gets an error naming the limit; the others,
+    and the user's master, go on being served."""
+    master_pid, multiuser_pid = start_daemons(qpy)
+    held = [multiuser_connect(qpy) for _ in range(mu_main.LIMITS.per_user - 1)]
+    try:
+        for conn in held:
+            assert wire.call(conn, {"type": "status"}, REPLY_WAIT)["ok"] is True
+        with multiuser_connect(qpy) as extra:
+            assert extra.poll(REPLY_WAIT)
+            reply = wire.decode(extra.recv_bytes(wire.MAX_MESSAGE))
+        assert reply["ok"] is False and "too many connections" in reply["error"], reply
+        assert qpy.run("status").returncode == 0
+    finally:
+        for conn in held:
+            conn.close()
     assert_still_running(qpy, master_pid, multiuser_pid)
 
 
