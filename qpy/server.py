@@ -36,9 +36,14 @@ def _checked(kind: str, reply: dict) -> dict:
 
 class RequestError(Exception):
     """A request that cannot be done; the text goes to the user, ``code`` (a key of
-    ``wire.EXIT_STATUS``) says what kind of failure it is."""
+    ``wire.EXIT_STATUS``) says what kind of failure it is; ``after`` runs once the error
+    reply is sent (to end a session that may do nothing more)."""
 
     code = "refused"
+
+    def __init__(self, text: str, after: Callable[[], None] | None = None) -> None:
+        super().__init__(text)
+        self.after = after
 
 
 class BadRequest(RequestError):
@@ -96,11 +101,13 @@ class Session:
         would leave the reader blocked and could hand its descriptor number to a new
         connection under the reader's feet."""
         self.closed = True
-        _shut(self.conn)
+        shut(self.conn)
 
 
-def _shut(conn: Connection) -> None:
-    """Shut a connection down from any thread (its reader closes it)."""
+def shut(conn: Connection) -> None:
+    """Shut a connection down from any thread, so that its reader sees the end at once
+    and closes it: closing it from here could close a descriptor number meanwhile reused
+    by another connection."""
     try:
         sock = socket.socket(fileno=conn.fileno())
     except (OSError, ValueError):
@@ -177,7 +184,7 @@ class Server:
 
     def _serve_conn(self, conn: Connection, peer: Peer) -> None:
         session, pending = None, True
-        watch = Watch(lambda: _shut(conn))
+        watch = Watch(lambda: shut(conn))
         try:
             self.deadlines.set(watch, self.limits.handshake)
             wire.tune_socket(conn, self.limits.handshake)
@@ -237,8 +244,9 @@ class Server:
         except (wire.WireError, RequestError) as exc:
             log.info("refused %s from %s: %s", msg.get("type"), session.user, exc,
                      extra={"rate_key": session.user})
-            code = exc.code if isinstance(exc, RequestError) else "bad_request"
-            return wire.error_reply(str(exc), msg.get("id"), code), None
+            if isinstance(exc, RequestError):
+                return wire.error_reply(str(exc), msg.get("id"), exc.code), exc.after
+            return wire.error_reply(str(exc), msg.get("id"), "bad_request"), None
         except Exception as exc:
             log.exception("request %s from %s failed", msg.get("type"), session.user)
             return wire.error_reply(f"internal error: {type(exc).__name__}: {exc}",

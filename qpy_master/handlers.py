@@ -29,7 +29,8 @@ def _selection(msg: dict) -> dict:
 
 def sub(m: Master, s: Session, msg: dict) -> dict:
     if not m.nodes:  # a fresh master: learn the nodes first, so impossible jobs are refused
-        m.link.wait_up(10.0)
+        m.link.wait_settled(10.0)
+    m.refuse_if_removed(" (jobs already queued wait until access returns)")
     with m.lock:
         job = submit.new_job(msg, m.settings, m.nodes)
         copy = msg["copy"] if msg["copy"] is not None else m.settings["copyScripts"]

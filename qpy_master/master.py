@@ -19,7 +19,7 @@ from pathlib import Path
 
 from qpy import config
 from qpy.model import Job
-from qpy.server import Unreachable
+from qpy.server import Denied, Unreachable
 from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
 from qpy_master.launcher_link import LauncherGone
 from qpy_master.launcher_pool import LauncherPool
@@ -280,9 +280,15 @@ class Master:
         self.records.update(job, kill_requested=True)
         self._send(job, {"op": "kill", "job": job.id})
 
+    def refuse_if_removed(self, what: str = "") -> None:
+        """Denied, with the multiuser's reason, while it refuses this user."""
+        if self.link.refusal:
+            raise Denied(f"{self.link.refusal}{what}")
+
     def status(self) -> dict:
         """The multiuser's status as it answers; Unreachable when it cannot."""
-        self.link.wait_up(10.0)  # a fresh master may still be connecting
+        self.link.wait_settled(10.0)  # a fresh master may still be connecting
+        self.refuse_if_removed()
         try:
             reply = self.link.request({"type": "status"}, timeout=10.0)
         except LinkDown as exc:

@@ -42,6 +42,7 @@ def start(home: Path) -> tuple[Server, Callable[[], None]]:
                     limits=LIMITS, on_close=mu.closed)
     mu.address = host or "127.0.0.1"
     mu.stop = server.stop
+    mu.sessions_of = server.sessions_of
     if not port_file.exists():
         paths.write_private(port_file, f"{server.address[1]}\n")
     server.start()

@@ -37,15 +37,32 @@ def reload_nodes(mu, args: list[str]) -> dict:
 
 
 def distribute(mu, args: list[str]) -> dict:
+    """Reload ``allowed_users`` and ``distribution_rules``: a name taken out of the file
+    loses access at once, as with ``removeuser``; then every share is computed again."""
     try:
         allowed = nodes_module.load_users(mu.home / "allowed_users")
         rules = rules_module.load(mu.home / "distribution_rules")
-        mu.alloc.distribute(rules)
+        removed = [user for user in mu.allowed if user not in allowed]
+        rules_module.shares(rules, [u for u in mu.alloc.members() if u not in removed],
+                            mu.alloc.total_cores)
     except (nodes_module.FileError, rules_module.ShareError) as exc:
         raise _refuse(exc) from None
     mu.allowed = allowed
+    for user in removed:
+        mu.revoke(user)
+    for user in allowed:
+        if user in mu.alloc.users:
+            mu.alloc.user(user)  # back from a removal while their jobs still ran
+    mu.alloc.distribute(rules)
     mu.changed()
-    return {"text": "Cores distributed.\n"}
+    keyless = [u for u in allowed if not (mu.home / "keys" / u).exists()]
+    text = "Cores distributed.\n"
+    if removed:
+        text += f"Removed (not in allowed_users any more): {', '.join(removed)}.\n"
+    if keyless:
+        text += (f"Allowed but without a key yet: {', '.join(keyless)} "
+                 "(qpy-admin adduser USER issues one).\n")
+    return {"text": text}
 
 
 def status(mu, args: list[str]) -> dict:
@@ -83,7 +100,8 @@ def _user_arg(args: list[str], command: str) -> str:
 
 
 def adduser(mu, args: list[str]) -> dict:
-    """Allow a user and issue their own key; the bundle goes back to the admin only."""
+    """Allow a user and issue their own key (a removed user gets their old one back);
+    the bundle goes back to the admin only."""
     user = _user_arg(args, "adduser")
     keys = paths.ensure_private_dir(mu.home / "keys")
     if not (keys / user).exists():
@@ -92,6 +110,9 @@ def adduser(mu, args: list[str]) -> dict:
         with open(mu.home / "allowed_users", "a") as f:
             f.write(f"{user}\n")
         mu.allowed.append(user)
+    if user in mu.alloc.users:
+        mu.alloc.user(user)  # back from a removal while their jobs still ran
+        mu.changed()
     port = (mu.home / "multiuser_connection_port").read_text().strip()
     address = mu.address
     return {"text": f"User {user} added.\n", "bundle": {
@@ -100,16 +121,17 @@ def adduser(mu, args: list[str]) -> dict:
 
 
 def removeuser(mu, args: list[str]) -> dict:
+    """Take a user out of ``allowed_users``: every session of theirs ends now and their
+    share goes to the others; their key stays on file, so that their master is told
+    why it is refused, and ``adduser`` gives access back."""
     user = _user_arg(args, "removeuser")
     if user not in mu.allowed:
         raise NotFound(f"{user} is not an allowed user")
     mu.allowed.remove(user)
     (mu.home / "allowed_users").write_text("".join(f"{u}\n" for u in mu.allowed))
-    (mu.home / "keys" / user).unlink(missing_ok=True)
-    session = mu.masters.pop(user, None)
-    if session is not None:
-        session.drop()
-    return {"text": f"User {user} removed; their key no longer works.\n"}
+    mu.revoke(user)
+    return {"text": f"User {user} removed: their sessions are ended and their share is "
+                    "freed.\n"}
 
 
 def _user(mu, name: str):

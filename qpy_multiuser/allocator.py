@@ -29,6 +29,7 @@ class User:
     waiting: bool = False
     woken: int = -1  # the multiuser's epoch in which this user's master was last woken
     jobs: dict[int, tuple[str, int, float]] = field(default_factory=dict)
+    member: bool = True  # False once removed: no share; kept only while jobs still run
 
     @property
     def share(self) -> int:
@@ -53,24 +54,43 @@ class Allocator:
     # -- shares ----------------------------------------------------------------------------
 
     def user(self, name: str) -> User:
-        """A registered user; registering one never fails: if the rules cannot give them a
-        share, they get none (the admin sees the error at the next 'distribute')."""
-        if name not in self.users:
-            self.users[name] = User(name)
+        """A registered user, with a share; registering one never fails: if the rules
+        cannot give them a share, they get none (the admin sees the error at the next
+        'distribute'). A removed user who still had jobs running is a member again."""
+        user = self.users.get(name)
+        if user is None or not user.member:
+            if user is None:
+                user = self.users[name] = User(name)
+            user.member = True
             try:
                 self.distribute()
             except rules_module.ShareError as exc:
                 log.error("no share for %s: %s", name, exc)
-        return self.users[name]
+        return user
+
+    def leave(self, user: User) -> None:
+        """The user was removed: no share and no queue from now on. Their running jobs
+        stay counted until they end; then the user is forgotten."""
+        user.member, user.queue, user.waiting = False, 0, False
+        if not user.jobs:
+            del self.users[user.name]
+        try:
+            self.distribute()
+        except rules_module.ShareError as exc:
+            log.error("shares unchanged after %s left: %s", user.name, exc)
+            self._recount()
+
+    def members(self) -> list[str]:
+        return [name for name, user in self.users.items() if user.member]
 
     def distribute(self, rules: rules_module.Rules | None = None) -> None:
-        """Recompute every registered user's share; raises ShareError and changes nothing
-        if the rules cannot be met."""
+        """Recompute every member's share (removed users have none); raises ShareError
+        and changes nothing if the rules cannot be met."""
         rules = rules or self.rules
-        computed = rules_module.shares(rules, list(self.users), self.total_cores)
+        computed = rules_module.shares(rules, self.members(), self.total_cores)
         self.rules = rules
-        for name, (minimum, extra) in computed.items():
-            self.users[name].minimum, self.users[name].extra = minimum, extra
+        for name, user in self.users.items():
+            user.minimum, user.extra = computed.get(name, (0, 0))
         self._recount()
 
     def set_nodes(self, nodes: dict[str, Node]) -> None:
@@ -152,6 +172,8 @@ class Allocator:
         return self.total_cores - self.used_up - reserved
 
     def _may_grow(self, user: User, k: int) -> bool:
+        if not user.member:
+            return False
         if user.used + k <= user.minimum:
             return True
         if self._free_for(user) < k:
@@ -182,6 +204,18 @@ class Allocator:
         self._use(user, node, cores, mem)
 
     def remove(self, user: User, job: int) -> bool:
+        """Free a job's cores and memory; False if the user had no such job."""
+        if not self._unaccount(user, job):
+            return False
+        self._forget_if_gone(user)
+        return True
+
+    def _forget_if_gone(self, user: User) -> None:
+        if not user.member and not user.jobs and self.users.get(user.name) is user:
+            del self.users[user.name]  # a removed user's last job ended
+            self._recount()
+
+    def _unaccount(self, user: User, job: int) -> bool:
         entry = user.jobs.pop(job, None)
         if entry is None:
             return False
@@ -190,12 +224,12 @@ class Allocator:
         if node is None:
             user.used -= cores
             self._recount()
-            return True
-        node.jobs.discard((user.name, job))
-        self._use(user, node, -cores, -mem)
-        if not node.jobs and name not in self.configured:  # a removed node has drained
-            del self.nodes[name]
-            self._index_nodes()
+        else:
+            node.jobs.discard((user.name, job))
+            self._use(user, node, -cores, -mem)
+            if not node.jobs and name not in self.configured:  # a removed node has drained
+                del self.nodes[name]
+                self._index_nodes()
         return True
 
     def restore(self, user: User, running: list[dict]) -> None:
@@ -217,7 +251,7 @@ class Allocator:
         jobs before it left free. A job reported twice counts once."""
         granted = dict(user.jobs)
         for job in list(user.jobs):
-            self.remove(user, job)
+            self._unaccount(user, job)
         left_out: list[int] = []
         others: list[dict] = []
         for item in running:
@@ -238,6 +272,7 @@ class Allocator:
                 self.add(user, item["job"], node, item["cores"], float(item["mem"]))
             else:
                 left_out.append(item["job"])
+        self._forget_if_gone(user)
         return left_out
 
     def _node_or_kept(self, name: str) -> Node:

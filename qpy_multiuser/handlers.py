@@ -29,6 +29,13 @@ def _master_only(session: Session) -> None:
         raise Denied("this request is for a user's master, not the admin")
 
 
+def _allowed(mu: Multiuser, session: Session) -> None:
+    """Refuse, and then end, the session of a user who is no longer allowed."""
+    why = mu.not_allowed(session.user)
+    if why is not None:
+        raise Denied(why, after=session.drop)
+
+
 def job_item(item: dict) -> dict:
     """One running job a master reports in ``hello``; refused unless every field is sane
     (finite sizes: an infinite memory would leave its node's accounting NaN)."""
@@ -66,34 +73,57 @@ def hello(mu: Multiuser, session: Session, msg: dict) -> dict:
     _master_only(session)
     running = [job_item(item) for item in msg["running"]]
     with mu.lock:
-        old = mu.masters.get(session.user)
-        if old is not None and old is not session:
-            old.drop()
-        mu.masters[session.user] = session
-        session.persistent = True  # a master's link: it may wait for events for days
-        user = mu.alloc.user(session.user)
-        trust_fit = mu.lost_ledger and user.name not in mu.registered
-        left_out = mu.alloc.reconcile(user, running, trust_fit)
-        mu.registered.add(user.name)
-        mu.ledger.replace(user.name, user.jobs)
-        user.queue = max(0, msg["queue_size"])
-        log.info("master of %s registered with %d running jobs", user.name, len(user.jobs))
-        if left_out:
-            log.warning("master of %s reported %d running jobs this multiuser did not grant "
-                        "or that do not fit its nodes; not counted: %s", user.name,
-                        len(left_out), str(left_out[:20])[1:-1],
-                        extra={"rate_key": user.name})
-        mu.changed()
-        reply = {"nodes": [n.public() for n in mu.alloc.nodes.values()],
-                 "unaccounted": left_out}
+        refused = mu.not_allowed(session.user) is not None
+        if refused:
+            _report_ended(mu, session.user, running)
+        else:
+            reply = _register(mu, session, running, msg["queue_size"])
     mu.flush_wakes()
+    if refused:
+        _allowed(mu, session)
     return reply
+
+
+def _register(mu: Multiuser, session: Session, running: list[dict], queue_size: int) -> dict:
+    """The master of an allowed user registers (under the lock)."""
+    old = mu.masters.get(session.user)
+    if old is not None and old is not session:
+        old.drop()
+    mu.masters[session.user] = session
+    session.persistent = True  # a master's link: it may wait for events for days
+    user = mu.alloc.user(session.user)
+    trust_fit = mu.lost_ledger and user.name not in mu.registered
+    left_out = mu.alloc.reconcile(user, running, trust_fit)
+    mu.registered.add(user.name)
+    mu.ledger.replace(user.name, user.jobs)
+    user.queue = max(0, queue_size)
+    log.info("master of %s registered with %d running jobs", user.name, len(user.jobs))
+    if left_out:
+        log.warning("master of %s reported %d running jobs this multiuser did not grant "
+                    "or that do not fit its nodes; not counted: %s", user.name,
+                    len(left_out), str(left_out[:20])[1:-1], extra={"rate_key": user.name})
+    mu.changed()
+    return {"nodes": [n.public() for n in mu.alloc.nodes.values()], "unaccounted": left_out}
+
+
+def _report_ended(mu: Multiuser, name: str, running: list[dict]) -> None:
+    """A removed user's master says what still runs: the jobs that ended free their
+    cores (nothing new is believed: the user has no share)."""
+    user = mu.alloc.users.get(name)
+    if user is None:
+        return
+    before = user.used
+    mu.alloc.reconcile(user, running, False)
+    mu.ledger.replace(name, user.jobs)
+    if user.used < before:
+        mu.changed()
 
 
 def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
     """Release ended jobs' slots and grant what fits of ``want``; wake others if cores
     were freed for them."""
     _master_only(session)
+    _allowed(mu, session)
     wanted = [want(g) for g in msg["want"]]
     with mu.lock:
         if mu.masters.get(session.user) is not session:
@@ -117,6 +147,7 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
 
 
 def status(mu: Multiuser, session: Session, msg: dict) -> dict:
+    _allowed(mu, session)
     return mu.snapshot()
 
 

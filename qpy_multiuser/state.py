@@ -15,9 +15,10 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
-from qpy import paths
+from qpy import names, paths
 from qpy.server import Session
 from qpy_multiuser import monitor, probe
 from qpy_multiuser import nodes as nodes_module
@@ -54,6 +55,8 @@ class Multiuser:
         self.epoch = 0
         self.wakes: list[Session] = []
         self.outbox: list[tuple[Session, dict]] = []
+        self.drops: list[Session] = []  # sessions to end once the outbox is sent
+        self.sessions_of: Callable[[str], list[Session]] = lambda user: []  # the server's
         self.messages: deque[dict] | None = None  # kept requests, while saveMessages is on
         self.admin_key = paths.load_or_create_key(home / "admin.key")
         self.address = "127.0.0.1"
@@ -136,15 +139,39 @@ class Multiuser:
     # -- identity --------------------------------------------------------------------------
 
     def key_for(self, user: str) -> bytes | None:
-        """The key a connecting user must prove; None for anyone not allowed."""
+        """The key a connecting user must prove; None for anyone without one. A user the
+        admin removed keeps their key on file: they can still prove who they are, so
+        they can be told that they are not allowed (``not_allowed``), and nothing else."""
         if user == ADMIN:
             return self.admin_key
-        if user not in self.allowed:
+        if not names.is_user_name(user):
             return None
         try:
             return paths.read_key(self.home / "keys" / user)
         except (OSError, ValueError):
             return None
+
+    def not_allowed(self, user: str) -> str | None:
+        """Why ``user`` may not use the cluster, or None if they may."""
+        if user == ADMIN or user in self.allowed:
+            return None
+        return (f"{user} is not allowed on this cluster: the qpy admin removed them "
+                "from allowed_users")
+
+    def revoke(self, user: str) -> None:
+        """``user`` was taken out of ``allowed``: their share goes to the others at once
+        (their running jobs stay counted until their master reports them ended), and
+        every session of theirs ends; their master is told why first."""
+        member = self.alloc.users.get(user)
+        if member is not None:
+            self.alloc.leave(member)
+        self.registered.discard(user)
+        master = self.masters.pop(user, None)
+        if master is not None:
+            self.outbox.append((master, {"type": "bye", "reason": self.not_allowed(user)}))
+        self.drops += self.sessions_of(user)
+        log.warning("%s removed: their sessions end and their share is freed", user)
+        self.changed()
 
     # -- masters and wakes -----------------------------------------------------------------
 
@@ -169,10 +196,13 @@ class Multiuser:
         with self.lock:
             outbox, self.outbox = self.outbox, []
             wakes, self.wakes = self.wakes, []
+            drops, self.drops = self.drops, []
         for session, event in outbox:
             session.post(event)
         for session in wakes:
             session.post({"type": "wake"})
+        for session in drops:
+            session.drop()
 
     def closed(self, session: Session) -> None:
         """A master went away: its jobs keep running, so its allocations stay until its

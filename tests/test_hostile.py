@@ -305,3 +305,107 @@ def test_a_flood_of_refused_hellos_does_not_flood_the_log(cluster):
     lines = log.lines()
     assert len(lines) < 300, len(lines)
     assert any("held back" in line for line in lines) or len(lines) < 200
+
+
+# -- 6 and 8. removing a user --------------------------------------------------------------------
+
+
+def readmit(cluster: Cluster, user: str = "mallory") -> None:
+    """Give the user access back (and, if their key changed, the new bundle)."""
+    name = cluster.name(user)
+    out = cluster.admin_account.home / "bundles" / f"{user}-again"
+    cluster.admin("adduser", name, "--out", str(out))
+    cluster.install_bundle(user, out)
+    cluster.admin("distribute")
+    cluster.qpy_as(user, "status", check=False)  # starts the master if it was stopped
+    wait_for(lambda: name in cluster.variables()["connected"], WAIT,
+             f"{user}'s master to register again")
+
+
+def remove_from_file(cluster: Cluster, user: str) -> None:
+    name = cluster.name(user)
+    allowed = (cluster.admin_home / "allowed_users").read_text().split()
+    cluster.write_admin_file("allowed_users", "".join(f"{u}\n" for u in allowed if u != name))
+    cluster.admin("distribute")
+
+
+def test_removeuser_ends_a_session_opened_before(cluster):
+    """Mallory opens a connection, then the admin removes her: the connection is ended
+    at once, and nothing she sends on it is served."""
+    cluster.qpy_as("mallory", "finish")
+    proc = cluster.wire_process("mallory", [
+        {"connect": None}, {"wait": "removed"}, {"read": WAIT},
+        {"send": {"type": "hello", "running": [], "queue_size": 2}},
+        {"send": {"type": "slots", "release": [], "queue_size": 2,
+                  "want": [{"cores": 1, "mem": 1, "attr": None, "jobs": [1, 2]}]}}])
+    try:
+        assert json.loads(proc.stdout.readline()) == {"connected": True}
+        assert json.loads(proc.stdout.readline()) == {"waiting": "removed"}
+        cluster.admin("removeuser", cluster.name("mallory"))
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        results = [json.loads(proc.stdout.readline()) for _ in range(3)]
+    finally:
+        proc.kill()
+        proc.wait(WAIT)
+    try:
+        assert "closed" in results[0], results  # ended by the multiuser, not timed out
+        for result in results[1:]:
+            assert "closed" in result or result["reply"]["ok"] is False, results
+        data = cluster.variables()
+        assert cluster.name("mallory") not in data["connected"]
+        assert not data["users"].get(cluster.name("mallory"), {}).get("jobs")
+    finally:
+        readmit(cluster)
+
+
+def assert_refused_with_cause(proc) -> None:
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("qpy: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "not allowed" in proc.stderr, proc.stderr
+
+
+def removal_is_felt(cluster: Cluster, work, remove) -> None:
+    """Mallory has a running job and a queued one when ``remove`` takes her access
+    away: her master is told, ``qpy sub`` is refused with the cause, her share goes to
+    the others while her running job's cores stay counted until it ends, and her queued
+    job waits. When access returns, the queued job runs."""
+    alice, mallory = work("alice"), work("mallory")
+    running = mallory.sub(attr="n3")
+    mallory.wait_started(running)
+    holders = [alice.sub(attr="n1"), alice.sub(attr="n1")]
+    alice.wait_started(*holders)
+    queued = mallory.sub(attr="n1")
+    name = cluster.name("mallory")
+    master_log = cluster.qpy_home("mallory") / "master.log"
+    log_start = master_log.stat().st_size
+    remove(cluster, "mallory")
+    try:
+        wait_for(lambda: b"not allowed" in master_log.read_bytes()[log_start:], WAIT,
+                 "mallory's master to be told")
+        assert_refused_with_cause(mallory.sub_proc(check=False))
+        assert_refused_with_cause(cluster.qpy_as("mallory", "status", check=False))
+        assert mallory.status(queued) == "queue"
+        users = {u["user"]: u for u in cluster.status_json("alice")["users"]}
+        assert sum(u["minimum"] + u["extra"] for u in users.values()) == 8
+        assert users[name]["minimum"] + users[name]["extra"] == 0, users[name]
+        assert users[name]["used"] == 1  # her running job's core, until it ends
+        mallory.release(running)
+        mallory.wait_finished(running)
+        wait_for(lambda: not cluster.variables()["users"].get(name, {}).get("jobs"), WAIT,
+                 "the ended job's core to be released")
+    finally:
+        readmit(cluster)
+    alice.release_all()
+    mallory.wait_started(queued)
+    mallory.release_all()
+    mallory.wait_finished(queued)
+
+
+def test_removeuser_tells_the_master_and_frees_the_share(cluster, work):
+    removal_is_felt(cluster, work, lambda c, user: c.admin("removeuser", c.name(user)))
+
+
+def test_allowed_users_file_controls_access(cluster, work):
+    removal_is_felt(cluster, work, remove_from_file)

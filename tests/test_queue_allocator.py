@@ -509,3 +509,21 @@ def test_explicit_rules_in_allocator():
                                                              "u2": Extra(None, percent=50.0)}))
     u1, u2, u3 = a.user("u1"), a.user("u2"), a.user("u3")
     assert [(u.minimum, u.extra) for u in (u1, u2, u3)] == [(0, 6), (0, 12), (0, 2)]
+
+
+def test_a_removed_user_has_no_share_and_is_forgotten_when_their_jobs_end():
+    a = alloc_of(node("n1", 4), node("n2", 4))
+    u, other = a.user("u"), a.user("other")
+    a.request(u, [want(1, 2)], 2)
+    a.leave(u)
+    assert (u.minimum, u.extra, u.queue) == (0, 0, 0)
+    assert other.share == 8 and u.used == 2  # its running jobs stay counted
+    grants, refused = a.request(u, [want(3)], 1)
+    assert grants == [] and refused  # removed: nothing new, not even idle cores
+    assert a.reconcile(u, [{"job": 1, "node": u.jobs[1][0], "cores": 1, "mem": 1.0}],
+                       False) == []
+    assert "u" in a.users and u.used == 1  # one of its jobs ended
+    a.remove(u, 1)
+    assert "u" not in a.users
+    check_consistent(a)
+    assert a.user("u").share == 4  # admitted again: a member with a share

@@ -249,6 +249,8 @@ def test_admin_session_is_not_a_master(qpy):
 
 
 def test_removed_user_key_no_longer_works(qpy):
+    """A removed user's key still proves who they are, so that they can be told why
+    nothing is served: every request is denied with the reason, and the session ends."""
     _, multiuser_pid = start_daemons(qpy)
     added = admin_call(qpy, "adduser", ["mallory"])
     assert added["ok"] is True
@@ -257,8 +259,14 @@ def test_removed_user_key_no_longer_works(qpy):
     with wire.connect(multiuser_address(qpy), "mallory", key) as conn:
         assert wire.call(conn, {"type": "status"}, REPLY_WAIT)["ok"] is True
     assert admin_call(qpy, "removeuser", ["mallory"])["ok"] is True
-    with pytest.raises(REFUSED):
-        wire.connect(multiuser_address(qpy), "mallory", key)
+    for request in ({"type": "status"}, {"type": "hello", "running": [], "queue_size": 0},
+                    {"type": "slots", "release": [], "want": [], "queue_size": 0}):
+        with wire.connect(multiuser_address(qpy), "mallory", key) as conn:
+            reply = wire.call(conn, request, REPLY_WAIT)
+            assert reply["ok"] is False and reply["code"] == "denied", reply
+            assert "mallory is not allowed" in reply["error"], reply
+            with pytest.raises((EOFError, OSError)):
+                wire.call(conn, {"type": "status"}, REPLY_WAIT)
     assert_multiuser_serves(qpy, multiuser_pid)
 
 
