@@ -97,7 +97,7 @@ REPLIES: dict[str, Schema] = {
     "config": {"settings": "dict="},
     "ctrl": {},
     "notes": {},
-    "status": {"users": "[user]", "nodes": "[node]"},
+    "status": {"users": "[user]", "nodes": "[node]", "allocator": "{str}="},
     "finish": {},
     "hello": {"nodes": "[node]", "unaccounted": "[int]="},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool"},

@@ -19,6 +19,12 @@ def _refuse(exc: Exception) -> RequestError:
 
 
 def finish(mu, args: list[str]) -> dict:
+    """Stop the multiuser; with the argument ``unused``, only if no master is connected
+    (``qpy finish`` stops a personal multiuser that way)."""
+    if args and args != ["unused"]:
+        raise BadRequest("finish takes no argument, or 'unused'")
+    if args and mu.masters:
+        raise RequestError(f"masters are connected: {', '.join(sorted(mu.masters))}")
     return {"text": "Finishing qpy-multiuser.\n", "_after": mu.stop}
 
 

@@ -401,6 +401,14 @@ class Cluster:
         """The Unix name of a role (``alice``) or of the admin (``admin``)."""
         return self.admin_account.name if user == "admin" else self.accounts[user].name
 
+    def new_account(self, role: str) -> str:
+        """An account made now, not admitted to the cluster (no bundle, not in
+        ``allowed_users``), removed at tear-down like the others; its role."""
+        account = Account(role, self.admin_account.name.rsplit("_", 1)[1])
+        self.accounts[role] = account
+        account.create()
+        return role
+
     def account(self, user: str) -> Account:
         return self.admin_account if user == "admin" else self.accounts[user]
 
@@ -464,7 +472,7 @@ class Cluster:
     def tear_down(self) -> None:
         errors = []
         if self.venv_root is not None:
-            for user in self.users:
+            for user in self.accounts:
                 if self.accounts[user].created and self.master_pid(user):
                     self.qpy_as(user, "kill", "all", check=False)
                     self.qpy_as(user, "finish", check=False)

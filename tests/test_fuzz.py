@@ -268,11 +268,8 @@ class Daemons:
         self.master_pid, self.multiuser_pid = start_daemons(q)
         self.master_address = str(q.home / "master.sock")
         self.master_key = paths.read_key(q.home / "master.key")
-        self.mu_address = wire.parse_address(
-            (q.home / "multiuser_connection_address").read_text(),
-            (q.home / "multiuser_connection_port").read_text())
-        assert self.mu_address[0] == "127.0.0.1"
-        self.user_key = paths.read_key(q.home / "multiuser_connection_conn_key")
+        self.mu_address = q.multiuser_address()
+        self.user_key = q.multiuser_key()
         self.admin_key = paths.read_key(q.home / "embedded" / "admin.key")
         self.finished = [q.sub("echo", "kept"), q.sub("sh", "-c", "exit 3")]
         for job in self.finished:
@@ -943,9 +940,7 @@ def test_a_second_hello_tells_the_replaced_master_at_once(qpy):
     from another thread, while its reader blocks in recv, sends nothing to the master,
     which then found out only when its next request failed."""
     start_daemons(qpy)
-    address = wire.parse_address((qpy.home / "multiuser_connection_address").read_text(),
-                                 (qpy.home / "multiuser_connection_port").read_text())
-    key = paths.read_key(qpy.home / "multiuser_connection_conn_key")
+    address, key = qpy.multiuser_address(), qpy.multiuser_key()
     log = qpy.home / "master.log"
     start = log.stat().st_size
 

@@ -35,15 +35,11 @@ def master_connect(qpy):
 
 
 def multiuser_address(qpy) -> tuple[str, int]:
-    address = wire.parse_address((qpy.home / "multiuser_connection_address").read_text(),
-                                 (qpy.home / "multiuser_connection_port").read_text())
-    assert address[0] == "127.0.0.1"
-    return address
+    return qpy.multiuser_address()
 
 
 def multiuser_connect(qpy):
-    key = paths.read_key(qpy.home / "multiuser_connection_conn_key")
-    return wire.connect(multiuser_address(qpy), wire.whoami(), key)
+    return wire.connect(multiuser_address(qpy), wire.whoami(), qpy.multiuser_key())
 
 
 def reply_to(conn, raw: bytes) -> dict:
@@ -476,4 +472,5 @@ def test_an_unreachable_multiuser_exits_4(qpy):
             paths.write_private(qpy.home / name, value + "\n")
         proc = qpy.run("status", check=False)
     assert proc.returncode == 4, proc.stderr
-    assert proc.stderr.startswith("qpy: the multiuser is not reachable")
+    assert proc.stderr.startswith(
+        f"qpy: the cluster's multiuser at 127.0.0.1:{port} is not reachable"), proc.stderr

@@ -13,13 +13,20 @@ from qpy.invocation import current
 def status(as_json: bool) -> None:
     """Show users, nodes and cores of the multiuser."""
     reply = request({"type": "status"})
+    allocator = reply.get("allocator") or {}
     if as_json:
         import json
 
-        echo(json.dumps({"users": reply["users"], "nodes": reply["nodes"]}, indent=1) + "\n")
+        echo(json.dumps({"users": reply["users"], "nodes": reply["nodes"],
+                         "allocator": allocator}, indent=1) + "\n")
         return
     from qpy import status_view
 
+    if allocator.get("kind") == "cluster":
+        echo(f"Allocator: the cluster's multiuser at {allocator['address']}\n")
+    elif allocator:
+        echo("Allocator: your personal multiuser (this machine only; no cluster bundle "
+             "in your qpy home)\n")
     echo(status_view.render(reply["users"], reply["nodes"]))
 
 
@@ -50,9 +57,40 @@ def restart() -> None:
     echo("qpy-master started.\n")
 
 
+def _stop_personal_multiuser() -> bool:
+    """Stop the user's personal multiuser (the embedded default) if it runs and no master
+    uses it any more; whether it was stopped. The master that just stopped may not have
+    been seen leaving yet, so a refusal for that reason is asked again for a moment."""
+    import os
+    import time
+
+    from qpy import paths, wire
+    from qpy.client import connect_bundle
+
+    admin = paths.embedded_home(paths.qpy_home())
+    if not os.path.exists(os.path.join(admin, "multiuser.pid")):
+        return False
+    deadline = time.monotonic() + 3.0
+    while True:
+        try:
+            conn = connect_bundle(admin, "@admin", os.path.join(admin, "admin.key"))
+            wire.exchange(conn, {"type": "admin", "command": "finish", "args": ["unused"]},
+                          30.0, "the personal multiuser")
+            return True
+        except (OSError, EOFError, ValueError):
+            return False  # not running
+        except wire.Refused:
+            if time.monotonic() > deadline:
+                return False  # a master uses it
+            time.sleep(0.1)
+
+
 @click.command(context_settings=CONTEXT)
 def finish() -> None:
-    """Stop the master; running jobs go on and are found again at the next start."""
+    """Stop the master, and the personal multiuser if no master uses it; running jobs
+    go on and are found again at the next start."""
     current().local_only()
     if not _stop_master():
         echo("qpy-master is not running.\n")
+    if _stop_personal_multiuser():
+        echo("Stopping the personal multiuser.\n")
