@@ -125,9 +125,11 @@ Handler = Callable[[Session, dict], dict | None]
 
 class Server:
     """Accept connections on ``address`` and dispatch validated requests to ``handlers``,
-    within ``limits`` (``qpy.admission``)."""
+    within ``limits`` (``qpy.admission``). ``key_for(user, peer)`` is the key a peer
+    claiming ``user`` must prove, or None."""
 
-    def __init__(self, address: str | tuple[str, int], key_for: Callable[[str], bytes | None],
+    def __init__(self, address: str | tuple[str, int],
+                 key_for: Callable[[str, Peer], bytes | None],
                  handlers: dict[str, Handler], *, limits: Limits = DEFAULT_LIMITS,
                  same_uid_only: bool = False,
                  on_close: Callable[[Session], None] | None = None) -> None:
@@ -192,7 +194,7 @@ class Server:
                 log.warning("refused a connection from uid %s", peer.uid,
                             extra={"rate_key": peer.key})
                 return
-            user = wire.server_handshake(conn, self.key_for)
+            user = wire.server_handshake(conn, lambda claimed: self.key_for(claimed, peer))
             session, pending = Session(conn, user, peer), False
             refused = self.admission.authenticated(peer, user, session)
             if refused is not None:

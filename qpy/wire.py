@@ -64,6 +64,8 @@ SCHEMAS: dict[str, Schema] = {
     "slots": {"release": "[int]", "want": "[dict]", "queue_size": "int"},
     # admin -> multiuser
     "admin": {"command": "str", "args": "[str]"},
+    # a new user's enrolment code -> multiuser (qpy join)
+    "join": {},
 }
 
 # The records replies are made of.
@@ -102,7 +104,8 @@ REPLIES: dict[str, Schema] = {
     "hello": {"nodes": "[node]", "unaccounted": "[int]="},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool"},
     "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
-              "nodes": "[node]="},
+              "nodes": "[node]=", "code": "str="},
+    "join": {"bundle": "{str}"},
 }
 
 # Events pushed on a master's connection to the multiuser (frames without "re").

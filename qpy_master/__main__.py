@@ -35,7 +35,7 @@ def start(home: Path) -> tuple[Server, Callable[[], None]]:
     table = handlers.make_table(master, lambda: server_box[0].stop())
     old_umask = os.umask(0o077)
     try:
-        server = Server(str(sock), lambda u: key if u == user else None, table,
+        server = Server(str(sock), lambda u, peer: key if u == user else None, table,
                         limits=Limits(idle=120.0), same_uid_only=True)
     finally:
         os.umask(old_umask)

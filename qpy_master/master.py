@@ -19,9 +19,7 @@ from pathlib import Path
 
 from qpy import config
 from qpy.model import Job
-from qpy.server import Denied, Unreachable
 from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
-from qpy_master import embedded
 from qpy_master.launcher_link import LauncherGone
 from qpy_master.launcher_pool import LauncherPool
 from qpy_master.multiuser_link import LinkDown, MultiuserLink
@@ -280,24 +278,3 @@ class Master:
     def kill_running(self, job: Job) -> None:
         self.records.update(job, kill_requested=True)
         self._send(job, {"op": "kill", "job": job.id})
-
-    def refuse_if_removed(self, what: str = "") -> None:
-        """Denied, with the multiuser's reason, while it refuses this user."""
-        if self.link.refusal:
-            raise Denied(f"{self.link.refusal}{what}")
-
-    def status(self) -> dict:
-        """The multiuser's status as it answers, and which multiuser it is; Unreachable
-        when it cannot answer."""
-        self.link.wait_settled(10.0)  # a fresh master may still be connecting
-        self.refuse_if_removed()
-        allocator = embedded.describe(self.home, self.user)
-        which = ("the cluster's multiuser at " + allocator["address"]
-                 if allocator["kind"] == "cluster" else "the personal multiuser")
-        try:
-            reply = self.link.request({"type": "status"}, timeout=10.0)
-        except LinkDown as exc:
-            raise Unreachable(f"{which} is not reachable: {exc}") from None
-        if not reply.get("ok"):
-            raise Unreachable(reply.get("error") or f"{which} refused the status request")
-        return {**reply, "allocator": allocator}

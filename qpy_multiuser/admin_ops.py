@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from qpy import names, paths, status_view
+from qpy import enrolment, names, paths, status_view
 from qpy.server import BadRequest, NotFound, RequestError
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
@@ -105,10 +105,9 @@ def _user_arg(args: list[str], command: str) -> str:
     return args[0]
 
 
-def adduser(mu, args: list[str]) -> dict:
-    """Allow a user and issue their own key (a removed user gets their old one back);
-    the bundle goes back to the admin only."""
-    user = _user_arg(args, "adduser")
+def admit(mu, user: str) -> dict[str, str]:
+    """Allow ``user`` and give them their own key (a removed user gets their old one
+    back); their bundle, for the admin (``adduser``) or for them (``join``)."""
     keys = paths.ensure_private_dir(mu.home / "keys")
     if not (keys / user).exists():
         paths.write_private(keys / user, paths.new_key() + "\n")
@@ -119,11 +118,33 @@ def adduser(mu, args: list[str]) -> dict:
     if user in mu.alloc.users:
         mu.alloc.user(user)  # back from a removal while their jobs still ran
         mu.changed()
-    port = (mu.home / "multiuser_connection_port").read_text().strip()
-    address = mu.address
-    return {"text": f"User {user} added.\n", "bundle": {
-        "multiuser_connection_address": address, "multiuser_connection_port": port,
-        "multiuser_connection_conn_key": (keys / user).read_text().strip()}}
+    return {"multiuser_connection_address": mu.address,
+            "multiuser_connection_port": mu.port(),
+            "multiuser_connection_conn_key": (keys / user).read_text().strip()}
+
+
+def adduser(mu, args: list[str]) -> dict:
+    """Allow a user; the bundle goes back to the admin only."""
+    user = _user_arg(args, "adduser")
+    return {"text": f"User {user} added.\n", "bundle": admit(mu, user)}
+
+
+def enrol(mu, args: list[str]) -> dict:
+    """``enrol USER SECONDS``: allow a user and issue a one-time enrolment code valid
+    for SECONDS, with which USER fetches their bundle (``qpy join``)."""
+    if len(args) != 2 or not names.is_user_name(args[0]):
+        raise BadRequest("enrol takes a user name and the seconds its code is valid")
+    try:
+        seconds = float(args[1])
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 366 * 86400:
+        raise BadRequest(f"a code is valid for 1 second to a year, not {args[1]!r}")
+    user = args[0]
+    admit(mu, user)
+    secret = mu.enrolments.issue(user, seconds)
+    return {"text": f"User {user} added.\n",
+            "code": enrolment.code(mu.address, int(mu.port()), secret)}
 
 
 def removeuser(mu, args: list[str]) -> dict:
@@ -187,5 +208,6 @@ def repair_remove_job(mu, args: list[str]) -> dict:
 
 OPS = {"finish": finish, "nodes": reload_nodes, "distribute": distribute, "status": status,
        "variables": variables, "saveMessages": save_messages, "adduser": adduser,
+       "enrol": enrol,
        "removeuser": removeuser, "__user": repair_user, "__req_core": repair_req_core,
        "__remove_job": repair_remove_job}

@@ -205,17 +205,17 @@ class Allocator:
 
     def remove(self, user: User, job: int) -> bool:
         """Free a job's cores and memory; False if the user had no such job."""
-        if not self._unaccount(user, job):
+        if not self.unaccount(user, job):
             return False
-        self._forget_if_gone(user)
+        self.forget_if_gone(user)
         return True
 
-    def _forget_if_gone(self, user: User) -> None:
+    def forget_if_gone(self, user: User) -> None:
         if not user.member and not user.jobs and self.users.get(user.name) is user:
             del self.users[user.name]  # a removed user's last job ended
             self._recount()
 
-    def _unaccount(self, user: User, job: int) -> bool:
+    def unaccount(self, user: User, job: int) -> bool:
         entry = user.jobs.pop(job, None)
         if entry is None:
             return False
@@ -232,50 +232,7 @@ class Allocator:
                 self._index_nodes()
         return True
 
-    def restore(self, user: User, running: list[dict]) -> None:
-        """Take the user's allocations from the ledger, the multiuser's own record: a node
-        removed meanwhile is kept (down) until its jobs end."""
-        for item in running:
-            if not math.isfinite(item["mem"]) or item["cores"] <= 0:
-                continue  # written by an older version that believed any hello
-            self.add(user, int(item["job"]), self._node_or_kept(item["node"]),
-                     int(item["cores"]), float(item["mem"]))
-
-    def reconcile(self, user: User, running: list[dict], trust_fit: bool) -> list[int]:
-        """Make the user's allocations the jobs their master says are running, as far as
-        they are believable, and return the jobs left out.
-
-        A job this multiuser granted counts with the node and size it was granted. Any
-        other job counts only if ``trust_fit`` (the multiuser lost its ledger and cannot
-        know what it granted) and it fits on a configured node that is up, in what the
-        jobs before it left free. A job reported twice counts once."""
-        granted = dict(user.jobs)
-        for job in list(user.jobs):
-            self._unaccount(user, job)
-        left_out: list[int] = []
-        others: list[dict] = []
-        for item in running:
-            job = item["job"]
-            entry = granted.pop(job, None)
-            if entry is not None and entry[0] == item["node"]:
-                self.add(user, job, self._node_or_kept(entry[0]), entry[1], entry[2])
-            elif job not in user.jobs:
-                others.append(item)
-            else:
-                left_out.append(job)
-        for item in others:
-            node = self.nodes.get(item["node"])
-            fits = (trust_fit and node is not None and node.up
-                    and node.name in self.configured and item["job"] not in user.jobs
-                    and item["cores"] <= node.free_cores and item["mem"] <= node.free_mem)
-            if fits:
-                self.add(user, item["job"], node, item["cores"], float(item["mem"]))
-            else:
-                left_out.append(item["job"])
-        self._forget_if_gone(user)
-        return left_out
-
-    def _node_or_kept(self, name: str) -> Node:
+    def node_or_kept(self, name: str) -> Node:
         """The node a granted job runs on; one that left the nodes file while the job ran
         is kept, down, until its jobs end."""
         node = self.nodes.get(name)
@@ -305,3 +262,51 @@ class Allocator:
                 grants.append({"job": job, "node": node.name, "address": node.address})
         user.waiting = refused
         return grants, refused
+
+
+# -- what a master reports ---------------------------------------------------------------------
+
+
+def restore(alloc: Allocator, user: User, running: list[dict]) -> None:
+    """Take the user's allocations from the ledger, the multiuser's own record: a node
+    removed meanwhile is kept (down) until its jobs end."""
+    for item in running:
+        if not math.isfinite(item["mem"]) or item["cores"] <= 0:
+            continue  # written by an older version that believed any hello
+        alloc.add(user, int(item["job"]), alloc.node_or_kept(item["node"]),
+                  int(item["cores"]), float(item["mem"]))
+
+
+def reconcile(alloc: Allocator, user: User, running: list[dict], trust_fit: bool) -> list[int]:
+    """Make the user's allocations the jobs their master says are running, as far as
+    they are believable, and return the jobs left out.
+
+    A job this multiuser granted counts with the node and size it was granted. Any
+    other job counts only if ``trust_fit`` (the multiuser lost its ledger and cannot
+    know what it granted) and it fits on a configured node that is up, in what the
+    jobs before it left free. A job reported twice counts once."""
+    granted = dict(user.jobs)
+    for job in list(user.jobs):
+        alloc.unaccount(user, job)
+    left_out: list[int] = []
+    others: list[dict] = []
+    for item in running:
+        job = item["job"]
+        entry = granted.pop(job, None)
+        if entry is not None and entry[0] == item["node"]:
+            alloc.add(user, job, alloc.node_or_kept(entry[0]), entry[1], entry[2])
+        elif job not in user.jobs:
+            others.append(item)
+        else:
+            left_out.append(job)
+    for item in others:
+        node = alloc.nodes.get(item["node"])
+        fits = (trust_fit and node is not None and node.up
+                and node.name in alloc.configured and item["job"] not in user.jobs
+                and item["cores"] <= node.free_cores and item["mem"] <= node.free_mem)
+        if fits:
+            alloc.add(user, item["job"], node, item["cores"], float(item["mem"]))
+        else:
+            left_out.append(item["job"])
+    alloc.forget_if_gone(user)
+    return left_out

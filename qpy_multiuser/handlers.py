@@ -14,9 +14,9 @@ import math
 import time
 from collections.abc import Callable
 
-from qpy import attrs, names
+from qpy import attrs, enrolment, names
 from qpy.server import BadRequest, Denied, Handler, RequestError, Session
-from qpy_multiuser import admin_ops
+from qpy_multiuser import admin_ops, allocator
 from qpy_multiuser.state import ADMIN, Multiuser
 
 log = logging.getLogger("qpy.multiuser")
@@ -25,8 +25,8 @@ MultiuserHandler = Callable[[Multiuser, Session, dict], dict]
 
 
 def _master_only(session: Session) -> None:
-    if session.user == ADMIN:
-        raise Denied("this request is for a user's master, not the admin")
+    if session.user.startswith("@"):  # the admin, or an enrolment code
+        raise Denied(f"this request is for a user's master, not {session.user}")
 
 
 def _allowed(mu: Multiuser, session: Session) -> None:
@@ -93,7 +93,7 @@ def _register(mu: Multiuser, session: Session, running: list[dict], queue_size: 
     session.persistent = True  # a master's link: it may wait for events for days
     user = mu.alloc.user(session.user)
     trust_fit = mu.lost_ledger and user.name not in mu.registered
-    left_out = mu.alloc.reconcile(user, running, trust_fit)
+    left_out = allocator.reconcile(mu.alloc, user, running, trust_fit)
     mu.registered.add(user.name)
     mu.ledger.replace(user.name, user.jobs)
     user.queue = max(0, queue_size)
@@ -113,7 +113,7 @@ def _report_ended(mu: Multiuser, name: str, running: list[dict]) -> None:
     if user is None:
         return
     before = user.used
-    mu.alloc.reconcile(user, running, False)
+    allocator.reconcile(mu.alloc, user, running, False)
     mu.ledger.replace(name, user.jobs)
     if user.used < before:
         mu.changed()
@@ -167,8 +167,26 @@ def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
         mu.flush_wakes()
 
 
+def join(mu: Multiuser, session: Session, msg: dict) -> dict:
+    """A new user's enrolment code (the session's identity ``@join:USER`` proved it):
+    their bundle, once; then the session ends."""
+    user = enrolment.joining(session.user)
+    if user is None:
+        raise Denied("join is served to an enrolment code only (qpy join CODE)")
+    with mu.lock:
+        if not mu.enrolments.use(user):
+            raise Denied(f"the enrolment code of {user} was already used", after=session.drop)
+        why = mu.not_allowed(user)
+        if why is not None:
+            raise Denied(why, after=session.drop)
+        bundle = admin_ops.admit(mu, user)
+    mu.flush_wakes()
+    log.info("%s fetched their key with an enrolment code (%s)", user, session.peer)
+    return {"bundle": bundle, "_after": session.drop}
+
+
 HANDLERS: dict[str, MultiuserHandler] = {"hello": hello, "slots": slots, "status": status,
-                                         "admin": admin}
+                                         "admin": admin, "join": join}
 
 
 def make_table(mu: Multiuser) -> dict[str, Handler]:
@@ -180,10 +198,11 @@ def make_table(mu: Multiuser) -> dict[str, Handler]:
 def _kept(mu: Multiuser, kind: str, handler: MultiuserHandler) -> Handler:
     """``handler`` bound to ``mu``; while saveMessages is on, each request of a master or
     user and its reply (or refusal) is kept for ``variables``. The admin's own commands
-    are not: they are the admin's, and ``adduser`` replies carry a user's key."""
+    are not: they are the admin's, and ``adduser`` replies carry a user's key; nor are
+    enrolments, whose replies carry one too."""
 
     def serve(session: Session, msg: dict) -> dict:
-        if mu.messages is None or session.user == ADMIN:
+        if mu.messages is None or session.user.startswith("@"):  # admin, enrolment
             return handler(mu, session, msg)
         started = time.time()
         try:

@@ -18,12 +18,14 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from qpy import names, paths
+from qpy import enrolment, names, paths
+from qpy.peers import Peer
 from qpy.server import Session
-from qpy_multiuser import monitor, probe
+from qpy_multiuser import allocator, monitor, probe
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.allocator import Allocator
+from qpy_multiuser.enrol import Enrolments
 from qpy_multiuser.ledger import Ledger
 
 log = logging.getLogger("qpy.multiuser")
@@ -50,7 +52,10 @@ class Multiuser:
         self.registered: set[str] = set()  # users whose master said hello since start
         self.ledger = Ledger(home / "ledger.db")
         for name, running in self.ledger.load().items():  # jobs that run on, unreported yet
-            self.alloc.restore(self.alloc.user(name), running)
+            user = self.alloc.user(name)
+            allocator.restore(self.alloc, user, running)
+            if name not in self.allowed:  # removed while their jobs ran: no share
+                self.alloc.leave(user)
         self.masters: dict[str, Session] = {}
         self.epoch = 0
         self.wakes: list[Session] = []
@@ -59,6 +64,7 @@ class Multiuser:
         self.sessions_of: Callable[[str], list[Session]] = lambda user: []  # the server's
         self.messages: deque[dict] | None = None  # kept requests, while saveMessages is on
         self.admin_key = paths.load_or_create_key(home / "admin.key")
+        self.enrolments = Enrolments(home)
         self.address = "127.0.0.1"
         self.stop = lambda: None
         self.monitor = monitor.Monitor(home, self.interval, self.node_report,
@@ -138,18 +144,26 @@ class Multiuser:
 
     # -- identity --------------------------------------------------------------------------
 
-    def key_for(self, user: str) -> bytes | None:
+    def key_for(self, user: str, peer: Peer) -> bytes | None:
         """The key a connecting user must prove; None for anyone without one. A user the
         admin removed keeps their key on file: they can still prove who they are, so
-        they can be told that they are not allowed (``not_allowed``), and nothing else."""
+        they can be told that they are not allowed (``not_allowed``), and nothing else.
+        ``@join:USER`` proves an enrolment code instead (``qpy_multiuser.enrol``)."""
         if user == ADMIN:
             return self.admin_key
+        joiner = enrolment.joining(user)
+        if joiner is not None:
+            return self.enrolments.key(joiner, peer) if names.is_user_name(joiner) else None
         if not names.is_user_name(user):
             return None
         try:
             return paths.read_key(self.home / "keys" / user)
         except (OSError, ValueError):
             return None
+
+    def port(self) -> str:
+        """The port this multiuser listens on, as users' bundles carry it."""
+        return (self.home / "multiuser_connection_port").read_text().strip()
 
     def not_allowed(self, user: str) -> str | None:
         """Why ``user`` may not use the cluster, or None if they may."""

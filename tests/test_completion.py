@@ -144,7 +144,7 @@ def test_script_is_valid_bash_and_registers_all_three_programs():
 def test_first_word_is_a_command():
     assert words("qpy", "") == QPY_COMMANDS
     assert QPY_COMMANDS == ["sub", "check", "kill", "clean", "status", "config", "ctrlQueue",
-                            "notes", "restart", "finish", "tutorial"]
+                            "notes", "restart", "finish", "join", "tutorial"]
     assert words("qpy", "c") == ["check", "clean", "config", "ctrlQueue"]
     assert words("qpy", "ctrlQ") == ["ctrlQueue"]
     assert words("qpy", "-") == ["-h", "--help"]
@@ -331,7 +331,7 @@ def test_question_mark_help_details():
     printed = complete("qpy", "bogus", "?", comp_type=63).printed
     assert printed.startswith("\nqpy: no command 'bogus'\n")
     printed = complete("qpy-access-multiuser.py", "adduser", "?", comp_type=63).printed
-    assert "\nadduser: Allow USER and write their key bundle" in printed
+    assert "\nadduser: Allow USER and print a one-time enrolment code" in printed
     assert "usage: qpy-access-multiuser.py adduser [OPTIONS] USER" in printed
     assert "--out TEXT" in printed
     printed = complete("qpy-admin", "__remove_job", "?", comp_type=63).printed

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import time
 
 import pytest
 from conftest import wait_for
@@ -106,3 +107,107 @@ def test_a_user_who_ran_qpy_alone_first_stays_on_the_cluster(cluster, newcomer):
     assert bundle_bytes(cluster, newcomer) == bundle
     jobs.release_all()
     jobs.wait_finished(first, waiting)
+
+
+# -- 13. enrolment codes -------------------------------------------------------------------------
+
+CODE = re.compile(r"qpy join (\S+)")
+
+
+def issue_code(cluster: Cluster, user: str, *options: str) -> str:
+    """``qpy-admin adduser USER`` as the admin: the one-time code it prints."""
+    out = cluster.admin("adduser", cluster.name(user), *options).stdout
+    found = CODE.search(out)
+    assert found, out
+    return found.group(1)
+
+
+def join(cluster: Cluster, user: str, code: str):
+    return cluster.qpy_as(user, "join", code, check=False)
+
+
+def assert_refused(proc, *words: str) -> None:
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("qpy: ") and proc.stderr.count("\n") == 1, proc.stderr
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+
+
+class MultiuserLog:
+    def __init__(self, cluster: Cluster) -> None:
+        self.path = cluster.admin_home / "multiuser.log"
+        self.start = self.path.stat().st_size
+
+    def text(self) -> str:
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            return f.read().decode(errors="replace")
+
+
+def test_a_new_user_joins_with_a_code_as_the_users_manual_says(cluster, newcomer):
+    """The users' manual, "On a cluster", step by step, by a non-root admin: the admin
+    runs ``qpy-admin adduser``, the user ``qpy join CODE`` (no ~/.qpy yet), and from
+    then on the user's jobs run on the cluster's nodes."""
+    home = cluster.qpy_home(newcomer)
+    assert not home.exists()
+    code = issue_code(cluster, newcomer)
+    proc = join(cluster, newcomer, code)
+    assert proc.returncode == 0, proc.stderr
+    assert "joined" in proc.stdout.lower(), proc.stdout
+    assert home.stat().st_mode & 0o777 == 0o700
+    for name in paths.BUNDLE:
+        assert (home / name).stat().st_mode & 0o777 == 0o600, name
+        assert (home / name).stat().st_uid == cluster.account(newcomer).uid
+    assert paths.read_key(home / paths.BUNDLE[2]) == \
+        paths.read_key(cluster.admin_home / "keys" / cluster.name(newcomer))
+    jobs = Jobs(cluster, newcomer, cluster.workdir(newcomer, "joined"))
+    job = jobs.sub()
+    jobs.wait_started(job)
+    assert jobs.node(job) in CLUSTER_NODES
+    assert json.loads(status(cluster, newcomer).stdout)["allocator"]["kind"] == "cluster"
+    jobs.release_all()
+    jobs.wait_finished(job)
+
+
+def test_a_code_works_once(cluster, newcomer):
+    code = issue_code(cluster, newcomer)
+    assert join(cluster, newcomer, code).returncode == 0
+    assert_refused(join(cluster, newcomer, code), "code")
+
+
+def test_a_wrong_code_is_refused_and_logged(cluster, newcomer):
+    code = issue_code(cluster, newcomer)
+    port, _, secret = code.partition("-")
+    letter = "B" if secret.startswith("A") else "A"
+    wrong = f"{port}-" + "-".join([letter * 5] * 4)
+    log = MultiuserLog(cluster)
+    assert_refused(join(cluster, newcomer, wrong), "code")
+    assert not cluster.qpy_home(newcomer).joinpath(paths.BUNDLE[2]).exists()
+    assert f"@join:{cluster.name(newcomer)}" in log.text(), log.text()
+    assert join(cluster, newcomer, code).returncode == 0  # the right one still works
+
+
+def test_a_code_is_only_for_its_own_user(cluster, newcomer):
+    """Alice, who has an account of her own on the login host, cannot use the
+    newcomer's code (nor get a key in the newcomer's name); the newcomer still can."""
+    code = issue_code(cluster, newcomer)
+    before = bundle_bytes(cluster, "alice")
+    log = MultiuserLog(cluster)
+    assert_refused(join(cluster, "alice", code), "code")
+    assert bundle_bytes(cluster, "alice") == before
+    uid = cluster.account("alice").uid
+    assert f"uid {uid}" in log.text(), log.text()
+    assert join(cluster, newcomer, code).returncode == 0
+
+
+def test_an_expired_code_is_refused(cluster, newcomer):
+    code = issue_code(cluster, newcomer, "--valid", "1s")
+    issued = time.monotonic()
+    wait_for(lambda: time.monotonic() > issued + 1.5, WAIT, "the code to expire")
+    assert_refused(join(cluster, newcomer, code), "code")
+
+
+def test_a_malformed_code_is_bad_input(cluster, newcomer):
+    proc = join(cluster, newcomer, "not-a-code")
+    assert proc.returncode == 2 and proc.stderr.startswith("qpy: "), proc.stderr

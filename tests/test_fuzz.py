@@ -50,7 +50,7 @@ from conftest import Qpy, start_daemons, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qpy import config, paths, selection, wire
+from qpy import config, names, paths, selection, wire
 from qpy.server import RequestError
 from qpy_master import handlers
 from qpy_multiuser import __main__ as mu_main
@@ -66,7 +66,8 @@ MASTER_TYPES = frozenset(handlers.make_table(None, lambda: None))
 MULTIUSER_TYPES = frozenset(mu_handlers.make_table(None))
 # Valid requests that change nothing, so they may be sent valid while fuzzing.
 MASTER_READ_ONLY = {"ping", "check", "status"}
-USER_HARMLESS = {"status", "slots", "admin"}  # slots: no hello on a fuzz connection
+# slots: no hello on a fuzz connection; join: served to an enrolment code only
+USER_HARMLESS = {"status", "slots", "admin", "join"}
 ADMIN_READ_ONLY_OPS = {"status", "variables"}
 
 
@@ -453,6 +454,8 @@ def admin_harmless(msg: dict) -> bool:
         return True
     if command == "saveMessages":
         return not (len(args) == 1 and args[0].lower() in ("true", "false"))
+    if command == "enrol":
+        return not (len(args) == 2 and names.is_user_name(args[0]))
     if command in ("adduser", "removeuser", "__user"):
         try:
             admin_ops._user_arg(args, command)

@@ -1,4 +1,4 @@
-"""The daemons behind qpy: status, restart, finish."""
+"""The daemons behind qpy: status, restart, finish (and what ``qpy join`` uses of them)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def status(as_json: bool) -> None:
     echo(status_view.render(reply["users"], reply["nodes"]))
 
 
-def _stop_master() -> bool:
+def stop_master() -> bool:
     """Ask a running master to stop and wait until its lock is free; False if none ran."""
     import fcntl
     import os
@@ -50,14 +50,14 @@ def _stop_master() -> bool:
 def restart() -> None:
     """Stop the master if it runs and start a new one; running jobs are kept."""
     current().local_only()
-    _stop_master()
+    stop_master()
     from qpy import client, paths
 
     client.start_master(paths.ensure_private_dir(paths.qpy_home()))
     echo("qpy-master started.\n")
 
 
-def _stop_personal_multiuser() -> bool:
+def stop_personal_multiuser() -> bool:
     """Stop the user's personal multiuser (the embedded default) if it runs and no master
     uses it any more; whether it was stopped. The master that just stopped may not have
     been seen leaving yet, so a refusal for that reason is asked again for a moment."""
@@ -90,7 +90,7 @@ def finish() -> None:
     """Stop the master, and the personal multiuser if no master uses it; running jobs
     go on and are found again at the next start."""
     current().local_only()
-    if not _stop_master():
+    if not stop_master():
         echo("qpy-master is not running.\n")
-    if _stop_personal_multiuser():
+    if stop_personal_multiuser():
         echo("Stopping the personal multiuser.\n")
