@@ -655,6 +655,22 @@ class Cluster:
         return path
 
 
+class LogTail:
+    """What a daemon's log gains from now on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.start = path.stat().st_size
+
+    def text(self) -> str:
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            return f.read().decode(errors="replace")
+
+    def lines(self) -> list[str]:
+        return self.text().splitlines()
+
+
 def _pid_file(path: Path) -> int | None:
     try:
         pid = int(path.read_text())

@@ -15,7 +15,7 @@ import time
 
 import pytest
 from conftest import wait_for
-from multiuser import WAIT, Cluster, Jobs, started_cluster, unavailable
+from multiuser import WAIT, Cluster, Jobs, LogTail, started_cluster, unavailable
 
 from qpy import paths
 
@@ -134,17 +134,6 @@ def assert_refused(proc, *words: str) -> None:
         assert word in proc.stderr, proc.stderr
 
 
-class MultiuserLog:
-    def __init__(self, cluster: Cluster) -> None:
-        self.path = cluster.admin_home / "multiuser.log"
-        self.start = self.path.stat().st_size
-
-    def text(self) -> str:
-        with open(self.path, "rb") as f:
-            f.seek(self.start)
-            return f.read().decode(errors="replace")
-
-
 def test_a_new_user_joins_with_a_code_as_the_users_manual_says(cluster, newcomer):
     """The users' manual, "On a cluster", step by step, by a non-root admin: the admin
     runs ``qpy-admin adduser``, the user ``qpy join CODE`` (no ~/.qpy yet), and from
@@ -181,7 +170,7 @@ def test_a_wrong_code_is_refused_and_logged(cluster, newcomer):
     port, _, secret = code.partition("-")
     letter = "B" if secret.startswith("A") else "A"
     wrong = f"{port}-" + "-".join([letter * 5] * 4)
-    log = MultiuserLog(cluster)
+    log = LogTail(cluster.admin_home / "multiuser.log")
     assert_refused(join(cluster, newcomer, wrong), "code")
     assert not cluster.qpy_home(newcomer).joinpath(paths.BUNDLE[2]).exists()
     assert f"@join:{cluster.name(newcomer)}" in log.text(), log.text()
@@ -193,7 +182,7 @@ def test_a_code_is_only_for_its_own_user(cluster, newcomer):
     newcomer's code (nor get a key in the newcomer's name); the newcomer still can."""
     code = issue_code(cluster, newcomer)
     before = bundle_bytes(cluster, "alice")
-    log = MultiuserLog(cluster)
+    log = LogTail(cluster.admin_home / "multiuser.log")
     assert_refused(join(cluster, "alice", code), "code")
     assert bundle_bytes(cluster, "alice") == before
     uid = cluster.account("alice").uid

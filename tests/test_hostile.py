@@ -17,7 +17,15 @@ import os
 
 import pytest
 from conftest import wait_for
-from multiuser import HOLD_PROBE, WAIT, Cluster, Jobs, started_cluster, unavailable
+from multiuser import (
+    HOLD_PROBE,
+    WAIT,
+    Cluster,
+    Jobs,
+    LogTail,
+    started_cluster,
+    unavailable,
+)
 
 REASON = unavailable()
 if REASON and not os.environ.get("CI"):
@@ -239,19 +247,12 @@ def others_are_served(cluster: Cluster, work) -> None:
     alice.wait_finished(job)
 
 
-class LogGrowth:
-    def __init__(self, cluster: Cluster) -> None:
-        self.path = cluster.admin_home / "multiuser.log"
-        self.start = self.path.stat().st_size
-
-    def lines(self) -> list[str]:
-        with open(self.path, "rb") as f:
-            f.seek(self.start)
-            return f.read().decode(errors="replace").splitlines()
+def multiuser_log(cluster: Cluster) -> LogTail:
+    return LogTail(cluster.admin_home / "multiuser.log")
 
 
 def test_idle_connections_with_a_users_own_key_lock_nobody_out(cluster, work):
-    log = LogGrowth(cluster)
+    log = multiuser_log(cluster)
     proc, first = hold(cluster, "mallory", "auth", 520)
     try:
         others_are_served(cluster, work)
@@ -262,7 +263,7 @@ def test_idle_connections_with_a_users_own_key_lock_nobody_out(cluster, work):
 
 
 def test_connections_without_a_key_lock_nobody_out(cluster, work):
-    log = LogGrowth(cluster)
+    log = multiuser_log(cluster)
     proc, first = hold(cluster, "mallory", "silent", 520)
     try:
         others_are_served(cluster, work)
@@ -298,7 +299,7 @@ def test_an_idle_session_that_is_not_a_masters_link_is_ended(cluster):
 def test_a_flood_of_refused_hellos_does_not_flood_the_log(cluster):
     """Thousands of hellos for made-up users, each refused: the log keeps a few lines
     and says how many more there were."""
-    log = LogGrowth(cluster)
+    log = multiuser_log(cluster)
     steps = [{"connect": {"claim": f"nobody{i}", "key": "00" * 32}} for i in range(2000)]
     results = cluster.wire_as("mallory", steps, timeout=600)
     assert all("refused" in r for r in results), results[:3]
