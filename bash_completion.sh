@@ -161,7 +161,7 @@ __qpy_complete() {  # PROG: complete COMP_WORDS[COMP_CWORD] for program PROG
 __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
     case $1 in
         '')
-            commands='sub check kill clean requeue wait log history status config ctrlQueue notes restart finish tutorial'
+            commands='sub check kill clean requeue wait log history status config ctrlQueue notes restart finish join tutorial'
             hidden=''
             opts='-h --help'
             ;;
@@ -231,6 +231,11 @@ __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
             interspersed=1
             ;;
         'finish')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'join')
             opts='-h --help'
             valopts=''
             interspersed=1
@@ -328,8 +333,11 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
         'finish')
             :
             ;;
+        'join')
+            :  # the enrolment code: nothing to offer
+            ;;
         'tutorial')
-            if (( n == 0 )); then __qpy_words 'sub check kill clean requeue wait log history status config ctrlQueue notes restart finish tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; fi
+            if (( n == 0 )); then __qpy_words 'sub check kill clean requeue wait log history status config ctrlQueue notes restart finish join tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; fi
             ;;
     esac
     return 0
@@ -358,7 +366,8 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '  ctrlQueue  Pause or continue the queue, or jump jobs to run after...' \
                 '  notes      List jobs with notes, show a job'\''s notes, or add TEXT as...' \
                 '  restart    Stop the master if it runs and start a new one; running...' \
-                '  finish     Stop the master; running jobs go on and are found again...' \
+                '  finish     Stop the master, and the personal multiuser if no master...' \
+                '  join       Fetch your key for the cluster with the enrolment code...' \
                 '  tutorial   Show the manual, at the first place KEYWORD appears.' \
                 'Help on one command: '"$2"' COMMAND ? <TAB><TAB>'
             ;;
@@ -450,9 +459,14 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 'More: '"$2"' restart --help; qpy tutorial '\''restart'\'
             ;;
         'finish')
-            __qpy_say 'finish: Stop the master; running jobs go on and are found again at the next start.' \
+            __qpy_say 'finish: Stop the master, and the personal multiuser if no master uses it; running jobs go on and are found again at the next start.' \
                 'usage: '"$2"' finish [OPTIONS]' \
                 'More: '"$2"' finish --help; qpy tutorial '\''finish'\'
+            ;;
+        'join')
+            __qpy_say 'join: Fetch your key for the cluster with the enrolment code your qpy admin gave you.' \
+                'usage: '"$2"' join [OPTIONS] CODE' \
+                'More: '"$2"' join --help; qpy tutorial '\''join'\'
             ;;
         'tutorial')
             __qpy_say 'tutorial: Show the manual, at the first place KEYWORD appears.' \
@@ -474,7 +488,8 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '  ctrlQueue  Pause or continue the queue, or jump jobs to run after...' \
                 '  notes      List jobs with notes, show a job'\''s notes, or add TEXT as...' \
                 '  restart    Stop the master if it runs and start a new one; running...' \
-                '  finish     Stop the master; running jobs go on and are found again...' \
+                '  finish     Stop the master, and the personal multiuser if no master...' \
+                '  join       Fetch your key for the cluster with the enrolment code...' \
                 '  tutorial   Show the manual, at the first place KEYWORD appears.' \
                 'Help on one command: '"$2"' COMMAND ? <TAB><TAB>'
             ;;
@@ -506,8 +521,8 @@ __qpy_spec_admin() {  # COMMAND ('' for the group): set the words to offer
             interspersed=1
             ;;
         'adduser')
-            opts='--out -h --help'
-            valopts='--out'
+            opts='--valid --out -h --help'
+            valopts='--valid --out'
             interspersed=1
             ;;
         'distribute')
@@ -614,7 +629,7 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
         '')
             __qpy_say "$2"': Administer the qpy multiuser (needs the admin key).' \
                 'usage: '"$2"' COMMAND [ARGS]...' \
-                '  adduser       Allow USER and write their key bundle, to be placed in...' \
+                '  adduser       Allow USER and print a one-time enrolment code for '\''qpy...' \
                 '  distribute    Reload allowed_users and distribution_rules; reshare.' \
                 '  finish        Stop the multiuser (running jobs go on); returns when it...' \
                 '  nodes         Reload the nodes file.' \
@@ -641,9 +656,12 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
                 'More: '"$2"' __user --help; qpy tutorial '\''repair commands'\'
             ;;
         'adduser')
-            __qpy_say 'adduser: Allow USER and write their key bundle, to be placed in their ~/.qpy/.' \
+            __qpy_say 'adduser: Allow USER and print a one-time enrolment code for '\''qpy join'\''.' \
                 'usage: '"$2"' adduser [OPTIONS] USER' \
-                '  --out TEXT  Directory for the key bundle (default ./qpy-bundle-USER).' \
+                '  --valid TEXT  How long the enrolment code works (s, m, h or d).  [default:' \
+                '                24h]' \
+                '  --out TEXT    Write the key bundle into this directory instead of printing a' \
+                '                code.' \
                 'More: '"$2"' adduser --help; qpy tutorial '\''qpy-admin adduser'\'
             ;;
         'distribute')
@@ -688,7 +706,7 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
             ;;
         *)
             __qpy_say "$2"': no command '\'"$1"\' \
-                '  adduser       Allow USER and write their key bundle, to be placed in...' \
+                '  adduser       Allow USER and print a one-time enrolment code for '\''qpy...' \
                 '  distribute    Reload allowed_users and distribution_rules; reshare.' \
                 '  finish        Stop the multiuser (running jobs go on); returns when it...' \
                 '  nodes         Reload the nodes file.' \

@@ -15,7 +15,7 @@ import sys
 import click
 
 from qpy.client import ClientError
-from qpy.commands import daemons, help, jobs, queue, runs, settings
+from qpy.commands import cluster, daemons, help, jobs, queue, runs, settings
 from qpy.commands.common import CONTEXT
 from qpy.invocation import Invocation, RunLocally, using
 
@@ -35,7 +35,7 @@ def cli() -> None:
 for _command in (jobs.sub, jobs.check, jobs.kill, jobs.clean,
                  runs.requeue, runs.wait, runs.log, runs.history, daemons.status,
                  settings.config, queue.ctrl_queue, settings.notes, daemons.restart,
-                 daemons.finish, help.tutorial, help.complete):
+                 daemons.finish, cluster.join, help.tutorial, help.complete):
     cli.add_command(_command)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from qpy import paths
+from qpy import lograte, paths
 from qpy.server import Server
 from qpy.spawn import report_ready as report
 
@@ -38,6 +38,8 @@ def run(name: str, home: str | os.PathLike, log_name: str, lock_name: str, pid_n
     home = Path(paths.ensure_private_dir(home))
     logging.basicConfig(filename=home / log_name, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        lograte.install(handler)
     _lock = _lock_or_exit(home / lock_name, ready_fd)  # held until the process exits
     server, shutdown = _start_or_exit(name, home, start, ready_fd)
     gc.freeze()  # what start-up built lives as long as the process: keep it out of GC passes

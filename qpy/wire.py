@@ -71,6 +71,8 @@ SCHEMAS: dict[str, Schema] = {
     "slots": {"release": "[int]", "want": "[dict]", "queue_size": "int"},
     # admin -> multiuser
     "admin": {"command": "str", "args": "[str]"},
+    # a new user's enrolment code -> multiuser (qpy join)
+    "join": {},
 }
 
 # The records replies are made of.
@@ -109,16 +111,17 @@ REPLIES: dict[str, Schema] = {
     "config": {"settings": "dict="},
     "ctrl": {},
     "notes": {},
-    "status": {"users": "[user]", "nodes": "[node]"},
+    "status": {"users": "[user]", "nodes": "[node]", "allocator": "{str}="},
     "finish": {},
     "wait": {"jobs": "[job]", "pending": "[int]"},
     "history": {"table": "str=", "runs_json": "str="},  # the text qpy history prints
     "requeue": {"requeued": "[int]"},
     "cli": {"exit": "int=", "out": "str=", "err": "str=", "local": "bool="},
-    "hello": {"nodes": "[node]"},
+    "hello": {"nodes": "[node]", "unaccounted": "[int]="},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool"},
     "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
-              "nodes": "[node]="},
+              "nodes": "[node]=", "code": "str="},
+    "join": {"bundle": "{str}"},
 }
 
 # Events: frames without "re", pushed on a master's connection to the multiuser (wake,
@@ -237,8 +240,10 @@ def error_reply(text: str, re: object = None, code: str = "refused") -> dict:
     return reply
 
 
-def tune_socket(conn: Connection, timeout: float | None) -> None:
-    """TCP_NODELAY (else Nagle + delayed ACK cost ~40 ms per exchange) and I/O timeouts.
+def tune_socket(conn: Connection, timeout: float | None,
+                send: float | None | str = "same") -> None:
+    """TCP_NODELAY (else Nagle + delayed ACK cost ~40 ms per exchange) and I/O timeouts
+    (None: none), for sends the same as for reads unless ``send`` says otherwise.
 
     The timeouts make a silent peer fail its read instead of holding a thread forever.
     """
@@ -246,22 +251,11 @@ def tune_socket(conn: Connection, timeout: float | None) -> None:
     try:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        secs = 0.0 if timeout is None else timeout
-        tv = struct.pack("ll", int(secs), int((secs % 1) * 1_000_000))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
-    finally:
-        sock.detach()
-
-
-def peer_uid(conn: Connection) -> int | None:
-    """The Unix uid of an AF_UNIX peer (None for TCP), checked before any key exchange."""
-    sock = socket.socket(fileno=conn.fileno())
-    try:
-        if sock.family != socket.AF_UNIX:
-            return None
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return struct.unpack("3i", creds)[1]
+        for option, secs in ((socket.SO_RCVTIMEO, timeout),
+                             (socket.SO_SNDTIMEO, timeout if send == "same" else send)):
+            secs = 0.0 if secs is None else float(secs)
+            tv = struct.pack("ll", int(secs), int((secs % 1) * 1_000_000))
+            sock.setsockopt(socket.SOL_SOCKET, option, tv)
     finally:
         sock.detach()
 

@@ -11,17 +11,19 @@ import time
 from pathlib import Path
 
 from qpy import config
-from qpy.server import BadRequest, NotFound, RequestError, Session
+from qpy.server import BadRequest, Denied, NotFound, RequestError, Session, Unreachable
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
-from qpy_master import command_server, run_handlers, submit
+from qpy_master import command_server, embedded, run_handlers, submit
 from qpy_master.handler_args import plural
 from qpy_master.handler_args import selection_of as _selection
 from qpy_master.master import Master
+from qpy_master.multiuser_link import LinkDown
 
 
 def sub(m: Master, s: Session, msg: dict) -> dict:
     if not m.nodes:  # a fresh master: learn the nodes first, so impossible jobs are refused
-        m.link.wait_up(10.0)
+        m.link.wait_settled(10.0)
+    _refuse_if_removed(m, " (jobs already queued wait until access returns)")
     with m.lock:
         job = submit.new_job(msg, m.settings, m.nodes)
         copy = msg["copy"] if msg["copy"] is not None else m.settings["copyScripts"]
@@ -153,10 +155,28 @@ def notes(m: Master, s: Session, msg: dict) -> dict:
     return {"text": "Note stored.\n"}
 
 
+def _refuse_if_removed(m: Master, what: str = "") -> None:
+    """Denied, with the multiuser's reason, while it refuses this user."""
+    if m.link.refusal:
+        raise Denied(f"{m.link.refusal}{what}")
+
+
 def status(m: Master, s: Session, msg: dict) -> dict:
-    reply = m.status()
+    """The multiuser's status as it answers, and which multiuser it is; Unreachable
+    when it cannot answer."""
+    m.link.wait_settled(10.0)  # a fresh master may still be connecting
+    _refuse_if_removed(m)
+    allocator = embedded.describe(m.home, m.user)
+    which = ("the cluster's multiuser at " + allocator["address"]
+             if allocator["kind"] == "cluster" else "the personal multiuser")
+    try:
+        reply = m.link.request({"type": "status"}, timeout=10.0)
+    except LinkDown as exc:
+        raise Unreachable(f"{which} is not reachable: {exc}") from None
+    if not reply.get("ok"):
+        raise Unreachable(reply.get("error") or f"{which} refused the status request")
     reply.pop("re", None)
-    return reply
+    return {**reply, "allocator": allocator}
 
 
 def ping(m: Master, s: Session, msg: dict) -> dict:

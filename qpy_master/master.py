@@ -20,11 +20,10 @@ from pathlib import Path
 
 from qpy import config, timetext, trace
 from qpy.model import Job
-from qpy.server import Unreachable
 from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
 from qpy_master.launcher_link import LauncherGone
 from qpy_master.launcher_pool import LauncherPool
-from qpy_master.multiuser_link import LinkDown, MultiuserLink
+from qpy_master.multiuser_link import MultiuserLink
 from qpy_master.records import Records
 from qpy_master.scheduler import Scheduler
 from qpy_master.store import Store
@@ -125,6 +124,9 @@ class Master:
                 for j in self.records.running.values()]}
 
     def _on_hello(self, reply: dict) -> None:
+        if reply.get("unaccounted"):
+            log.warning("the multiuser does not count running jobs %s: it did not grant them "
+                        "or they do not fit its nodes", reply["unaccounted"])
         self._set_nodes(reply.get("nodes") or [])
 
     def _on_event(self, event: dict) -> None:
@@ -279,14 +281,3 @@ class Master:
     def kill_running(self, job: Job) -> None:
         self.records.update(job, kill_requested=True)
         self._send(job, {"op": "kill", "job": job.id})
-
-    def status(self) -> dict:
-        """The multiuser's status as it answers; Unreachable when it cannot."""
-        self.link.wait_up(10.0)  # a fresh master may still be connecting
-        try:
-            reply = self.link.request({"type": "status"}, timeout=10.0)
-        except LinkDown as exc:
-            raise Unreachable(f"the multiuser is not reachable: {exc}") from None
-        if not reply.get("ok"):
-            raise Unreachable(reply.get("error") or "the multiuser refused the status request")
-        return reply

@@ -2,8 +2,13 @@
 
 Requests carry an ``id`` and wait for the reply with that ``re``; frames without ``re`` are
 events the multiuser pushes (``wake`` when cores free up, ``nodes`` when the cluster
-changes). On every (re)connection the master registers with ``hello`` and its running jobs,
-which is how the multiuser's allocations are reconciled with reality.
+changes, ``bye`` when the admin removed this user). On every (re)connection the master
+registers with ``hello`` and its running jobs, which is how the multiuser's allocations
+are reconciled with reality.
+
+A multiuser that refuses this user (the admin removed them, or it does not know their
+key) is a ``refusal``: the link keeps trying, so access comes back by itself, and the
+master refuses new jobs with that reason meanwhile.
 """
 
 from __future__ import annotations
@@ -12,10 +17,15 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
+from multiprocessing import AuthenticationError
 
 from qpy import wire
+from qpy.server import shut
 
 log = logging.getLogger("qpy.master.link")
+REFUSED_RETRY = 10.0  # seconds between attempts while the multiuser refuses this user
+KEY_REFUSED = ("the cluster's multiuser does not accept your key "
+               "(multiuser_connection_conn_key): ask your qpy admin for a new one")
 
 
 class LinkDown(Exception):
@@ -36,7 +46,9 @@ class MultiuserLink:
         self._pending: dict[int, Callable[[dict | None], None]] = {}
         self._lock = threading.Lock()
         self._up = threading.Event()
+        self._settled = threading.Event()  # registered or refused: the answer is known
         self._closed = threading.Event()
+        self.refusal: str | None = None  # why the multiuser refuses this user, if it does
         threading.Thread(target=self._run, name="multiuser-link", daemon=True).start()
 
     @property
@@ -45,6 +57,16 @@ class MultiuserLink:
 
     def wait_up(self, timeout: float) -> bool:
         return self._up.wait(timeout)
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait until the multiuser has registered or refused this master."""
+        return self._settled.wait(timeout)
+
+    def _refused(self, why: str) -> None:
+        if why != self.refusal:
+            log.error("the multiuser refuses this user: %s", why)
+        self.refusal = why
+        self._settled.set()
 
     def request(self, msg: dict, timeout: float = 30.0) -> dict:
         """Send a request and wait for its reply; raises LinkDown when disconnected."""
@@ -94,13 +116,17 @@ class MultiuserLink:
         self._closed.set()
         conn = self._conn
         if conn is not None:
-            conn.close()
+            shut(conn)
 
     def _run(self) -> None:
         delay = 0.05
         while not self._closed.is_set():
             try:
                 conn = self._connect()
+            except AuthenticationError:
+                self._refused(KEY_REFUSED)
+                self._closed.wait(REFUSED_RETRY)
+                continue
             except Exception as exc:
                 log.warning("cannot reach the multiuser: %s", exc)
                 self._closed.wait(delay)
@@ -116,17 +142,22 @@ class MultiuserLink:
         try:
             reply = self._wait(conn, self._hello(), 30.0)
             if not reply.get("ok"):
-                log.error("the multiuser refused this master: %s", reply.get("error"))
-                conn.close()
-                self._closed.wait(5.0)
+                if reply.get("code") == "denied":
+                    self._refused(str(reply.get("error")))
+                else:
+                    log.error("the multiuser refused this master: %s", reply.get("error"))
+                shut(conn)
+                self._closed.wait(REFUSED_RETRY)
             else:
+                self.refusal = None
                 self._on_hello(reply)
                 self._up.set()
+                self._settled.set()
                 log.info("registered with the multiuser")
                 self._on_event({"type": "wake"})  # requests may be sent from now on
         except LinkDown as exc:
             log.warning("registration failed: %s", exc)
-            conn.close()
+            shut(conn)
         reader.join()
         self._up.clear()
         self._conn = None
@@ -136,6 +167,9 @@ class MultiuserLink:
             while True:
                 msg = wire.decode(conn.recv_bytes(wire.MAX_MESSAGE))
                 re = msg.get("re")
+                if re is None and msg.get("type") == "bye":
+                    self._refused(str(msg.get("reason") or "the multiuser ended this link"))
+                    break
                 if re is None:
                     self._on_event(msg)
                     continue
@@ -148,8 +182,9 @@ class MultiuserLink:
                 log.warning("multiuser connection lost: %s", exc)
         finally:
             self._up.clear()
-            conn.close()
+            conn.close()  # only here: the reader is the one thread still using it
             with self._lock:
                 waiting, self._pending = list(self._pending.values()), {}
             for on_reply in waiting:
                 on_reply(None)
+

@@ -8,7 +8,7 @@ import os
 import re
 
 import pytest
-from conftest import on_tty
+from conftest import NODE, on_tty
 
 LINE = re.compile(r"^(\d+) \((\w+)[,)]", re.MULTILINE)
 
@@ -161,7 +161,7 @@ def test_json_records(qpy):
     assert record["command"] == "sh -c 'exit 3'"
     assert record["cwd"] == os.path.realpath(qpy.work)
     assert record["exit_code"] == 3
-    assert record["node"] == "localhost"
+    assert record["node"] == NODE
     assert (record["n_cores"], record["mem"]) == (1, 5.0)
 
 
@@ -208,7 +208,7 @@ def test_default_format(qpy):
     qpy.wait_status(job)
     work = os.path.realpath(qpy.work)
     assert qpy.run("check").stdout == \
-        f"{job} (done):echo 'hi  there' (on localhost; wd: {work})\n"
+        f"{job} (done):echo 'hi  there' (on {NODE}; wd: {work})\n"
 
 
 def test_default_format_of_queued_job(qpy):

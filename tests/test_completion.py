@@ -145,7 +145,7 @@ def test_first_word_is_a_command():
     assert words("qpy", "") == QPY_COMMANDS
     assert QPY_COMMANDS == ["sub", "check", "kill", "clean", "requeue", "wait", "log",
                             "history", "status", "config", "ctrlQueue", "notes", "restart",
-                            "finish", "tutorial"]
+                            "finish", "join", "tutorial"]
     assert words("qpy", "c") == ["check", "clean", "config", "ctrlQueue"]
     assert words("qpy", "ctrlQ") == ["ctrlQueue"]
     assert words("qpy", "-") == ["-h", "--help"]
@@ -341,7 +341,7 @@ def test_question_mark_help_details():
     printed = complete("qpy", "bogus", "?", comp_type=63).printed
     assert printed.startswith("\nqpy: no command 'bogus'\n")
     printed = complete("qpy-access-multiuser.py", "adduser", "?", comp_type=63).printed
-    assert "\nadduser: Allow USER and write their key bundle" in printed
+    assert "\nadduser: Allow USER and print a one-time enrolment code" in printed
     assert "usage: qpy-access-multiuser.py adduser [OPTIONS] USER" in printed
     assert "--out TEXT" in printed
     printed = complete("qpy-admin", "__remove_job", "?", comp_type=63).printed

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import on_tty, wait_for
+from conftest import NODE, on_tty, wait_for
 
 DEFAULT_FMT_SHOWN = "%j (%s%o):%c (on %n; wd: %d)\\n"
 STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
@@ -98,7 +98,7 @@ def test_check_fmt_default_restores(qpy):
     assert proc.stdout == ("Check pattern restored to the default value: "
                            f"'{DEFAULT_FMT_SHOWN}'.\n")
     work = os.path.realpath(qpy.work)
-    assert qpy.run("check").stdout == f"{job} (done):true (on localhost; wd: {work})\n"
+    assert qpy.run("check").stdout == f"{job} (done):true (on {NODE}; wd: {work})\n"
 
 
 def test_check_fmt_tab_and_several_lines(qpy):
@@ -126,11 +126,11 @@ def test_every_placeholder_for_a_finished_job(qpy):
     assert values["%s"] == "done"
     assert values["%c"] == "sh -c 'exit 3'"
     assert values["%d"] == os.path.realpath(qpy.work)
-    assert values["%n"] == "localhost"
+    assert values["%n"] == NODE
     assert values["%N"] == "2"
     assert values["%m"] == "1.5"
     assert values["%a"] == "localhost"
-    assert values["%A"] == "localhost"
+    assert values["%A"] == NODE
     assert re.fullmatch(r"\d+:\d\d:\d\d", values["%R"])
     assert values["%Q"] == stamp(record["t_queue"])
     assert values["%S"] == stamp(record["t_start"])

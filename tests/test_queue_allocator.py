@@ -9,6 +9,7 @@ import pytest
 from qpy.model import Job
 from qpy.states import QUEUE
 from qpy_master.queue import MAX_SHAPES, PER_SHAPE, JobQueue
+from qpy_multiuser import allocator
 from qpy_multiuser.allocator import Allocator
 from qpy_multiuser.nodes import Node
 from qpy_multiuser.rules import Extra, Rules
@@ -415,8 +416,9 @@ def test_reconcile_replaces_allocations_exactly():
     u, other = a.user("u"), a.user("other")
     a.request(u, [want(1, 2, cores=2, mem=4.0)], 2)
     a.request(other, [want(50, mem=1.0)], 1)
-    a.reconcile(u, [{"job": 7, "node": "n2", "cores": 3, "mem": 5.0},
-                    {"job": 8, "node": "n1", "cores": 1, "mem": 2.5}])
+    left_out = allocator.reconcile(a, u, [{"job": 7, "node": "n2", "cores": 3, "mem": 5.0},
+                               {"job": 8, "node": "n1", "cores": 1, "mem": 2.5}], True)
+    assert left_out == []
     assert u.jobs == {7: ("n2", 3, 5.0), 8: ("n1", 1, 2.5)}
     assert u.used == 4
     assert other.jobs == {50: (other.jobs[50][0], 1, 1.0)}  # untouched
@@ -426,20 +428,63 @@ def test_reconcile_replaces_allocations_exactly():
     expected[other_node] = (expected[other_node][0] + 1, expected[other_node][1] + 1.0)
     assert used == expected
     check_consistent(a)
-    a.reconcile(u, [])
+    allocator.reconcile(a, u, [], False)
     assert u.jobs == {} and u.used == 0
     check_consistent(a)
 
 
-def test_reconcile_onto_unknown_node_keeps_accounting():
+def test_reconcile_believes_only_what_was_granted():
+    a = alloc_of(node("n1", 4, mem=8.0), node("n2", 2, mem=4.0))
+    u = a.user("u")
+    grants, _ = a.request(u, [want(1, cores=2, mem=3.0)], 1)
+    where = grants[0]["node"]
+    claims = [{"job": 1, "node": where, "cores": 4, "mem": 8.0},  # granted: 2 cores, 3 GB
+              {"job": 1, "node": where, "cores": 1, "mem": 1.0},  # the same job again
+              {"job": 2, "node": "n1", "cores": 1, "mem": 1.0},  # never granted
+              {"job": 3, "node": "nowhere", "cores": 1, "mem": 1.0}]
+    assert allocator.reconcile(a, u, claims, False) == [1, 2, 3]
+    assert u.jobs == {1: (where, 2, 3.0)} and u.used == 2
+    assert set(a.nodes) == {"n1", "n2"}
+    check_consistent(a)
+
+
+def test_reconcile_without_a_ledger_believes_what_fits():
+    """A multiuser that lost its ledger accounts reported jobs that fit on a real node,
+    in report order; not one beyond a node's cores or memory, nor on an unknown node."""
+    a = alloc_of(node("n1", 4, mem=8.0), node("n2", 2, mem=4.0))
+    u = a.user("u")
+    claims = [{"job": 1, "node": "n1", "cores": 3, "mem": 2.0},
+              {"job": 2, "node": "n1", "cores": 2, "mem": 1.0},  # 5 cores > 4
+              {"job": 3, "node": "n2", "cores": 1, "mem": 5.0},  # 5 GB > 4
+              {"job": 4, "node": "n2", "cores": 1_000_000, "mem": 1.0},
+              {"job": 5, "node": "fake", "cores": 1, "mem": 1.0},
+              {"job": 6, "node": "n2", "cores": 2, "mem": 4.0}]
+    assert allocator.reconcile(a, u, claims, True) == [2, 3, 4, 5]
+    assert u.jobs == {1: ("n1", 3, 2.0), 6: ("n2", 2, 4.0)}
+    assert set(a.nodes) == {"n1", "n2"}
+    check_consistent(a)
+
+
+def test_restore_from_the_ledger_keeps_a_removed_node():
     a = alloc_of(node("n1", 4))
     u = a.user("u")
-    a.reconcile(u, [{"job": 3, "node": "gone", "cores": 2, "mem": 1.0}])
-    assert u.used == 2 and u.jobs[3][0] == "gone"
+    allocator.restore(a, u, [{"job": 3, "node": "gone", "cores": 2, "mem": 1.0},
+                  {"job": 4, "node": "n1", "cores": 1, "mem": float("inf")}])
+    assert u.used == 2 and u.jobs == {3: ("gone", 2, 1.0)}
     assert a.nodes["gone"].up is False
     assert a.total_cores == 4  # a down node adds no capacity
     a.remove(u, 3)
     assert "gone" not in a.nodes
+
+
+def test_a_granted_job_on_a_removed_node_is_still_believed():
+    a = alloc_of(node("n1", 4), node("n2", 4))
+    u = a.user("u")
+    a.add(u, 1, a.nodes["n2"], 2, 1.0)
+    a.set_nodes({"n1": node("n1", 4)})
+    claim = [{"job": 1, "node": "n2", "cores": 2, "mem": 1.0}]
+    assert allocator.reconcile(a, u, claim, False) == []
+    assert u.jobs == {1: ("n2", 2, 1.0)} and a.nodes["n2"].up is False
 
 
 def test_set_nodes_keeps_running_jobs_and_drains_removed_node():
@@ -493,3 +538,21 @@ def test_explicit_rules_in_allocator():
                                                              "u2": Extra(None, percent=50.0)}))
     u1, u2, u3 = a.user("u1"), a.user("u2"), a.user("u3")
     assert [(u.minimum, u.extra) for u in (u1, u2, u3)] == [(0, 6), (0, 12), (0, 2)]
+
+
+def test_a_removed_user_has_no_share_and_is_forgotten_when_their_jobs_end():
+    a = alloc_of(node("n1", 4), node("n2", 4))
+    u, other = a.user("u"), a.user("other")
+    a.request(u, [want(1, 2)], 2)
+    a.leave(u)
+    assert (u.minimum, u.extra, u.queue) == (0, 0, 0)
+    assert other.share == 8 and u.used == 2  # its running jobs stay counted
+    grants, refused = a.request(u, [want(3)], 1)
+    assert grants == [] and refused  # removed: nothing new, not even idle cores
+    assert allocator.reconcile(a, u, [{"job": 1, "node": u.jobs[1][0], "cores": 1, "mem": 1.0}],
+                       False) == []
+    assert "u" in a.users and u.used == 1  # one of its jobs ended
+    a.remove(u, 1)
+    assert "u" not in a.users
+    check_consistent(a)
+    assert a.user("u").share == 4  # admitted again: a member with a share

@@ -15,8 +15,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 
-from conftest import job_processes, pid_alive, supervisors, wait_for
+from conftest import job_processes, pid_alive, start_daemons, supervisors, wait_for
+
+from qpy import paths, wire
 
 CORES = len(os.sched_getaffinity(0))
 
@@ -99,14 +102,16 @@ def assert_all_ran_once_and_done(qpy, ids: list[int]) -> None:
 # -- finish --------------------------------------------------------------------------------
 
 
-def test_finish_stops_the_master(qpy):
-    qpy.run("check")
-    pid = qpy.pid("master")
-    assert pid
+def test_finish_stops_the_master_and_the_personal_multiuser(qpy):
+    """On a single machine nothing is left running after ``qpy finish``: the personal
+    multiuser stops too, since no master uses it (issue 12 item 12)."""
+    pid, multiuser = start_daemons(qpy)
+    assert pid and multiuser
     proc = qpy.run("finish")
-    assert proc.stdout == "Stopping qpy-master driver.\n"
+    assert proc.stdout == "Stopping qpy-master driver.\nStopping the personal multiuser.\n"
     wait_for(lambda: not pid_alive(pid), what="the master to exit")
-    assert qpy.pid("master") is None
+    wait_for(lambda: not pid_alive(multiuser), what="the personal multiuser to exit")
+    assert qpy.pid("master") is None and qpy.pid("multiuser") is None
     assert not (qpy.home / "master.sock").exists()
 
     again = qpy.run("finish")
@@ -115,6 +120,48 @@ def test_finish_stops_the_master(qpy):
 
     assert qpy.jobs() == []  # any other command starts it again
     assert qpy.pid("master") not in (None, pid)
+    assert qpy.sub("true") and qpy.wait_status(1)["status"] == "done"
+    assert qpy.pid("multiuser") not in (None, multiuser)
+
+
+def test_restart_keeps_the_personal_multiuser(qpy):
+    _, multiuser = start_daemons(qpy)
+    assert qpy.run("restart").stdout == "Stopping qpy-master driver.\nqpy-master started.\n"
+    assert qpy.pid("multiuser") == multiuser
+
+
+def test_the_single_machine_is_named_after_the_host(qpy):
+    """``-a $(hostname)`` selects this machine and QPY_NODE names it; ``localhost`` is
+    still one of its attributes (issue 12 item 12)."""
+    host = socket.gethostname()
+    job = qpy.sub("-a", host, "sh", "-c", 'echo "$QPY_NODE"')
+    assert qpy.wait_status(job)["node"] == host
+    assert (qpy.work / f"job_{job}.out").read_text() == f"{host}\n"
+    other = qpy.sub("-a", "localhost", "true")
+    assert qpy.wait_status(other)["node"] == host
+    nodes = json.loads(qpy.run("status", "--json").stdout)["nodes"]
+    assert [(n["name"], n["attrs"]) for n in nodes] == [(host, ["localhost"])]
+
+
+def test_an_older_personal_multiuser_is_renamed_and_no_bundle_is_written(qpy):
+    """Homes set up by older versions: the node called localhost gets the host's name,
+    and the personal multiuser's address and key that were copied into the bundle
+    files are not taken for a cluster's."""
+    start_daemons(qpy)
+    qpy.run("finish")
+    embedded = qpy.home / "embedded"
+    (embedded / "nodes").write_text("# the embedded default: this machine only\nlocalhost\n")
+    key = (embedded / "keys" / wire.whoami()).read_text()
+    for name, value in (("multiuser_connection_address", "127.0.0.1\n"),
+                        ("multiuser_connection_port",
+                         (embedded / "multiuser_connection_port").read_text()),
+                        ("multiuser_connection_conn_key", key)):
+        paths.write_private(qpy.home / name, value)
+    before = {name: (qpy.home / name).read_bytes() for name in paths.BUNDLE}
+    status = json.loads(qpy.run("status", "--json").stdout)
+    assert status["allocator"]["kind"] == "personal"
+    assert [n["name"] for n in status["nodes"]] == [socket.gethostname()]
+    assert {name: (qpy.home / name).read_bytes() for name in paths.BUNDLE} == before
 
 
 def test_running_job_outlives_finish_and_its_end_is_recorded(qpy):
@@ -124,7 +171,7 @@ def test_running_job_outlives_finish_and_its_end_is_recorded(qpy):
     assert leader
     master = qpy.pid("master")
 
-    assert qpy.run("finish").stdout == "Stopping qpy-master driver.\n"
+    assert qpy.run("finish").stdout.startswith("Stopping qpy-master driver.\n")
     wait_for(lambda: not pid_alive(master), what="the master to exit")
     assert pid_alive(leader), "finish ended the running job"
 

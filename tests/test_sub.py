@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import QPY, wait_for
+from conftest import NODE, QPY, wait_for
 
 from qpy import paths, wire
 
@@ -154,7 +154,7 @@ def test_an_output_file_of_the_users_own_is_replaced(qpy):
 def test_qpy_variables_are_set(qpy):
     job, _ = finished(qpy, "-n", "2", "-m", "1.5", "sh", "-c",
                       'echo "$QPY_JOB_ID|$QPY_NODE|$QPY_N_CORES|$QPY_MEM"')
-    assert out(qpy, job) == f"{job}|localhost|2|1.5\n"
+    assert out(qpy, job) == f"{job}|{NODE}|2|1.5\n"
 
 
 def test_default_resources_reach_the_job(qpy):
@@ -386,14 +386,14 @@ def _start(qpy, master_running: bool) -> None:
 def test_more_cores_than_any_node_refused(qpy, master_running):
     _start(qpy, master_running)
     proc = qpy.run("sub", "-n", "10000", "true", check=False)
-    _assert_refused(qpy, proc, "10000", "largest node", "localhost")
+    _assert_refused(qpy, proc, "10000", "largest node", NODE)
 
 
 @START
 def test_more_memory_than_any_node_refused(qpy, master_running):
     _start(qpy, master_running)
     proc = qpy.run("sub", "-m", "100000", "true", check=False)
-    _assert_refused(qpy, proc, "100000", "largest node", "localhost")
+    _assert_refused(qpy, proc, "100000", "largest node", NODE)
 
 
 @START

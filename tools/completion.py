@@ -49,6 +49,7 @@ QPY_ARGS = {
                  "    if (( n >= 2 )); then __qpy_words {targets}; fi\n"
                  "fi",
     "tutorial": "if (( n == 0 )); then __qpy_words {keywords}; fi",
+    "join": ":  # the enrolment code: nothing to offer",
 }
 ADMIN_ARGS = {name: "if (( n == 0 )); then __qpy_users; fi"
               for name in ("adduser", "removeuser", "__user", "__req_core", "__remove_job")}
