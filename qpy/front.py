@@ -219,16 +219,6 @@ def _deadline() -> None:
     signal.alarm(ID_DEADLINE)
 
 
-def exit_now(code: int) -> None:
-    """Exit without the interpreter's slow tear-down: a command holds nothing to clean up."""
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        code = code or 1
-    os._exit(code)
-
-
 def main() -> None:
     """The ``qpy`` console script."""
     code = served(sys.argv[1:])
@@ -236,4 +226,6 @@ def main() -> None:
         from qpy import cli
 
         code = cli.run()
+    from qpy.quick_exit import exit_now
+
     exit_now(code)
