@@ -29,12 +29,15 @@ ops and by the master (``launcher_link``) for events:
 op        fields                               what the launcher does
 ========  ===================================  ========================================
 env       id, env                              keeps a submission environment
-start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor
-          out, err
+start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor (a job
+          out, err                             whose slot already holds an end: that end
+                                               is reported as ``ended``, nothing runs)
 kill      job                                  SIGTERM to the tree, SIGKILL after grace
 adopt     job                                  watches a job an earlier launcher started
 forget    job                                  frees the job's slot: its end is recorded
-sweep     keep                                 kills and frees every job not in keep
+sweep     keep, ask                            kills and frees every job not in keep;
+                                               for each job in ask, a ``fate`` first
+ping                                           nothing: the master is still there
 ========  ===================================  ========================================
 
 ========  ===================================  ========================================
@@ -43,10 +46,21 @@ event     fields                               meaning
 ready     pid                                  ops are read from now on
 started   job, pid, t                          the supervisor has the job (t: start)
 ended     job, t_end; exit or signal, or       the job's exact end; error and in (cwd,
-          error and in                         out or err) when it could not start
+          error and in; killed                 out or err) when it could not start;
+                                               killed: it ended after a kill op
 lost      job, ran, reason                     no end was recorded (ran: it had started)
+fate      job, ran; t, and an end as for       what became of a run the master gave up
+          ended (if it had ended)              on: never started (ran false), ended
+                                               (the slot kept until ``forget``), or
+                                               still running (killed now, no end)
 error     text, op                             an op could not be handled
 ========  ===================================  ========================================
+
+The master sends ``ping`` every few seconds. A launcher that hears nothing for
+``LINK_TIMEOUT`` seconds takes its master link as gone (a cut network leaves an ssh
+session open on the node with nobody at the other end) and exits, as it does when its
+stdin closes: its jobs do not need it (their supervisors record their ends in the slots),
+its spare supervisor ends with it, and so does its ssh session.
 """
 
 from __future__ import annotations
@@ -66,15 +80,18 @@ OPS = {
     "kill": ("job",),
     "adopt": ("job",),
     "forget": ("job",),
-    "sweep": ("keep",),
+    "sweep": ("keep", "ask"),
+    "ping": (),
 }
 EVENTS = {
     "ready": ("pid",),
     "started": ("job", "pid", "t"),
     "ended": ("job", "t_end"),
     "lost": ("job", "ran", "reason"),
+    "fate": ("job", "ran"),
     "error": ("text", "op"),
 }
+LINK_TIMEOUT = 30.0  # seconds without a line from the master: the link is gone
 PR_SET_CHILD_SUBREAPER = 36
 SH = "/bin/sh"
 LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: a dlopen in each forked child costs
@@ -232,7 +249,10 @@ class Supervisor:
         os.close(err)
         status = self._wait_job()
         code = os.waitstatus_to_exitcode(status)
-        self._record({"exit": code} if code >= 0 else {"signal": -code})
+        end: dict = {"exit": code} if code >= 0 else {"signal": -code}
+        if self.killing:
+            end["killed"] = True
+        self._record(end)
         if self.killing:  # what is left gets the rest of its grace, and holds the cores
             self._clean_up()
             self._tell_launcher()
@@ -400,9 +420,14 @@ class Launcher:
         self.sel.register(self.notify_r, selectors.EVENT_READ, "notify")
         emit({"ev": "ready", "pid": os.getpid()})
         self.spare = self._fork_supervisor()
+        heard = time.monotonic()
         while True:
-            for key, _ in self.sel.select():
+            ready = self.sel.select(max(0.0, heard + LINK_TIMEOUT - time.monotonic()))
+            if not ready and time.monotonic() - heard >= LINK_TIMEOUT:
+                return  # the master link is gone: jobs go on without this launcher
+            for key, _ in ready:
                 if key.data is None:
+                    heard = time.monotonic()
                     if not self._read_ops():
                         return
                 elif key.data == "notify":
@@ -427,7 +452,8 @@ class Launcher:
         try:
             op = checked_op(json.loads(line))
             handler = {"start": self.start, "kill": self.kill, "adopt": self.adopt,
-                       "forget": self.forget, "env": self.env, "sweep": self.sweep}[op["op"]]
+                       "forget": self.forget, "env": self.env, "sweep": self.sweep,
+                       "ping": lambda op: None}[op["op"]]
             handler(op)
         except Exception as exc:  # one bad op must not end the launcher
             emit({"ev": "error", "text": f"{type(exc).__name__}: {exc}", "op": line[:200].decode(
@@ -444,6 +470,10 @@ class Launcher:
         if job in self.watched:  # a requeued job whose old run is still ending: it goes first
             self.deferred[job] = op
             self.kill({"job": job})
+            return
+        head, result = self._slot(job)
+        if head is not None and result is not None:  # it ran here already (a run the master
+            emit({"ev": "ended", "job": job, **result})  # gave up on): it does not run again
             return
         op["env"] = {**self.envs.get(op.get("env_id"), {}), **op.get("vars", {})}
         op["t"] = t_start = time.time()
@@ -513,9 +543,13 @@ class Launcher:
     def sweep(self, op: dict) -> None:
         """Sent first to every new launcher: kill and free what this node still holds of
         jobs the master no longer runs (the node was declared down while they ran, or the
-        master recorded their end but died before freeing the slot)."""
+        master recorded their end but died before freeing the slot). For the jobs in
+        ``ask`` (runs the master gave up on) it first tells what the slots say."""
         keep = {int(j) for j in op["keep"]}
+        ask = {int(j) for j in op["ask"]} - keep
         self._scan()
+        for job in sorted(ask - set(self.slot_of)):
+            emit({"ev": "fate", "job": job, "ran": False})
         for job in [j for j in self.slot_of if j not in keep and j not in self.watched]:
             head, result = self._slot(job)
             if head is not None and result is None and proc_start(head[1]) == head[2] \
@@ -523,8 +557,11 @@ class Launcher:
                 self.reported.add(job)  # nobody wants to hear of its end
                 self.forgotten.add(job)
                 self.kill({"job": job})
-            else:
+            elif job not in ask or head is None or result is None:
                 self._free_slot(job)
+            if job in ask:  # an end stays in its slot until the master has recorded it
+                emit({"ev": "fate", "job": job, "ran": head is not None,
+                      **({"t": head[3], **result} if head and result else {})})
 
     def kill(self, op: dict) -> None:
         entry = self.watched.get(int(op["job"]))

@@ -30,12 +30,15 @@ log = logging.getLogger("qpy.master.launchers")
 LAUNCHER = Path(launcher_module.__file__)
 RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # seconds between attempts to reach an unreachable node
 HEALTHY_AFTER = 1.0  # a session that worked this long ended by accident: reconnect at once
+PING_INTERVAL = launcher_module.LINK_TIMEOUT / 3  # the launchers' sign that the master is there
 
 
 class PoolOwner(Protocol):
     """What the pool tells the master; each call is made under the master's lock."""
 
     def jobs_on(self, node: str) -> list[Job]: ...
+
+    def unsettled_on(self, node: str) -> list[int]: ...
 
     def env(self, env_id: int | None) -> dict[str, str]: ...
 
@@ -59,10 +62,13 @@ class LauncherPool:
         self.failures: dict[str, int] = {}
         self.envs_sent: dict[str, set[int]] = {}
         self.closed = False
+        self.stopped = threading.Event()
+        threading.Thread(target=self._ping, name="launcher-pings", daemon=True).start()
 
     def close(self) -> None:
         """End the launchers (not their jobs: the next master adopts those)."""
         self.closed = True
+        self.stopped.set()
         links, self.links = list(self.links.values()), {}
         for link in links:
             link.close()
@@ -164,8 +170,22 @@ class LauncherPool:
         self.links[node] = link
         self.addresses[node] = address
         self.envs_sent[node] = set()
-        link.post({"op": "sweep", "keep": [j.id for j in self.owner.jobs_on(node)]})
+        link.post({"op": "sweep", "keep": [j.id for j in self.owner.jobs_on(node)],
+                   "ask": self.owner.unsettled_on(node)})
         return link
+
+    def _ping(self) -> None:
+        """Tell every launcher now and then that its master is still there: one that hears
+        nothing for a while ends (``launcher.LINK_TIMEOUT``), so a session whose network
+        went away leaves nothing behind on the node."""
+        while not self.stopped.wait(PING_INTERVAL):
+            with self.lock:
+                links = [link for link in self.links.values() if link.ready]
+            for link in links:
+                try:
+                    link.post({"op": "ping"})
+                except LauncherGone:
+                    pass
 
     def _on_event(self, node: str, event: dict) -> None:
         with self.lock:

@@ -24,23 +24,11 @@ from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
 from qpy_master.launcher_link import LauncherGone
 from qpy_master.launcher_pool import LauncherPool
 from qpy_master.multiuser_link import LinkDown, MultiuserLink
+from qpy_master.reconcile import Reconciler, start_error
 from qpy_master.records import Records
 from qpy_master.store import Store
 
 log = logging.getLogger("qpy.master")
-
-
-def start_error(job: Job, error: object, where: object) -> str | None:
-    """The reason of a job that could not start, from the supervisor's short record."""
-    if not error:
-        return None
-    if where == "cwd":
-        return (f"failed to start: the submission directory {job.cwd} cannot be used on "
-                f"{job.node} ({error}); qpy needs it visible on the nodes, as with "
-                "shared home directories")
-    if where in ("out", "err"):
-        return f"failed to start: {error}: {job.output(where)}"
-    return f"failed to start: {error}"
 
 
 class Master:
@@ -58,9 +46,14 @@ class Master:
         self.wake = threading.Event()
         self.stopping = False
         self.pool = LauncherPool(home, self.lock, self)
+        self.reconciler = Reconciler(self.records, self.pool.tell, self.wake.set)
         with self.lock:
             for job in list(self.records.running.values()):
                 self._send(job, {"op": "adopt", "job": job.id})
+            for node, address in self.reconciler.nodes().items():  # they owe an answer
+                if node not in self.pool.links:
+                    self.pool.addresses.setdefault(node, address or node)
+                    self.pool.reattach(node)
         log.info("restored %d queued and %d running jobs", len(self.records.queue),
                  len(self.records.running))
         self.link = MultiuserLink(connect, self._hello, self._on_hello, self._on_event)
@@ -184,6 +177,9 @@ class Master:
     def jobs_on(self, node: str) -> list[Job]:
         return self.records.on_node(node)
 
+    def unsettled_on(self, node: str) -> list[int]:
+        return self.reconciler.waiting_on(node)
+
     def env(self, env_id: int | None) -> dict[str, str]:
         return self.store.env(env_id)
 
@@ -205,6 +201,8 @@ class Master:
             return
         job = self.records.running.get(event.get("job"))
         if job is None or job.node != node:
+            if kind in ("fate", "ended", "lost"):  # a run given up on: its node tells now
+                self.reconciler.settle(node, event)
             return
         if kind == "started":  # kept in memory, stored with the end: the slot has it too
             job.pid = event.get("pid")
@@ -224,14 +222,27 @@ class Master:
     def _node_down(self, node: str, reason: str) -> None:
         """The multiuser declared ``node`` down: its jobs are lost, or queued again if they
         asked for that. Whatever of them still runs there is killed (now if the launcher
-        can be reached, else by the sweep when the node is back)."""
+        can be reached, else by the sweep when the node is back). What really became of
+        each run is asked when the node is reached again (``reconcile``), so the node
+        keeps their slots until then."""
         if self.pool.session_works(node):
             log.warning("node %s is down for the multiuser (%s) but this master's session "
                         "to it works: its jobs go on", node, reason)
             return
         for job in self.records.on_node(node):
             self.pool.tell(node, {"op": "kill", "job": job.id})  # waits if connecting
-            self._lose(job, f"node {node} went down: {reason}")
+            why = f"node {node} went down: {reason}"
+            if job.kill_requested:
+                self._finish(job, KILLED, reason=why)
+                continue
+            if job.pid is None:
+                why += " (its start had not been acknowledged)"
+            with self.records.transaction():
+                self.reconciler.give_up(job, node)
+                if job.requeue:
+                    self._requeue(job, why, forget=False)
+                else:
+                    self._finish(job, LOST, reason=why, forget=False)
 
     def _lose(self, job: Job, why: str) -> None:
         """A running job whose run is gone: queued again if it asked for that, else lost
@@ -241,25 +252,28 @@ class Master:
         else:
             self._finish(job, KILLED if job.kill_requested else LOST, reason=why)
 
-    def _requeue(self, job: Job, why: str) -> None:
+    def _requeue(self, job: Job, why: str, forget: bool = True) -> None:
         """Back to the head of the queue: the job never ran, or asked to run again."""
         log.warning("job %d goes back to the queue: %s", job.id, why)
-        self.pool.tell(job.node, {"op": "forget", "job": job.id})
+        if forget:
+            self.pool.tell(job.node, {"op": "forget", "job": job.id})
         self.records.move(job, QUEUE, node=None, address=None, t_start=None, pid=None)
         self.release.append(job.id)
         self.wake.set()
 
     def _finish(self, job: Job, status: str, exit_code: int | None = None,
                 signal: int | None = None, reason: str | None = None,
-                t_end: float | None = None) -> None:
-        """Record a running job's end, then free its slot and its run files."""
+                t_end: float | None = None, forget: bool = True) -> None:
+        """Record a running job's end, then free its slot and its run files (unless its
+        node is still to tell what became of it)."""
         self.records.move(job, status, exit_code=exit_code, signal=signal, reason=reason,
                           t_start=job.t_start, t_end=t_end or time.time(), pid=job.pid)
-        if job.script_copy:
-            Path(job.script_copy).unlink(missing_ok=True)
         self.release.append(job.id)
         self.wake.set()
-        self.pool.tell(job.node, {"op": "forget", "job": job.id})
+        if forget:
+            if job.script_copy:
+                Path(job.script_copy).unlink(missing_ok=True)
+            self.pool.tell(job.node, {"op": "forget", "job": job.id})
 
     # -- operations used by the request handlers -------------------------------------------
 

@@ -49,6 +49,8 @@ CREATE INDEX IF NOT EXISTS notes_job ON notes(job);
 CREATE TABLE IF NOT EXISTS envs (id INTEGER PRIMARY KEY, digest TEXT UNIQUE NOT NULL,
                                  env TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS unsettled (job INTEGER PRIMARY KEY, node TEXT NOT NULL,
+                                      address TEXT);
 """
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
@@ -227,6 +229,7 @@ class Store:
     def delete(self, ids: list[int]) -> None:
         self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in ids))
         self.db.executemany("DELETE FROM notes WHERE job = ?", ((i,) for i in ids))
+        self.db.executemany("DELETE FROM unsettled WHERE job = ?", ((i,) for i in ids))
 
     def add_note(self, job_id: int, t: float, text: str) -> None:
         self.db.execute("INSERT INTO notes (job, t, text) VALUES (?, ?, ?)",
@@ -238,6 +241,24 @@ class Store:
 
     def jobs_with_notes(self) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT job FROM notes ORDER BY job")]
+
+    # -- runs given up on while their node was out of reach ----------------------------------
+
+    def unsettle(self, job_id: int, node: str, address: str | None) -> None:
+        """Remember that the job's run on ``node`` has an unknown fate: asked about when a
+        launcher reaches the node again."""
+        self.db.execute("INSERT OR REPLACE INTO unsettled (job, node, address) VALUES (?, ?, ?)",
+                        (job_id, _db(node), _db(address)))
+
+    def settle(self, job_id: int, node: str) -> bool:
+        """The node told what became of the run; False if it was not waited for."""
+        return self.db.execute("DELETE FROM unsettled WHERE job = ? AND node = ?",
+                               (job_id, _db(node))).rowcount > 0
+
+    def unsettled(self) -> list[tuple[int, str, str | None]]:
+        """(job, node, address) of every run whose fate is not known yet."""
+        return [(job, _py(node), _py(address)) for job, node, address in self.db.execute(
+            "SELECT job, node, address FROM unsettled ORDER BY job")]
 
     def setting(self, key: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()

@@ -5,19 +5,30 @@ and goes on serving; every event it sends fits EVENTS."""
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
+from pathlib import Path
+
+from conftest import pid_alive, wait_for
 
 from qpy_master import launcher
 
 
 def _events(proc: subprocess.Popen, count: int) -> list[dict]:
-    return [json.loads(proc.stdout.readline()) for _ in range(count)]
+    """The next ``count`` events (a launcher that stays silent fails the test, after a
+    limit that only guards against a hang)."""
+    events = []
+    for _ in range(count):
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, f"no event from the launcher; so far {events}"
+        events.append(json.loads(proc.stdout.readline()))
+    return events
 
 
 def test_bad_ops_get_an_error_event_and_the_launcher_goes_on(tmp_path):
     proc = subprocess.Popen([sys.executable, "-S", "-u", launcher.__file__, str(tmp_path)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
     try:
         ready, = _events(proc, 1)
         assert ready["ev"] == "ready"
@@ -36,3 +47,85 @@ def test_bad_ops_get_an_error_event_and_the_launcher_goes_on(tmp_path):
         proc.stdin.close()
         proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+def _launcher(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-S", "-u", launcher.__file__, str(tmp_path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    ready, = _events(proc, 1)
+    assert ready["ev"] == "ready"
+    return proc
+
+
+def _send(proc: subprocess.Popen, *ops: dict) -> None:
+    proc.stdin.write(b"".join(json.dumps(op).encode() + b"\n" for op in ops))
+    proc.stdin.flush()
+
+
+def _start(job: int, cmd: str, where) -> dict:
+    return {"op": "start", "job": job, "cmd": cmd, "cwd": str(where), "env_id": None,
+            "grace": 1, "vars": {}, "out": str(where / f"{job}.out"),
+            "err": str(where / f"{job}.err")}
+
+
+def test_a_new_launcher_tells_the_fate_of_runs_the_master_gave_up_on(tmp_path):
+    """Runs a master gave up on (their node was out of reach) are asked about in the next
+    launcher's sweep: an ended run is reported with its end and keeps its slot until
+    ``forget``, a job never started there says so, and a start op for a job whose slot
+    holds an end is answered with that end instead of running the job again."""
+    run = tmp_path / "run"
+    first = _launcher(run)
+    try:
+        _send(first, _start(7, "echo ran >> ran_7; exit 3", tmp_path))
+        started, ended = _events(first, 2)
+        assert (started["ev"], ended["ev"], ended["exit"]) == ("started", "ended", 3)
+    finally:
+        first.stdin.close()  # the master link is gone before anybody recorded the end
+        first.wait(timeout=30)
+    second = _launcher(run)
+    try:
+        _send(second, {"op": "sweep", "keep": [], "ask": [7, 8]})
+        never, fate = _events(second, 2)
+        assert never == {"ev": "fate", "job": 8, "ran": False}
+        assert (fate["ev"], fate["job"], fate["ran"], fate["exit"]) == ("fate", 7, True, 3)
+        assert fate["t"] == started["t"] and "t_end" in fate
+        for event in (never, fate):
+            assert all(field in event for field in launcher.EVENTS[event["ev"]]), event
+        _send(second, _start(7, "echo ran >> ran_7; exit 3", tmp_path))
+        again, = _events(second, 1)
+        assert (again["ev"], again["job"], again["exit"]) == ("ended", 7, 3)
+        _send(second, {"op": "forget", "job": 7}, {"op": "adopt", "job": 7})
+        gone, = _events(second, 1)
+        assert (gone["ev"], gone["ran"]) == ("lost", False)  # the slot is free now
+    finally:
+        second.stdin.close()
+        second.wait(timeout=30)
+    assert (tmp_path / "ran_7").read_text() == "ran\n"  # it ran once
+
+
+def test_a_launcher_that_hears_nothing_from_its_master_exits(tmp_path, monkeypatch):
+    """A launcher whose master link went silent (a cut network keeps the session open)
+    exits after LINK_TIMEOUT even though its stdin stays open; pings keep it alive."""
+    source = Path(launcher.__file__).read_text().replace(
+        "LINK_TIMEOUT = 30.0", "LINK_TIMEOUT = 1.5", 1)
+    assert "LINK_TIMEOUT = 1.5" in source
+    quick = tmp_path / "launcher.py"
+    quick.write_text(source)
+    proc = subprocess.Popen([sys.executable, "-S", "-u", str(quick), str(tmp_path / "run")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    try:
+        ready, = _events(proc, 1)
+        spare = wait_for(lambda: launcher.children(proc.pid), 60, "the spare supervisor")
+        for _ in range(4):  # pings: it stays, longer than the timeout
+            _send(proc, {"op": "ping"})
+            try:
+                proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+            assert proc.poll() is None
+        assert proc.wait(timeout=60) == 0  # silence: it goes, stdin still open
+        wait_for(lambda: not any(pid_alive(p) for p in spare), 60, "the spare to end")
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdin.close()

@@ -238,3 +238,107 @@ def test_a_directory_the_node_cannot_see_fails_the_job_clearly(cluster, tmp_path
         assert "submission directory" in record["reason"]
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+# -- a node's link is cut while jobs run ------------------------------------------------------
+
+# A gated job that counts its runs: a second run shows as a second line.
+ONCE = "echo $QPY_JOB_ID >> ran_$QPY_JOB_ID; " + GATED
+
+
+def in_node_with(nodes, node: str, *words: str) -> set[int]:
+    """PIDs in ``node`` whose command line holds every one of ``words``."""
+    found = set()
+    for pid in nodes.node_pids(node):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if all(w in argv for w in words):
+            found.add(pid)
+    return found
+
+
+def slot_ends(qpy: Cluster, node: str) -> dict[int, dict]:
+    """The ends recorded in alice's slot file for ``node``."""
+    from qpy_master import launcher
+    data = (qpy.qpy_home("alice") / "run" / node / "slots").read_bytes()
+    ends = {}
+    for i in range(0, len(data), launcher.SLOT):
+        head, result = launcher.parse_slot(data[i:i + launcher.SLOT])
+        if head is not None and result is not None:
+            ends[head[0]] = result
+    return ends
+
+
+def ran_once(directory: Path, job: int) -> bool:
+    return (directory / f"ran_{job}").read_text().split() == [str(job)]
+
+
+def test_a_cut_link_loses_no_end_and_runs_no_job_twice(cluster, work):
+    """node3's cable is pulled while two jobs run there (one with --requeue); both finish
+    during the cut. When the link is back, the lost job gets its real end and the requeued
+    copy, which could not start anywhere else, is withdrawn with its first run's end: each
+    ran once. Meanwhile the launcher, its supervisors and its ssh session on node3 ended
+    by themselves although nobody closed their session."""
+    qpy, nodes = cluster
+    plain = sub(qpy, work.dir, "-a", "node3", "-m", "1", "sh", "-c", ONCE)
+    requeued = sub(qpy, work.dir, "--requeue", "-a", "node3", "-m", "1", "sh", "-c", ONCE)
+    work.ids += [plain, requeued]
+    work.wait_started(plain, requeued)
+    alice = qpy.name("alice")
+    launchers = in_node_with(nodes, "node3", "qpy-launcher")
+    sessions = in_node_with(nodes, "node3", "sshd", alice)
+    assert launchers and sessions
+    nodes.cut_link("node3")
+    try:
+        wait_for(lambda: qpy.job("alice", plain)["status"] == "lost"
+                 and qpy.job("alice", requeued)["status"] == "queue", WAIT,
+                 "node3's jobs to be recorded lost and queued again")
+        work.release(plain, requeued)
+        wait_for(lambda: {plain, requeued} <= set(slot_ends(qpy, "node3")), WAIT,
+                 "both jobs to end on node3")
+        wait_for(lambda: not any(pid_alive(p) for p in launchers), WAIT,
+                 "the cut session's launcher and supervisors to exit")
+    finally:
+        nodes.restore_link("node3")
+    for job in (plain, requeued):
+        record = wait_for(lambda j=job: (r := qpy.job("alice", j))["status"] == "done" and r,
+                          WAIT, f"job {job} to get the end it had on node3")
+        assert (record["status"], record["node"], record["exit_code"]) == \
+            ("done", "node3", expected_exit(job)), record
+        assert ran_once(work.dir, job)
+    notes = qpy.qpy_as("alice", "notes", str(plain)).stdout
+    assert "node3 was reached again" in notes, notes
+    wait_for(lambda: not any(pid_alive(p) for p in sessions), WAIT,
+             "the cut ssh session to end on node3")
+    wait_for(lambda: not ({plain, requeued} & set(slot_ends(qpy, "node3"))), WAIT,
+             "the slots of the two runs to be freed")
+
+
+def test_a_start_sent_into_a_session_whose_link_just_dropped_runs_later_once(cluster, work):
+    """The start op of a job goes into node3's ssh session just after its cable was
+    pulled: the job is lost while nobody knows, and goes back to the queue (and runs, once)
+    as soon as node3 shows that the start never reached it."""
+    qpy, nodes = cluster
+    warm = work.sub(attr="node3")  # the session to node3 is up and idle
+    work.wait_started(warm)
+    work.release(warm)
+    work.wait_finished(warm)
+    nodes.cut_link("node3")
+    try:
+        job = sub(qpy, work.dir, "-a", "node3", "-m", "1", "sh", "-c", ONCE)
+        work.ids.append(job)
+        lost = wait_for(lambda: (r := qpy.job("alice", job))["status"] == "lost" and r, WAIT,
+                        "the job to be recorded lost")
+        assert "not been acknowledged" in lost["reason"], lost
+        assert not work.started(job)
+    finally:
+        nodes.restore_link("node3")
+    work.wait_started(job)
+    assert work.node(job) == "node3"
+    work.release(job)
+    record = wait_for(lambda: (r := qpy.job("alice", job))["status"] == "done" and r, WAIT,
+                      "the job to end")
+    assert record["exit_code"] == expected_exit(job), record
+    assert ran_once(work.dir, job)

@@ -1,0 +1,134 @@
+"""Runs the master gave up on while their node was out of reach, and the truth about them
+once the node is reached again.
+
+When a node is declared down, the master cannot know what became of the jobs running
+there: a cut network leaves them running, a start op may have gone into a session that
+was already dead. It records them ``lost`` (or queues them again, ``--requeue``) and
+remembers each such run here, in the store, so a restarted master still knows. The next
+launcher on that node is asked about them in its first op (``sweep``'s ``ask``) and
+answers from its slot file:
+
+* the run ended there: the job gets that end (``lost`` → ``done``), and a requeued copy
+  that has not started yet is withdrawn (``queue`` → ``done``); a copy already running
+  again cannot be undone, so the job gets a note saying it ran twice;
+* the start never reached the node: a ``lost`` job goes back to the queue;
+* the run was still going (the launcher ends it now) or left no end: nothing changes.
+
+The end stays in the node's slot until the master has recorded it (then ``forget``), so a
+master that dies in between asks again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from qpy.model import Job
+from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
+from qpy_master.records import Records
+
+log = logging.getLogger("qpy.master.reconcile")
+
+
+def start_error(job: Job, error: object, where: object) -> str | None:
+    """The reason of a job that could not start, from the supervisor's short record."""
+    if not error:
+        return None
+    if where == "cwd":
+        return (f"failed to start: the submission directory {job.cwd} cannot be used on "
+                f"{job.node} ({error}); qpy needs it visible on the nodes, as with "
+                "shared home directories")
+    if where in ("out", "err"):
+        return f"failed to start: {error}: {job.output(where)}"
+    return f"failed to start: {error}"
+
+
+def _exit_words(event: dict) -> str:
+    if event.get("error"):
+        return f"it could not start: {event['error']}"
+    if event.get("signal") is not None:
+        return f"signal {event['signal']}"
+    return f"exit code {event.get('exit')}"
+
+
+class Reconciler:
+    """The runs waiting for their node's word, and what to do with that word."""
+
+    def __init__(self, records: Records, tell: Callable[[str, dict], None],
+                 wake: Callable[[], None]) -> None:
+        self.records, self.tell, self.wake = records, tell, wake
+
+    def give_up(self, job: Job, node: str) -> None:
+        """``job``'s run on ``node`` has an unknown fate from now on."""
+        self.records.store.unsettle(job.id, node, job.address)
+
+    def waiting_on(self, node: str) -> list[int]:
+        return [job for job, name, _ in self.records.store.unsettled() if name == node]
+
+    def nodes(self) -> dict[str, str | None]:
+        """Nodes that owe an answer, with an address to reach them by."""
+        return {name: address for _, name, address in self.records.store.unsettled()}
+
+    def settle(self, node: str, event: dict) -> bool:
+        """Apply what ``node``'s launcher says of a run given up on (a ``fate``, or the
+        ``ended``/``lost`` of a run it still watched); False if none was waited for."""
+        job_id = event.get("job")
+        if not isinstance(job_id, int):
+            return False
+        with self.records.transaction():
+            if not self.records.store.settle(job_id, node):
+                return False
+            job = self.records.get(job_id)
+            forget = job is None or self._apply(job, node, event)
+        if forget:
+            self.tell(node, {"op": "forget", "job": job_id})
+        return True
+
+    def _apply(self, job: Job, node: str, event: dict) -> bool:
+        """Fix the record; whether the node may now free the run's slot."""
+        ran = event.get("ev") != "fate" or bool(event.get("ran"))
+        ended = "t_end" in event and not event.get("killed")
+        if not ran:
+            if job.status == LOST:
+                log.warning("job %d never started on %s: queued again", job.id, node)
+                self.records.move(job, QUEUE, node=None, address=None, t_start=None,
+                                  t_end=None, pid=None, reason=None)
+                self._note(job, f"its start never reached {node}: queued again")
+                self.wake()
+            return True
+        if not ended:
+            if job.status in (LOST, QUEUE):
+                self._note(job, f"{node} was reached again: its run there left no end")
+            return True
+        if job.status == RUNNING and job.node == node:
+            return False  # its start op follows and is answered with this end
+        if job.status in (LOST, QUEUE):
+            self._record_end(job, node, event)
+        else:
+            log.error("job %d ran twice: its run on %s, given up on, ended too", job.id, node)
+            self._note(job, f"it ran twice: the run on {node} it had been given up on "
+                            f"ended too ({_exit_words(event)})")
+        return True
+
+    def _record_end(self, job: Job, node: str, event: dict) -> None:
+        """The run given up on had ended: the job gets that end (a queued copy is
+        withdrawn), and its script copy is no longer needed."""
+        log.warning("job %d had ended on %s (%s): recorded", job.id, node, _exit_words(event))
+        was = job.status
+        t_start = event.get("t") or job.t_start
+        reason = start_error(dataclasses.replace(job, node=node), event.get("error"),
+                             event.get("in"))
+        self.records.move(job, KILLED if job.kill_requested else DONE, node=node,
+                          exit_code=event.get("exit"), signal=event.get("signal"), reason=reason,
+                          t_start=t_start, t_end=event.get("t_end") or time.time())
+        what = "recorded as lost" if was == LOST else "queued again"
+        self._note(job, f"{node} was reached again: the run it had been {what} for had "
+                        f"ended there ({_exit_words(event)})")
+        if job.script_copy:
+            Path(job.script_copy).unlink(missing_ok=True)
+
+    def _note(self, job: Job, text: str) -> None:
+        self.records.add_note(job.id, time.time(), text)
