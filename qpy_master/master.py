@@ -97,7 +97,7 @@ class Master:
                 state, was = node.get("state"), old.get(name, {}).get("state")
                 if state == "down" and was != "down":
                     self._node_down(name, str(node.get("reason") or "unreachable"))
-                elif state == "up" and was == "down":
+                elif state in ("up", "draining") and was == "down":
                     self.pool.node_up(name)
 
     # -- scheduling ------------------------------------------------------------------------

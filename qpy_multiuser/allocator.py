@@ -81,8 +81,10 @@ class Allocator:
                 if name in nodes:
                     new = nodes[name]
                     new.used_cores, new.used_mem, new.jobs = old.used_cores, old.used_mem, old.jobs
-                else:
+                else:  # drains: no new jobs, still watched; "down" if it already was
                     old.up = False
+                    if old.state != "down":
+                        old.state, old.reason = "draining", None
                     nodes[name] = old
         self.nodes = nodes
         self._index_nodes()
@@ -204,7 +206,7 @@ class Allocator:
         for item in running:
             node = self.nodes.get(str(item.get("node")))
             if node is None:  # a node removed while the master was away: keep accounting
-                node = Node(str(item.get("node")), "", 0, 0.0, up=False)
+                node = Node(str(item.get("node")), "", 0, 0.0, up=False, state="draining")
                 self.nodes[node.name] = node
                 self._index_nodes()
             self.add(user, int(item["job"]), node, int(item["cores"]), float(item["mem"]))

@@ -342,3 +342,69 @@ def test_a_start_sent_into_a_session_whose_link_just_dropped_runs_later_once(clu
                       "the job to end")
     assert record["exit_code"] == expected_exit(job), record
     assert ran_once(work.dir, job)
+
+
+# -- removing a node, restarting the multiuser: what status says ------------------------------
+
+
+def summary_used(text: str) -> int:
+    found = re.search(r"There are (\d+) out of a total of (\d+) cores being used\.", text)
+    assert found, text
+    return int(found.group(1))
+
+
+def test_a_removed_node_is_watched_while_it_drains_and_its_jobs_end_if_it_dies(cluster, work):
+    """node3 is taken out of ``nodes`` while a job runs there: status shows it draining
+    and counts it (not as down); when it then crashes, the job is recorded lost and its
+    core freed, instead of staying running until the node is added back."""
+    qpy, nodes = cluster
+    job = work.sub(attr="node3")
+    work.wait_started(job)
+    qpy.write_admin_file("nodes", NODES.replace("node3 attributes=small\n", ""))
+    qpy.admin("nodes")
+    try:
+        table = node_table(qpy)
+        assert (table["node3"]["state"], table["node3"]["used_cores"]) == ("draining", 1)
+        text = qpy.qpy_as("alice", "status").stdout
+        assert "Draining (removed from nodes, jobs still running): node3" in text, text
+        assert "Down nodes" not in text and "node3 (draining)" in text, text
+        total = 6 + table["node3"]["cores"]  # node1 + node2 + the draining node3
+        assert f"There are 1 out of a total of {total} cores being used." in text, text
+        assert work.status(job) == "running"
+        nodes.stop_sshd("node3")
+        lost = wait_for(lambda: (r := qpy.job("alice", job))["status"] == "lost" and r, WAIT,
+                        "the job on the crashed, removed node to be recorded lost")
+        assert "node3" in lost["reason"], lost
+        wait_for(lambda: "node3" not in node_table(qpy), WAIT, "node3 to drain and go")
+    finally:
+        qpy.write_admin_file("nodes", NODES)
+        qpy.admin("nodes")
+        nodes.start_sshd("node3")
+
+
+def test_status_right_after_a_multiuser_restart_says_what_it_does_not_know(cluster, work):
+    """The multiuser is SIGKILLed and restarted while node3, running a job, cannot be
+    reached yet (its link is cut): node3's detected size is unknown, so status says it is
+    not measured yet instead of showing 0/0, and the summary counts the job's core as the
+    users table does."""
+    qpy, nodes = cluster
+    job = work.sub(attr="node3")
+    work.wait_started(job)
+    nodes.cut_link("node3")
+    try:
+        qpy.kill(qpy.multiuser_pid())
+        qpy.start_multiuser()
+        reply = qpy.status_json("alice")
+        text = qpy.qpy_as("alice", "status").stdout
+        node3 = {n["name"]: n for n in reply["nodes"]}["node3"]
+        assert node3["state"] == "unknown", node3
+        in_use = sum(u["used"] for u in reply["users"])
+        assert in_use == sum(n["used_cores"] for n in reply["nodes"]) == 1, reply
+        assert summary_used(text) == in_use, text
+        assert "node3 (unknown)" in text and "/?" in text, text
+        assert "Not measured yet: node3" in text, text
+    finally:
+        nodes.restore_link("node3")
+    work.release(job)
+    record, = work.wait_finished(job)
+    assert (record["status"], record["exit_code"]) == ("done", expected_exit(job)), record
