@@ -107,7 +107,7 @@ class Reconciler:
             return False  # its start op follows and is answered with this end
         if job.status in (LOST, QUEUE):
             self._record_end(job, node, event)
-        else:
+        elif job.node != node:  # (on this node, the end recorded is this run's own)
             log.error("job %d ran twice: its run on %s, given up on, ended too", job.id, node)
             self._note(job, f"it ran twice: the run on {node} it had been given up on "
                             f"ended too ({_exit_words(event)})")
