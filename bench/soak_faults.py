@@ -12,7 +12,7 @@ random fault is injected:
 * ``launcher``: SIGKILL of one launcher, local or on a node (its jobs go on);
 * ``sshd``: SIGKILL of every sshd process of a node, listener and sessions, restarted
   0.2 to 8 s later;
-* ``link``: a node's network cut for 1 to 45 s (packets dropped, nothing refused).
+* ``link``: a node's network cut for 1 to 30 s (packets dropped, nothing refused).
 
 Jobs on the namespace nodes use ``--requeue`` pinned to their node (``-a nodeN``), so a
 node declared down queues them again rather than losing them, and a copy can only run
@@ -41,7 +41,7 @@ from pathlib import Path
 from common import QPY, Bench
 
 NODES = ("node1", "node2", "node3")
-LIVE = 8  # jobs kept queued or running
+LIVE = 16  # jobs kept queued or running
 FINISHED = ("done", "killed", "undone", "lost")
 JOB = ('echo "start $QPY_NODE" >> {ran}; sleep {secs}; echo "end $QPY_NODE" >> {ran}; '
        'exit $((10 + QPY_JOB_ID % 100))')
@@ -92,8 +92,13 @@ class Soak:
         self.tags = 0
 
     def qpy(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([QPY, *args], cwd=self.bench.work, env=self.env, timeout=timeout,
-                              capture_output=True, text=True)
+        began = time.monotonic()
+        proc = subprocess.run([QPY, *args], cwd=self.bench.work, env=self.env,
+                              timeout=timeout, capture_output=True, text=True)
+        if os.environ.get("SOAK_DEBUG") and time.monotonic() - began > 1:
+            print(f"soak: qpy {args[0]} took {time.monotonic() - began:.1f} s "
+                  f"({proc.returncode}: {proc.stderr.strip()[:200]})", file=sys.stderr)
+        return proc
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -118,7 +123,7 @@ class Soak:
                 self._refresh_live()
                 if len(self.live) < LIVE:
                     self.submit()
-                elif self.rng.random() < 0.15:
+                elif self.rng.random() < 0.05:
                     self.qpy("kill", str(self.rng.choice(sorted(self.live))))
                 else:
                     self.stop.wait(0.2)
@@ -176,11 +181,18 @@ class Soak:
                 and Path(f"/proc/{p}/comm").read_text().strip() == "sshd"]
         for pid in pids:
             self._sigkill(pid)
+        listener = self.cluster.node(node)
+        if listener.sshd is not None:  # reaped here, so that a restart starts a new one
+            listener.sshd.wait(timeout=30)
+            listener.sshd = None
         self.sshd_down.add(node)
         self._later(self.rng.uniform(0.2, 8), self._restart_sshd, node)
         return True
 
     def _restart_sshd(self, node: str) -> None:
+        if node in self.cut:  # it could not be seen listening: again once the link is back
+            self._later(1.0, self._restart_sshd, node)
+            return
         self.cluster.start_sshd(node)
         self.sshd_down.discard(node)
 
@@ -191,7 +203,7 @@ class Soak:
         node = self.rng.choice(choices)
         self.cluster.cut_link(node)
         self.cut.add(node)
-        self._later(self.rng.uniform(1, 45), self._restore_link, node)
+        self._later(self.rng.uniform(1, 30), self._restore_link, node)
         return True
 
     def _restore_link(self, node: str) -> None:
@@ -299,6 +311,13 @@ def main() -> None:
         soak.heal()
         records = soak.settle(900)
         counts, bad = soak.verdict(records)
+        if bad and os.environ.get("SOAK_KEEP"):  # what the daemons said, for the post-mortem
+            keep = Path(os.environ["SOAK_KEEP"])
+            keep.mkdir(parents=True, exist_ok=True)
+            (keep / "status.txt").write_text(soak.qpy("status").stdout)
+            for log in (bench.home / "master.log", bench.home / "embedded" / "multiuser.log"):
+                if log.exists():
+                    (keep / log.name).write_bytes(log.read_bytes())
     finally:
         soak.heal()
         bench.close()

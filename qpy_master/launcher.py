@@ -105,6 +105,12 @@ def checked_op(op: dict) -> dict:
     return op
 
 
+def ended_by_itself(result: dict | None) -> bool:
+    """Whether a slot's end is the job's own: not a signal after a kill op (a run the
+    master gave up on and qpy killed is not finished, so the job may run again)."""
+    return result is not None and not (result.get("killed") and "signal" in result)
+
+
 def emit(event: dict) -> None:
     """One event line to the master."""
     data = (json.dumps(event, separators=(",", ":")) + "\n").encode()
@@ -472,9 +478,11 @@ class Launcher:
             self.kill({"job": job})
             return
         head, result = self._slot(job)
-        if head is not None and result is not None:  # it ran here already (a run the master
-            emit({"ev": "ended", "job": job, **result})  # gave up on): it does not run again
+        if head is not None and ended_by_itself(result):  # it ran here already (a run the
+            emit({"ev": "ended", "job": job, **result})  # master gave up on): not again
             return
+        if head is not None and result is not None:  # a run qpy killed: this one replaces it
+            self._free_slot(job)
         op["env"] = {**self.envs.get(op.get("env_id"), {}), **op.get("vars", {})}
         op["t"] = t_start = time.time()
         op["slot"] = slot = self._take_slot()
@@ -610,11 +618,16 @@ class Launcher:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-        if job in self.deferred:  # the old run is over: nobody waits for its end
-            self.reported.discard(job)
+        if job in self.deferred:  # the old run is over: the new one starts, unless the old
+            self.reported.discard(job)  # one finished by itself (its end then answers it)
             self.forgotten.discard(job)
+            op = self.deferred.pop(job)
+            _, result = self._slot(job)
+            if ended_by_itself(result):
+                emit({"ev": "ended", "job": job, **result})
+                return
             self._free_slot(job)
-            self.start(self.deferred.pop(job))
+            self.start(op)
             return
         if job in self.reported:
             self.reported.discard(job)

@@ -200,9 +200,10 @@ class Master:
                     node, event)
             return
         job = self.records.running.get(event.get("job"))
-        if job is None or job.node != node:
-            if kind in ("fate", "ended", "lost"):  # a run given up on: its node tells now
-                self.reconciler.settle(node, event)
+        if job is None or job.node != node or (kind == "ended" and event.get("killed")
+                                                and not job.kill_requested):
+            if kind in ("fate", "ended", "lost"):  # a run given up on (and killed, if this
+                self.reconciler.settle(node, event)  # job runs there again): its node tells
             return
         if kind == "started":  # kept in memory, stored with the end: the slot has it too
             job.pid = event.get("pid")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from qpy.model import Job
 from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
+from qpy_master.launcher import ended_by_itself
 from qpy_master.records import Records
 
 log = logging.getLogger("qpy.master.reconcile")
@@ -90,7 +91,7 @@ class Reconciler:
     def _apply(self, job: Job, node: str, event: dict) -> bool:
         """Fix the record; whether the node may now free the run's slot."""
         ran = event.get("ev") != "fate" or bool(event.get("ran"))
-        ended = "t_end" in event and not event.get("killed")
+        ended = "t_end" in event and ended_by_itself(event)
         if not ran:
             if job.status == LOST:
                 log.warning("job %d never started on %s: queued again", job.id, node)
