@@ -129,3 +129,41 @@ def test_a_launcher_that_hears_nothing_from_its_master_exits(tmp_path, monkeypat
         proc.kill()
         proc.wait()
         proc.stdin.close()
+
+
+def test_a_start_behind_a_still_running_old_run_reruns_only_a_killed_one(tmp_path):
+    """A job given up on still runs when its start comes again (a requeued copy): the old
+    run is killed first. If the old run then ends by itself (here: it exits with its own
+    code when asked to stop), its end answers the start and nothing runs again; if it was
+    killed by the signal, the job runs again."""
+    run = tmp_path / "run"
+    first = _launcher(run)
+    script = ("echo ran >> ran_{job}; {trap} touch up_{job}; "
+              "while true; do sleep 0.05; done")
+    trapping = script.format(job=1, trap="trap 'exit 4' TERM;")
+    plain = script.format(job=2, trap="")
+    try:
+        _send(first, _start(1, trapping, tmp_path), _start(2, plain, tmp_path))
+        _events(first, 2)
+        wait_for(lambda: (tmp_path / "up_1").exists() and (tmp_path / "up_2").exists(), 60,
+                 "both runs to be up")
+    finally:
+        first.stdin.close()
+        first.wait(timeout=30)
+    second = _launcher(run)
+    try:
+        _send(second, {"op": "sweep", "keep": [1, 2], "ask": []},
+              {"op": "adopt", "job": 1}, {"op": "adopt", "job": 2})
+        _events(second, 2)  # started, started (adopted)
+        _send(second, _start(1, trapping, tmp_path))
+        answer, = _events(second, 1)
+        assert (answer["ev"], answer["job"], answer["exit"]) == ("ended", 1, 4), answer
+        _send(second, _start(2, "echo ran >> ran_2", tmp_path))
+        again = _events(second, 2)
+        assert [e["ev"] for e in again] == ["started", "ended"], again
+        assert again[1].get("exit") == 0 and not again[1].get("killed"), again
+    finally:
+        second.stdin.close()
+        second.wait(timeout=30)
+    assert (tmp_path / "ran_1").read_text() == "ran\n"  # ran once
+    assert (tmp_path / "ran_2").read_text() == "ran\nran\n"  # killed, then run again
