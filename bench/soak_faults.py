@@ -89,6 +89,7 @@ class Soak:
         self.cut: set[str] = set()
         self.sshd_down: set[str] = set()
         self.stop = threading.Event()
+        self.due: list[tuple[float, object, str]] = []
         self.tags = 0
 
     def qpy(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -212,17 +213,20 @@ class Soak:
             self.cut.discard(node)
 
     def _later(self, delay: float, action, node: str) -> None:
-        timer = threading.Timer(delay, self._guarded, args=(action, node))
-        timer.daemon = True
-        timer.start()
+        """Undo a fault later, from the main thread (an sshd started from a short-lived
+        thread would die with it: the harness ties it to its parent thread)."""
+        self.due.append((time.monotonic() + delay, action, node))
 
-    def _guarded(self, action, node: str) -> None:
-        with self.lock:
+    def undo_due(self) -> None:
+        now = time.monotonic()
+        due, self.due = [d for d in self.due if d[0] <= now], [d for d in self.due if d[0] > now]
+        for _, action, node in due:
             action(node)
 
     def heal(self) -> None:
         """Every link back, every sshd listening."""
         with self.lock:
+            self.due = []
             for node in list(self.cut):
                 self._restore_link(node)
             for node in list(self.sshd_down):
@@ -304,6 +308,7 @@ def main() -> None:
         end = began + minutes * 60
         while time.monotonic() < end:
             with soak.lock:
+                soak.undo_due()
                 soak.inject()
             time.sleep(rng.uniform(0.2, 1.8) * gap)
         soak.stop.set()

@@ -11,7 +11,7 @@ import time
 
 from qpy import config, selection
 from qpy.server import BadRequest, NotFound, RequestError, Session
-from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
+from qpy.states import FINISHED, QUEUE, RUNNING
 from qpy_master import submit
 from qpy_master.master import Master
 
@@ -71,7 +71,7 @@ def kill(m: Master, s: Session, msg: dict) -> dict:
         now = time.time()
         with m.records.transaction():
             for job in queued:
-                m.records.move(job, UNDONE, t_end=now)
+                m.reconciler.remove_queued(job, now)
         for job in running:
             m.kill_running(job)
     text = ""
@@ -156,7 +156,7 @@ def notes(m: Master, s: Session, msg: dict) -> dict:
 
 
 def status(m: Master, s: Session, msg: dict) -> dict:
-    reply = m.status()
+    reply = m.link.status()
     reply.pop("re", None)
     return reply
 

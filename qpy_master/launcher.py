@@ -372,6 +372,51 @@ class Supervisor:
                     break
 
 
+class SlotFile:
+    """The node's slots file as one launcher knows it: which job holds which slot (those
+    not yet forgotten, some started by earlier launchers) and which slots are free."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.of: dict[int, int] = {}
+        self.free: list[int] = []
+        self.scan()
+
+    def scan(self) -> None:
+        size = os.fstat(self.fd).st_size // SLOT
+        data = os.pread(self.fd, size * SLOT, 0)
+        self.of, self.free = {}, []
+        for i in range(size):
+            head, _ = parse_slot(data[i * SLOT:(i + 1) * SLOT])
+            if head is None:
+                self.free.append(i)
+            else:
+                self.of[head[0]] = i
+        self.free.reverse()
+
+    def take(self, job: int) -> int:
+        if self.free:
+            slot = self.free.pop()
+        else:
+            slot = os.fstat(self.fd).st_size // SLOT
+            os.pwrite(self.fd, BLANK, slot * SLOT)
+        self.of[job] = slot
+        return slot
+
+    def read(self, job: int) -> tuple[tuple[int, int, int, float] | None, dict | None]:
+        slot = self.of.get(job)
+        if slot is None:
+            return None, None
+        head, result = parse_slot(os.pread(self.fd, SLOT, slot * SLOT))
+        return (head, result) if head is not None and head[0] == job else (None, None)
+
+    def release(self, job: int) -> None:
+        slot = self.of.pop(job, None)
+        if slot is not None:
+            os.pwrite(self.fd, BLANK, slot * SLOT)
+            self.free.append(slot)
+
+
 class Launcher:
     """The launcher's event loop: ops from stdin, job ends from pidfds."""
 
@@ -383,42 +428,11 @@ class Launcher:
         self.buf = b""
         self.notify_r, self.notify_w = os.pipe()
         os.set_blocking(self.notify_r, False)
-        path = os.path.join(run_dir, "slots")
-        self.slots = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self.slot_of: dict[int, int] = {}
-        self.free: list[int] = []
+        self.slots = SlotFile(os.path.join(run_dir, "slots"))
         self.forgotten: set[int] = set()
         self.envs: dict[int, dict[str, str]] = {}
         self.deferred: dict[int, dict] = {}  # job -> its start, waiting for its old run
         self.spare: tuple[int, int] | None = None
-        self._scan()
-
-    def _scan(self) -> None:
-        """Learn which slots hold jobs not yet forgotten (started by earlier launchers)."""
-        size = os.fstat(self.slots).st_size // SLOT
-        data = os.pread(self.slots, size * SLOT, 0)
-        self.slot_of, self.free = {}, []
-        for i in range(size):
-            head, _ = parse_slot(data[i * SLOT:(i + 1) * SLOT])
-            if head is None:
-                self.free.append(i)
-            else:
-                self.slot_of[head[0]] = i
-        self.free.reverse()
-
-    def _take_slot(self) -> int:
-        if self.free:
-            return self.free.pop()
-        slot = os.fstat(self.slots).st_size // SLOT
-        os.pwrite(self.slots, BLANK, slot * SLOT)
-        return slot
-
-    def _slot(self, job: int) -> tuple[tuple[int, int, int, float] | None, dict | None]:
-        slot = self.slot_of.get(job)
-        if slot is None:
-            return None, None
-        head, result = parse_slot(os.pread(self.slots, SLOT, slot * SLOT))
-        return (head, result) if head is not None and head[0] == job else (None, None)
 
     def serve(self) -> None:
         os.set_blocking(0, False)
@@ -477,16 +491,15 @@ class Launcher:
             self.deferred[job] = op
             self.kill({"job": job})
             return
-        head, result = self._slot(job)
+        head, result = self.slots.read(job)
         if head is not None and ended_by_itself(result):  # it ran here already (a run the
             emit({"ev": "ended", "job": job, **result})  # master gave up on): not again
             return
         if head is not None and result is not None:  # a run qpy killed: this one replaces it
-            self._free_slot(job)
+            self.slots.release(job)
         op["env"] = {**self.envs.get(op.get("env_id"), {}), **op.get("vars", {})}
         op["t"] = t_start = time.time()
-        op["slot"] = slot = self._take_slot()
-        self.slot_of[job] = slot
+        op["slot"] = self.slots.take(job)
         pid, inbox = self.spare or self._fork_supervisor()
         self.spare = None
         data = (json.dumps(op, separators=(",", ":")) + "\n").encode()
@@ -512,7 +525,7 @@ class Launcher:
         else:
             gc.disable()
             try:
-                supervisor = Supervisor(self.slots, self.notify_w, inbox_r)
+                supervisor = Supervisor(self.slots.fd, self.notify_w, inbox_r)
                 supervisor.prepare()
                 supervisor.serve()
             finally:
@@ -534,9 +547,9 @@ class Launcher:
         job = int(op["job"])
         if job in self.watched:
             return
-        if job not in self.slot_of:
-            self._scan()  # a supervisor forked just before the old launcher died
-        head, result = self._slot(job)
+        if job not in self.slots.of:
+            self.slots.scan()  # a supervisor forked just before the old launcher died
+        head, result = self.slots.read(job)
         if head is None:
             emit({"ev": "lost", "job": job, "ran": False, "reason": "the job was never started"})
             return
@@ -555,18 +568,18 @@ class Launcher:
         ``ask`` (runs the master gave up on) it first tells what the slots say."""
         keep = {int(j) for j in op["keep"]}
         ask = {int(j) for j in op["ask"]} - keep
-        self._scan()
-        for job in sorted(ask - set(self.slot_of)):
+        self.slots.scan()
+        for job in sorted(ask - set(self.slots.of)):
             emit({"ev": "fate", "job": job, "ran": False})
-        for job in [j for j in self.slot_of if j not in keep and j not in self.watched]:
-            head, result = self._slot(job)
+        for job in [j for j in self.slots.of if j not in keep and j not in self.watched]:
+            head, result = self.slots.read(job)
             if head is not None and result is None and proc_start(head[1]) == head[2] \
                     and self._watch(job, head[1], own=False):
                 self.reported.add(job)  # nobody wants to hear of its end
                 self.forgotten.add(job)
                 self.kill({"job": job})
             elif job not in ask or head is None or result is None:
-                self._free_slot(job)
+                self.slots.release(job)
             if job in ask:  # an end stays in its slot until the master has recorded it
                 emit({"ev": "fate", "job": job, "ran": head is not None,
                       **({"t": head[3], **result} if head and result else {})})
@@ -585,13 +598,7 @@ class Launcher:
         if job in self.watched:  # its supervisor is still cleaning up: free it at its exit
             self.forgotten.add(job)
             return
-        self._free_slot(job)
-
-    def _free_slot(self, job: int) -> None:
-        slot = self.slot_of.pop(job, None)
-        if slot is not None:
-            os.pwrite(self.slots, BLANK, slot * SLOT)
-            self.free.append(slot)
+        self.slots.release(job)
 
     def _unwatch(self, job: int) -> tuple[int, int, bool]:
         pidfd, pid, own = self.watched.pop(job)
@@ -622,11 +629,11 @@ class Launcher:
             self.reported.discard(job)  # one finished by itself (its end then answers it)
             self.forgotten.discard(job)
             op = self.deferred.pop(job)
-            _, result = self._slot(job)
+            _, result = self.slots.read(job)
             if ended_by_itself(result):
                 emit({"ev": "ended", "job": job, **result})
                 return
-            self._free_slot(job)
+            self.slots.release(job)
             self.start(op)
             return
         if job in self.reported:
@@ -635,10 +642,10 @@ class Launcher:
             self._report_end(job)
         if job in self.forgotten:
             self.forgotten.discard(job)
-            self._free_slot(job)
+            self.slots.release(job)
 
     def _report_end(self, job: int) -> None:
-        _, result = self._slot(job)
+        _, result = self.slots.read(job)
         if result is None:
             emit({"ev": "lost", "job": job, "ran": True,
                   "reason": "its supervisor ended without recording an exit status"})

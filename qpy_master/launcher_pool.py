@@ -136,6 +136,13 @@ class LauncherPool:
         return [{**g, "attr": f"({g['attr']}) and {avoid}" if g.get("attr") else avoid}
                 for g in want]
 
+    def reach(self, nodes: dict[str, str | None]) -> None:
+        """Start a launcher on each of ``nodes`` (name -> address) not reached yet."""
+        for node, address in nodes.items():
+            if node not in self.links:
+                self.addresses.setdefault(node, address or node)
+                self.reattach(node)
+
     def reattach(self, node: str) -> None:
         """A new launcher for ``node`` adopts its running jobs and gets their kills again."""
         jobs = self.owner.jobs_on(node)

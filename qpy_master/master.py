@@ -19,7 +19,6 @@ from pathlib import Path
 
 from qpy import config
 from qpy.model import Job
-from qpy.server import Unreachable
 from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
 from qpy_master.launcher_link import LauncherGone
 from qpy_master.launcher_pool import LauncherPool
@@ -29,6 +28,12 @@ from qpy_master.records import Records
 from qpy_master.store import Store
 
 log = logging.getLogger("qpy.master")
+
+
+def command(job: Job, settings: dict) -> str:
+    """The shell command of a job, after the files ``sourceTheseFiles`` names."""
+    sources = "".join(f". {shlex.quote(f)}; " for f in settings["sourceTheseFiles"])
+    return sources + (job.run_command or job.command)
 
 
 class Master:
@@ -50,10 +55,7 @@ class Master:
         with self.lock:
             for job in list(self.records.running.values()):
                 self._send(job, {"op": "adopt", "job": job.id})
-            for node, address in self.reconciler.nodes().items():  # they owe an answer
-                if node not in self.pool.links:
-                    self.pool.addresses.setdefault(node, address or node)
-                    self.pool.reattach(node)
+            self.pool.reach(self.reconciler.nodes())  # they owe an answer
         log.info("restored %d queued and %d running jobs", len(self.records.queue),
                  len(self.records.running))
         self.link = MultiuserLink(connect, self._hello, self._on_hello, self._on_event)
@@ -148,15 +150,11 @@ class Master:
         self.records.move(job, RUNNING, node=grant["node"], address=grant.get("address"),
                           t_start=time.time())
         self._send(job, {
-            "op": "start", "job": job.id, "cmd": self._command(job), "cwd": job.cwd,
+            "op": "start", "job": job.id, "cmd": command(job, self.settings), "cwd": job.cwd,
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
                      "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
             "out": job.output("out"), "err": job.output("err")})
-
-    def _command(self, job: Job) -> str:
-        sources = "".join(f". {shlex.quote(f)}; " for f in self.settings["sourceTheseFiles"])
-        return sources + (job.run_command or job.command)
 
     def _send(self, job: Job, op: dict) -> None:
         """Send an op about ``job`` to its node's launcher (a start goes with the job's
@@ -222,10 +220,8 @@ class Master:
 
     def _node_down(self, node: str, reason: str) -> None:
         """The multiuser declared ``node`` down: its jobs are lost, or queued again if they
-        asked for that. Whatever of them still runs there is killed (now if the launcher
-        can be reached, else by the sweep when the node is back). What really became of
-        each run is asked when the node is reached again (``reconcile``), so the node
-        keeps their slots until then."""
+        asked for that, killed there if reached, and asked about when the node is back
+        (``reconcile``: the node keeps their slots until then)."""
         if self.pool.session_works(node):
             log.warning("node %s is down for the multiuser (%s) but this master's session "
                         "to it works: its jobs go on", node, reason)
@@ -236,8 +232,7 @@ class Master:
             if job.kill_requested:
                 self._finish(job, KILLED, reason=why)
                 continue
-            if job.pid is None:
-                why += " (its start had not been acknowledged)"
+            why += "" if job.pid else " (its start had not been acknowledged)"
             with self.records.transaction():
                 self.reconciler.give_up(job, node)
                 if job.requeue:
@@ -291,14 +286,3 @@ class Master:
     def kill_running(self, job: Job) -> None:
         self.records.update(job, kill_requested=True)
         self._send(job, {"op": "kill", "job": job.id})
-
-    def status(self) -> dict:
-        """The multiuser's status as it answers; Unreachable when it cannot."""
-        self.link.wait_up(10.0)  # a fresh master may still be connecting
-        try:
-            reply = self.link.request({"type": "status"}, timeout=10.0)
-        except LinkDown as exc:
-            raise Unreachable(f"the multiuser is not reachable: {exc}") from None
-        if not reply.get("ok"):
-            raise Unreachable(reply.get("error") or "the multiuser refused the status request")
-        return reply

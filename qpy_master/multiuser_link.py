@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 from qpy import wire
+from qpy.server import Unreachable
 
 log = logging.getLogger("qpy.master.link")
 
@@ -132,3 +133,14 @@ class MultiuserLink:
             with self._lock:
                 for slot in self._pending.values():
                     slot[0].set()
+
+    def status(self) -> dict:
+        """The multiuser's status as it answers; Unreachable when it cannot."""
+        self.wait_up(10.0)  # a fresh master may still be connecting
+        try:
+            reply = self.request({"type": "status"}, timeout=10.0)
+        except LinkDown as exc:
+            raise Unreachable(f"the multiuser is not reachable: {exc}") from None
+        if not reply.get("ok"):
+            raise Unreachable(reply.get("error") or "the multiuser refused the status request")
+        return reply

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qpy.model import Job
-from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
+from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING, UNDONE
 from qpy_master.launcher import ended_by_itself
 from qpy_master.records import Records
 
@@ -69,6 +69,22 @@ class Reconciler:
     def waiting_on(self, node: str) -> list[int]:
         return [job for job, name, _ in self.records.store.unsettled() if name == node]
 
+    def node_of(self, job_id: int) -> str | None:
+        """The node a run of ``job_id`` was given up on, if any."""
+        return next((name for job, name, _ in self.records.store.unsettled()
+                     if job == job_id), None)
+
+    def remove_queued(self, job: Job, now: float) -> None:
+        """``qpy kill`` of a queued job: ``undone``, unless it is a requeued copy whose
+        first run may have happened (its node has not told yet): that one is ``killed``."""
+        node = self.node_of(job.id)
+        if node is None:
+            self.records.move(job, UNDONE, t_end=now)
+        else:
+            self.records.move(job, KILLED, kill_requested=True, node=node, t_end=now,
+                              reason=f"killed in the queue; its run on {node} was given up "
+                                     "on and its end is not known yet")
+
     def nodes(self) -> dict[str, str | None]:
         """Nodes that owe an answer, with an address to reach them by."""
         return {name: address for _, name, address in self.records.store.unsettled()}
@@ -108,6 +124,11 @@ class Reconciler:
             return False  # its start op follows and is answered with this end
         if job.status in (LOST, QUEUE):
             self._record_end(job, node, event)
+        elif job.status == KILLED and job.t_start is None:  # killed in the queue meanwhile
+            self.records.update(job, exit_code=event.get("exit"), signal=event.get("signal"),
+                                t_start=event.get("t"))
+            self._note(job, f"{node} was reached again: its run there had ended "
+                            f"({_exit_words(event)})")
         elif job.node != node:  # (on this node, the end recorded is this run's own)
             log.error("job %d ran twice: its run on %s, given up on, ended too", job.id, node)
             self._note(job, f"it ran twice: the run on {node} it had been given up on "
