@@ -487,8 +487,8 @@ class Launcher:
         """Hand the job to the spare supervisor, then fork the next spare: the fork is
         not on the path from "start" to the job's first instruction."""
         job = int(op["job"])
-        if job in self.watched:  # a requeued job whose old run is still ending: it goes first
-            self.deferred[job] = op
+        if job in self.watched or self._watch_slot(job):  # a requeued job whose old run
+            self.deferred[job] = op  # still runs or ends: it goes first
             self.kill({"job": job})
             return
         head, result = self.slots.read(job)
@@ -573,8 +573,7 @@ class Launcher:
             emit({"ev": "fate", "job": job, "ran": False})
         for job in [j for j in self.slots.of if j not in keep and j not in self.watched]:
             head, result = self.slots.read(job)
-            if head is not None and result is None and proc_start(head[1]) == head[2] \
-                    and self._watch(job, head[1], own=False):
+            if self._watch_slot(job):
                 self.reported.add(job)  # nobody wants to hear of its end
                 self.forgotten.add(job)
                 self.kill({"job": job})
@@ -584,9 +583,18 @@ class Launcher:
                 emit({"ev": "fate", "job": job, "ran": head is not None,
                       **({"t": head[3], **result} if head and result else {})})
 
+    def _watch_slot(self, job: int) -> bool:
+        """Watch the job's run if its slot shows it still running (a run this launcher did
+        not start or adopt); whether it does."""
+        head, result = self.slots.read(job)
+        return head is not None and result is None and proc_start(head[1]) == head[2] \
+            and self._watch(job, head[1], own=False)
+
     def kill(self, op: dict) -> None:
-        entry = self.watched.get(int(op["job"]))
-        if entry is not None:
+        """SIGTERM to the job's supervisor (found through its slot if not watched yet)."""
+        job = int(op["job"])
+        entry = self.watched.get(job) or (self._watch_slot(job) and self.watched.get(job))
+        if entry:
             try:
                 signal.pidfd_send_signal(entry[0], signal.SIGTERM)
             except ProcessLookupError:

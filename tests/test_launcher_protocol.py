@@ -133,12 +133,12 @@ def test_a_launcher_that_hears_nothing_from_its_master_exits(tmp_path, monkeypat
 
 def test_a_start_behind_a_still_running_old_run_reruns_only_a_killed_one(tmp_path):
     """A job given up on still runs when its start comes again (a requeued copy): the old
-    run is killed first. If the old run then ends by itself (here: it exits with its own
+    run is killed first, even one this launcher had not adopted. If the old run then ends by itself (here: it exits with its own
     code when asked to stop), its end answers the start and nothing runs again; if it was
     killed by the signal, the job runs again."""
     run = tmp_path / "run"
     first = _launcher(run)
-    script = ("echo ran >> ran_{job}; {trap} touch up_{job}; "
+    script = ("echo ran >> ran_{job}; {trap} echo $$ > up_{job}; "
               "while true; do sleep 0.05; done")
     trapping = script.format(job=1, trap="trap 'exit 4' TERM;")
     plain = script.format(job=2, trap="")
@@ -152,9 +152,8 @@ def test_a_start_behind_a_still_running_old_run_reruns_only_a_killed_one(tmp_pat
         first.wait(timeout=30)
     second = _launcher(run)
     try:
-        _send(second, {"op": "sweep", "keep": [1, 2], "ask": []},
-              {"op": "adopt", "job": 1}, {"op": "adopt", "job": 2})
-        _events(second, 2)  # started, started (adopted)
+        _send(second, {"op": "sweep", "keep": [1, 2], "ask": []}, {"op": "adopt", "job": 1})
+        _events(second, 1)  # started (adopted); job 2's run is not even adopted
         _send(second, _start(1, trapping, tmp_path))
         answer, = _events(second, 1)
         assert (answer["ev"], answer["job"], answer["exit"]) == ("ended", 1, 4), answer
@@ -162,6 +161,7 @@ def test_a_start_behind_a_still_running_old_run_reruns_only_a_killed_one(tmp_pat
         again = _events(second, 2)
         assert [e["ev"] for e in again] == ["started", "ended"], again
         assert again[1].get("exit") == 0 and not again[1].get("killed"), again
+        assert not pid_alive(int((tmp_path / "up_2").read_text()))  # the old run is gone
     finally:
         second.stdin.close()
         second.wait(timeout=30)
