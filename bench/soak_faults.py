@@ -304,13 +304,13 @@ def main() -> None:
         bench.wait_nodes_up()
         worker = threading.Thread(target=soak.jobs_loop, daemon=True)
         worker.start()
-        gap = minutes * 60 / target
         end = began + minutes * 60
         while time.monotonic() < end:
             with soak.lock:
                 soak.undo_due()
                 soak.inject()
-            time.sleep(rng.uniform(0.2, 1.8) * gap)
+            left = max(1, target - sum(soak.faults.values()))  # faults still to inject
+            time.sleep(rng.uniform(0.2, 1.8) * max(0.0, end - time.monotonic()) / left)
         soak.stop.set()
         worker.join(timeout=300)
         soak.heal()

@@ -66,6 +66,7 @@ its spare supervisor ends with it, and so does its ssh session.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import gc
 import json
 import os
@@ -395,11 +396,18 @@ class SlotFile:
         self.free.reverse()
 
     def take(self, job: int) -> int:
-        if self.free:
-            slot = self.free.pop()
-        else:
-            slot = os.fstat(self.fd).st_size // SLOT
-            os.pwrite(self.fd, BLANK, slot * SLOT)
+        """A free slot, claimed for ``job`` at once (its supervisor writes the real head):
+        another launcher of this user on this node (one still ending, or one whose session
+        was cut) may hold an older picture of the file, so the claim happens under a lock
+        and only on a slot that really is blank."""
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            while self.free and os.pread(self.fd, SLOT, self.free[-1] * SLOT) != BLANK:
+                self.free.pop()
+            slot = self.free.pop() if self.free else os.fstat(self.fd).st_size // SLOT
+            os.pwrite(self.fd, padded(f"{job} 0 0 0", HALF) + b" " * HALF, slot * SLOT)
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
         self.of[job] = slot
         return slot
 
@@ -550,7 +558,7 @@ class Launcher:
         if job not in self.slots.of:
             self.slots.scan()  # a supervisor forked just before the old launcher died
         head, result = self.slots.read(job)
-        if head is None:
+        if head is None or not head[1]:  # no slot, or claimed by a launcher that then died
             emit({"ev": "lost", "job": job, "ran": False, "reason": "the job was never started"})
             return
         _, pid, start, t = head
@@ -580,7 +588,7 @@ class Launcher:
             elif job not in ask or head is None or result is None:
                 self.slots.release(job)
             if job in ask:  # an end stays in its slot until the master has recorded it
-                emit({"ev": "fate", "job": job, "ran": head is not None,
+                emit({"ev": "fate", "job": job, "ran": bool(head and head[1]),
                       **({"t": head[3], **result} if head and result else {})})
 
     def _watch_slot(self, job: int) -> bool:

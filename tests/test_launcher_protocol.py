@@ -133,9 +133,9 @@ def test_a_launcher_that_hears_nothing_from_its_master_exits(tmp_path, monkeypat
 
 def test_a_start_behind_a_still_running_old_run_reruns_only_a_killed_one(tmp_path):
     """A job given up on still runs when its start comes again (a requeued copy): the old
-    run is killed first, even one this launcher had not adopted. If the old run then ends by itself (here: it exits with its own
-    code when asked to stop), its end answers the start and nothing runs again; if it was
-    killed by the signal, the job runs again."""
+    run is killed first, even one this launcher had not adopted. If the old run then ends
+    by itself (here: it exits with its own code when asked to stop), its end answers the
+    start and nothing runs again; if it was killed by the signal, the job runs again."""
     run = tmp_path / "run"
     first = _launcher(run)
     script = ("echo ran >> ran_{job}; {trap} echo $$ > up_{job}; "
@@ -167,3 +167,34 @@ def test_a_start_behind_a_still_running_old_run_reruns_only_a_killed_one(tmp_pat
         second.wait(timeout=30)
     assert (tmp_path / "ran_1").read_text() == "ran\n"  # ran once
     assert (tmp_path / "ran_2").read_text() == "ran\nran\n"  # killed, then run again
+
+
+def test_two_launchers_of_one_node_never_share_a_slot(tmp_path):
+    """Two launchers of one user on one node at once (one still ending, one new): the new
+    one's picture of the slots file is older than the first one's latest start, yet it
+    never hands out a slot that holds a job, so no job's end overwrites another's."""
+    run = tmp_path / "run"
+    earlier = _launcher(run)
+    _send(earlier, _start(9, "exit 9", tmp_path))
+    _events(earlier, 2)
+    _send(earlier, {"op": "forget", "job": 9})  # slot 0 is free again
+    earlier.stdin.close()
+    earlier.wait(timeout=30)
+    first, second = _launcher(run), _launcher(run)  # both see slot 0 free
+    try:
+        _send(first, _start(1, "exit 1", tmp_path))
+        _events(first, 2)  # started, ended: job 1 holds slot 0 until forgotten
+        _send(second, _start(2, "exit 2", tmp_path))
+        started, ended = _events(second, 2)
+        assert (ended["ev"], ended["exit"]) == ("ended", 2)
+        data = (run / "slots").read_bytes()
+        ends = {}
+        for i in range(0, len(data), launcher.SLOT):
+            head, result = launcher.parse_slot(data[i:i + launcher.SLOT])
+            if head is not None:
+                ends[head[0]] = result["exit"]
+        assert ends == {1: 1, 2: 2}, data  # each job's end in a slot of its own
+    finally:
+        for proc in (first, second):
+            proc.stdin.close()
+            proc.wait(timeout=30)
