@@ -395,7 +395,7 @@ class SlotFile:
                 self.of[head[0]] = i
         self.free.reverse()
 
-    def take(self, job: int) -> int:
+    def take(self, job: int, pid: int) -> int:
         """A free slot, claimed for ``job`` at once (its supervisor writes the real head):
         another launcher of this user on this node (one still ending, or one whose session
         was cut) may hold an older picture of the file, so the claim happens under a lock
@@ -405,7 +405,8 @@ class SlotFile:
             while self.free and os.pread(self.fd, SLOT, self.free[-1] * SLOT) != BLANK:
                 self.free.pop()
             slot = self.free.pop() if self.free else os.fstat(self.fd).st_size // SLOT
-            os.pwrite(self.fd, padded(f"{job} 0 0 0", HALF) + b" " * HALF, slot * SLOT)
+            claim = f"{job} {pid} {proc_start(pid)} 0"  # t 0: the job has not started yet
+            os.pwrite(self.fd, padded(claim, HALF) + b" " * HALF, slot * SLOT)
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
         self.of[job] = slot
@@ -507,9 +508,9 @@ class Launcher:
             self.slots.release(job)
         op["env"] = {**self.envs.get(op.get("env_id"), {}), **op.get("vars", {})}
         op["t"] = t_start = time.time()
-        op["slot"] = self.slots.take(job)
         pid, inbox = self.spare or self._fork_supervisor()
         self.spare = None
+        op["slot"] = self.slots.take(job, pid)
         data = (json.dumps(op, separators=(",", ":")) + "\n").encode()
         while data:
             data = data[os.write(inbox, data):]
@@ -558,7 +559,7 @@ class Launcher:
         if job not in self.slots.of:
             self.slots.scan()  # a supervisor forked just before the old launcher died
         head, result = self.slots.read(job)
-        if head is None or not head[1]:  # no slot, or claimed by a launcher that then died
+        if head is None:
             emit({"ev": "lost", "job": job, "ran": False, "reason": "the job was never started"})
             return
         _, pid, start, t = head
@@ -588,7 +589,7 @@ class Launcher:
             elif job not in ask or head is None or result is None:
                 self.slots.release(job)
             if job in ask:  # an end stays in its slot until the master has recorded it
-                emit({"ev": "fate", "job": job, "ran": bool(head and head[1]),
+                emit({"ev": "fate", "job": job, "ran": bool(head and head[3]),
                       **({"t": head[3], **result} if head and result else {})})
 
     def _watch_slot(self, job: int) -> bool:
@@ -661,8 +662,11 @@ class Launcher:
             self.slots.release(job)
 
     def _report_end(self, job: int) -> None:
-        _, result = self.slots.read(job)
-        if result is None:
+        head, result = self.slots.read(job)
+        if result is None and head is not None and not head[3]:  # its supervisor never got
+            emit({"ev": "lost", "job": job, "ran": False,  # the job (its launcher died)
+                  "reason": "the job was never started"})
+        elif result is None:
             emit({"ev": "lost", "job": job, "ran": True,
                   "reason": "its supervisor ended without recording an exit status"})
         else:
