@@ -67,12 +67,13 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
-def parent(pid: int) -> int:
+def reads_a_pipe(pid: int) -> bool:
+    """A launcher reads its ops from a pipe; a supervisor (even one orphaned by its
+    launcher's death, which must not be taken for a launcher) has /dev/null there."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        return os.readlink(f"/proc/{pid}/fd/0").startswith("pipe:")
     except OSError:
-        return 0
-    return int(stat[stat.rindex(b")") + 2:].split()[1])
+        return False
 
 
 class Soak:
@@ -170,7 +171,7 @@ class Soak:
         mark = str(self.bench.home / "run").encode()
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
         ours = {p for p in pids if mark in cmdline(p)}
-        launchers = sorted(p for p in ours if parent(p) not in ours)  # not supervisors
+        launchers = sorted(p for p in ours if reads_a_pipe(p))  # supervisors read /dev/null
         return bool(launchers) and self._sigkill(self.rng.choice(launchers))
 
     def _sshd(self) -> bool:
