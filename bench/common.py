@@ -104,13 +104,16 @@ class Bench:
             time.sleep(0.05)
 
 
-def timed(argv: list[str], runs: int, **kwargs) -> float:
-    """Median wall time of running ``argv`` in ms."""
+def timed(argv: list[str], runs: int, expect_failure: bool = False, **kwargs) -> float:
+    """Median wall time of running ``argv`` in ms (it must succeed, or with
+    ``expect_failure`` fail: e.g. killing a job that does not exist)."""
     samples = []
     for _ in range(runs):
         t = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True, **kwargs)
+        proc = subprocess.run(argv, capture_output=True, **kwargs)
         samples.append((time.perf_counter() - t) * 1000)
+        if (proc.returncode != 0) != expect_failure:
+            raise RuntimeError(f"{argv} exited {proc.returncode}: {proc.stderr!r}")
     return statistics.median(samples)
 
 

@@ -11,6 +11,10 @@ starting a shell job here).
 ``--nodes N`` (root): the jobs run on node1 of N network-namespace nodes over ssh; the
 baseline is then ``ssh node1 sh -c`` over an open multiplexed connection, what starting
 each job with its own ssh command would cost at best.
+
+``--trace``: where end-to-next-start goes. Every process on the path writes a timestamp
+per hop (``QPY_TRACE``, ``qpy/trace.py``); the line printed gives the median of each hop,
+from the job's end (this script writing to its FIFO) to the next job's first instruction.
 """
 
 from __future__ import annotations
@@ -25,6 +29,38 @@ import time
 from common import QPY, Bench, nodes_option
 
 RUNS = 30
+TRACE = "--trace" in sys.argv
+
+
+def mark(label: str) -> None:
+    """This script's own hops in the trace (the same clock and format as qpy/trace.py)."""
+    if TRACE:
+        with open(os.environ["QPY_TRACE"], "a") as f:
+            f.write(f"{time.monotonic_ns()} {os.getpid()} {label}\n")
+
+
+def hops(path: str) -> str:
+    """Median milliseconds of each hop, in order, from each 'job: ends' to the next
+    first instruction."""
+    lines = [line.split(" ", 2) for line in open(path).read().splitlines()]
+    marks = sorted((int(t), label) for t, _, label in lines)
+    runs, current = [], None
+    for t, label in marks:
+        if label == "job: ends":
+            current = [(t, label)]
+        elif current is not None:
+            if label not in {seen for _, seen in current}:  # the first time each hop is hit
+                current.append((t, label))
+            if label == "next job: first instruction":
+                runs.append(current)
+                current = None
+    steps: dict[str, list[float]] = {}
+    for run in runs:
+        for (t0, a), (t1, b) in zip(run, run[1:], strict=False):
+            steps.setdefault(f"{a} -> {b}", []).append((t1 - t0) / 1e6)
+    total = statistics.median((run[-1][0] - run[0][0]) / 1e6 for run in runs)
+    return "; ".join(f"{name} {statistics.median(v):.3f}" for name, v in steps.items()
+                     if len(v) >= len(runs) // 2) + f"; total {total:.2f} ms ({len(runs)} runs)"
 
 
 def first_instruction(fifo: str, trigger) -> float:
@@ -35,8 +71,9 @@ def first_instruction(fifo: str, trigger) -> float:
 
     def read() -> None:
         with open(fifo) as f:
+            seen.append(time.perf_counter())
+            mark("next job: first instruction")
             f.read()
-        seen.append(time.perf_counter())
 
     thread = threading.Thread(target=read)
     thread.start()
@@ -68,6 +105,7 @@ def end_to_next(bench: Bench, n: int, pin: list[str]) -> float:
             bench.qpy("sub", *pin, "-n", k, "-m", "0.1", f"echo > {start}")
             with open(go, "w") as f:  # opening blocks until the first job is running
                 t0 = time.perf_counter()
+                mark("job: ends")
                 f.write("x\n")
             return t0
 
@@ -93,6 +131,9 @@ def baseline(bench: Bench, n: int, ssh: list[str]) -> float:
 
 def main() -> None:
     nodes = nodes_option(sys.argv)
+    if TRACE:
+        sys.argv.remove("--trace")
+        os.environ["QPY_TRACE"] = f"/tmp/qpy-trace-{os.getpid()}"
     bench = Bench(nodes)
     pin, ssh = ([], [])
     try:
@@ -101,6 +142,11 @@ def main() -> None:
             pin, ssh = ["-a", "node1"], ["ssh", "node1"]
             subprocess.run([*ssh, "true"], check=True)  # open the multiplexed connection
         bench.qpy("sub", *pin, "-m", "0.1", "true")  # start the daemons (and the launcher)
+        if TRACE:
+            end_to_next(bench, RUNS, pin)
+            print(f"trace end-to-next-start (medians, ms): {hops(os.environ['QPY_TRACE'])}")
+            os.unlink(os.environ["QPY_TRACE"])
+            return
         s2s = submit_to_start(bench, RUNS, pin)
         e2n = end_to_next(bench, RUNS, pin)
         base = baseline(bench, RUNS, ssh)

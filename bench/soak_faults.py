@@ -67,6 +67,11 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
+def jobs_of(text: str) -> list[dict]:
+    """The jobs of ``qpy check --json`` (one object: version and jobs; nothing if none)."""
+    return json.loads(text)["jobs"] if text.strip() else []
+
+
 def reads_a_pipe(pid: int) -> bool:
     """A launcher reads its ops from a pipe; a supervisor (even one orphaned by its
     launcher's death, which must not be taken for a launcher) has /dev/null there."""
@@ -137,7 +142,7 @@ class Soak:
         proc = self.qpy("check", "--json", "queue", "running")
         if proc.returncode in (0, 3):  # 3: none
             with self.lock:
-                self.live = {j["id"] for j in json.loads(proc.stdout or "[]")
+                self.live = {j["id"] for j in jobs_of(proc.stdout)
                              if j["id"] in self.accepted}
 
     # -- faults ----------------------------------------------------------------------------
@@ -255,7 +260,7 @@ class Soak:
             self.unblock_logins()
             proc = self.qpy("check", "--json", "all")
             if proc.returncode == 0:
-                records = json.loads(proc.stdout)
+                records = jobs_of(proc.stdout)
                 live = [r for r in records if r["status"] not in FINISHED
                         and r["id"] in self.accepted]
                 if not live or time.monotonic() > deadline:

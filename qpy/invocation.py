@@ -36,6 +36,7 @@ class Invocation:
     tty: bool  # standard output is a terminal (colours)
     request: Callable[..., dict]  # one request to the master: msg -> reply, or ClientError
     served: bool = False  # running inside the master (nothing local is at hand)
+    umask: int | None = None  # the submitter's, for the job and its output files
 
     @property
     def cwd(self) -> str:
@@ -64,8 +65,10 @@ def local() -> Invocation:
     """This process's own directory, environment and standard streams."""
     from qpy.client import request
 
+    umask = os.umask(0o022)
+    os.umask(umask)
     return Invocation(None, dict(os.environ), sys.stdout, sys.stderr, sys.stdout.isatty(),
-                      request)
+                      request, umask=umask)
 
 
 @contextlib.contextmanager

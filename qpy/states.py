@@ -12,7 +12,8 @@ LIVE = (QUEUE, RUNNING)
 FINISHED = (DONE, KILLED, UNDONE, LOST)
 
 # The only status changes there are. A job goes back from running to the queue when its
-# launch provably never happened, or its node failed and it asked to run again.
+# launch provably never happened, or its node failed and it asked to run again; a finished
+# job goes back to the queue when the user requeues it (``qpy requeue``: same ID, a new run).
 #
 # A node that could not be reached may come back with the truth about the run qpy gave up
 # on (its slot file: the run's end, or no trace of a start). Only then:
@@ -25,9 +26,9 @@ FINISHED = (DONE, KILLED, UNDONE, LOST)
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     QUEUE: (RUNNING, UNDONE, DONE, KILLED),
     RUNNING: (DONE, KILLED, LOST, QUEUE),
-    DONE: (),
-    KILLED: (),
-    UNDONE: (),
+    DONE: (QUEUE,),
+    KILLED: (QUEUE,),
+    UNDONE: (QUEUE,),
     LOST: (DONE, KILLED, QUEUE),
 }
 

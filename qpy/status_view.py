@@ -57,12 +57,14 @@ def nodes_table(nodes: list[dict]) -> str:
             f"{'mem use':>7} {'mem req':>7} {'mem tot':>7}  attributes")
     used = sum(n["used_cores"] for n in nodes)  # every core in use: the users table's sum
     total = sum(n["cores"] for n in nodes if _counted(n))
+    up = [n["name"] for n in nodes if _state(n) == "up"]
     lines = [head, "-" * 88, *(_node_row(n) for n in nodes), RULE,
              f"There are {used} out of a total of {total} cores being used."]
     outside = sum(n["used_cores"] for n in nodes if not _counted(n))
     if outside:
         lines.append(f"  ({outside} of them on nodes that are down or not measured yet, "
                      "whose cores the total leaves out)")
+    lines.append(f"Up nodes ({len(up)} of {len(nodes)}): {', '.join(up) or 'none'}")
     unknown = [n["name"] for n in nodes if _state(n) == "unknown"]
     if unknown:
         lines.append(f"Not measured yet: {', '.join(unknown)} (not in the total until "
@@ -81,7 +83,21 @@ def nodes_table(nodes: list[dict]) -> str:
              for n in nodes if (n.get("disk") or {}).get("total")]
     if disks:
         lines.append(f"Disk of check_dir: {', '.join(disks)}")
+    modes = memory_limits(nodes)
+    if modes:
+        lines.append(f"Memory limits: {modes}")
     return "\n".join(lines) + "\n"
+
+
+def memory_limits(nodes: list[dict]) -> str:
+    """``cgroup v1 (node1, node2); watchdog (node3)``: what enforces each node's memory
+    limits, nodes not measured yet left out."""
+    by_mode: dict[str, list[str]] = {}
+    for n in nodes:
+        if n.get("memory_limit"):
+            mode = n["memory_limit"] + (" + RLIMIT_AS" if n.get("rlimit_as") else "")
+            by_mode.setdefault(mode, []).append(n["name"])
+    return "; ".join(f"{mode} ({', '.join(names)})" for mode, names in by_mode.items())
 
 
 def render(users: list[dict], nodes: list[dict]) -> str:

@@ -24,27 +24,14 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from qpy.model import Job
-from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING, UNDONE
+from qpy.states import KILLED, LOST, QUEUE, RUNNING, UNDONE
+from qpy_master.ends import end_of
 from qpy_master.launcher import ended_by_itself
 from qpy_master.records import Records
 
 log = logging.getLogger("qpy.master.reconcile")
-
-
-def start_error(job: Job, error: object, where: object) -> str | None:
-    """The reason of a job that could not start, from the supervisor's short record."""
-    if not error:
-        return None
-    if where == "cwd":
-        return (f"failed to start: the submission directory {job.cwd} cannot be used on "
-                f"{job.node} ({error}); qpy needs it visible on the nodes, as with "
-                "shared home directories")
-    if where in ("out", "err"):
-        return f"failed to start: {error}: {job.output(where)}"
-    return f"failed to start: {error}"
 
 
 def _exit_words(event: dict) -> str:
@@ -102,6 +89,7 @@ class Reconciler:
             forget = job is None or self._apply(job, node, event)
         if forget:
             self.tell(node, {"op": "forget", "job": job_id})
+        self.wake()  # a job queued again, or a queue shorter by a withdrawn copy
         return True
 
     def _apply(self, job: Job, node: str, event: dict) -> bool:
@@ -114,7 +102,8 @@ class Reconciler:
                 self.records.move(job, QUEUE, node=None, address=None, t_start=None,
                                   t_end=None, pid=None, reason=None)
                 self._note(job, f"its start never reached {node}: queued again")
-                self.wake()
+            if job.status == QUEUE:  # the run recorded as lost never happened
+                self.records.store.drop_lost_run(job.id)
             return True
         if not ended:
             if job.status in (LOST, QUEUE):
@@ -125,8 +114,12 @@ class Reconciler:
         if job.status in (LOST, QUEUE):
             self._record_end(job, node, event)
         elif job.status == KILLED and job.t_start is None:  # killed in the queue meanwhile
-            self.records.update(job, exit_code=event.get("exit"), signal=event.get("signal"),
-                                t_start=event.get("t"))
+            status, fields = end_of(dataclasses.replace(job, node=node, kill_requested=False),
+                                    event)
+            fields.update(t_start=event.get("t"), node=node)
+            self.records.update(job, **{k: fields[k] for k in (
+                "exit_code", "signal", "t_start", "cpu", "peak_mem")})
+            self._replace_run(job, status=status, **fields)
             self._note(job, f"{node} was reached again: its run there had ended "
                             f"({_exit_words(event)})")
         elif job.node != node:  # (on this node, the end recorded is this run's own)
@@ -137,20 +130,23 @@ class Reconciler:
 
     def _record_end(self, job: Job, node: str, event: dict) -> None:
         """The run given up on had ended: the job gets that end (a queued copy is
-        withdrawn), and its script copy is no longer needed."""
+        withdrawn), and the history gets that run in place of the lost one."""
         log.warning("job %d had ended on %s (%s): recorded", job.id, node, _exit_words(event))
         was = job.status
-        t_start = event.get("t") or job.t_start
-        reason = start_error(dataclasses.replace(job, node=node), event.get("error"),
-                             event.get("in"))
-        self.records.move(job, KILLED if job.kill_requested else DONE, node=node,
-                          exit_code=event.get("exit"), signal=event.get("signal"), reason=reason,
-                          t_start=t_start, t_end=event.get("t_end") or time.time())
+        status, fields = end_of(dataclasses.replace(job, node=node), event)
+        fields.update(t_start=event.get("t") or job.t_start, node=node,
+                      t_end=fields["t_end"] or time.time())
+        self.records.move(job, status, **fields)
+        self._replace_run(job)
         what = "recorded as lost" if was == LOST else "queued again"
         self._note(job, f"{node} was reached again: the run it had been {what} for had "
                         f"ended there ({_exit_words(event)})")
-        if job.script_copy:
-            Path(job.script_copy).unlink(missing_ok=True)
+
+    def _replace_run(self, job: Job, **fields: object) -> None:
+        """The history's ``lost`` run of ``job`` becomes the run as it really ended (the
+        job as it is now, or ``fields``)."""
+        self.records.store.drop_lost_run(job.id)
+        self.records.add_run(job, **fields)
 
     def _note(self, job: Job, text: str) -> None:
         self.records.add_note(job.id, time.time(), text)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from conftest import pid_alive, wait_for
 
-from qpy_master import launcher
+from qpy import ssh
+from qpy_master import launcher, launcher_pool
+from qpy_master.launcher_pool import launcher_command
 
 
 def _events(proc: subprocess.Popen, count: int) -> list[dict]:
@@ -27,9 +29,10 @@ def _events(proc: subprocess.Popen, count: int) -> list[dict]:
 
 
 def test_bad_ops_get_an_error_event_and_the_launcher_goes_on(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-S", "-u", launcher.__file__, str(tmp_path)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    argv, preamble = launcher_command(str(tmp_path), python=sys.executable)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
+        proc.stdin.write(preamble)
         ready, = _events(proc, 1)
         assert ready["ev"] == "ready"
         proc.stdin.write(b'{"op":"start","job":1}\n{"op":"explode"}\nnot json\n'
@@ -49,9 +52,14 @@ def test_bad_ops_get_an_error_event_and_the_launcher_goes_on(tmp_path):
     assert proc.returncode == 0
 
 
-def _launcher(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-S", "-u", launcher.__file__, str(tmp_path)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+def _launcher(run_dir, source=None):
+    """A launcher started as the master starts it (its source from ``source`` if given)."""
+    argv, preamble = launcher_command(str(run_dir), python=sys.executable)
+    if source is not None:
+        preamble = ssh.source_preamble(str(source), str(launcher_pool.CGROUPS),
+                                       str(launcher_pool.LIMITS))
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    proc.stdin.write(preamble)
     ready, = _events(proc, 1)
     assert ready["ev"] == "ready"
     return proc
@@ -65,7 +73,8 @@ def _send(proc: subprocess.Popen, *ops: dict) -> None:
 def _start(job: int, cmd: str, where) -> dict:
     return {"op": "start", "job": job, "cmd": cmd, "cwd": str(where), "env_id": None,
             "grace": 1, "vars": {}, "out": str(where / f"{job}.out"),
-            "err": str(where / f"{job}.err")}
+            "err": str(where / f"{job}.err"), "umask": 0o022, "limit": None,
+            "limits": {"cores": 1, "mem": 1.0}}
 
 
 def test_a_new_launcher_tells_the_fate_of_runs_the_master_gave_up_on(tmp_path):
@@ -103,7 +112,7 @@ def test_a_new_launcher_tells_the_fate_of_runs_the_master_gave_up_on(tmp_path):
     assert (tmp_path / "ran_7").read_text() == "ran\n"  # it ran once
 
 
-def test_a_launcher_that_hears_nothing_from_its_master_exits(tmp_path, monkeypatch):
+def test_a_launcher_that_hears_nothing_from_its_master_exits(tmp_path):
     """A launcher whose master link went silent (a cut network keeps the session open)
     exits after LINK_TIMEOUT even though its stdin stays open; pings keep it alive."""
     source = Path(launcher.__file__).read_text().replace(
@@ -111,10 +120,8 @@ def test_a_launcher_that_hears_nothing_from_its_master_exits(tmp_path, monkeypat
     assert "LINK_TIMEOUT = 1.5" in source
     quick = tmp_path / "launcher.py"
     quick.write_text(source)
-    proc = subprocess.Popen([sys.executable, "-S", "-u", str(quick), str(tmp_path / "run")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    proc = _launcher(tmp_path / "run", quick)
     try:
-        ready, = _events(proc, 1)
         spare = wait_for(lambda: launcher.children(proc.pid), 60, "the spare supervisor")
         for _ in range(4):  # pings: it stays, longer than the timeout
             _send(proc, {"op": "ping"})
@@ -198,3 +205,43 @@ def test_two_launchers_of_one_node_never_share_a_slot(tmp_path):
         for proc in (first, second):
             proc.stdin.close()
             proc.wait(timeout=30)
+PLANTED = "import pathlib; pathlib.Path({marker!r}).touch()\n"
+
+
+def _started_clean(argv: list[str], cwd, preamble: bytes | None, env: dict) -> None:
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    try:
+        if preamble:
+            proc.stdin.write(preamble)
+            proc.stdin.flush()
+        ready, = _events(proc, 1)
+        assert ready["ev"] == "ready"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def test_launchers_import_nothing_from_their_directory_or_pythonpath(tmp_path):
+    """The launcher as the master starts it here and as it runs at the end of an ssh
+    session (``python3 -c BOOT`` in the remote home), started in a directory holding
+    modules named like the standard library's, with PYTHONPATH naming it too: nothing
+    of it is imported."""
+    import os
+
+    from qpy_master import launcher_pool
+
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    marker = tmp_path / "planted_code_ran"
+    for name in ("json", "selectors", "ctypes", "signal", "time", "gc"):
+        (planted / f"{name}.py").write_text(PLANTED.format(marker=str(marker)))
+    env = {**os.environ, "PYTHONPATH": str(planted)}
+    # here, as the master starts it; and as at the end of an ssh session (python3 there)
+    local, preamble = launcher_pool.launcher_command(str(tmp_path / "run_local"), None,
+                                                     sys.executable)
+    remote, remote_preamble = launcher_pool.launcher_command(str(tmp_path / "run_remote"))
+    assert remote[0] == "python3" and remote[1:] == local[1:-1] + [remote[-1]]
+    _started_clean(local, planted, preamble, env)
+    _started_clean([sys.executable, *remote[1:]], planted, remote_preamble, env)
+    assert not marker.exists()

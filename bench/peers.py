@@ -1,0 +1,154 @@
+"""qpy beside task-spooler (``tsp``, a C queue for one host), measured in one run.
+
+Installs nothing: without ``tsp`` (Debian's task-spooler) on the PATH it says so and
+exits. Each figure is a median, for qpy (on this machine as its only node) and for
+tsp, and qpy's is printed as a ratio to tsp's:
+
+* sub: the wall time of submitting one ``true`` job (``qpy sub true`` / ``tsp true``);
+* submit-to-start: from the submit command returning to the job's first instruction;
+* end-to-next-start: from a job's end to the next queued job's first instruction, with
+  one slot (tsp -S 1) or a job that takes every core (qpy -n CORES);
+* loop: one client submitting 500 ``true`` jobs back to back, in jobs per second.
+
+Floor in the same run: ``python -c pass`` on this interpreter (what any Python command
+line costs at least).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from common import QPY, Bench, timed
+from latency import first_instruction
+
+RUNS = 20
+LOOP = 500
+
+
+class Tsp:
+    """A private task-spooler server: its own socket and output directory."""
+
+    def __init__(self, slots: int) -> None:
+        self.dir = tempfile.mkdtemp(prefix="qpy-bench-tsp-")
+        self.env = {**os.environ, "TS_SOCKET": os.path.join(self.dir, "socket"),
+                    "TMPDIR": self.dir, "TS_MAXFINISHED": "1000"}
+        self.run("-S", str(slots))
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(["tsp", *args], env=self.env, check=True,
+                              capture_output=True, text=True).stdout
+
+    def close(self) -> None:
+        subprocess.run(["tsp", "-K"], env=self.env, capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Qpy:
+    """qpy in a bench home, with the same four operations as Tsp."""
+
+    def __init__(self) -> None:
+        self.bench = Bench()
+        self.env, self.work = self.bench.env, self.bench.work
+        self.all_cores = str(self.bench.node_cores)
+        self.bench.qpy("sub", "-m", "0.1", "true")  # the daemons and the launcher run
+
+    def submit(self, command: str, *options: str) -> None:
+        subprocess.run([QPY, "sub", "-m", "0.1", *options, command], cwd=self.work,
+                       env=self.env, check=True, capture_output=True)
+
+    def close(self) -> None:
+        self.bench.close()
+
+
+def sub_ms(argv: list[str], env: dict, cwd: str) -> float:
+    return timed(argv, RUNS, env=env, cwd=cwd)
+
+
+def to_start(submit, work: str) -> float:
+    def trigger(fifo: str) -> float:
+        submit(f"echo > {fifo}")
+        return time.perf_counter()
+
+    return statistics.median(first_instruction(f, lambda f=f: trigger(f))
+                             for f in (os.path.join(work, f"s{i}") for i in range(RUNS)))
+
+
+def to_next(submit_hold, submit_next, work: str) -> float:
+    samples = []
+    for i in range(RUNS):
+        go, start = os.path.join(work, f"go{i}"), os.path.join(work, f"n{i}")
+        os.mkfifo(go)
+        submit_hold(f"read x < {go}")
+
+        def end_first(start: str = start, go: str = go) -> float:
+            submit_next(f"echo > {start}")
+            with open(go, "w") as f:  # opens once the first job runs
+                t0 = time.perf_counter()
+                f.write("x\n")
+            return t0
+
+        samples.append(first_instruction(start, end_first))
+    return statistics.median(samples)
+
+
+def loop_rate(argv: list[str], env: dict, cwd: str) -> float:
+    t = time.perf_counter()
+    for _ in range(LOOP):
+        subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True)
+    return LOOP / (time.perf_counter() - t)
+
+
+def measure_tsp() -> dict[str, float]:
+    tsp = Tsp(slots=1)
+    try:
+        work = tsp.dir
+        figures = {"sub": sub_ms(["tsp", "true"], tsp.env, work)}
+        tsp.run("-w")  # idle again
+        figures["start"] = to_start(lambda c: tsp.run("sh", "-c", c), work)
+        figures["next"] = to_next(lambda c: tsp.run("sh", "-c", c),
+                                  lambda c: tsp.run("sh", "-c", c), work)
+        tsp.run("-w")
+        figures["loop"] = loop_rate(["tsp", "true"], tsp.env, work)
+    finally:
+        tsp.close()
+    return figures
+
+
+def measure_qpy() -> dict[str, float]:
+    qpy = Qpy()
+    try:
+        work = str(qpy.work)
+        figures = {"sub": sub_ms([QPY, "sub", "-m", "0.1", "true"], qpy.env, work)}
+        figures["start"] = to_start(qpy.submit, work)
+        figures["next"] = to_next(lambda c: qpy.submit(c, "-n", qpy.all_cores),
+                                  lambda c: qpy.submit(c, "-n", qpy.all_cores), work)
+        figures["loop"] = loop_rate([QPY, "sub", "-m", "0.1", "true"], qpy.env, work)
+    finally:
+        qpy.close()
+    return figures
+
+
+def main() -> None:
+    if shutil.which("tsp") is None:
+        print("peers: task-spooler (tsp) is not installed; nothing to compare with")
+        return
+    floor = timed([sys.executable, "-c", "pass"], RUNS)
+    tsp, qpy = measure_tsp(), measure_qpy()
+    ratio = {k: qpy[k] / tsp[k] for k in ("sub", "start", "next")}
+    print(f"peers: sub qpy {qpy['sub']:.2f} ms = {ratio['sub']:.2f}x tsp {tsp['sub']:.2f} ms; "
+          f"submit-to-start qpy {qpy['start']:.2f} ms = {ratio['start']:.2f}x tsp "
+          f"{tsp['start']:.2f} ms; end-to-next-start qpy {qpy['next']:.2f} ms = "
+          f"{ratio['next']:.2f}x tsp {tsp['next']:.2f} ms; {LOOP}-sub loop qpy "
+          f"{qpy['loop']:.0f}/s = {qpy['loop'] / tsp['loop']:.2f}x tsp {tsp['loop']:.0f}/s; "
+          f"floor python -c pass {floor:.2f} ms (qpy sub {qpy['sub'] / floor:.2f}x); "
+          f"medians of {RUNS}")
+
+
+if __name__ == "__main__":
+    main()

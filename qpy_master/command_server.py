@@ -1,0 +1,84 @@
+"""The master's side of ``qpy/front.py``: run a user's command line here, in this process.
+
+The command runs through the same click commands as in the ``qpy`` process
+(``qpy.cli.execute``), in an Invocation made of what the client sent: its directory,
+environment, umask and whether its stdout is a terminal. Its requests are answered
+in-process by the request table (``qpy.server.answer``), with the same checks as on the
+wire. Output is sent back in the final reply, or as ``output`` events while a command
+that flushes (one that waits) is still running. A command that needs the user's own
+process raises RunLocally before doing anything, and the client runs it itself.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+
+from qpy.client import ClientError
+from qpy.invocation import Invocation, RunLocally
+from qpy.server import Handler, Session, answer
+
+log = logging.getLogger("qpy.master.commands")
+
+
+class _Stream(io.StringIO):
+    """A command's stdout or stderr: kept until the reply, or sent early on flush."""
+
+    def __init__(self, session: Session, name: str) -> None:
+        super().__init__()
+        self.session, self.name = session, name
+
+    def isatty(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        text = self.take()
+        if text:
+            self.session.post({"type": "output", self.name: text})
+
+    def take(self) -> str:
+        text = self.getvalue()
+        self.seek(0)
+        self.truncate()
+        return text
+
+
+def _asker(table: dict[str, Handler], session: Session):
+    """``request`` for commands run here: the request table, without a socket."""
+
+    def ask(msg: dict, **_: object) -> dict:
+        reply, _after = answer(table, session, msg)
+        if not reply.get("ok"):
+            raise ClientError(reply.get("error") or "refused", str(reply.get("code")))
+        return reply
+
+    return ask
+
+
+def serve(table: dict[str, Handler], session: Session, msg: dict) -> dict:
+    """The ``cli`` request: the command's exit status and output, or ``local``."""
+    from qpy import cli
+
+    out, err = _Stream(session, "out"), _Stream(session, "err")
+    inv = Invocation(msg["cwd"], msg["env"], out, err, msg["tty"], _asker(table, session),
+                     served=True, umask=msg.get("umask"))
+    try:
+        code = cli.execute(msg["argv"], inv)
+    except RunLocally:
+        return {"local": True}
+    except Exception as exc:  # a bug in a command: say so, do not run it a second time
+        log.exception("command %s failed", msg["argv"][:1])
+        err.write(f"qpy: internal error: {type(exc).__name__}: {exc}\n")
+        code = 1
+    return {"exit": code, "out": out.take(), "err": err.take()}
+
+
+def preload() -> None:
+    """Import the command line now, in the background, so the first command served does
+    not pay for it."""
+
+    def load() -> None:
+        from qpy import cli  # noqa: F401
+
+    threading.Thread(target=load, name="preload-cli", daemon=True).start()
