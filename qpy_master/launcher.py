@@ -59,10 +59,12 @@ ready     pid                                  ops are read from now on
 started   job, pid, t                          the supervisor has the job (t: start)
 ended     job, t_end; exit or signal, or       the job's exact end; error and in (cwd,
           error and in; cpu, rss, limit;       out or err) when it could not start;
-          mem_kill; killed                     cpu seconds and max RSS in KB of the
+          mem_kill; killed; t                  cpu seconds and max RSS in KB of the
                                                tree; limit: its time limit ended it;
                                                mem_kill (peak GB) if ended for memory;
-                                               killed: it ended after a kill op
+                                               killed: it ended after a kill op; t: its
+                                               start, when a start op is answered with
+                                               the end of a run that had ended already
 lost      job, ran, reason                     no end was recorded (ran: it had started)
 fate      job, ran; t, and an end as for       what became of a run the master gave up
           ended (if it had ended)              on: never started (ran false), ended
@@ -649,7 +651,7 @@ class Launcher:
             return
         head, result = self.slots.read(job)
         if head is not None and ended_by_itself(result):  # it ran here already (a run the
-            emit({"ev": "ended", "job": job, **result})  # master gave up on): not again
+            emit({"ev": "ended", "job": job, "t": head[3], **result})  # master gave up on)
             return
         if head is not None and result is not None:  # a run qpy killed: this one replaces it
             self.slots.release(job)
@@ -795,9 +797,9 @@ class Launcher:
             self.reported.discard(job)  # one finished by itself (its end then answers it)
             self.forgotten.discard(job)
             op = self.deferred.pop(job)
-            _, result = self.slots.read(job)
-            if ended_by_itself(result):
-                emit({"ev": "ended", "job": job, **result})
+            head, result = self.slots.read(job)
+            if head is not None and ended_by_itself(result):
+                emit({"ev": "ended", "job": job, "t": head[3], **result})
                 return
             self.slots.release(job)
             self.start(op)

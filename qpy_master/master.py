@@ -182,8 +182,8 @@ class Master:
                     node, event)
             return
         job = self.records.running.get(event.get("job"))
-        if job is None or job.node != node or (kind == "ended" and event.get("killed")
-                                                and not job.kill_requested):
+        if kind == "fate" or job is None or job.node != node or (
+                kind == "ended" and event.get("killed") and not job.kill_requested):
             if kind in ("fate", "ended", "lost"):  # a run given up on (and killed, if this
                 self.reconciler.settle(node, event)  # job runs there again): its node tells
             return
@@ -191,6 +191,7 @@ class Master:
             job.pid = event.get("pid")
             job.t_start = event.get("t") or job.t_start
         elif kind == "ended":
+            job.t_start = event.get("t") or job.t_start  # a start answered by an old run
             status, fields = end_of(job, event)
             self._finish(job, status, **fields)
         elif kind == "lost" and not event.get("ran"):

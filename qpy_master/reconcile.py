@@ -12,7 +12,10 @@ answers from its slot file:
   that has not started yet is withdrawn (``queue`` → ``done``); a copy already running
   again cannot be undone, so the job gets a note saying it ran twice;
 * the start never reached the node: a ``lost`` job goes back to the queue;
-* the run was still going (the launcher ends it now) or left no end: nothing changes.
+* the run was still going (the launcher ends it now) or left no end: nothing changes;
+* the job was started on that node again before the node told (the start op follows
+  the question): the start is answered with the first run's end, or runs the job; the
+  history keeps no ``lost`` run for a run that ended or never was.
 
 The end stays in the node's slot until the master has recorded it (then ``forget``), so a
 master that dies in between asks again.
@@ -96,6 +99,10 @@ class Reconciler:
         """Fix the record; whether the node may now free the run's slot."""
         ran = event.get("ev") != "fate" or bool(event.get("ran"))
         ended = "t_end" in event and ended_by_itself(event)
+        if job.status == RUNNING and job.node == node:  # started there again before the
+            if ended or not ran:  # node told: its start op follows and is answered with
+                self.records.store.drop_lost_run(job.id)  # this end, or is its one run
+            return False  # the slot is the new start's: no forget
         if not ran:
             if job.status == LOST:
                 log.warning("job %d never started on %s: queued again", job.id, node)
@@ -109,8 +116,6 @@ class Reconciler:
             if job.status in (LOST, QUEUE):
                 self._note(job, f"{node} was reached again: its run there left no end")
             return True
-        if job.status == RUNNING and job.node == node:
-            return False  # its start op follows and is answered with this end
         if job.status in (LOST, QUEUE):
             self._record_end(job, node, event)
         elif job.status == KILLED and job.t_start is None:  # killed in the queue meanwhile

@@ -103,6 +103,7 @@ def test_a_new_launcher_tells_the_fate_of_runs_the_master_gave_up_on(tmp_path):
         _send(second, _start(7, "echo ran >> ran_7; exit 3", tmp_path))
         again, = _events(second, 1)
         assert (again["ev"], again["job"], again["exit"]) == ("ended", 7, 3)
+        assert again["t"] == started["t"]  # the start the master did not hear of
         _send(second, {"op": "forget", "job": 7}, {"op": "adopt", "job": 7})
         gone, = _events(second, 1)
         assert (gone["ev"], gone["ran"]) == ("lost", False)  # the slot is free now
@@ -151,7 +152,7 @@ def test_a_start_behind_a_still_running_old_run_reruns_only_a_killed_one(tmp_pat
     plain = script.format(job=2, trap="")
     try:
         _send(first, _start(1, trapping, tmp_path), _start(2, plain, tmp_path))
-        _events(first, 2)
+        first_runs = _events(first, 2)
         wait_for(lambda: (tmp_path / "up_1").exists() and (tmp_path / "up_2").exists(), 60,
                  "both runs to be up")
     finally:
@@ -164,6 +165,8 @@ def test_a_start_behind_a_still_running_old_run_reruns_only_a_killed_one(tmp_pat
         _send(second, _start(1, trapping, tmp_path))
         answer, = _events(second, 1)
         assert (answer["ev"], answer["job"], answer["exit"]) == ("ended", 1, 4), answer
+        old_start = next(e["t"] for e in first_runs if e["job"] == 1)
+        assert answer["t"] == old_start, answer  # the start it answers is the old run's
         _send(second, _start(2, "echo ran >> ran_2", tmp_path))
         again = _events(second, 2)
         assert [e["ev"] for e in again] == ["started", "ended"], again

@@ -9,6 +9,7 @@ Needs root; skipped otherwise, except under CI, where a missing prerequisite fai
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import netns_nodes
@@ -352,6 +354,12 @@ def ran_once(directory: Path, job: int) -> bool:
     return (directory / f"ran_{job}").read_text().split() == [str(job)]
 
 
+def runs_of(qpy: Cluster, job: int) -> list[tuple]:
+    """(status, node, exit code) of each run ``qpy history`` keeps of ``job``."""
+    doc = json.loads(qpy.qpy_as("alice", "history", "--json", str(job)).stdout)
+    return [(r["status"], r["node"], r["exit_code"]) for r in doc["runs"]]
+
+
 def test_a_cut_link_loses_no_end_and_runs_no_job_twice(cluster, work):
     """node3's cable is pulled while two jobs run there (one with --requeue); both finish
     during the cut. When the link is back, the lost job gets its real end and the requeued
@@ -385,12 +393,56 @@ def test_a_cut_link_loses_no_end_and_runs_no_job_twice(cluster, work):
         assert (record["status"], record["node"], record["exit_code"]) == \
             ("done", "node3", expected_exit(job)), record
         assert ran_once(work.dir, job)
+        assert runs_of(qpy, job) == [("done", "node3", expected_exit(job))]  # not lost
     notes = qpy.qpy_as("alice", "notes", str(plain)).stdout
     assert "node3 was reached again" in notes, notes
     wait_for(lambda: not any(pid_alive(p) for p in sessions), WAIT,
              "the cut ssh session to end on node3")
     wait_for(lambda: not ({plain, requeued} & set(slot_ends(qpy, "node3"))), WAIT,
              "the slots of the two runs to be freed")
+
+
+def test_a_copy_started_before_its_node_told_gets_its_first_runs_end(cluster, work):
+    """A --requeue job ends on node3 during a cut; when node3 is back, its queued copy
+    is started there before node3's new launcher has told what became of the first run
+    (alice's ssh sessions are held at login until the copy is recorded running). The
+    start is answered with the first run's end: the job ran once, and its history and
+    record hold that one run, with its own start, not a lost run beside it."""
+    qpy, nodes = cluster
+    job = sub(qpy, work.dir, "--requeue", "-a", "node3", "-m", "1", "sh", "-c", ONCE)
+    work.ids.append(job)
+    work.wait_started(job)
+    launchers = in_node_with(nodes, "node3", "qpy-launcher")
+    gate = work.dir / "hold_logins"
+    rc = qpy.account("alice").home / ".ssh" / "rc"  # run by sshd at each login of alice
+    nodes.cut_link("node3")
+    try:
+        wait_for(lambda: qpy.job("alice", job)["status"] == "queue", WAIT,
+                 "the job to be queued again")
+        work.release(job)
+        wait_for(lambda: job in slot_ends(qpy, "node3"), WAIT, "the first run to end")
+        wait_for(lambda: not any(pid_alive(p) for p in launchers), WAIT,
+                 "the cut session's launcher to exit")
+        gate.touch()
+        rc.write_text(f"i=0; while [ -e {gate} ] && [ $i -lt 900 ]; do sleep 0.1; "
+                      "i=$((i+1)); done\n")
+        rc.chmod(0o644)
+        back = time.time()
+    finally:
+        nodes.restore_link("node3")
+    try:
+        wait_for(lambda: qpy.job("alice", job)["status"] == "running", WAIT,
+                 "the copy to be started on node3")
+    finally:
+        gate.unlink()
+        rc.unlink()
+    record = wait_for(lambda: (r := qpy.job("alice", job))["status"] == "done" and r, WAIT,
+                      "the job to get its first run's end")
+    assert (record["node"], record["exit_code"]) == ("node3", expected_exit(job)), record
+    started = datetime.datetime.fromisoformat(record["t_start"].replace("Z", "+00:00"))
+    assert started.timestamp() < back, record  # the first run's start, not the copy's
+    assert ran_once(work.dir, job)
+    assert runs_of(qpy, job) == [("done", "node3", expected_exit(job))]  # no lost run
 
 
 def test_a_start_sent_into_a_session_whose_link_just_dropped_runs_later_once(cluster, work):
@@ -419,6 +471,7 @@ def test_a_start_sent_into_a_session_whose_link_just_dropped_runs_later_once(clu
                       "the job to end")
     assert record["exit_code"] == expected_exit(job), record
     assert ran_once(work.dir, job)
+    assert runs_of(qpy, job) == [("done", "node3", expected_exit(job))]  # one run, not two
 
 
 # -- removing a node, restarting the multiuser: what status says ------------------------------
