@@ -14,13 +14,22 @@ FINISHED = (DONE, KILLED, UNDONE, LOST)
 # The only status changes there are. A job goes back from running to the queue when its
 # launch provably never happened, or its node failed and it asked to run again; a finished
 # job goes back to the queue when the user requeues it (``qpy requeue``: same ID, a new run).
+#
+# A node that could not be reached may come back with the truth about the run qpy gave up
+# on (its slot file: the run's end, or no trace of a start). Only then:
+# * LOST -> DONE / KILLED: the run had ended there; the job gets that end;
+# * LOST -> QUEUE: the start never reached the node, so the job never ran: it runs now;
+# * QUEUE -> DONE / KILLED: a requeued copy that has not started yet is withdrawn and gets
+#   its first run's end.
+# None of these starts anything, so a job still never runs twice because of them; a copy
+# already running again elsewhere cannot be undone (the partition limit of ``--requeue``).
 TRANSITIONS: dict[str, tuple[str, ...]] = {
-    QUEUE: (RUNNING, UNDONE),
+    QUEUE: (RUNNING, UNDONE, DONE, KILLED),
     RUNNING: (DONE, KILLED, LOST, QUEUE),
     DONE: (QUEUE,),
     KILLED: (QUEUE,),
     UNDONE: (QUEUE,),
-    LOST: (QUEUE,),
+    LOST: (DONE, KILLED, QUEUE),
 }
 
 

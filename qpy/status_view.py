@@ -29,12 +29,23 @@ def _number(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _state(n: dict) -> str:
+    """up, down, unknown (not measured yet) or draining (removed, its jobs still run)."""
+    return n.get("state") or ("up" if n.get("up", True) else "down")
+
+
+def _counted(n: dict) -> bool:
+    """Whether the node's cores are in the summary's total: up, or draining its jobs."""
+    return _state(n) in ("up", "draining")
+
+
 def _node_row(n: dict) -> str:
-    state = n.get("state") or ("up" if n.get("up", True) else "down")
+    state = _state(n)
     label = n["name"] + ("" if state == "up" else f" ({state})")
     attrs = ",".join(n.get("attrs") or []) or "-"
+    size = "?" if state == "unknown" and not n["cores"] else n["cores"]  # not measured yet
     return (f"{label:<20} {bar(n['used_cores'], n['cores']):<{BAR_WIDTH + 2}} {n['used_cores']:>5}/"
-            f"{n['cores']:<5} {_number(n.get('load'), '.2f'):>6} "
+            f"{size:<5} {_number(n.get('load'), '.2f'):>6} "
             f"{_number(n.get('mem_in_use'), '.1f'):>7} {n['used_mem']:>7.1f} {n['mem']:>7.1f}"
             f"  {attrs}")
 
@@ -44,13 +55,24 @@ def nodes_table(nodes: list[dict]) -> str:
         return "No nodes.\n"
     head = (f"{'node':<20} {'usage':<{BAR_WIDTH + 2}} {'cores':>11} {'load':>6} "
             f"{'mem use':>7} {'mem req':>7} {'mem tot':>7}  attributes")
-    used = sum(n["used_cores"] for n in nodes if n.get("up", True))
-    total = sum(n["cores"] for n in nodes if n.get("up", True))
-    down = [n for n in nodes if not n.get("up", True)]
-    up = [n["name"] for n in nodes if n.get("up", True)]
+    used = sum(n["used_cores"] for n in nodes)  # every core in use: the users table's sum
+    total = sum(n["cores"] for n in nodes if _counted(n))
+    up = [n["name"] for n in nodes if _state(n) == "up"]
     lines = [head, "-" * 88, *(_node_row(n) for n in nodes), RULE,
-             f"There are {used} out of a total of {total} cores being used.",
-             f"Up nodes ({len(up)} of {len(nodes)}): {', '.join(up) or 'none'}"]
+             f"There are {used} out of a total of {total} cores being used."]
+    outside = sum(n["used_cores"] for n in nodes if not _counted(n))
+    if outside:
+        lines.append(f"  ({outside} of them on nodes that are down or not measured yet, "
+                     "whose cores the total leaves out)")
+    lines.append(f"Up nodes ({len(up)} of {len(nodes)}): {', '.join(up) or 'none'}")
+    unknown = [n["name"] for n in nodes if _state(n) == "unknown"]
+    if unknown:
+        lines.append(f"Not measured yet: {', '.join(unknown)} (not in the total until "
+                     "node monitoring's first sample)")
+    draining = [n["name"] for n in nodes if _state(n) == "draining"]
+    if draining:
+        lines.append(f"Draining (removed from nodes, jobs still running): {', '.join(draining)}")
+    down = [n for n in nodes if _state(n) == "down"]
     if down:
         lines.append(f"Down nodes: {', '.join(n['name'] for n in down)}")
         lines += [f"  {n['name']}: {n['reason']}" for n in down if n.get("reason")]

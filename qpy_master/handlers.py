@@ -12,7 +12,7 @@ from pathlib import Path
 
 from qpy import config
 from qpy.server import BadRequest, Denied, NotFound, RequestError, Session, Unreachable
-from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
+from qpy.states import FINISHED, QUEUE, RUNNING
 from qpy_master import command_server, embedded, run_handlers, submit
 from qpy_master.handler_args import plural
 from qpy_master.handler_args import selection_of as _selection
@@ -65,7 +65,7 @@ def kill(m: Master, s: Session, msg: dict) -> dict:
         now = time.time()
         with m.records.transaction():
             for job in queued:
-                m.records.move(job, UNDONE, t_end=now)
+                m.reconciler.remove_queued(job, now)
         for job in running:
             m.kill_running(job)
     if queued:

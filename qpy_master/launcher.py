@@ -41,11 +41,15 @@ start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor, 
           out, err, umask, limit, limits       submitter's umask (limit: seconds of wall
                                                time, or null), within limits (cores,
                                                mem, cgroup, rlimit_as, cpu_lock: see
-                                               qpy/limits.py)
+                                               qpy/limits.py); a job whose slot already
+                                               holds its own end: that end is reported
+                                               as ``ended``, nothing runs
 kill      job                                  SIGTERM to the tree, SIGKILL after grace
 adopt     job                                  watches a job an earlier launcher started
 forget    job                                  frees the job's slot: its end is recorded
-sweep     keep                                 kills and frees every job not in keep
+sweep     keep, ask                            kills and frees every job not in keep;
+                                               for each job in ask, a ``fate`` first
+ping                                           nothing: the master is still there
 ========  ===================================  ========================================
 
 ========  ===================================  ========================================
@@ -55,18 +59,32 @@ ready     pid                                  ops are read from now on
 started   job, pid, t                          the supervisor has the job (t: start)
 ended     job, t_end; exit or signal, or       the job's exact end; error and in (cwd,
           error and in; cpu, rss, limit;       out or err) when it could not start;
-          mem_kill                             cpu seconds and max RSS in KB of the
+          mem_kill; killed; t                  cpu seconds and max RSS in KB of the
                                                tree; limit: its time limit ended it;
-                                               mem_kill (peak GB) if ended for memory
+                                               mem_kill (peak GB) if ended for memory;
+                                               killed: it ended after a kill op; t: its
+                                               start, when a start op is answered with
+                                               the end of a run that had ended already
 lost      job, ran, reason                     no end was recorded (ran: it had started)
+fate      job, ran; t, and an end as for       what became of a run the master gave up
+          ended (if it had ended)              on: never started (ran false), ended
+                                               (the slot kept until ``forget``), or
+                                               still running (killed now, no end)
 error     text, op                             an op could not be handled
 ========  ===================================  ========================================
+
+The master sends ``ping`` every few seconds. A launcher that hears nothing for
+``LINK_TIMEOUT`` seconds takes its master link as gone (a cut network leaves an ssh
+session open on the node with nobody at the other end) and exits, as it does when its
+stdin closes: its jobs do not need it (their supervisors record their ends in the slots),
+its spare supervisor ends with it, and so does its ssh session.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import gc
 import json
 import os
@@ -90,15 +108,18 @@ OPS = {
     "kill": ("job",),
     "adopt": ("job",),
     "forget": ("job",),
-    "sweep": ("keep",),
+    "sweep": ("keep", "ask"),
+    "ping": (),
 }
 EVENTS = {
     "ready": ("pid",),
     "started": ("job", "pid", "t"),
     "ended": ("job", "t_end"),
     "lost": ("job", "ran", "reason"),
+    "fate": ("job", "ran"),
     "error": ("text", "op"),
 }
+LINK_TIMEOUT = 30.0  # seconds without a line from the master: the link is gone
 PR_SET_CHILD_SUBREAPER = 36
 TRACE = os.environ.get("QPY_TRACE")  # bench/latency.py --trace: as qpy/trace.py
 
@@ -140,6 +161,12 @@ def checked_op(op: dict) -> dict:
     if op.get("op") not in OPS or missing:
         raise ValueError(f"op {op.get('op')!r} is unknown or lacks {missing}")
     return op
+
+
+def ended_by_itself(result: dict | None) -> bool:
+    """Whether a slot's end is the job's own: not a signal after a kill op (a run the
+    master gave up on and qpy killed is not finished, so the job may run again)."""
+    return result is not None and not (result.get("killed") and "signal" in result)
 
 
 def emit(event: dict) -> None:
@@ -357,6 +384,8 @@ class Supervisor:
         result = {"exit": code} if code >= 0 else {"signal": -code}
         if self.limit_hit:
             result["limit"] = 1
+        elif self.killing:  # a kill op: not an end of the job's own (ended_by_itself)
+            result["killed"] = 1
         result.update(self.limits.verdict())
         self._record(result, usage=True)
         if self.killing:  # what is left gets the rest of its grace, and holds the cores
@@ -488,8 +517,9 @@ class Supervisor:
 
 
 class Slots:
-    """The slots file of a run directory: which slot holds which job, and the free ones.
-    Written by supervisors (their own slot) and freed here once the master has the end."""
+    """The slots file of a run directory: which slot holds which job (those not yet
+    forgotten, some started by earlier launchers), and the free ones. Written by
+    supervisors (their own slot) and freed here once the master has the end."""
 
     def __init__(self, run_dir: str) -> None:
         path = os.path.join(run_dir, "slots")
@@ -511,13 +541,20 @@ class Slots:
                 self.of[head[0]] = i
         self.free.reverse()
 
-    def take(self, job: int) -> int:
-        """A slot for ``job``: a free one, or a new one at the end of the file."""
-        if self.free:
-            slot = self.free.pop()
-        else:
-            slot = os.fstat(self.fd).st_size // SLOT
-            os.pwrite(self.fd, BLANK, slot * SLOT)
+    def take(self, job: int, pid: int) -> int:
+        """A free slot, claimed for ``job`` at once (its supervisor writes the real head):
+        another launcher of this user on this node (one still ending, or one whose session
+        was cut) may hold an older picture of the file, so the claim happens under a lock
+        and only on a slot that really is blank."""
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            while self.free and os.pread(self.fd, SLOT, self.free[-1] * SLOT) != BLANK:
+                self.free.pop()
+            slot = self.free.pop() if self.free else os.fstat(self.fd).st_size // SLOT
+            claim = f"{job} {pid} {proc_start(pid)} 0"  # t 0: the job has not started yet
+            os.pwrite(self.fd, padded(claim, HALF) + b" " * HALF, slot * SLOT)
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
         self.of[job] = slot
         return slot
 
@@ -560,9 +597,14 @@ class Launcher:
         self.sel.register(self.notify_r, selectors.EVENT_READ, "notify")
         emit({"ev": "ready", "pid": os.getpid()})
         self.spare = self._fork_supervisor()
+        heard = time.monotonic()
         while True:
-            for key, _ in self.sel.select():
+            ready = self.sel.select(max(0.0, heard + LINK_TIMEOUT - time.monotonic()))
+            if not ready and time.monotonic() - heard >= LINK_TIMEOUT:
+                return  # the master link is gone: jobs go on without this launcher
+            for key, _ in ready:
                 if key.data is None:
+                    heard = time.monotonic()
                     if not self._read_ops():
                         return
                 elif key.data == "notify":
@@ -587,7 +629,8 @@ class Launcher:
         try:
             op = checked_op(json.loads(line))
             handler = {"start": self.start, "kill": self.kill, "adopt": self.adopt,
-                       "forget": self.forget, "env": self.env, "sweep": self.sweep}[op["op"]]
+                       "forget": self.forget, "env": self.env, "sweep": self.sweep,
+                       "ping": lambda op: None}[op["op"]]
             handler(op)
         except Exception as exc:  # one bad op must not end the launcher
             emit({"ev": "error", "text": f"{type(exc).__name__}: {exc}", "op": line[:200].decode(
@@ -602,16 +645,22 @@ class Launcher:
         not on the path from "start" to the job's first instruction."""
         trace("launcher: start op")
         job = int(op["job"])
-        if job in self.watched:  # a requeued job whose old run is still ending: it goes first
-            self.deferred[job] = op
+        if job in self.watched or self._watch_slot(job):  # a requeued job whose old run
+            self.deferred[job] = op  # still runs or ends: it goes first
             self.kill({"job": job})
             return
+        head, result = self.slots.read(job)
+        if head is not None and ended_by_itself(result):  # it ran here already (a run the
+            emit({"ev": "ended", "job": job, "t": head[3], **result})  # master gave up on)
+            return
+        if head is not None and result is not None:  # a run qpy killed: this one replaces it
+            self.slots.release(job)
         op["env"] = {**self.envs.get(op.get("env_id"), {}), **op.get("vars", {})}
         limits.prepare_start(op)
         op["t"] = t_start = time.time()
-        op["slot"] = self.slots.take(job)
         pid, inbox = self.spare or self._fork_supervisor()
         self.spare = None
+        op["slot"] = self.slots.take(job, pid)
         data = (json.dumps(op, separators=(",", ":")) + "\n").encode()
         while data:
             data = data[os.write(inbox, data):]
@@ -674,22 +723,37 @@ class Launcher:
     def sweep(self, op: dict) -> None:
         """Sent first to every new launcher: kill and free what this node still holds of
         jobs the master no longer runs (the node was declared down while they ran, or the
-        master recorded their end but died before freeing the slot)."""
+        master recorded their end but died before freeing the slot). For the jobs in
+        ``ask`` (runs the master gave up on) it first tells what the slots say."""
         keep = {int(j) for j in op["keep"]}
+        ask = {int(j) for j in op["ask"]} - keep
         self.slots.scan()
+        for job in sorted(ask - set(self.slots.of)):
+            emit({"ev": "fate", "job": job, "ran": False})
         for job in [j for j in self.slots.of if j not in keep and j not in self.watched]:
             head, result = self.slots.read(job)
-            if head is not None and result is None and proc_start(head[1]) == head[2] \
-                    and self._watch(job, head[1], own=False):
+            if self._watch_slot(job):
                 self.reported.add(job)  # nobody wants to hear of its end
                 self.forgotten.add(job)
                 self.kill({"job": job})
-            else:
+            elif job not in ask or head is None or result is None:
                 self.slots.release(job)
+            if job in ask:  # an end stays in its slot until the master has recorded it
+                emit({"ev": "fate", "job": job, "ran": bool(head and head[3]),
+                      **({"t": head[3], **result} if head and result else {})})
+
+    def _watch_slot(self, job: int) -> bool:
+        """Watch the job's run if its slot shows it still running (a run this launcher did
+        not start or adopt); whether it does."""
+        head, result = self.slots.read(job)
+        return head is not None and result is None and proc_start(head[1]) == head[2] \
+            and self._watch(job, head[1], own=False)
 
     def kill(self, op: dict) -> None:
-        entry = self.watched.get(int(op["job"]))
-        if entry is not None:
+        """SIGTERM to the job's supervisor (found through its slot if not watched yet)."""
+        job = int(op["job"])
+        entry = self.watched.get(job) or (self._watch_slot(job) and self.watched.get(job))
+        if entry:
             try:
                 signal.pidfd_send_signal(entry[0], signal.SIGTERM)
             except ProcessLookupError:
@@ -729,11 +793,16 @@ class Launcher:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-        if job in self.deferred:  # the old run is over: nobody waits for its end
-            self.reported.discard(job)
+        if job in self.deferred:  # the old run is over: the new one starts, unless the old
+            self.reported.discard(job)  # one finished by itself (its end then answers it)
             self.forgotten.discard(job)
+            op = self.deferred.pop(job)
+            head, result = self.slots.read(job)
+            if head is not None and ended_by_itself(result):
+                emit({"ev": "ended", "job": job, "t": head[3], **result})
+                return
             self.slots.release(job)
-            self.start(self.deferred.pop(job))
+            self.start(op)
             return
         if job not in self.reported:
             self._report_end(job)
@@ -743,8 +812,11 @@ class Launcher:
             self.slots.release(job)
 
     def _report_end(self, job: int) -> None:
-        _, result = self.slots.read(job)
-        if result is None:
+        head, result = self.slots.read(job)
+        if result is None and head is not None and not head[3]:  # its supervisor never got
+            emit({"ev": "lost", "job": job, "ran": False,  # the job (its launcher died)
+                  "reason": "the job was never started"})
+        elif result is None:
             emit({"ev": "lost", "job": job, "ran": True,
                   "reason": "its supervisor ended without recording an exit status"})
         else:

@@ -32,6 +32,7 @@ LIMITS = Path(limits.__file__)
 CGROUPS = Path(cgroups.__file__)
 RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # seconds between attempts to reach an unreachable node
 HEALTHY_AFTER = 1.0  # a session that worked this long ended by accident: reconnect at once
+PING_INTERVAL = launcher_module.LINK_TIMEOUT / 3  # the launchers' sign that the master is there
 
 
 def launcher_command(run_dir: str, setting: str | None = None,
@@ -51,6 +52,8 @@ class PoolOwner(Protocol):
     nodes: dict[str, dict]  # the multiuser's node records by name
 
     def jobs_on(self, node: str) -> list[Job]: ...
+
+    def unsettled_on(self, node: str) -> list[int]: ...
 
     def env(self, env_id: int | None) -> dict[str, str]: ...
 
@@ -74,10 +77,13 @@ class LauncherPool:
         self.failures: dict[str, int] = {}
         self.envs_sent: dict[str, set[int]] = {}
         self.closed = False
+        self.stopped = threading.Event()
+        threading.Thread(target=self._ping, name="launcher-pings", daemon=True).start()
 
     def close(self) -> None:
         """End the launchers (not their jobs: the next master adopts those)."""
         self.closed = True
+        self.stopped.set()
         links, self.links = list(self.links.values()), {}
         for link in links:
             link.close()
@@ -145,6 +151,13 @@ class LauncherPool:
         return [{**g, "attr": f"({g['attr']}) and {avoid}" if g.get("attr") else avoid}
                 for g in want]
 
+    def reach(self, nodes: dict[str, str | None]) -> None:
+        """Start a launcher on each of ``nodes`` (name -> address) not reached yet."""
+        for node, address in nodes.items():
+            if node not in self.links:
+                self.addresses.setdefault(node, address or node)
+                self.reattach(node)
+
     def reattach(self, node: str) -> None:
         """A new launcher for ``node`` adopts its running jobs and gets their kills again."""
         jobs = self.owner.jobs_on(node)
@@ -178,8 +191,22 @@ class LauncherPool:
         self.links[node] = link
         self.addresses[node] = address
         self.envs_sent[node] = set()
-        link.post({"op": "sweep", "keep": [j.id for j in self.owner.jobs_on(node)]})
+        link.post({"op": "sweep", "keep": [j.id for j in self.owner.jobs_on(node)],
+                   "ask": self.owner.unsettled_on(node)})
         return link
+
+    def _ping(self) -> None:
+        """Tell every launcher now and then that its master is still there: one that hears
+        nothing for a while ends (``launcher.LINK_TIMEOUT``), so a session whose network
+        went away leaves nothing behind on the node."""
+        while not self.stopped.wait(PING_INTERVAL):
+            with self.lock:
+                links = [link for link in self.links.values() if link.ready]
+            for link in links:
+                try:
+                    link.post({"op": "ping"})
+                except LauncherGone:
+                    pass
 
     def _on_event(self, node: str, event: dict) -> None:
         with self.lock:

@@ -18,12 +18,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qpy import config, timetext, trace
+from qpy import config, trace
 from qpy.model import Job
-from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
+from qpy.states import KILLED, LOST, QUEUE, RUNNING
+from qpy_master.ends import end_of
 from qpy_master.launcher_link import LauncherGone
 from qpy_master.launcher_pool import LauncherPool
 from qpy_master.multiuser_link import MultiuserLink
+from qpy_master.reconcile import Reconciler
 from qpy_master.records import Records
 from qpy_master.scheduler import Scheduler
 from qpy_master.store import Store
@@ -32,44 +34,10 @@ from qpy_master.waiting import Waiters
 log = logging.getLogger("qpy.master")
 
 
-def start_error(job: Job, error: object, where: object) -> str | None:
-    """The reason of a job that could not start, from the supervisor's short record."""
-    if not error:
-        return None
-    if where == "cwd":
-        return (f"failed to start: the submission directory {job.cwd} cannot be used on "
-                f"{job.node} ({error}); qpy needs it visible on the nodes, as with "
-                "shared home directories")
-    if where in ("out", "err"):
-        return f"failed to start: {error}: {job.output(where)}"
-    return f"failed to start: {error}"
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and value >= 0 else None
-
-
-def memory_reason(job: Job, peak: float) -> str:
-    """``memory limit 5 GB (peak 5.3 GB)``: a job its node ended for using more memory
-    than it asked for (peak in GB, as the node measured it)."""
-    shown = f"{peak:.2g}" if peak < 1 else f"{peak:.1f}".removesuffix(".0")
-    return f"memory limit {job.mem:g} GB (peak {shown} GB)"
-
-
-def end_of(job: Job, event: dict) -> tuple[str, dict]:
-    """A run's end from the launcher's ``ended`` event: the job's new status and fields
-    (killed at its time limit or for its memory, its CPU time and peak memory)."""
-    limited = bool(event.get("limit")) or event.get("mem_kill") is not None
-    reason = start_error(job, event.get("error"), event.get("in"))
-    if event.get("mem_kill") is not None:
-        reason = memory_reason(job, float(event["mem_kill"]))
-    elif limited:
-        reason = f"time limit {timetext.format_limit(job.time_limit)}"
-    rss = _number(event.get("rss"))  # KB
-    return (KILLED if job.kill_requested or limited else DONE), {
-        "exit_code": event.get("exit"), "signal": event.get("signal"), "reason": reason,
-        "t_end": event.get("t_end"), "cpu": _number(event.get("cpu")),
-        "peak_mem": None if rss is None else round(rss / 1024 ** 2, 6)}
+def command(job: Job, settings: dict) -> str:
+    """The shell command of a job, after the files ``sourceTheseFiles`` names."""
+    sources = "".join(f". {shlex.quote(f)}; " for f in settings["sourceTheseFiles"])
+    return sources + (job.run_command or job.command)
 
 
 def job_limits(job: Job, node: dict) -> dict:
@@ -95,11 +63,13 @@ class Master:
         self.stopping = False
         self.pool = LauncherPool(home, self.lock, self)
         self.scheduler = Scheduler(self, self.records)
+        self.reconciler = Reconciler(self.records, self.pool.tell, self.schedule)
         self.link = MultiuserLink(connect, self._hello, self._on_hello, self._on_event)
         self.scheduler.link = self.link
         with self.lock:  # after the scheduler exists: an adopted job may end at once
             for job in list(self.records.running.values()):
                 self._send(job, {"op": "adopt", "job": job.id})
+            self.pool.reach(self.reconciler.nodes())  # they owe an answer
         log.info("restored %d queued and %d running jobs", len(self.records.queue),
                  len(self.records.running))
 
@@ -145,7 +115,7 @@ class Master:
                 state, was = node.get("state"), old.get(name, {}).get("state")
                 if state == "down" and was != "down":
                     self._node_down(name, str(node.get("reason") or "unreachable"))
-                elif state == "up" and was == "down":
+                elif state in ("up", "draining") and was == "down":
                     self.pool.node_up(name)
 
     # -- scheduling (qpy_master/scheduler.py asks; these answer) -----------------------
@@ -162,17 +132,13 @@ class Master:
     def start(self, job: Job) -> None:
         """Send the start op of a job just recorded as running."""
         self._send(job, {
-            "op": "start", "job": job.id, "cmd": self._command(job), "cwd": job.cwd,
+            "op": "start", "job": job.id, "cmd": command(job, self.settings), "cwd": job.cwd,
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
                      "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
             "out": job.output("out"), "err": job.output("err"), "umask": job.umask,
             "limit": job.time_limit, "limits": job_limits(job, self.nodes.get(job.node) or {})})
         trace.mark("master: start sent")
-
-    def _command(self, job: Job) -> str:
-        sources = "".join(f". {shlex.quote(f)}; " for f in self.settings["sourceTheseFiles"])
-        return sources + (job.run_command or job.command)
 
     def _send(self, job: Job, op: dict) -> None:
         """Send an op about ``job`` to its node's launcher (a start goes with the job's
@@ -192,6 +158,9 @@ class Master:
 
     def jobs_on(self, node: str) -> list[Job]:
         return self.records.on_node(node)
+
+    def unsettled_on(self, node: str) -> list[int]:
+        return self.reconciler.waiting_on(node)
 
     def env(self, env_id: int | None) -> dict[str, str]:
         return self.store.env(env_id)
@@ -213,12 +182,16 @@ class Master:
                     node, event)
             return
         job = self.records.running.get(event.get("job"))
-        if job is None or job.node != node:
+        if kind == "fate" or job is None or job.node != node or (
+                kind == "ended" and event.get("killed") and not job.kill_requested):
+            if kind in ("fate", "ended", "lost"):  # a run given up on (and killed, if this
+                self.reconciler.settle(node, event)  # job runs there again): its node tells
             return
         if kind == "started":  # kept in memory, stored with the end: the slot has it too
             job.pid = event.get("pid")
             job.t_start = event.get("t") or job.t_start
         elif kind == "ended":
+            job.t_start = event.get("t") or job.t_start  # a start answered by an old run
             status, fields = end_of(job, event)
             self._finish(job, status, **fields)
         elif kind == "lost" and not event.get("ran"):
@@ -230,41 +203,52 @@ class Master:
 
     def _node_down(self, node: str, reason: str) -> None:
         """The multiuser declared ``node`` down: its jobs are lost, or queued again if they
-        asked for that. Whatever of them still runs there is killed (now if the launcher
-        can be reached, else by the sweep when the node is back)."""
+        asked for that, killed there if reached, and asked about when the node is back
+        (``reconcile``: the node keeps their slots until then)."""
         if self.pool.session_works(node):
             log.warning("node %s is down for the multiuser (%s) but this master's session "
                         "to it works: its jobs go on", node, reason)
             return
         for job in self.records.on_node(node):
             self.pool.tell(node, {"op": "kill", "job": job.id})  # waits if connecting
-            self._lose(job, f"node {node} went down: {reason}")
+            why = f"node {node} went down: {reason}"
+            if job.kill_requested:
+                self._finish(job, KILLED, reason=why)
+                continue
+            why += "" if job.pid else " (its start had not been acknowledged)"
+            with self.records.transaction():
+                self.reconciler.give_up(job, node)
+                self._lose(job, why, forget=False)
 
-    def _lose(self, job: Job, why: str) -> None:
+    def _lose(self, job: Job, why: str, forget: bool = True) -> None:
         """A running job whose run is gone: queued again if it asked for that, else lost
-        (killed, if a kill had been asked for)."""
+        (killed, if a kill had been asked for). Its slot stays on the node if ``forget``
+        is false (a run given up on: the node tells its fate later)."""
         if job.requeue and not job.kill_requested:
             with self.records.transaction():  # the lost run stays in the history
                 self.records.add_run(job, status=LOST, reason=why, t_end=time.time())
-                self._requeue(job, why)
+                self._requeue(job, why, forget)
         else:
-            self._finish(job, KILLED if job.kill_requested else LOST, reason=why)
+            self._finish(job, KILLED if job.kill_requested else LOST, forget, reason=why)
 
-    def _requeue(self, job: Job, why: str) -> None:
+    def _requeue(self, job: Job, why: str, forget: bool = True) -> None:
         """Back to the head of the queue: the job never ran, or asked to run again."""
         log.warning("job %d goes back to the queue: %s", job.id, why)
-        self.pool.tell(job.node, {"op": "forget", "job": job.id})
+        if forget:
+            self.pool.tell(job.node, {"op": "forget", "job": job.id})
         self.records.move(job, QUEUE, node=None, address=None, t_start=None, pid=None)
         self.scheduler.freed(job)
 
-    def _finish(self, job: Job, status: str, **fields: object) -> None:
+    def _finish(self, job: Job, status: str, forget: bool = True, **fields: object) -> None:
         """Record a running job's end (exit_code, signal, reason, t_end, usage), then
-        free its slot. Its script copy stays until ``clean``: it may be requeued."""
+        free its slot, unless its node is still to tell what became of the run
+        (``forget`` false). Its script copy stays until ``clean``: it may be requeued."""
         fields["t_end"] = fields.get("t_end") or time.time()
         self.records.move(job, status, **fields, t_start=job.t_start, pid=job.pid)
         trace.mark("master: end recorded")
         self.scheduler.freed(job)
-        self.pool.tell(job.node, {"op": "forget", "job": job.id})
+        if forget:
+            self.pool.tell(job.node, {"op": "forget", "job": job.id})
 
     # -- operations used by the request handlers -------------------------------------------
 

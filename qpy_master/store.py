@@ -53,6 +53,8 @@ CREATE INDEX IF NOT EXISTS notes_job ON notes(job);
 CREATE TABLE IF NOT EXISTS envs (id INTEGER PRIMARY KEY, digest TEXT UNIQUE NOT NULL,
                                  env TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS unsettled (job INTEGER PRIMARY KEY, node TEXT NOT NULL,
+                                      address TEXT);
 -- accounting: one row per run that ended, written with the end, kept by clean
 CREATE TABLE IF NOT EXISTS runs (
     job INTEGER NOT NULL, run INTEGER NOT NULL, status TEXT NOT NULL, command TEXT NOT NULL,
@@ -250,6 +252,7 @@ class Store:
     def delete(self, ids: list[int]) -> None:
         self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in ids))
         self.db.executemany("DELETE FROM notes WHERE job = ?", ((i,) for i in ids))
+        self.db.executemany("DELETE FROM unsettled WHERE job = ?", ((i,) for i in ids))
 
     # -- accounting ---------------------------------------------------------------------------
 
@@ -266,6 +269,12 @@ class Store:
         self.db.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES "
                         f"({', '.join('?' * len(names))})",
                         tuple(map(_db, (*(run[n] for n in RUN_FIELDS), line))))
+
+    def drop_lost_run(self, job_id: int) -> None:
+        """Take back the job's last run if it was recorded ``lost``: its node has told
+        what really became of it (``reconcile``)."""
+        self.db.execute("DELETE FROM runs WHERE rowid = (SELECT MAX(rowid) FROM runs WHERE "
+                        "job = ?) AND status = 'lost'", (job_id,))
 
     def run_count(self, job_id: int) -> int:
         return self.db.execute("SELECT COUNT(*) FROM runs WHERE job = ?",
@@ -302,6 +311,24 @@ class Store:
 
     def jobs_with_notes(self) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT job FROM notes ORDER BY job")]
+
+    # -- runs given up on while their node was out of reach ----------------------------------
+
+    def unsettle(self, job_id: int, node: str, address: str | None) -> None:
+        """Remember that the job's run on ``node`` has an unknown fate: asked about when a
+        launcher reaches the node again."""
+        self.db.execute("INSERT OR REPLACE INTO unsettled (job, node, address) VALUES (?, ?, ?)",
+                        (job_id, _db(node), _db(address)))
+
+    def settle(self, job_id: int, node: str) -> bool:
+        """The node told what became of the run; False if it was not waited for."""
+        return self.db.execute("DELETE FROM unsettled WHERE job = ? AND node = ?",
+                               (job_id, _db(node))).rowcount > 0
+
+    def unsettled(self) -> list[tuple[int, str, str | None]]:
+        """(job, node, address) of every run whose fate is not known yet."""
+        return [(job, _py(node), _py(address)) for job, node, address in self.db.execute(
+            "SELECT job, node, address FROM unsettled ORDER BY job")]
 
     def setting(self, key: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()

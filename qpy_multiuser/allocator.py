@@ -98,15 +98,17 @@ class Allocator:
 
     def set_nodes(self, nodes: dict[str, Node]) -> None:
         """Swap in a reloaded nodes file keeping every running job's accounting: a node that
-        disappeared stays (marked down) until its jobs end."""
+        disappeared stays (draining, not given new jobs) until its jobs end."""
         self.configured = set(nodes)
         for name, old in self.nodes.items():
             if old.jobs:
                 if name in nodes:
                     new = nodes[name]
                     new.used_cores, new.used_mem, new.jobs = old.used_cores, old.used_mem, old.jobs
-                else:
+                else:  # drains: no new jobs, still watched; "down" if it already was
                     old.up = False
+                    if old.state != "down":
+                        old.state, old.reason = "draining", None
                     nodes[name] = old
         self.nodes = nodes
         self._index_nodes()
@@ -242,10 +244,10 @@ class Allocator:
 
     def node_or_kept(self, name: str) -> Node:
         """The node a granted job runs on; one that left the nodes file while the job ran
-        is kept, down, until its jobs end."""
+        is kept, draining, until its jobs end."""
         node = self.nodes.get(name)
         if node is None:
-            node = Node(name, "", 0, 0.0, up=False)
+            node = Node(name, "", 0, 0.0, up=False, state="draining")
             self.nodes[name] = node
             self._index_nodes()
         return node

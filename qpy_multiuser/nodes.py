@@ -40,7 +40,7 @@ class Node:
     rlimit_as: bool = False  # ulimit -v at each job's memory too
     cpu_lock: str | None = None  # the lock file the node's jobs agree on CPUs through
     up: bool = True
-    state: str = "up"  # up, down, or unknown: a remote node not checked yet
+    state: str = "up"  # up, down, unknown (a remote node not checked yet) or draining
     reason: str | None = None  # why it is down
     detect: frozenset[str] = frozenset()  # "cores", "mem": taken from monitoring
     measured: dict = field(default_factory=dict)  # the last sample

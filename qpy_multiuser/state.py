@@ -95,18 +95,33 @@ class Multiuser:
         return nodes
 
     def watch_nodes(self) -> None:
-        """Watch the nodes of the file; not those kept only while their jobs drain."""
+        """Watch the nodes of the file, and the removed ones while their jobs drain: if
+        such a node fails, its jobs must end (lost) instead of holding cores for ever."""
         if self.monitor is not None:
             self.monitor.watch({name: node for name, node in self.alloc.nodes.items()
-                                if name in self.alloc.configured})
+                                if node.address})
+
+    def _unwatched(self, name: str) -> bool:
+        """A report about a node that is gone (a removed node that drained): stop its
+        watcher; True if so."""
+        if name in self.alloc.nodes:
+            return False
+        self.watch_nodes()
+        return True
 
     def node_report(self, name: str, address: str, sample: dict) -> None:
-        """A sample from monitoring: the node is up, with its measured size if detected."""
+        """A sample from monitoring: the node is up, with its measured size if detected.
+        A removed node that drains stays out of the pool."""
         with self.lock:
             node = self.alloc.nodes.get(name)
-            if node is None or node.address != address or name not in self.alloc.configured:
+            if self._unwatched(name) or node.address != address:
                 return
             node.measured = sample
+            if name not in self.alloc.configured:
+                if node.state == "down":
+                    node.state, node.reason = "draining", None
+                    self.announce_nodes()
+                return
             cores = _positive(sample.get("cores"), int) if "cores" in node.detect else None
             mem = _positive(sample.get("mem_total"), float) if "mem" in node.detect else None
             size = (cores or node.cores, mem or node.mem)
@@ -126,7 +141,7 @@ class Multiuser:
         that ran there."""
         with self.lock:
             node = self.alloc.nodes.get(name)
-            if node is None or node.address != address:
+            if self._unwatched(name) or node.address != address:
                 return
             if node.state == "down":
                 node.reason = reason  # still down, maybe for a new reason

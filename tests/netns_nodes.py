@@ -747,6 +747,16 @@ Host {patterns}
                 time.sleep(0.005)
             time.sleep(0.02)  # let the clients' control masters finish exiting
 
+    def cut_link(self, node: str) -> None:
+        """The node's network cable is pulled: its side of the bridge goes down, so packets
+        to and from it are dropped (no reset, no refusal). Everything in the node, its
+        sshd and the sessions in it, goes on as if the other ends were just silent."""
+        _run("ip", "link", "set", self.nodes[node].veth, "down")
+
+    def restore_link(self, node: str) -> None:
+        """Plug the cable back in (``cut_link`` undone)."""
+        _run("ip", "link", "set", self.nodes[node].veth, "master", self.bridge, "up")
+
     def start_sshd(self, node: str) -> None:
         """(Re)start the node's sshd and wait until it answers."""
         n = self.nodes[node]

@@ -9,6 +9,7 @@ Needs root; skipped otherwise, except under CI, where a missing prerequisite fai
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import netns_nodes
@@ -315,3 +317,224 @@ def test_a_directory_the_node_cannot_see_fails_the_job_clearly(cluster, tmp_path
         assert "submission directory" in record["reason"]
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+# -- a node's link is cut while jobs run ------------------------------------------------------
+
+# A gated job that counts its runs: a second run shows as a second line.
+ONCE = "echo $QPY_JOB_ID >> ran_$QPY_JOB_ID; " + GATED
+
+
+def in_node_with(nodes, node: str, *words: str) -> set[int]:
+    """PIDs in ``node`` whose command line holds every one of ``words``."""
+    found = set()
+    for pid in nodes.node_pids(node):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if all(w in argv for w in words):
+            found.add(pid)
+    return found
+
+
+def slot_ends(qpy: Cluster, node: str) -> dict[int, dict]:
+    """The ends recorded in alice's slot file for ``node``."""
+    from qpy_master import launcher
+    data = (qpy.qpy_home("alice") / "run" / node / "slots").read_bytes()
+    ends = {}
+    for i in range(0, len(data), launcher.SLOT):
+        head, result = launcher.parse_slot(data[i:i + launcher.SLOT])
+        if head is not None and result is not None:
+            ends[head[0]] = result
+    return ends
+
+
+def ran_once(directory: Path, job: int) -> bool:
+    return (directory / f"ran_{job}").read_text().split() == [str(job)]
+
+
+def runs_of(qpy: Cluster, job: int) -> list[tuple]:
+    """(status, node, exit code) of each run ``qpy history`` keeps of ``job``."""
+    doc = json.loads(qpy.qpy_as("alice", "history", "--json", str(job)).stdout)
+    return [(r["status"], r["node"], r["exit_code"]) for r in doc["runs"]]
+
+
+def test_a_cut_link_loses_no_end_and_runs_no_job_twice(cluster, work):
+    """node3's cable is pulled while two jobs run there (one with --requeue); both finish
+    during the cut. When the link is back, the lost job gets its real end and the requeued
+    copy, which could not start anywhere else, is withdrawn with its first run's end: each
+    ran once. Meanwhile the launcher, its supervisors and its ssh session on node3 ended
+    by themselves although nobody closed their session."""
+    qpy, nodes = cluster
+    plain = sub(qpy, work.dir, "-a", "node3", "-m", "1", "sh", "-c", ONCE)
+    requeued = sub(qpy, work.dir, "--requeue", "-a", "node3", "-m", "1", "sh", "-c", ONCE)
+    work.ids += [plain, requeued]
+    work.wait_started(plain, requeued)
+    alice = qpy.name("alice")
+    launchers = in_node_with(nodes, "node3", "qpy-launcher")
+    sessions = in_node_with(nodes, "node3", "sshd", alice)
+    assert launchers and sessions
+    nodes.cut_link("node3")
+    try:
+        wait_for(lambda: qpy.job("alice", plain)["status"] == "lost"
+                 and qpy.job("alice", requeued)["status"] == "queue", WAIT,
+                 "node3's jobs to be recorded lost and queued again")
+        work.release(plain, requeued)
+        wait_for(lambda: {plain, requeued} <= set(slot_ends(qpy, "node3")), WAIT,
+                 "both jobs to end on node3")
+        wait_for(lambda: not any(pid_alive(p) for p in launchers), WAIT,
+                 "the cut session's launcher and supervisors to exit")
+    finally:
+        nodes.restore_link("node3")
+    for job in (plain, requeued):
+        record = wait_for(lambda j=job: (r := qpy.job("alice", j))["status"] == "done" and r,
+                          WAIT, f"job {job} to get the end it had on node3")
+        assert (record["status"], record["node"], record["exit_code"]) == \
+            ("done", "node3", expected_exit(job)), record
+        assert ran_once(work.dir, job)
+        assert runs_of(qpy, job) == [("done", "node3", expected_exit(job))]  # not lost
+    notes = qpy.qpy_as("alice", "notes", str(plain)).stdout
+    assert "node3 was reached again" in notes, notes
+    wait_for(lambda: not any(pid_alive(p) for p in sessions), WAIT,
+             "the cut ssh session to end on node3")
+    wait_for(lambda: not ({plain, requeued} & set(slot_ends(qpy, "node3"))), WAIT,
+             "the slots of the two runs to be freed")
+
+
+def test_a_copy_started_before_its_node_told_gets_its_first_runs_end(cluster, work):
+    """A --requeue job ends on node3 during a cut; when node3 is back, its queued copy
+    is started there before node3's new launcher has told what became of the first run
+    (alice's ssh sessions are held at login until the copy is recorded running). The
+    start is answered with the first run's end: the job ran once, and its history and
+    record hold that one run, with its own start, not a lost run beside it."""
+    qpy, nodes = cluster
+    job = sub(qpy, work.dir, "--requeue", "-a", "node3", "-m", "1", "sh", "-c", ONCE)
+    work.ids.append(job)
+    work.wait_started(job)
+    launchers = in_node_with(nodes, "node3", "qpy-launcher")
+    gate = work.dir / "hold_logins"
+    rc = qpy.account("alice").home / ".ssh" / "rc"  # run by sshd at each login of alice
+    nodes.cut_link("node3")
+    try:
+        wait_for(lambda: qpy.job("alice", job)["status"] == "queue", WAIT,
+                 "the job to be queued again")
+        work.release(job)
+        wait_for(lambda: job in slot_ends(qpy, "node3"), WAIT, "the first run to end")
+        wait_for(lambda: not any(pid_alive(p) for p in launchers), WAIT,
+                 "the cut session's launcher to exit")
+        gate.touch()
+        rc.write_text(f"i=0; while [ -e {gate} ] && [ $i -lt 900 ]; do sleep 0.1; "
+                      "i=$((i+1)); done\n")
+        rc.chmod(0o644)
+        back = time.time()
+    finally:
+        nodes.restore_link("node3")
+    try:
+        wait_for(lambda: qpy.job("alice", job)["status"] == "running", WAIT,
+                 "the copy to be started on node3")
+    finally:
+        gate.unlink()
+        rc.unlink()
+    record = wait_for(lambda: (r := qpy.job("alice", job))["status"] == "done" and r, WAIT,
+                      "the job to get its first run's end")
+    assert (record["node"], record["exit_code"]) == ("node3", expected_exit(job)), record
+    started = datetime.datetime.fromisoformat(record["t_start"].replace("Z", "+00:00"))
+    assert started.timestamp() < back, record  # the first run's start, not the copy's
+    assert ran_once(work.dir, job)
+    assert runs_of(qpy, job) == [("done", "node3", expected_exit(job))]  # no lost run
+
+
+def test_a_start_sent_into_a_session_whose_link_just_dropped_runs_later_once(cluster, work):
+    """The start op of a job goes into node3's ssh session just after its cable was
+    pulled: the job is lost while nobody knows, and goes back to the queue (and runs, once)
+    as soon as node3 shows that the start never reached it."""
+    qpy, nodes = cluster
+    warm = work.sub(attr="node3")  # the session to node3 is up and idle
+    work.wait_started(warm)
+    work.release(warm)
+    work.wait_finished(warm)
+    nodes.cut_link("node3")
+    try:
+        job = sub(qpy, work.dir, "-a", "node3", "-m", "1", "sh", "-c", ONCE)
+        work.ids.append(job)
+        lost = wait_for(lambda: (r := qpy.job("alice", job))["status"] == "lost" and r, WAIT,
+                        "the job to be recorded lost")
+        assert "not been acknowledged" in lost["reason"], lost
+        assert not work.started(job)
+    finally:
+        nodes.restore_link("node3")
+    work.wait_started(job)
+    assert work.node(job) == "node3"
+    work.release(job)
+    record = wait_for(lambda: (r := qpy.job("alice", job))["status"] == "done" and r, WAIT,
+                      "the job to end")
+    assert record["exit_code"] == expected_exit(job), record
+    assert ran_once(work.dir, job)
+    assert runs_of(qpy, job) == [("done", "node3", expected_exit(job))]  # one run, not two
+
+
+# -- removing a node, restarting the multiuser: what status says ------------------------------
+
+
+def summary_used(text: str) -> int:
+    found = re.search(r"There are (\d+) out of a total of (\d+) cores being used\.", text)
+    assert found, text
+    return int(found.group(1))
+
+
+def test_a_removed_node_is_watched_while_it_drains_and_its_jobs_end_if_it_dies(cluster, work):
+    """node3 is taken out of ``nodes`` while a job runs there: status shows it draining
+    and counts it (not as down); when it then crashes, the job is recorded lost and its
+    core freed, instead of staying running until the node is added back."""
+    qpy, nodes = cluster
+    job = work.sub(attr="node3")
+    work.wait_started(job)
+    qpy.write_admin_file("nodes", NODES.replace("node3 attributes=small\n", ""))
+    qpy.admin("nodes")
+    try:
+        table = node_table(qpy)
+        assert (table["node3"]["state"], table["node3"]["used_cores"]) == ("draining", 1)
+        text = qpy.qpy_as("alice", "status").stdout
+        assert "Draining (removed from nodes, jobs still running): node3" in text, text
+        assert "Down nodes" not in text and "node3 (draining)" in text, text
+        total = 6 + table["node3"]["cores"]  # node1 + node2 + the draining node3
+        assert f"There are 1 out of a total of {total} cores being used." in text, text
+        assert work.status(job) == "running"
+        nodes.stop_sshd("node3")
+        lost = wait_for(lambda: (r := qpy.job("alice", job))["status"] == "lost" and r, WAIT,
+                        "the job on the crashed, removed node to be recorded lost")
+        assert "node3" in lost["reason"], lost
+        wait_for(lambda: "node3" not in node_table(qpy), WAIT, "node3 to drain and go")
+    finally:
+        qpy.write_admin_file("nodes", NODES)
+        qpy.admin("nodes")
+        nodes.start_sshd("node3")
+
+
+def test_status_right_after_a_multiuser_restart_says_what_it_does_not_know(cluster, work):
+    """The multiuser is SIGKILLed and restarted while node3, running a job, cannot be
+    reached yet (its link is cut): node3's detected size is unknown, so status says it is
+    not measured yet instead of showing 0/0, and the summary counts the job's core as the
+    users table does."""
+    qpy, nodes = cluster
+    job = work.sub(attr="node3")
+    work.wait_started(job)
+    nodes.cut_link("node3")
+    try:
+        qpy.kill(qpy.multiuser_pid())
+        qpy.start_multiuser()
+        reply = qpy.status_json("alice")
+        text = qpy.qpy_as("alice", "status").stdout
+        node3 = {n["name"]: n for n in reply["nodes"]}["node3"]
+        assert node3["state"] == "unknown", node3
+        in_use = sum(u["used"] for u in reply["users"])
+        assert in_use == sum(n["used_cores"] for n in reply["nodes"]) == 1, reply
+        assert summary_used(text) == in_use, text
+        assert "node3 (unknown)" in text and "/?" in text, text
+        assert "Not measured yet: node3" in text, text
+    finally:
+        nodes.restore_link("node3")
+    work.release(job)
+    record, = work.wait_finished(job)
+    assert (record["status"], record["exit_code"]) == ("done", expected_exit(job)), record
