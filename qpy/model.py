@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM
 from qpy.states import check_transition
@@ -35,6 +35,14 @@ class Job:
     pid: int | None = None
     kill_requested: bool = False
     requeue: bool = False  # run it again from the queue if its node fails (sub --requeue)
+    # Queue semantics (issue 13): order, hold, dependencies, arrays.
+    priority: int = 0  # a new job goes after the last queued job of equal or higher priority
+    held: bool = False  # queued, but not to be started until released
+    after: list[int] = field(default_factory=list)  # starts once these ended
+    afterok: list[int] = field(default_factory=list)  # ... once these ended done, exit 0
+    array_id: int | None = None  # the first task's ID, for every task of an array
+    array_index: int | None = None
+    array_max: int | None = None  # at most this many tasks of the array run at once
 
     def move(self, status: str) -> None:
         """Change status, refusing transitions the table forbids (only ``Records.move``

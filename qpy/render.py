@@ -66,13 +66,18 @@ def _node_or_attr(job: dict) -> str:
     return job["node"] if job.get("node") else f"[{job.get('attr') or ''}]"
 
 
+def _status(job: dict) -> str:
+    """The status, and for a held queued job ``queue, held``."""
+    return f"{job['status']}, held" if job.get("held") else job["status"]
+
+
 def _notes(job: dict) -> str:
     return "\n" + job["notes"] if job.get("notes") else ""
 
 
 _FIELDS = {
     "j": lambda job, now: str(job["id"]),
-    "s": lambda job, now: job["status"],
+    "s": lambda job, now: _status(job),
     "c": lambda job, now: job["command"],
     "d": lambda job, now: job["cwd"],
     "n": lambda job, now: str(job.get("node")),
@@ -86,6 +91,7 @@ _FIELDS = {
     "E": lambda job, now: _datetime(job.get("t_end")),
     "K": lambda job, now: _notes(job),
     "e": lambda job, now: _exit(job),
+    "P": lambda job, now: str(job.get("position") or "-"),
     "%": lambda job, now: "%",
 }
 

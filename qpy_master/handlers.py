@@ -12,7 +12,7 @@ import time
 from qpy import config, selection
 from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
-from qpy_master import command_server, submit
+from qpy_master import command_server, submit, why
 from qpy_master.master import Master
 
 
@@ -28,29 +28,82 @@ def _selection(msg: dict) -> dict:
 
 
 def sub(m: Master, s: Session, msg: dict) -> dict:
+    """One job, or an array's tasks."""
+    return _submit(m, msg, [msg])
+
+
+def bulk(m: Master, s: Session, msg: dict) -> dict:
+    """A bulk file's jobs, one per line, in one request: all of them or none."""
+    if not msg["jobs"]:
+        raise BadRequest("no jobs to submit")
+    return _submit(m, msg, msg["jobs"])
+
+
+def _submit(m: Master, msg: dict, specs: list[dict]) -> dict:
+    """Check every job of the request, then store them all in one transaction, with
+    consecutive IDs in the order asked for."""
     if not m.nodes:  # a fresh master: learn the nodes first, so impossible jobs are refused
         m.link.wait_up(10.0)
     with m.lock:
-        job = submit.new_job(msg, m.settings, m.nodes)
-        copy = msg["copy"] if msg["copy"] is not None else m.settings["copyScripts"]
-        index = msg.get("script_index")
+        jobs = [(job, spec) for spec in specs for job in submit.array_tasks(
+            submit.new_job(spec, msg["cwd"], m.settings, m.nodes), msg)]
+        failed = submit.dependencies([(job, spec.get("where")) for job, spec in jobs],
+                                     m.records.find)
         try:
             with m.records.transaction():
-                m.records.add(job, msg["env"])
-                if copy and msg.get("argv") and isinstance(index, int):
-                    m.records.update(job, **submit.copy_script(m.home / "scripts", job,
-                                                               msg["argv"], index))
+                for index, (job, spec) in enumerate(jobs):
+                    _store(m, job, spec, msg["env"], jobs[0][0].array_id)
+                    if index in failed:
+                        m.records.move(job, UNDONE, reason=failed[index], t_end=time.time())
         except OSError as exc:
             raise RequestError(f"cannot copy the script: {exc.strerror}: {exc.filename}") \
                 from None
     m.wake.set()
-    return {"text": f"Job {job.id} received.\n", "job": job.id}
+    first, last = jobs[0][0].id, jobs[-1][0].id
+    text = f"Job {first} received.\n" if first == last else f"Jobs {first}-{last} received.\n"
+    reply = {"text": text, "job": first, "last": last}
+    if msg.get("records"):
+        reply["jobs"] = [job.public() for job, _ in jobs]
+    return reply
+
+
+def _store(m: Master, job, spec: dict, env: dict, array_id: int | None) -> None:
+    """Record one new job (an array's later tasks join the first's array) and copy its
+    script if it asks for that."""
+    job.array_id = array_id if job.array_index is not None else None
+    m.records.add(job, env)
+    copy = spec["copy"] if spec["copy"] is not None else m.settings["copyScripts"]
+    index = spec.get("script_index")
+    if copy and spec.get("argv") and isinstance(index, int):
+        m.records.update(job, **submit.copy_script(m.home / "scripts", job, spec["argv"],
+                                                   index))
+
+
+def _queue_only(sel: dict) -> bool:
+    """Whether a selection asks for queued jobs only ('queue', 'held'): those are listed
+    in the order they will start."""
+    return (not (sel["ids"] or sel["ranges"] or sel["dirs"] or sel["all"])
+            and set(sel["statuses"]) <= {QUEUE} and bool(sel["statuses"] or sel["held"]))
+
+
+def _listed(m: Master, sel: dict) -> list[dict]:
+    """The selected jobs' records, a queued one with its place in the queue."""
+    queue = m.records.queue
+    if _queue_only(sel):
+        return [{**job.public(), "position": n}
+                for n, job in enumerate(queue.ordered(), 1)
+                if sel["statuses"] or job.held]
+    jobs = [j.public() for j in m.records.select(sel)]
+    for job in jobs:
+        if job["status"] == QUEUE and job["id"] in queue:
+            job["position"] = queue.rank(job["id"])
+    return jobs
 
 
 def check(m: Master, s: Session, msg: dict) -> dict:
     sel = _selection(msg)
     with m.lock:
-        jobs = [j.public() for j in m.records.select(sel)]
+        jobs = _listed(m, sel)
         fmt = m.settings["checkFMT"]
         if "%K" in fmt:
             for job in jobs:
@@ -74,12 +127,34 @@ def kill(m: Master, s: Session, msg: dict) -> dict:
                 m.records.move(job, UNDONE, t_end=now)
         for job in running:
             m.kill_running(job)
+    m.wake.set()  # dependents of the jobs undone may start now
     text = ""
     if queued:
         text += f"{plural(len(queued))} removed from the queue.\n"
     if running:
         text += f"{plural(len(running))} will be killed.\n"
     return {"text": text, "undone": [j.id for j in queued], "killing": [j.id for j in running]}
+
+
+def hold(m: Master, s: Session, msg: dict) -> dict:
+    """``hold`` and ``release``: queued jobs kept from starting, or let go. A job named
+    by its ID must be queued; ranges and words take the queued jobs among them."""
+    sel, held = _selection(msg), msg["held"]
+    verb = "held" if held else "released"
+    with m.lock:
+        named = m.records.find(sel["ids"])
+        for job_id in sel["ids"]:
+            job = named.get(job_id)
+            if job is not None and job.status != QUEUE:
+                raise RequestError(f"job {job_id} is {job.status}, not queued: only queued "
+                                   f"jobs can be {verb}")
+        targets = [j for j in m.records.live_matches(sel) if j.status == QUEUE]
+        if not targets:
+            raise NotFound("Nothing to do: required jobs not found.")
+        m.records.hold(targets, held)
+    if not held:
+        m.wake.set()
+    return {"text": f"{plural(len(targets))} {verb}.\n", "jobs": [j.id for j in targets]}
 
 
 def clean(m: Master, s: Session, msg: dict) -> dict:
@@ -176,7 +251,10 @@ def make_table(m: Master, stop) -> dict:
 
     table = {name: bind(fn) for name, fn in {
         "sub": sub, "check": check, "kill": kill, "clean": clean, "config": configure,
-        "ctrl": ctrl, "notes": notes, "status": status, "ping": ping}.items()}
+        "ctrl": ctrl, "notes": notes, "status": status, "ping": ping,
+        # the queue's semantics (issue 13)
+        "bulk": bulk, "hold": hold, "why": lambda m, s, msg: why.why(m, msg["job"]),
+    }.items()}
     table["finish"] = finish
     table["cli"] = lambda session, msg: command_server.serve(table, session, msg)
     return table

@@ -43,6 +43,13 @@ def start_error(job: Job, error: object, where: object) -> str | None:
     return f"failed to start: {error}"
 
 
+def array_vars(job: Job) -> dict[str, str]:
+    """An array task's index and its array's ID (the first task's)."""
+    if job.array_index is None:
+        return {}
+    return {"QPY_ARRAY_INDEX": str(job.array_index), "QPY_ARRAY_JOB_ID": str(job.array_id)}
+
+
 class Master:
     """One user's queue, running jobs, launchers and link to the multiuser."""
 
@@ -80,7 +87,7 @@ class Master:
     def _hello(self) -> dict:
         """Registration: the running jobs are the truth the multiuser reconciles to."""
         with self.lock:
-            return {"type": "hello", "queue_size": len(self.records.queue), "running": [
+            return {"type": "hello", "queue_size": len(self.records.queue.ready), "running": [
                 {"job": j.id, "node": j.node, "cores": j.n_cores, "mem": j.mem}
                 for j in self.records.running.values()]}
 
@@ -124,7 +131,7 @@ class Master:
         with self.lock:
             release, self.release = self.release, []
             want = [] if self.paused else self.pool.avoiding(self.records.queue.want())
-            queue_size = len(self.records.queue)
+            queue_size = len(self.records.queue.ready)  # held or waiting jobs wait for no one
         if not release and not want:
             return
         trace.mark("master: slots asked")
@@ -150,7 +157,8 @@ class Master:
     def _launch(self, grant: dict) -> None:
         """Record the job as running, then start it: it can never run twice."""
         job = self.records.queue.get(grant.get("job"))
-        if job is None or self.paused:  # killed or paused while the request was in flight
+        if job is None or self.paused or job.id not in self.records.queue.ready:
+            # killed, paused or held while the request was in flight
             self.release.append(grant.get("job"))
             self.wake.set()
             return
@@ -160,7 +168,8 @@ class Master:
             "op": "start", "job": job.id, "cmd": self._command(job), "cwd": job.cwd,
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
-                     "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
+                     "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}",
+                     **array_vars(job)},
             "out": job.output("out"), "err": job.output("err")})
         trace.mark("master: start sent")
 

@@ -40,8 +40,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     env_id INTEGER,
     pid INTEGER,
     kill_requested INTEGER NOT NULL DEFAULT 0,
-    qpos INTEGER NOT NULL DEFAULT 0,
-    requeue INTEGER NOT NULL DEFAULT 0
+    qpos REAL NOT NULL DEFAULT 0,
+    requeue INTEGER NOT NULL DEFAULT 0,
+    priority INTEGER NOT NULL DEFAULT 0,
+    held INTEGER NOT NULL DEFAULT 0,
+    array_id INTEGER,
+    array_index INTEGER,
+    array_max INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs(status) WHERE status IN ('queue', 'running');
 CREATE TABLE IF NOT EXISTS notes (job INTEGER NOT NULL, t REAL NOT NULL, text TEXT NOT NULL);
@@ -49,12 +54,27 @@ CREATE INDEX IF NOT EXISTS notes_job ON notes(job);
 CREATE TABLE IF NOT EXISTS envs (id INTEGER PRIMARY KEY, digest TEXT UNIQUE NOT NULL,
                                  env TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deps (job INTEGER NOT NULL, dep INTEGER NOT NULL,
+                                 ok INTEGER NOT NULL, PRIMARY KEY (job, dep)) WITHOUT ROWID;
 """
+
+# Columns newer than the first stores, added in place to a store that lacks them.
+ADDED_COLUMNS = {
+    "requeue": "INTEGER NOT NULL DEFAULT 0",
+    # the queue's semantics (issue 13)
+    "priority": "INTEGER NOT NULL DEFAULT 0",
+    "held": "INTEGER NOT NULL DEFAULT 0",
+    "array_id": "INTEGER",
+    "array_index": "INTEGER",
+    "array_max": "INTEGER",
+}
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
            "t_queue",
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
-           "env_id", "pid", "kill_requested", "requeue")
+           "env_id", "pid", "kill_requested", "requeue", "priority", "held", "array_id",
+           "array_index", "array_max")
+FLAGS = ("kill_requested", "requeue", "held")  # stored as 0/1
 FIELDS = ", ".join(COLUMNS)
 SELECT = f"SELECT {FIELDS} FROM jobs"
 
@@ -78,7 +98,8 @@ def _py(value: object) -> object:
 
 def _job(row: tuple) -> Job:
     job = Job(**dict(zip(COLUMNS, map(_py, row), strict=True)))
-    job.kill_requested, job.requeue = bool(job.kill_requested), bool(job.requeue)
+    for flag in FLAGS:
+        setattr(job, flag, bool(getattr(job, flag)))
     return job
 
 
@@ -96,6 +117,8 @@ def _where(sel: dict) -> tuple[str, tuple]:
     for low, high in sel.get("ranges") or []:
         clauses.append("id BETWEEN ? AND ?")
         params.extend((low, high))
+    if sel.get("held"):
+        clauses.append("(held = 1 AND status = 'queue')")
     return " OR ".join(clauses), tuple(params)
 
 
@@ -113,21 +136,23 @@ class Store:
     def _add_missing_columns(self) -> None:
         """A store written by an earlier qpy lacks the newer columns: add them in place."""
         have = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
-        if "requeue" not in have:
-            self.db.execute("ALTER TABLE jobs ADD COLUMN requeue INTEGER NOT NULL DEFAULT 0")
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in have:
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, first_undo: Callable[[], None] | None = None) -> Iterator[None]:
         """Group writes into one commit. On any exception everything is rolled back,
         the records in memory too (through the undo actions registered with
-        ``on_rollback``), and the exception goes on. Nested uses join the outer one."""
+        ``on_rollback``, run last to first: ``first_undo`` runs after all others), and
+        the exception goes on. Nested uses join the outer one."""
         if self._undo is not None:
             yield
             return
-        self._undo = []
+        self._undo = [first_undo] if first_undo is not None else []
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -171,14 +196,20 @@ class Store:
         row = self.db.execute("SELECT env FROM envs WHERE id = ?", (env_id,)).fetchone()
         return json.loads(row[0]) if row else {}
 
-    def insert(self, job: Job, qpos: int) -> int:
-        """Record a new queued job and return its ID."""
+    def insert(self, job: Job, qpos: float) -> int:
+        """Record a new queued job (and what it depends on) and return its ID."""
         cur = self.db.execute(
             "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
-            " env_id, qpos, requeue) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " env_id, qpos, requeue, priority, held, array_id, array_index, array_max)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             tuple(map(_db, (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr,
                             job.t_queue, job.run_command, job.env_id, qpos,
-                            int(job.requeue)))))
+                            int(job.requeue), job.priority, int(job.held), job.array_id,
+                            job.array_index, job.array_max))))
+        if job.after or job.afterok:
+            self.db.executemany("INSERT OR IGNORE INTO deps (job, dep, ok) VALUES (?, ?, ?)",
+                                [(cur.lastrowid, dep, 0) for dep in job.after]
+                                + [(cur.lastrowid, dep, 1) for dep in job.afterok])
         return cur.lastrowid
 
     def update(self, job: Job, **fields: object) -> None:
@@ -199,7 +230,7 @@ class Store:
         sets = ", ".join(f"{n} = ?" for n in fields)
         self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
 
-    def set_qpos(self, order: Iterable[tuple[int, int]]) -> None:
+    def set_qpos(self, order: Iterable[tuple[float, int]]) -> None:
         """Persist queue positions as (qpos, id) pairs, e.g. after a jump."""
         self.db.executemany("UPDATE jobs SET qpos = ? WHERE id = ?", order)
 
@@ -209,24 +240,51 @@ class Store:
         queued = [(_job(r[:-1]), r[-1]) for r in self.db.execute(
             f"SELECT {FIELDS}, qpos FROM jobs WHERE status = ? ORDER BY qpos, id", (QUEUE,))]
         running = [_job(r) for r in self.db.execute(f"{SELECT} WHERE status = ?", (RUNNING,))]
+        self._add_deps([job for job, _ in queued])
         return queued, running
 
-    def select(self, sel: dict, statuses: tuple[str, ...] = ()) -> Iterator[Job]:
+    def select(self, sel: dict, statuses: tuple[str, ...] = ()) -> list[Job]:
         """Jobs matching a validated selection (and, if given, one of ``statuses``), by ID."""
         where, params = _where(sel)
         if statuses:
             where = f"({where}) AND status IN ({', '.join('?' * len(statuses))})"
             params += tuple(statuses)
-        for row in self.db.execute(f"{SELECT} WHERE {where} ORDER BY id", params):
-            yield _job(row)
+        jobs = [_job(row) for row in self.db.execute(f"{SELECT} WHERE {where} ORDER BY id",
+                                                     params)]
+        self._add_deps(jobs)
+        return jobs
 
     def get(self, job_id: int) -> Job | None:
         row = self.db.execute(f"{SELECT} WHERE id = ?", (job_id,)).fetchone()
-        return _job(row) if row else None
+        jobs = [_job(row)] if row else []
+        self._add_deps(jobs)
+        return jobs[0] if jobs else None
+
+    def _add_deps(self, jobs: list[Job]) -> None:
+        """Fill in what each job depends on: one query over the IDs' span, none at all
+        while no job has dependencies."""
+        if not jobs or self.db.execute("SELECT 1 FROM deps LIMIT 1").fetchone() is None:
+            return
+        by_id = {job.id: job for job in jobs}
+        for job_id, dep, ok in self.db.execute(
+                "SELECT job, dep, ok FROM deps WHERE job BETWEEN ? AND ? ORDER BY job, dep",
+                (min(by_id), max(by_id))):
+            if job_id in by_id:
+                (by_id[job_id].afterok if ok else by_id[job_id].after).append(dep)
+
+    def statuses(self, ids: list[int]) -> dict[int, Job]:
+        """The records of those of ``ids`` that exist (dependencies checked at sub)."""
+        found: dict[int, Job] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            found.update((row[0], _job(row)) for row in self.db.execute(
+                f"{SELECT} WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+        return found
 
     def delete(self, ids: list[int]) -> None:
         self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in ids))
         self.db.executemany("DELETE FROM notes WHERE job = ?", ((i,) for i in ids))
+        self.db.executemany("DELETE FROM deps WHERE job = ?", ((i,) for i in ids))
 
     def add_note(self, job_id: int, t: float, text: str) -> None:
         self.db.execute("INSERT INTO notes (job, t, text) VALUES (?, ?, ?)",

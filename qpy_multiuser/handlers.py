@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from qpy import attrs, names, trace
 from qpy.server import BadRequest, Denied, Handler, RequestError, Session
-from qpy_multiuser import admin_ops
+from qpy_multiuser import admin_ops, allocator
 from qpy_multiuser.state import ADMIN, Multiuser
 
 log = logging.getLogger("qpy.multiuser")
@@ -110,6 +110,17 @@ def status(mu: Multiuser, session: Session, msg: dict) -> dict:
     return mu.snapshot()
 
 
+def explain(mu: Multiuser, session: Session, msg: dict) -> dict:
+    """For ``qpy why``: what keeps a job of this shape from starting now, as the
+    allocator decides (at share while others wait, which node is closest)."""
+    _master_only(session)
+    group = want({"cores": msg["cores"], "mem": msg["mem"], "attr": msg["attr"], "jobs": []})
+    with mu.lock:
+        user = mu.alloc.user(session.user)
+        return allocator.explain(mu.alloc, user, group["cores"], float(group["mem"]),
+                                 group["attr"])
+
+
 def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
     """An admin command, for the admin key only."""
     if session.user != ADMIN:
@@ -126,7 +137,7 @@ def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
 
 
 HANDLERS: dict[str, MultiuserHandler] = {"hello": hello, "slots": slots, "status": status,
-                                         "admin": admin}
+                                         "explain": explain, "admin": admin}
 
 
 def make_table(mu: Multiuser) -> dict[str, Handler]:
