@@ -32,9 +32,9 @@ def cli() -> None:
     """qpy: submit and control jobs on a cluster's nodes (see 'qpy tutorial')."""
 
 
-for _command in (jobs.sub, jobs.check, jobs.kill, jobs.clean, daemons.status,
-                 settings.config, queue.ctrl_queue, settings.notes, daemons.restart,
-                 daemons.finish, help.tutorial, help.complete):
+for _command in (jobs.sub, jobs.check, queue.why, jobs.kill, queue.hold, queue.release,
+                 jobs.clean, daemons.status, settings.config, queue.ctrl_queue, settings.notes,
+                 daemons.restart, daemons.finish, help.tutorial, help.complete):
     cli.add_command(_command)
 
 

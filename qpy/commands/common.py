@@ -6,6 +6,7 @@ from qpy.client import ClientError
 from qpy.invocation import current
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
+JSON_VERSION = 1  # the "version" of every --json object
 
 
 def fail(text: str) -> None:

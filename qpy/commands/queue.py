@@ -1,10 +1,18 @@
-"""The order and flow of the queue: ctrlQueue."""
+"""The order and flow of the queue: ctrlQueue, hold, release, why."""
 
 from __future__ import annotations
 
 import click
 
-from qpy.commands.common import CONTEXT, fail, parse_selection, request, say
+from qpy.commands.common import (
+    CONTEXT,
+    JSON_VERSION,
+    echo,
+    fail,
+    parse_selection,
+    request,
+    say,
+)
 
 
 @click.command(name="ctrlQueue", context_settings={**CONTEXT, "ignore_unknown_options": True})
@@ -24,3 +32,38 @@ def ctrl_queue(action: str, args: tuple[str, ...]) -> None:
         fail(f"jump target must be a job ID, begin or end, not {target!r}")
     sel = parse_selection(args[:-1], (), "jump", allow_dirs=False)
     say(request({"type": "ctrl", "action": "jump", "select": sel, "target": target}))
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("jobs", nargs=-1)
+def hold(jobs: tuple[str, ...]) -> None:
+    """Keep queued jobs from starting: IDs, ranges, 'queue', directories or 'all'."""
+    sel = parse_selection(jobs, ("queue",), "hold")
+    say(request({"type": "hold", "select": sel, "held": True}))
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("jobs", nargs=-1)
+def release(jobs: tuple[str, ...]) -> None:
+    """Let held jobs start: IDs, ranges, 'held', 'queue', directories or 'all'."""
+    sel = parse_selection(jobs, ("queue",), "release")
+    say(request({"type": "hold", "select": sel, "held": False}))
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print the reason as JSON.")
+@click.argument("job")
+def why(as_json: bool, job: str) -> None:
+    """Say why queued job JOB has not started yet, or where a job is."""
+    if not job.isdigit() or int(job) == 0:
+        fail(f"why takes a job ID, not {job!r}")
+    reply = request({"type": "why", "job": int(job)})
+    if as_json:
+        import json
+
+        echo(json.dumps({"version": JSON_VERSION, "job": reply["job"],
+                         "status": reply["status"], "reason": reply["reason"],
+                         "text": reply["text"].rstrip("\n"), "details": reply["details"]},
+                        indent=1) + "\n")
+    else:
+        say(reply)
