@@ -50,10 +50,11 @@ def _new_job(spec: dict, cwd: str, settings: dict, nodes: dict[str, dict]) -> Jo
     why = never_fits(nodes.values(), cores, mem, attr)
     if why:
         raise RequestError(f"job refused: {why}")
+    afterok = _ids(spec, "afterok")
     return Job(id=0, status=QUEUE, command=spec["command"], cwd=cwd, n_cores=cores, mem=mem,
                attr=attr, t_queue=time.time(), run_command=spec.get("run"),
-               requeue=bool(spec.get("requeue")), priority=priority,
-               after=_ids(spec, "after"), afterok=_ids(spec, "afterok"))
+               requeue=bool(spec.get("requeue")), priority=priority, afterok=afterok,
+               after=[i for i in _ids(spec, "after") if i not in afterok])  # the stronger
 
 
 def _ids(spec: dict, name: str) -> list[int]:

@@ -94,8 +94,10 @@ def _limit(m, job: Job) -> Why | None:
     if cap is None or job.id in cap.admitted:
         return None
     return ("limit",
-            f"limit: array {job.array_id} runs at most {cap.limit} tasks at once "
-            f"(%{cap.limit}); {len(cap.running)} run and {len(cap.admitted)} more go first",
+            f"limit: array {job.array_id} runs at most {cap.limit} "
+            f"task{'' if cap.limit == 1 else 's'} at once (%{cap.limit}); "
+            f"{len(cap.running)} run{'s' if len(cap.running) == 1 else ''} now and "
+            f"{len(cap.admitted)} more go first",
             {"limit": "array", "array_id": job.array_id, "max": cap.limit,
              "running": len(cap.running), "next": len(cap.admitted)})
 

@@ -155,5 +155,5 @@ def _lean(spec: dict) -> dict:
     makes a small request."""
     from qpy.wire import SPEC
 
-    return {key: value for key, value in spec.items()
-            if key in SPEC and (value or not SPEC[key].endswith("="))}
+    return {key: value for key, value in spec.items() if key in SPEC and (
+        not SPEC[key].endswith("=") or not (value is None or value is False or value == []))}
