@@ -59,10 +59,13 @@ class Job:
         """Jobs with the same shape compete for the same kind of slot."""
         return (self.n_cores, self.mem, self.attr)
 
-    def public(self) -> dict:
-        """The fields a user sees (``qpy check``, ``--json``); a plain copy, not asdict's
-        deep copy, because check of 10,000 jobs builds 10,000 of these."""
-        return {name: getattr(self, name) for name in PUBLIC}
+    def public(self, position: int | None = None) -> dict:
+        """The fields a user sees (``qpy check``, ``--json``), with the job's place in
+        the queue if it is queued (the queue knows it, not the job); a plain copy, not
+        asdict's deep copy, because check of 10,000 jobs builds 10,000 of these."""
+        record = {name: getattr(self, name) for name in PUBLIC}
+        record["position"] = position
+        return record
 
 
 PUBLIC = tuple(f.name for f in fields(Job) if f.name not in (

@@ -88,7 +88,7 @@ RECORDS: dict[str, Schema] = {
         "reason": "?str", "notes": "?str", "requeue": "bool",
         # the queue's semantics (issue 13); position: a queued job's place, 1 starts next
         "priority": "int", "held": "bool", "after": "[int]", "afterok": "[int]",
-        "array_id": "?int", "array_index": "?int", "array_max": "?int", "position": "?int=",
+        "array_id": "?int", "array_index": "?int", "array_max": "?int", "position": "?int",
     },
     "spec": SPEC,
     "user": {"user": "str", "used": "int", "minimum": "int", "extra": "int", "queue": "int",
@@ -109,8 +109,8 @@ RECORDS: dict[str, Schema] = {
 REPLIES: dict[str, Schema] = {
     "ping": {"pid": "int"},
     # a single job, or the first and last of an array or bulk file; with "records", them
-    "sub": {"job": "int", "last": "int", "jobs": "[job]="},
-    "bulk": {"job": "int", "last": "int", "jobs": "[job]="},
+    "sub": {"job": "int", "last": "int=", "jobs": "[job]="},
+    "bulk": {"job": "int", "last": "int=", "jobs": "[job]="},
     "hold": {"jobs": "[int]"},
     "why": {"job": "int", "status": "str", "reason": "str", "details": "dict"},
     "check": {"jobs": "[job]", "fmt": "str", "colour": "bool", "scheme": "[str]",

@@ -63,7 +63,10 @@ def _submit(m: Master, msg: dict, specs: list[dict]) -> dict:
     text = f"Job {first} received.\n" if first == last else f"Jobs {first}-{last} received.\n"
     reply = {"text": text, "job": first, "last": last}
     if msg.get("records"):
-        reply["jobs"] = [job.public() for job, _ in jobs]
+        with m.lock:
+            queue = m.records.queue
+            reply["jobs"] = [job.public(queue.rank(job.id) if job.id in queue else None)
+                             for job, _ in jobs]
     return reply
 
 
@@ -90,14 +93,10 @@ def _listed(m: Master, sel: dict) -> list[dict]:
     """The selected jobs' records, a queued one with its place in the queue."""
     queue = m.records.queue
     if _queue_only(sel):
-        return [{**job.public(), "position": n}
-                for n, job in enumerate(queue.ordered(), 1)
+        return [job.public(n) for n, job in enumerate(queue.ordered(), 1)
                 if sel["statuses"] or job.held]
-    jobs = [j.public() for j in m.records.select(sel)]
-    for job in jobs:
-        if job["status"] == QUEUE and job["id"] in queue:
-            job["position"] = queue.rank(job["id"])
-    return jobs
+    return [j.public(queue.rank(j.id) if j.id in queue else None)
+            for j in m.records.select(sel)]
 
 
 def check(m: Master, s: Session, msg: dict) -> dict:

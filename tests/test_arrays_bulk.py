@@ -42,7 +42,7 @@ def test_array_max_caps_the_tasks_running_at_once(qpy):
         assert [qpy.job(t)["status"] for t in later] == ["queue"] * len(later)
         for t in later:
             why = qpy.run("why", str(t)).stdout
-            assert why == (f"limit: array 1 runs at most 1 task at once (%1); 1 runs now "
+            assert why == ("limit: array 1 runs at most 1 task at once (%1); 1 runs now "
                            "and 0 more go first\n"), why
         finish(qpy, other)
         assert finish(qpy, task)["status"] == "done"

@@ -27,8 +27,10 @@ INTERNAL = ("_complete",)  # commands for the script itself: neither completed n
 # Selections (see qpy/cli.py; `check` takes every status): the words each command accepts
 # besides IDs, ranges and directories, and which jobs' IDs are worth offering.
 SELECTIONS = {
-    "kill": (("queue", "running", "all"), ("queue", "running")),
+    "kill": (("queue", "running", "held", "all"), ("queue", "running")),
     "clean": ((*FINISHED, "all"), FINISHED),
+    "hold": (("queue", "all"), ("queue",)),
+    "release": (("held", "queue", "all"), ("queue",)),
 }
 
 # Bash snippets for positional arguments that click's types cannot describe. They run in
@@ -44,12 +46,19 @@ QPY_ARGS = {
                  "    if (( n >= 2 )); then __qpy_words {targets}; fi\n"
                  "fi",
     "tutorial": "if (( n == 0 )); then __qpy_words {keywords}; fi",
+    "why": "if (( n == 0 )); then __qpy_ids queue; fi",
 }
 ADMIN_ARGS = {name: "if (( n == 0 )); then __qpy_users; fi"
               for name in ("adduser", "removeuser", "__user", "__req_core", "__remove_job")}
 
 # Values of options that take one, by (command, option name); others complete nothing.
-OPTION_VALUES = {("adduser", "out_dir"): "__qpy_files -d"}
+OPTION_VALUES = {
+    ("adduser", "out_dir"): "__qpy_files -d",
+    ("sub", "priority"): "__qpy_words 'low normal high'",
+    ("sub", "after"): "__qpy_ids",
+    ("sub", "afterok"): "__qpy_ids",
+    ("sub", "file"): "__qpy_files",
+}
 
 JUMP_TARGETS = ("begin", "end")
 
@@ -166,7 +175,8 @@ def _qpy_snippets() -> dict[str, str]:
                                   keywords=_words([*commands, *config.KEYS]))
                 for name, text in QPY_ARGS.items()}
     snippets["config"] = _config_snippet()
-    for name, (words, id_statuses) in {"check": (STATUSES, ()), **SELECTIONS}.items():
+    for name, (words, id_statuses) in {"check": ((*STATUSES, "held"), ()),
+                                       **SELECTIONS}.items():
         snippets[name] = (f"__qpy_words {_words(words)}\n__qpy_ids {' '.join(id_statuses)}"
                           .rstrip() + "\n__qpy_dirs")
     return snippets
