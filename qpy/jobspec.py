@@ -179,6 +179,18 @@ def _directive(item: str, where: str) -> tuple[str, object]:
     return name, parse[name](value, where)
 
 
+PLAIN = frozenset("\"'\\")  # a line without these splits on white space as the shell does
+_WORD = re.compile(r"[^ \t\r\n]+")  # shlex's white space, not str.split's Unicode one
+
+
+def split(line: str, comments: bool = False) -> list[str]:
+    """Words as the shell splits them (shlex, which is slow: a plain line skips it);
+    ValueError for an unclosed quote."""
+    if PLAIN.isdisjoint(line) and not (comments and "#" in line):
+        return _WORD.findall(line)
+    return shlex.split(line, comments=comments)
+
+
 def command_line(argv: list[str]) -> str:
     """Several words keep their exact argv; a single word is a shell command line."""
     if not argv or not argv[0].strip():
@@ -199,7 +211,7 @@ def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr:
     """The ``sub`` request fields; command-line options win over directives."""
     command = command_line(argv)
     try:
-        words = argv if len(argv) > 1 else shlex.split(argv[0])
+        words = argv if len(argv) > 1 else split(argv[0])
     except ValueError:
         words = []
     index = find_script(words, cwd)

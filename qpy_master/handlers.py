@@ -45,14 +45,14 @@ def _submit(m: Master, msg: dict, specs: list[dict]) -> dict:
     if not m.nodes:  # a fresh master: learn the nodes first, so impossible jobs are refused
         m.link.wait_up(10.0)
     with m.lock:
-        jobs = [(job, spec) for spec in specs for job in submit.array_tasks(
-            submit.new_job(spec, msg["cwd"], m.settings, m.nodes), msg)]
+        jobs = submit.new_jobs(specs, msg, m.settings, m.nodes)
         failed = submit.dependencies([(job, spec.get("where")) for job, spec in jobs],
                                      m.records.find)
         try:
             with m.records.transaction():
+                m.records.add([job for job, _ in jobs], msg["env"])
                 for index, (job, spec) in enumerate(jobs):
-                    _store(m, job, spec, msg["env"], jobs[0][0].array_id)
+                    _copy_script(m, job, spec)
                     if index in failed:
                         m.records.move(job, UNDONE, reason=failed[index], t_end=time.time())
         except OSError as exc:
@@ -70,11 +70,8 @@ def _submit(m: Master, msg: dict, specs: list[dict]) -> dict:
     return reply
 
 
-def _store(m: Master, job, spec: dict, env: dict, array_id: int | None) -> None:
-    """Record one new job (an array's later tasks join the first's array) and copy its
-    script if it asks for that."""
-    job.array_id = array_id if job.array_index is not None else None
-    m.records.add(job, env)
+def _copy_script(m: Master, job, spec: dict) -> None:
+    """Copy a new job's script, if it asks for that (or copyScripts does)."""
     copy = spec["copy"] if spec["copy"] is not None else m.settings["copyScripts"]
     index = spec.get("script_index")
     if copy and spec.get("argv") and isinstance(index, int):

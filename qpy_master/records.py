@@ -40,19 +40,27 @@ class Records:
         and the gates rebuilt from them last."""
         return self.store.transaction(first_undo=self.gates.rebuild)
 
-    def add(self, job: Job, env: dict[str, str]) -> None:
-        """Record a new queued job (its ID is set here) where its priority puts it;
-        submission environments are stored once however many jobs share them."""
+    def add(self, jobs: list[Job], env: dict[str, str]) -> None:
+        """Record new queued jobs in this order (their IDs are set here, consecutive),
+        each where its priority puts it; an array's tasks take its first task's ID as
+        the array's. Submission environments are stored once however many jobs share
+        them."""
         with self.transaction():
-            job.env_id = self.store.env_id(env)
-            pos, moves = self.queue.place(job.priority)
-            self._store_moves(moves)
-            job.id = self.store.insert(job, pos)
-            if job.array_index is not None and job.array_id is None:
-                self.store.update(job, array_id=job.id)  # an array's first task names it
-            self.queue.push(job, pos, ready=False)
-            self.store.on_rollback(lambda: self.queue.remove(job.id))
-            self.gates.added(job)
+            env_id = self.store.env_id(env)
+            array_id = None
+            for job in jobs:
+                job.env_id = env_id
+                if job.array_index is not None:
+                    job.array_id = array_id
+                pos, moves = self.queue.place(job.priority)
+                self._store_moves(moves)
+                job.id = self.store.insert(job, pos)
+                if job.array_index is not None and array_id is None:
+                    array_id = job.id
+                    self.store.update(job, array_id=job.id)  # the first task names it
+                self.queue.push(job, pos, ready=False)
+                self.store.on_rollback(lambda job=job: self.queue.remove(job.id))
+                self.gates.added(job)
 
     def move(self, job: Job, status: str, **fields: object) -> None:
         """Change a job's status (and the fields that change with it), in the store and

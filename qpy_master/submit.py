@@ -24,18 +24,27 @@ from qpy.states import LIVE, QUEUE
 from qpy_master.gates import failure
 
 
-def new_job(spec: dict, cwd: str, settings: dict, nodes: dict[str, dict]) -> Job:
-    """A queued job (ID 0 until stored) from one spec of a request, or RequestError;
-    the error names the spec's line when it has one."""
-    try:
-        return _new_job(spec, cwd, settings, nodes)
-    except RequestError as exc:
-        if spec.get("where"):
-            raise type(exc)(f"{spec['where']}: {exc}") from None
-        raise
+def new_jobs(specs: list[dict], msg: dict, settings: dict,
+             nodes: dict[str, dict]) -> list[tuple[Job, dict]]:
+    """The queued jobs (IDs 0 until stored) of a request, each with its spec, or
+    RequestError naming the spec's line when it has one. Resources are checked once per
+    kind asked for: a bulk file of 10,000 lines usually asks for a few."""
+    checked: dict[tuple, tuple] = {}
+    jobs = []
+    for spec in specs:
+        try:
+            job = _new_job(spec, msg["cwd"], settings, nodes, checked)
+        except RequestError as exc:
+            if spec.get("where"):
+                raise type(exc)(f"{spec['where']}: {exc}") from None
+            raise
+        jobs += [(task, spec) for task in array_tasks(job, msg)]
+    return jobs
 
 
-def _new_job(spec: dict, cwd: str, settings: dict, nodes: dict[str, dict]) -> Job:
+def _resources(spec: dict, settings: dict, nodes: dict[str, dict]) -> tuple:
+    """Cores, memory and attributes (with the user's attribute settings), checked, and
+    refused if no node could ever run them."""
     try:
         cores, mem, attr = jobspec.check_resources(spec["n_cores"], spec["mem"], spec["attr"])
         attr = attrs.combine(attr, settings["defaultAttr"], settings["andAttr"],
@@ -43,13 +52,22 @@ def _new_job(spec: dict, cwd: str, settings: dict, nodes: dict[str, dict]) -> Jo
         priority = jobspec.parse_priority(spec.get("priority") or 0, "priority")
     except (jobspec.SpecError, attrs.AttrError) as exc:
         raise BadRequest(str(exc)) from None
+    why = never_fits(nodes.values(), cores, mem, attr)
+    if why:
+        raise RequestError(f"job refused: {why}")
+    return cores, mem, attr, priority
+
+
+def _new_job(spec: dict, cwd: str, settings: dict, nodes: dict[str, dict],
+             checked: dict[tuple, tuple]) -> Job:
     if not os.path.isabs(cwd):
         raise BadRequest(f"the submission directory must be absolute, not {cwd!r}")
     if any("\0" in (text or "") for text in (spec["command"], spec.get("run"), cwd)):
         raise BadRequest("the command or directory contains a NUL character")
-    why = never_fits(nodes.values(), cores, mem, attr)
-    if why:
-        raise RequestError(f"job refused: {why}")
+    kind = (spec["n_cores"], spec["mem"], spec["attr"], spec.get("priority"))
+    if kind not in checked:
+        checked[kind] = _resources(spec, settings, nodes)
+    cores, mem, attr, priority = checked[kind]
     afterok = _ids(spec, "afterok")
     return Job(id=0, status=QUEUE, command=spec["command"], cwd=cwd, n_cores=cores, mem=mem,
                attr=attr, t_queue=time.time(), run_command=spec.get("run"),

@@ -10,7 +10,6 @@ which stores all of them or none.
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Callable
 
 import click
@@ -20,7 +19,6 @@ from qpy.invocation import current
 
 # Options that make no sense on a line of a bulk file.
 NOT_ON_A_LINE = {"file": "--file", "array": "--array", "as_json": "--json"}
-PLAIN = frozenset("\"'\\#")  # a line without these splits on white space as the shell does
 MAX_LINES = 100_000
 
 
@@ -95,10 +93,10 @@ def read_file(name: str) -> tuple[str, str]:
 
 def words_of(line: str, where: str) -> list[str]:
     """A line split as the shell splits words (a ``#`` word starts a comment)."""
-    if PLAIN.isdisjoint(line):
-        return line.split()
+    from qpy import jobspec
+
     try:
-        return shlex.split(line, comments=True)
+        return jobspec.split(line, comments=True)
     except ValueError as exc:
         fail(f"{where}: {exc}")
 
