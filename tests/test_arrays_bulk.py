@@ -155,3 +155,22 @@ def test_sub_json_prints_the_new_records(qpy):
         == [(1, "queue", 1, -10), (2, "queue", 2, -10)]
     data = json.loads(qpy.run("sub", "--json", "true").stdout)
     assert [j["id"] for j in data["jobs"]] == [3]
+
+
+def test_a_failure_while_storing_takes_the_whole_file_back(qpy):
+    """The scripts directory cannot be made: line 3's copy fails after lines 1 and 2
+    were stored in the same transaction; all of it is taken back, in memory too."""
+    qpy.run("status")  # the master runs and has made its home
+    (qpy.home / "scripts").write_text("not a directory\n")
+    script = qpy.work / "job.sh"
+    script.write_text("#!/bin/sh\necho copied\n")
+    script.chmod(0o755)
+    (qpy.work / "jobs.txt").write_text("true\n--priority high true\n-c ./job.sh\n")
+    proc = qpy.run("sub", "-m", "0.1", "--file", "jobs.txt", check=False)
+    assert_one_line_error(proc)
+    assert "cannot copy the script" in proc.stderr
+    assert qpy.jobs() == [] and qpy.run("check", "queue").stdout == ""
+    (qpy.home / "scripts").unlink()
+    assert qpy.run("sub", "-m", "0.1", "--file", "jobs.txt").stdout == "Jobs 1-3 received.\n"
+    assert [j["status"] for j in qpy.wait_all_finished()] == ["done"] * 3
+    assert (qpy.work / "job_3.out").read_text() == "copied\n"

@@ -56,10 +56,10 @@ def _spec(params: dict, where: str | None) -> dict:
              "together")
     copy = True if params["copy_flag"] else False if params["original_flag"] else None
     try:
-        return {**jobspec.build(list(params["command"]), current().cwd, params["n_cores"],
-                                params["mem"], params["attr"], copy, params["requeue"],
-                                after=params["after"], afterok=params["afterok"],
-                                priority=params["priority"])}
+        return jobspec.build(list(params["command"]), current().cwd, params["n_cores"],
+                             params["mem"], params["attr"], copy, params["requeue"],
+                             after=params["after"], afterok=params["afterok"],
+                             priority=params["priority"])
     except jobspec.SpecError as exc:
         fail(f"{prefix}{exc}")
 
