@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from qpy.model import Job
-from qpy.states import DONE, KILLED, QUEUE, RUNNING
+from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
 from qpy_master.gates import Gates
 from qpy_master.queue import JobQueue
 
@@ -140,6 +140,10 @@ def test_afterok_reasons():
     a = job(1)
     q, gates = gated(a, job(2, afterok=[1]))
     assert end(gates, q, a, DONE, exit_code=0) == []
+    assert 2 in q.ready
+    a = job(1)  # a lost dependency has ended (after) and failed (afterok)
+    q, gates = gated(a, job(2, after=[1]), job(3, afterok=[1]))
+    assert [(j.id, w) for j, w in end(gates, q, a, LOST)] == [(3, "dependency 1 ended lost")]
     assert 2 in q.ready
 
 
