@@ -14,20 +14,13 @@ import subprocess
 import sys
 import time
 
-from common import QPY, Bench
+from common import QPY, Bench, spawn_rate
 
 JOBS = 10_000
 
 
 def done(db: sqlite3.Connection) -> int:
     return db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'done'").fetchone()[0]
-
-
-def spawn_rate(n: int) -> float:
-    t = time.perf_counter()
-    for _ in range(n):
-        subprocess.Popen(["/bin/sh", "-c", "true"]).wait()
-    return n / (time.perf_counter() - t)
 
 
 def main() -> None:
