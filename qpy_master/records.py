@@ -153,7 +153,7 @@ class Records:
         """The records of those of ``ids`` that exist, live ones from memory."""
         found = {i: job for i in ids if (job := self.live(i)) is not None}
         rest = [i for i in ids if i not in found]
-        return {**self.store.statuses(rest), **found} if rest else found
+        return {**self.store.get_many(rest), **found} if rest else found
 
     def delete(self, ids: list[int]) -> None:
         """Forget finished jobs (``clean``)."""

@@ -272,7 +272,7 @@ class Store:
             if job_id in by_id:
                 (by_id[job_id].afterok if ok else by_id[job_id].after).append(dep)
 
-    def statuses(self, ids: list[int]) -> dict[int, Job]:
+    def get_many(self, ids: list[int]) -> dict[int, Job]:
         """The records of those of ``ids`` that exist (dependencies checked at sub)."""
         found: dict[int, Job] = {}
         for i in range(0, len(ids), 500):

@@ -41,7 +41,7 @@ def why(m, job_id: int) -> dict:
         job = m.records.get(job_id)
         if job is None:
             raise NotFound(f"job {job_id} not found")
-        found = _where(job) if job.status != QUEUE else _held(m, job) or _limit(m, job)
+        found = _where(job) if job.status != QUEUE else _master_reasons(m, job) or _limit(m, job)
         attr = m.pool.avoiding([{"attr": job.attr}])[0]["attr"]
         rank = m.records.queue.rank(job.id) if job.status == QUEUE else None
     if found is None:
@@ -68,7 +68,7 @@ def _where(job: Job) -> Why:
     return job.status, text, details
 
 
-def _held(m, job: Job) -> Why | None:
+def _master_reasons(m, job: Job) -> Why | None:
     """The master's own reasons: held, paused, a dependency."""
     if job.held:
         return "held", f"held: it starts only after 'qpy release {job.id}'", {}
