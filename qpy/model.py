@@ -63,10 +63,12 @@ class Job:
         """The fields a user sees (``qpy check``, ``--json``), with the job's place in
         the queue if it is queued (the queue knows it, not the job); a plain copy, not
         asdict's deep copy, because check of 10,000 jobs builds 10,000 of these."""
-        record = {name: getattr(self, name) for name in PUBLIC}
+        record = dict(self.__dict__)
+        for name in PRIVATE:
+            del record[name]
         record["position"] = position
         return record
 
 
-PUBLIC = tuple(f.name for f in fields(Job) if f.name not in (
-    "env_id", "pid", "kill_requested", "script_copy", "run_command", "address"))
+PRIVATE = ("env_id", "pid", "kill_requested", "script_copy", "run_command", "address")
+PUBLIC = tuple(f.name for f in fields(Job) if f.name not in PRIVATE)
