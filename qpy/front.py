@@ -23,6 +23,7 @@ import sys
 
 LOCAL = frozenset({"restart", "finish", "tutorial", "-h", "--help"})
 CHALLENGE, WELCOME, FAILURE = b"#CHALLENGE#", b"#WELCOME#", b"#FAILURE#"
+LEGACY_LENGTH = 20  # a challenge without a digest name: HMAC-MD5, as before Python 3.12
 HANDSHAKE_TIMEOUT = 5.0  # seconds for the master to answer at all (as qpy.wire's)
 
 
@@ -84,13 +85,17 @@ class _Conn:
         return self._exactly(size)
 
     def _exactly(self, n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
-            if not chunk:
+        """``n`` bytes, received into one buffer: a reply of megabytes (the output of
+        ``qpy history``) arrives in many pieces, and joining them one by one would copy
+        it again for every piece."""
+        data = bytearray(n)
+        view, got = memoryview(data), 0
+        while got < n:
+            count = self.sock.recv_into(view[got:])
+            if not count:
                 raise EOFError("the qpy master closed the connection")
-            data += chunk
-        return data
+            got += count
+        return bytes(data)
 
 
 def _hmac_md5(key: bytes, message: bytes) -> bytes:
@@ -110,13 +115,15 @@ def _answer(conn: _Conn, key: bytes) -> None:
     if not message.startswith(CHALLENGE):
         raise Unserved("no challenge")
     message = message[len(CHALLENGE):]
-    if message.startswith(b"{"):  # Python 3.12+: the digest is named
+    if len(message) == LEGACY_LENGTH:  # 20 random bytes (may well start with "{")
+        digest = _hmac_md5(key, message)
+    else:  # Python 3.12+: "{sha256}" and 40 random bytes
         import hmac
 
-        name = message[1:message.index(b"}")]
+        name = message[1:message.find(b"}", 1, 22)]
+        if not message.startswith(b"{") or not name.isalnum():
+            raise Unserved("unknown challenge")
         digest = b"{" + name + b"}" + hmac.new(key, message, name.decode()).digest()
-    else:
-        digest = _hmac_md5(key, message)
     conn.send(digest)
     if conn.recv() != WELCOME:
         raise Unserved("the master refused our key")
@@ -214,14 +221,11 @@ def _deadline() -> None:
 
 def main() -> None:
     """The ``qpy`` console script."""
+    from qpy.exiting import exit_now
+
     code = served(sys.argv[1:])
     if code is None:
         from qpy import cli
 
-        cli.main()  # exits
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        code = code or 1
-    os._exit(code)
+        code = cli.run()
+    exit_now(code)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 
-from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM
+from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM, DEFAULT_UMASK
 from qpy.states import check_transition
 
 
@@ -35,6 +35,12 @@ class Job:
     pid: int | None = None
     kill_requested: bool = False
     requeue: bool = False  # run it again from the queue if its node fails (sub --requeue)
+    umask: int = DEFAULT_UMASK  # the submitter's: the job and its output files get it
+    # limits and accounting: wall-time limit (s, None: none); the last run's CPU time (s)
+    # and peak memory (GB, max RSS of its tree)
+    time_limit: int | None = None
+    cpu: float | None = None
+    peak_mem: float | None = None
     # Queue semantics (issue 13): order, hold, dependencies, arrays.
     priority: int = 0  # a new job goes after the last queued job of equal or higher priority
     held: bool = False  # queued, but not to be started until released
@@ -70,5 +76,11 @@ class Job:
         return record
 
 
-PRIVATE = ("env_id", "pid", "kill_requested", "script_copy", "run_command", "address")
+PRIVATE = ("env_id", "pid", "kill_requested", "script_copy", "run_command", "address",
+           "umask")
 PUBLIC = tuple(f.name for f in fields(Job) if f.name not in PRIVATE)
+
+# One run of a job as ``qpy history`` keeps it (the master's runs table, --json's runs).
+RUN_FIELDS = ("job", "run", "status", "command", "cwd", "n_cores", "mem", "node", "t_queue",
+              "t_start", "t_end", "exit_code", "signal", "reason", "time_limit", "cpu",
+              "peak_mem")

@@ -8,8 +8,14 @@ import re
 import time
 
 from qpy.states import LIVE, STATUSES
+from qpy.timetext import duration, format_limit
 
-DEFAULT_FMT = "%j (%s):%c (on %n; wd: %d)\n"
+# %o is empty for a job that is live or ended cleanly, so normal lines read as the first
+# qpy's "%j (%s):%c (on %n; wd: %d)"; a failure shows there: "12 (done, exit 3):...", and
+# a hold: "13 (queue, held):...".
+DEFAULT_FMT = "%j (%s%o):%c (on %n; wd: %d)\n"
+OLD_DEFAULT_FMT = "%j (%s):%c (on %n; wd: %d)\n"  # stored by 'checkFMT default' before %o
+NONE = "-"  # what a placeholder with no value prints (no node yet, not started, ...)
 COLOURS = ("grey", "red", "green", "yellow", "blue", "magenta", "cyan", "white")
 # One colour per status, in the order of qpy.states.STATUSES.
 DEFAULT_SCHEME = ("yellow", "blue", "green", "red", "grey", "magenta")
@@ -25,13 +31,6 @@ class FormatError(ValueError):
     """A bad checkFMT pattern; rejected when configured, not when every job is printed."""
 
 
-def _duration(seconds: float) -> str:
-    # Hours are not wrapped into days: a job's age is easier to compare as one number.
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-
-
 def _elapsed(job: dict, now: float) -> float:
     """Time in the queue for queued jobs, otherwise run time (or queue-to-end if never run)."""
     if job["status"] == "queue":
@@ -42,7 +41,7 @@ def _elapsed(job: dict, now: float) -> float:
 
 
 def _datetime(stamp: float | None) -> str:
-    return "None" if stamp is None else time.strftime(_TIME_FMT, time.localtime(stamp))
+    return NONE if stamp is None else time.strftime(_TIME_FMT, time.localtime(stamp))
 
 
 def _memory(mem: float) -> str:
@@ -54,21 +53,43 @@ def _memory(mem: float) -> str:
 def _exit(job: dict) -> str:
     """Signal wins over exit code: "sig9" explains a kill better than the shell's 137."""
     if job["status"] in LIVE:
-        return "-"
+        return NONE
     if job.get("signal") is not None:
         return f"sig{job['signal']}"
     if job.get("exit_code") is not None:
         return str(job["exit_code"])
-    return "-"
+    return NONE
+
+
+def _outcome(job: dict) -> str:
+    """What the status alone does not say: ", held" for a held queued job; how a finished
+    job ended, when not cleanly: ", exit 3", ", signal 9", the reason; empty for a clean
+    end or a live job, so ``(%s%o)`` reads ``(done)`` normally."""
+    if job["status"] in LIVE:
+        return ", held" if job.get("held") else ""
+    parts = []
+    if job.get("signal") is not None:
+        parts.append(f"signal {job['signal']}")
+    elif job.get("exit_code"):
+        parts.append(f"exit {job['exit_code']}")
+    if job.get("reason"):
+        parts.append(job["reason"])
+    return "".join(", " + part for part in parts)
+
+
+def _gb(value: float | None) -> str:
+    """Peak memory in GB to the MB; ``-`` while unknown (no run has ended yet)."""
+    return NONE if value is None else f"{value:.3f}"
 
 
 def _node_or_attr(job: dict) -> str:
-    return job["node"] if job.get("node") else f"[{job.get('attr') or ''}]"
+    if job.get("node"):
+        return job["node"]
+    return f"[{job['attr']}]" if job.get("attr") else NONE
 
 
-def _status(job: dict) -> str:
-    """The status, and for a held queued job ``queue, held``."""
-    return f"{job['status']}, held" if job.get("held") else job["status"]
+def _or_none(value: object) -> str:
+    return NONE if value is None or value == "" else str(value)
 
 
 def _notes(job: dict) -> str:
@@ -77,21 +98,26 @@ def _notes(job: dict) -> str:
 
 _FIELDS = {
     "j": lambda job, now: str(job["id"]),
-    "s": lambda job, now: _status(job),
+    "s": lambda job, now: job["status"],
     "c": lambda job, now: job["command"],
     "d": lambda job, now: job["cwd"],
-    "n": lambda job, now: str(job.get("node")),
+    "n": lambda job, now: _or_none(job.get("node")),
     "N": lambda job, now: str(job["n_cores"]),
     "m": lambda job, now: _memory(job["mem"]),
-    "a": lambda job, now: job.get("attr") or "",
+    "a": lambda job, now: _or_none(job.get("attr")),
     "A": lambda job, now: _node_or_attr(job),
-    "R": lambda job, now: _duration(_elapsed(job, now)),
+    "R": lambda job, now: duration(_elapsed(job, now)),
     "Q": lambda job, now: _datetime(job.get("t_queue")),
     "S": lambda job, now: _datetime(job.get("t_start")),
     "E": lambda job, now: _datetime(job.get("t_end")),
     "K": lambda job, now: _notes(job),
     "e": lambda job, now: _exit(job),
-    "P": lambda job, now: str(job.get("position") or "-"),
+    "o": lambda job, now: _outcome(job),
+    "r": lambda job, now: _or_none(job.get("reason")),
+    "M": lambda job, now: _gb(job.get("peak_mem")),
+    "U": lambda job, now: duration(job.get("cpu")),
+    "T": lambda job, now: format_limit(job.get("time_limit")),
+    "P": lambda job, now: _or_none(job.get("position")),
     "%": lambda job, now: "%",
 }
 

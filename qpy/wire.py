@@ -48,7 +48,7 @@ Schema = dict[str, str]
 SPEC: Schema = {
     "command": "str", "run": "?str=", "n_cores": "int", "mem": "float", "attr": "?str",
     "copy": "?bool", "script": "?str", "argv": "?[str]=", "script_index": "?int=",
-    "requeue": "bool=",
+    "requeue": "bool=", "time_limit": "?int=",
     # the queue's semantics (issue 13)
     "after": "[int]=", "afterok": "[int]=", "priority": "int=", "where": "?str=",
 }
@@ -56,9 +56,10 @@ SPEC: Schema = {
 SCHEMAS: dict[str, Schema] = {
     # CLI -> master
     "ping": {},
-    "sub": {**SPEC, "cwd": "str", "env": "{str}", "array": "?[int]=", "array_max": "?int=",
-            "records": "bool="},
-    "bulk": {"jobs": "[spec]", "cwd": "str", "env": "{str}", "records": "bool="},
+    "sub": {**SPEC, "cwd": "str", "env": "{str}", "umask": "?int=", "array": "?[int]=",
+            "array_max": "?int=", "records": "bool="},
+    "bulk": {"jobs": "[spec]", "cwd": "str", "env": "{str}", "umask": "?int=",
+             "records": "bool="},
     "hold": {"select": "dict", "held": "bool"},
     "why": {"job": "int"},
     "check": {"select": "dict"},
@@ -69,6 +70,10 @@ SCHEMAS: dict[str, Schema] = {
     "notes": {"job": "?int", "text": "?str"},
     "status": {},
     "finish": {},
+    # runs, ends and waiting
+    "wait": {"select": "dict", "timeout": "float"},
+    "history": {"select": "dict", "since": "?float=", "until": "?float=", "json": "bool="},
+    "requeue": {"select": "dict"},
     # qpy/front.py -> master: a whole command line, run by the master (command server)
     "cli": {"argv": "[str]", "cwd": "str", "env": "{str}", "tty": "bool", "umask": "?int="},
     # master -> multiuser
@@ -77,6 +82,8 @@ SCHEMAS: dict[str, Schema] = {
     "explain": {"cores": "int", "mem": "float", "attr": "?str"},
     # admin -> multiuser
     "admin": {"command": "str", "args": "[str]"},
+    # a new user's enrolment code -> multiuser (qpy join)
+    "join": {},
 }
 
 # The records replies are made of (and the job specs of a bulk request).
@@ -86,6 +93,7 @@ RECORDS: dict[str, Schema] = {
         "mem": "float", "attr": "?str", "node": "?str", "t_queue": "float",
         "t_start": "?float", "t_end": "?float", "exit_code": "?int", "signal": "?int",
         "reason": "?str", "notes": "?str", "requeue": "bool",
+        "time_limit": "?int", "cpu": "?float", "peak_mem": "?float",
         # the queue's semantics (issue 13); position: a queued job's place, 1 starts next
         "priority": "int", "held": "bool", "after": "[int]", "afterok": "[int]",
         "array_id": "?int", "array_index": "?int", "array_max": "?int", "position": "?int",
@@ -98,6 +106,10 @@ RECORDS: dict[str, Schema] = {
         "up": "bool", "state": "str", "reason": "?str", "pref_multicore": "bool",
         "check_dir": "?str", "used_cores": "int=", "used_mem": "float=", "load": "?float=",
         "mem_in_use": "?float=", "outsiders": "?int=", "disk": "?dict=",
+        # how the node enforces allocations (qpy/limits.py): the nodes file's settings,
+        # and the memory limit in force as monitoring found it
+        "cgroup": "?str=", "rlimit_as": "bool=", "cpu_lock": "?str=",
+        "memory_limit": "?str=",
     },
     "grant": {"job": "int", "node": "str", "address": "str"},
     "share": {"user": "str", "used": "int", "share": "int"},  # explain: who waits
@@ -120,17 +132,21 @@ REPLIES: dict[str, Schema] = {
     "config": {"settings": "dict="},
     "ctrl": {},
     "notes": {},
-    "status": {"users": "[user]", "nodes": "[node]"},
+    "status": {"users": "[user]", "nodes": "[node]", "allocator": "{str}="},
     "finish": {},
+    "wait": {"jobs": "[job]", "pending": "[int]"},
+    "history": {"table": "str=", "runs_json": "str="},  # the text qpy history prints
+    "requeue": {"requeued": "[int]"},
     "cli": {"exit": "int=", "out": "str=", "err": "str=", "local": "bool="},
-    "hello": {"nodes": "[node]"},
+    "hello": {"nodes": "[node]", "unaccounted": "[int]="},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool"},
     # what keeps such a job from starting now, as the allocator sees it (qpy why)
     "explain": {"used": "int", "minimum": "int", "extra": "int", "grow": "bool",
                 "above_share": "bool", "waiting": "[share]", "free": "int", "free_for": "int",
                 "node": "?str", "closest": "?closest", "matching": "int", "down": "[str]"},
     "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
-              "nodes": "[node]="},
+              "nodes": "[node]=", "code": "str="},
+    "join": {"bundle": "{str}"},
 }
 
 # Events: frames without "re", pushed on a master's connection to the multiuser (wake,
@@ -249,8 +265,10 @@ def error_reply(text: str, re: object = None, code: str = "refused") -> dict:
     return reply
 
 
-def tune_socket(conn: Connection, timeout: float | None) -> None:
-    """TCP_NODELAY (else Nagle + delayed ACK cost ~40 ms per exchange) and I/O timeouts.
+def tune_socket(conn: Connection, timeout: float | None,
+                send: float | None | str = "same") -> None:
+    """TCP_NODELAY (else Nagle + delayed ACK cost ~40 ms per exchange) and I/O timeouts
+    (None: none), for sends the same as for reads unless ``send`` says otherwise.
 
     The timeouts make a silent peer fail its read instead of holding a thread forever.
     """
@@ -258,22 +276,11 @@ def tune_socket(conn: Connection, timeout: float | None) -> None:
     try:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        secs = 0.0 if timeout is None else timeout
-        tv = struct.pack("ll", int(secs), int((secs % 1) * 1_000_000))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
-    finally:
-        sock.detach()
-
-
-def peer_uid(conn: Connection) -> int | None:
-    """The Unix uid of an AF_UNIX peer (None for TCP), checked before any key exchange."""
-    sock = socket.socket(fileno=conn.fileno())
-    try:
-        if sock.family != socket.AF_UNIX:
-            return None
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return struct.unpack("3i", creds)[1]
+        for option, secs in ((socket.SO_RCVTIMEO, timeout),
+                             (socket.SO_SNDTIMEO, timeout if send == "same" else send)):
+            secs = 0.0 if secs is None else float(secs)
+            tv = struct.pack("ll", int(secs), int((secs % 1) * 1_000_000))
+            sock.setsockopt(socket.SOL_SOCKET, option, tv)
     finally:
         sock.detach()
 

@@ -7,10 +7,13 @@ they belong here, beside the array's cap.
 
 Dependencies: ``waiting`` maps a queued job to those of its dependencies that have not
 ended (each with whether it must end done with exit 0), ``dependents`` is the reverse
-index, so a job's end finds the jobs waiting for it at once. When a dependency ends, each
-dependent waits for one fewer, or (afterok, and it did not end done with exit 0) is to be
-undone with the reason ``dependency N exited 3`` / ``dependency N ended killed``: the
-records make that move, and its end in turn reaches that job's own dependents.
+index, so a job's end finds the jobs waiting for it at once. When a dependency ends
+(``ended``, called from the records' one notification point of an end), each dependent
+waits for one fewer, or (afterok, and it did not end done with exit 0) is to be undone
+with the reason ``dependency N exited 3`` / ``dependency N ended killed``: the records
+make that move, and its end in turn reaches that job's own dependents. A job that comes
+back to the queue (requeued, or its start failed) waits again for those of its
+dependencies that are live.
 
 Arrays with %MAX: of an array's queued tasks only so many are *admitted* (ready as far as
 the cap goes) that admitted and running tasks stay within %MAX. A task that starts goes
@@ -25,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from qpy.model import Job
-from qpy.states import DONE, FINISHED, QUEUE, RUNNING
+from qpy.states import DONE, QUEUE, RUNNING
 from qpy_master.queue import JobQueue
 
 
@@ -91,9 +94,9 @@ class Gates:
             self._refill(cap)
         self.queue.set_ready(job.id, self.ready(job))
 
-    def moved(self, job: Job, old: str) -> list[tuple[Job, str]]:
-        """``job`` went from ``old`` to its status: follow it, and return the dependents
-        that can now never run, each with its reason (the records undo them)."""
+    def moved(self, job: Job, old: str) -> None:
+        """``job`` went from ``old`` to its status: follow it (its end reaches its
+        dependents through ``ended``)."""
         cap = self.cap(job)
         if old == QUEUE:
             self._unwait(job)
@@ -105,12 +108,12 @@ class Gates:
         if job.status == RUNNING and cap is not None:
             cap.running.add(job.id)
         if job.status == QUEUE:
+            self._wait(job)
             if cap is not None:
                 cap.queued[job.id] = None
             self.refresh(job)
         elif cap is not None:
             self._refill(cap)
-        return self._resolve(job) if job.status in FINISHED else []
 
     # -- dependencies ----------------------------------------------------------------------
 
@@ -130,8 +133,9 @@ class Gates:
                 if not same:
                     del self.dependents[dep]
 
-    def _resolve(self, ended: Job) -> list[tuple[Job, str]]:
-        """``ended`` is over: its dependents wait for one fewer, or fail."""
+    def ended(self, ended: Job) -> list[tuple[Job, str]]:
+        """``ended`` is over: its dependents wait for one fewer; those it fails are
+        returned, each with its reason (the records undo them)."""
         failed = []
         for job_id in sorted(self.dependents.pop(ended.id, ())):
             job = self.queue.get(job_id)

@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
-from qpy import config, selection
-from qpy.server import BadRequest, NotFound, RequestError, Session
+from qpy import config
+from qpy.server import BadRequest, Denied, NotFound, RequestError, Session, Unreachable
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
-from qpy_master import command_server, submit, why
+from qpy_master import command_server, embedded, run_handlers, submit, why
+from qpy_master.handler_args import plural
+from qpy_master.handler_args import selection_of as _selection
 from qpy_master.master import Master
-
-
-def plural(n: int, word: str = "job") -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _selection(msg: dict) -> dict:
-    try:
-        return selection.validate(msg.get("select", {}))
-    except selection.SelectionError as exc:
-        raise BadRequest(str(exc)) from None
+from qpy_master.multiuser_link import LinkDown
 
 
 def sub(m: Master, s: Session, msg: dict) -> dict:
@@ -43,7 +36,8 @@ def _submit(m: Master, msg: dict, specs: list[dict]) -> dict:
     """Check every job of the request, then store them all in one transaction, with
     consecutive IDs in the order asked for."""
     if not m.nodes:  # a fresh master: learn the nodes first, so impossible jobs are refused
-        m.link.wait_up(10.0)
+        m.link.wait_settled(10.0)
+    _refuse_if_removed(m, " (jobs already queued wait until access returns)")
     with m.lock:
         jobs = submit.new_jobs(specs, msg, m.settings, m.nodes)
         failed = submit.dependencies([(job, spec.get("where")) for job, spec in jobs],
@@ -58,7 +52,7 @@ def _submit(m: Master, msg: dict, specs: list[dict]) -> dict:
         except OSError as exc:
             raise RequestError(f"cannot copy the script: {exc.strerror}: {exc.filename}") \
                 from None
-    m.wake.set()
+    m.schedule()
     first, last = jobs[0][0].id, jobs[-1][0].id
     text = f"Job {first} received.\n" if first == last else f"Jobs {first}-{last} received.\n"
     reply = {"text": text, "job": first, "last": last}
@@ -123,7 +117,8 @@ def kill(m: Master, s: Session, msg: dict) -> dict:
                 m.records.move(job, UNDONE, t_end=now)
         for job in running:
             m.kill_running(job)
-    m.wake.set()  # dependents of the jobs undone may start now
+    if queued:  # the multiuser hears the queue is shorter (a minimum held is lent), and
+        m.schedule()  # dependents of the jobs undone may start now
     text = ""
     if queued:
         text += f"{plural(len(queued))} removed from the queue.\n"
@@ -148,18 +143,21 @@ def hold(m: Master, s: Session, msg: dict) -> dict:
         if not targets:
             raise NotFound("Nothing to do: required jobs not found.")
         m.records.hold(targets, held)
-    if not held:
-        m.wake.set()
+    m.schedule()  # released jobs may start; held ones leave the queue the multiuser hears of
     return {"text": f"{plural(len(targets))} {verb}.\n", "jobs": [j.id for j in targets]}
 
 
 def clean(m: Master, s: Session, msg: dict) -> dict:
     sel = _selection(msg)
     with m.lock:
-        ids = [j.id for j in m.records.select(sel, FINISHED)]
-        if not ids:
+        jobs = list(m.records.select(sel, FINISHED))
+        if not jobs:
             raise NotFound("Nothing to do: required jobs not found.")
+        ids = [j.id for j in jobs]
         m.records.delete(ids)
+    for job in jobs:  # kept until now: a finished job may be requeued
+        if job.script_copy:
+            Path(job.script_copy).unlink(missing_ok=True)
     return {"text": f"{plural(len(ids), 'finished job')} removed.\n", "removed": ids}
 
 
@@ -181,7 +179,7 @@ def ctrl(m: Master, s: Session, msg: dict) -> dict:
     if action in ("pause", "continue"):
         with m.lock:
             m.set_setting("paused", action == "pause")
-        m.wake.set()
+        m.schedule()
         return {"text": f"Job submission {'paused' if action == 'pause' else 'continued'}.\n"}
     if action != "jump":
         raise BadRequest(f"Unknown ctrlQueue type: {action}.")
@@ -226,10 +224,28 @@ def notes(m: Master, s: Session, msg: dict) -> dict:
     return {"text": "Note stored.\n"}
 
 
+def _refuse_if_removed(m: Master, what: str = "") -> None:
+    """Denied, with the multiuser's reason, while it refuses this user."""
+    if m.link.refusal:
+        raise Denied(f"{m.link.refusal}{what}")
+
+
 def status(m: Master, s: Session, msg: dict) -> dict:
-    reply = m.status()
+    """The multiuser's status as it answers, and which multiuser it is; Unreachable
+    when it cannot answer."""
+    m.link.wait_settled(10.0)  # a fresh master may still be connecting
+    _refuse_if_removed(m)
+    allocator = embedded.describe(m.home, m.user)
+    which = ("the cluster's multiuser at " + allocator["address"]
+             if allocator["kind"] == "cluster" else "the personal multiuser")
+    try:
+        reply = m.link.request({"type": "status"}, timeout=10.0)
+    except LinkDown as exc:
+        raise Unreachable(f"{which} is not reachable: {exc}") from None
+    if not reply.get("ok"):
+        raise Unreachable(reply.get("error") or f"{which} refused the status request")
     reply.pop("re", None)
-    return reply
+    return {**reply, "allocator": allocator}
 
 
 def ping(m: Master, s: Session, msg: dict) -> dict:
@@ -251,6 +267,7 @@ def make_table(m: Master, stop) -> dict:
         # the queue's semantics (issue 13)
         "bulk": bulk, "hold": hold, "why": lambda m, s, msg: why.why(m, msg["job"]),
     }.items()}
+    table.update(run_handlers.make_table(m))
     table["finish"] = finish
     table["cli"] = lambda session, msg: command_server.serve(table, session, msg)
     return table

@@ -3,19 +3,22 @@
 Queued jobs (in run order) and running jobs are also kept in memory, so scheduling and
 selections never scan the store. ``move`` is the one place a job changes status: it
 stores the change, then keeps the queue, the running set and the gates (holds,
-dependencies, array caps) in step; a job's end undoes the ``afterok`` dependents it
-fails, down their chains. Inside a failed transaction all of it is taken back together.
+dependencies, array caps) in step. Every end is announced once, to the ``on_end`` hooks:
+the dependencies are the first (an end undoes the ``afterok`` dependents it fails, down
+their chains), ``qpy wait`` another. Inside a failed transaction all of it is taken back
+together.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
-from qpy import selection
+from qpy import history_view, selection
 from qpy.model import Job
-from qpy.states import QUEUE, RUNNING, UNDONE
-from qpy_master.gates import Gates
+from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
+from qpy_master.gates import Gates, failure
 from qpy_master.queue import JobQueue, Moves
 from qpy_master.store import Store
 
@@ -34,6 +37,13 @@ class Records:
         self.running: dict[int, Job] = {job.id: job for job in running}
         self.gates = Gates(self.queue, self.running)
         self.gates.rebuild()
+        # Dependents that can never run, to be undone before the move that doomed them
+        # returns (a worklist, not recursion: an afterok chain may be 100,000 long).
+        self._doomed: list[tuple[Job, str]] = []
+        # called with each job that has just ended (done, killed, undone or lost), inside
+        # the transaction that records it, under the master's lock: the one notification
+        # point of an end (its dependents are resolved here, ``qpy wait`` wakes here)
+        self.on_end: list[Callable[[Job], None]] = [self._resolve]
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Group changes; if one fails, the store and the jobs in memory are taken back,
@@ -62,23 +72,58 @@ class Records:
                 self.store.on_rollback(lambda job=job: self.queue.remove(job.id))
                 self.gates.added(job)
 
-    def move(self, job: Job, status: str, **fields: object) -> None:
+    def move(self, job: Job, status: str, *, last: bool = False, **fields: object) -> None:
         """Change a job's status (and the fields that change with it), in the store and
-        in memory at once. A job that ends undoes the dependents it fails, and theirs."""
+        in memory at once. A run that ends is kept for history; a job queued again goes
+        to the head of the queue, or with ``last`` where a new submission of its priority
+        would go. A job that ends undoes the dependents it fails, and theirs."""
         with self.transaction():
-            failed = self._move(job, status, fields)
-            while failed:
-                dependent, why = failed.pop()
-                failed += self._move(dependent, UNDONE, {"reason": why, "t_end": time.time()})
+            try:
+                self._move(job, status, last, fields)
+                while self._doomed:
+                    dependent, why = self._doomed.pop()
+                    if dependent.status == QUEUE:  # once, if two ends doomed it
+                        self._move(dependent, UNDONE, False,
+                                   {"reason": why, "t_end": time.time()})
+            finally:
+                self._doomed.clear()
 
-    def _move(self, job: Job, status: str, fields: dict) -> list[tuple[Job, str]]:
+    def _move(self, job: Job, status: str, last: bool, fields: dict) -> None:
         old = job.status
         if job.held:  # a hold is on a queued job only: killed or started, it is gone
             fields = {**fields, "held": False}
         self.store.transition(job, status, **fields)
         self._leave(job, old)
-        self._enter(job, status)
-        return self.gates.moved(job, old)
+        self._enter(job, status, last)
+        self.gates.moved(job, old)
+        if status in FINISHED:
+            if old == RUNNING:
+                self.add_run(job)
+            for hook in self.on_end:
+                hook(job)
+        elif status == QUEUE and old in FINISHED:  # requeued: its dependencies hold again
+            why = self._failed_dependency(job)
+            if why is not None:
+                self._doomed.append((job, why))
+
+    def _resolve(self, ended: Job) -> None:
+        """The first ``on_end`` hook: the dependents of a job that ended wait for one
+        fewer, or can now never run (undone by ``move``)."""
+        self._doomed += self.gates.ended(ended)
+
+    def _failed_dependency(self, job: Job) -> str | None:
+        """Why a requeued job can never run: the first of its ``afterok`` dependencies
+        that has ended otherwise than done with exit 0 (a cleaned one counts no more)."""
+        ended = [dep for dep in job.afterok if self.live(dep) is None]
+        found = self.store.get_many(ended) if ended else {}
+        return next((why for dep in sorted(found) if (why := failure(found[dep]))), None)
+
+    def add_run(self, job: Job, **fields: object) -> None:
+        """Keep a run that ended, with its line of ``qpy history``: the job as it is, or
+        with ``fields`` (status, reason, t_end) for a run that ended without ending the
+        job (its node failed and it is queued again)."""
+        run = self.store.run_record(job, **fields)
+        self.store.add_run(run, history_view.render([run], 0.0))
 
     def update(self, job: Job, **fields: object) -> None:
         """Change fields other than the status."""
@@ -105,9 +150,13 @@ class Records:
             del self.running[job.id]
             self.store.on_rollback(lambda: self.running.__setitem__(job.id, job))
 
-    def _enter(self, job: Job, status: str) -> None:
-        if status == QUEUE:  # back from a run that never happened or a failed node: first
-            pos = self.queue.head()
+    def _enter(self, job: Job, status: str, last: bool) -> None:
+        if status == QUEUE:
+            if last:  # requeued: placed as a new job of its priority
+                pos, moves = self.queue.place(job.priority)
+                self._store_moves(moves)
+            else:  # back from a run that never happened or a failed node: first
+                pos = self.queue.head()
             self.queue.push(job, pos, ready=False)
             self.store.set_qpos([(pos, job.id)])
             self.store.on_rollback(lambda: self.queue.remove(job.id))

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qpy import attrs, jobspec
+from qpy import attrs, jobspec, timetext
+from qpy.defaults import DEFAULT_UMASK
 from qpy.model import Job
 from qpy.server import BadRequest, NotFound, RequestError
 from qpy.states import LIVE, QUEUE
@@ -30,10 +31,11 @@ def new_jobs(specs: list[dict], msg: dict, settings: dict,
     RequestError naming the spec's line when it has one. Resources are checked once per
     kind asked for: a bulk file of 10,000 lines usually asks for a few."""
     checked: dict[tuple, tuple] = {}
+    umask = umask_of(msg)
     jobs = []
     for spec in specs:
         try:
-            job = _new_job(spec, msg["cwd"], settings, nodes, checked)
+            job = _new_job(spec, msg["cwd"], umask, settings, nodes, checked)
         except RequestError as exc:
             if spec.get("where"):
                 raise type(exc)(f"{spec['where']}: {exc}") from None
@@ -58,7 +60,7 @@ def _resources(spec: dict, settings: dict, nodes: dict[str, dict]) -> tuple:
     return cores, mem, attr, priority
 
 
-def _new_job(spec: dict, cwd: str, settings: dict, nodes: dict[str, dict],
+def _new_job(spec: dict, cwd: str, umask: int, settings: dict, nodes: dict[str, dict],
              checked: dict[tuple, tuple]) -> Job:
     if not os.path.isabs(cwd):
         raise BadRequest(f"the submission directory must be absolute, not {cwd!r}")
@@ -71,7 +73,8 @@ def _new_job(spec: dict, cwd: str, settings: dict, nodes: dict[str, dict],
     afterok = _ids(spec, "afterok")
     return Job(id=0, status=QUEUE, command=spec["command"], cwd=cwd, n_cores=cores, mem=mem,
                attr=attr, t_queue=time.time(), run_command=spec.get("run"),
-               requeue=bool(spec.get("requeue")), priority=priority, afterok=afterok,
+               requeue=bool(spec.get("requeue")), umask=umask, time_limit=time_limit(spec),
+               priority=priority, afterok=afterok,
                after=[i for i in _ids(spec, "after") if i not in afterok])  # the stronger
 
 
@@ -120,6 +123,23 @@ def dependencies(jobs: list[tuple[Job, str | None]],
                 failed[index] = why
                 break
     return failed
+
+
+def time_limit(spec: dict) -> int | None:
+    """The wall-time limit in seconds (None: none), checked again."""
+    limit = spec.get("time_limit")
+    if limit is not None and not 0 < limit <= timetext.MAX_LIMIT:
+        raise BadRequest(f"time_limit must be 1 to {timetext.MAX_LIMIT} seconds, or null "
+                         f"for none, not {limit}")
+    return limit or None
+
+
+def umask_of(msg: dict) -> int:
+    """The submitter's umask, for the jobs and their output files (absent: 022)."""
+    umask = DEFAULT_UMASK if msg.get("umask") is None else msg["umask"]
+    if not 0 <= umask <= 0o777:
+        raise BadRequest(f"the umask must be between 0 and 0o777, not {umask:#o}")
+    return umask
 
 
 def _cores(n: int) -> str:

@@ -10,21 +10,14 @@ two it asks the multiuser (``explain``), which answers from the allocator's stat
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 from qpy.model import Job
 from qpy.server import NotFound, Unreachable
 from qpy.states import DONE, QUEUE, RUNNING
+from qpy.timetext import iso
 from qpy_master.multiuser_link import LinkDown
 
 Why = tuple[str, str, dict]  # the reason's kind, its text, its numbers
-
-
-def iso(stamp: float | None) -> str | None:
-    """A time as --json gives it: ISO 8601 in UTC."""
-    if stamp is None:
-        return None
-    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")
 
 
 def _local(stamp: float | None) -> str:

@@ -108,7 +108,8 @@ def gated(*jobs: Job, running: tuple[Job, ...] = ()) -> tuple[JobQueue, Gates]:
 
 
 def end(gates: Gates, q: JobQueue, j: Job, status: str, **fields) -> list:
-    """A running (or queued) job ends: the dependents that fail."""
+    """A running (or queued) job ends (as ``Records.move`` tells the gates): the
+    dependents that fail."""
     old = j.status
     if old == QUEUE:
         q.remove(j.id)
@@ -117,7 +118,8 @@ def end(gates: Gates, q: JobQueue, j: Job, status: str, **fields) -> list:
     j.status = status
     for name, value in fields.items():
         setattr(j, name, value)
-    return gates.moved(j, old)
+    gates.moved(j, old)
+    return gates.ended(j)
 
 
 def test_dependents_wait_then_start_or_fail_with_the_reason():

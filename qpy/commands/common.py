@@ -6,7 +6,6 @@ from qpy.client import ClientError
 from qpy.invocation import current
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
-JSON_VERSION = 1  # the "version" of every --json object
 
 
 def fail(text: str) -> None:
@@ -39,5 +38,17 @@ def parse_selection(args: tuple[str, ...], statuses: tuple[str, ...], what: str,
     try:
         return selection.parse(list(args), statuses, allow_all=True, allow_dirs=allow_dirs,
                                cwd=current().cwd)
+    except selection.SelectionError as exc:
+        fail(str(exc))
+
+
+def parse_id(text: str, what: str) -> int:
+    """One job ID from the command line; bad input names it."""
+    from qpy import selection
+
+    if not text.isdigit():
+        fail(f"{what} takes a job ID, not {text!r}")
+    try:
+        return selection.job_id(text)
     except selection.SelectionError as exc:
         fail(str(exc))

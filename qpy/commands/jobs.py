@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from qpy.client import ClientError
 from qpy.commands.common import CONTEXT, echo, fail, parse_selection, request, say
 from qpy.commands.sub_queue import bulk_specs, queue_options, read_file, request_fields, show
 from qpy.invocation import current
@@ -22,6 +23,9 @@ from qpy.states import FINISHED, STATUSES
               help="Run the original script even if copyScripts is on.")
 @click.option("--requeue", "requeue", is_flag=True, default=None,
               help="Queue the job again if its node fails while it runs (else: lost).")
+@click.option("-t", "--time", "time", metavar="TIME",
+              help="Wall-time limit: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S; 0 or UNLIMITED: "
+                   "none.")
 @queue_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -36,12 +40,13 @@ def sub(ctx: click.Context, command: tuple[str, ...], **params: object) -> None:
         text, name = read_file(params["file"])
         specs = bulk_specs(ctx, text, name, _spec)
         reply = request({"type": "bulk", "jobs": specs, "cwd": inv.cwd, "env": inv.env,
-                         "records": bool(params["as_json"])})
+                         "umask": inv.umask, "records": bool(params["as_json"])})
     else:
         if not command:
             fail("no command given to qpy sub")
         spec = _spec({**params, "command": command}, None)
-        reply = request({"type": "sub", **spec, **request_fields(params), "env": inv.env})
+        reply = request({"type": "sub", **spec, **request_fields(params), "env": inv.env,
+                         "umask": inv.umask})
     show(reply, bool(params["as_json"]))
 
 
@@ -58,8 +63,8 @@ def _spec(params: dict, where: str | None) -> dict:
     try:
         return jobspec.build(list(params["command"]), current().cwd, params["n_cores"],
                              params["mem"], params["attr"], copy, params["requeue"],
-                             after=params["after"], afterok=params["afterok"],
-                             priority=params["priority"])
+                             params["time"], after=params["after"],
+                             afterok=params["afterok"], priority=params["priority"])
     except jobspec.SpecError as exc:
         fail(f"{prefix}{exc}")
 
@@ -73,10 +78,12 @@ def check(as_json: bool, jobs: tuple[str, ...]) -> None:
 
     sel = parse_selection(jobs, STATUSES, "check") if jobs else {}
     reply = request({"type": "check", "select": sel})
+    if jobs and not reply["jobs"]:
+        raise ClientError(f"no job matches {' '.join(jobs)}", "not_found")
     if as_json:
-        import json
+        from qpy import jsonout
 
-        echo(json.dumps(reply["jobs"], indent=1) + "\n")
+        echo(jsonout.document(jobs=[jsonout.job(j) for j in reply["jobs"]]))
         return
     from qpy import render
 

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import click
 
-from qpy.commands.common import (
-    CONTEXT,
-    JSON_VERSION,
-    echo,
-    fail,
-    parse_selection,
-    request,
-    say,
-)
+from qpy.commands.common import CONTEXT, echo, fail, parse_id, parse_selection, request, say
 
 
 @click.command(name="ctrlQueue", context_settings={**CONTEXT, "ignore_unknown_options": True})
@@ -28,8 +20,10 @@ def ctrl_queue(action: str, args: tuple[str, ...]) -> None:
     if len(args) < 2:
         fail("ctrlQueue jump needs job IDs and a target: a job ID, begin or end")
     target = args[-1]
-    if target not in ("begin", "end") and not target.isdigit():
-        fail(f"jump target must be a job ID, begin or end, not {target!r}")
+    if target not in ("begin", "end"):
+        if not target.isdigit():
+            fail(f"jump target must be a job ID, begin or end, not {target!r}")
+        parse_id(target, "jump")
     sel = parse_selection(args[:-1], (), "jump", allow_dirs=False)
     say(request({"type": "ctrl", "action": "jump", "select": sel, "target": target}))
 
@@ -55,15 +49,12 @@ def release(jobs: tuple[str, ...]) -> None:
 @click.argument("job")
 def why(as_json: bool, job: str) -> None:
     """Say why queued job JOB has not started yet, or where a job is."""
-    if not job.isdigit() or int(job) == 0:
-        fail(f"why takes a job ID, not {job!r}")
-    reply = request({"type": "why", "job": int(job)})
+    reply = request({"type": "why", "job": parse_id(job, "why")})
     if as_json:
-        import json
+        from qpy import jsonout
 
-        echo(json.dumps({"version": JSON_VERSION, "job": reply["job"],
-                         "status": reply["status"], "reason": reply["reason"],
-                         "text": reply["text"].rstrip("\n"), "details": reply["details"]},
-                        indent=1) + "\n")
+        echo(jsonout.document(job=reply["job"], status=reply["status"],
+                              reason=reply["reason"], text=reply["text"].rstrip("\n"),
+                              details=reply["details"]))
     else:
         say(reply)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import click
 
-from qpy.commands.common import JSON_VERSION, echo, fail
+from qpy.commands.common import echo, fail
 from qpy.invocation import current
 
 # Options that make no sense on a line of a bulk file.
@@ -63,10 +63,9 @@ def request_fields(params: dict) -> dict:
 def show(reply: dict, as_json: bool) -> None:
     """The reply to a submission: its text, or with --json the new jobs' records."""
     if as_json:
-        import json
+        from qpy import jsonout
 
-        echo(json.dumps({"version": JSON_VERSION, "jobs": reply.get("jobs", [])},
-                        indent=1) + "\n")
+        echo(jsonout.document(jobs=[jsonout.job(j) for j in reply.get("jobs", [])]))
     else:
         echo(reply.get("text", ""))
 
