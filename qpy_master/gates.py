@@ -109,6 +109,7 @@ class Gates:
             cap.running.add(job.id)
         if job.status == QUEUE:
             self._wait(job)
+            cap = self._capped(job)  # a requeued task's array may have had no live task
             if cap is not None:
                 cap.queued[job.id] = None
             self.refresh(job)

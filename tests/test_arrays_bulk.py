@@ -10,7 +10,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import QPY, assert_one_line_error, wait_for
+from conftest import QPY, assert_one_line_error, start_daemons, wait_for
 from test_dependencies import GATED, finish, started
 
 
@@ -175,3 +175,23 @@ def test_a_failure_while_storing_takes_the_whole_file_back(qpy):
     assert qpy.run("sub", "-m", "0.1", "--file", "jobs.txt").stdout == "Jobs 1-3 received.\n"
     assert [j["status"] for j in qpy.wait_all_finished()] == ["done"] * 3
     assert (qpy.work / "job_3.out").read_text() == "copied\n"
+
+
+def test_a_requeued_array_task_keeps_its_max_after_a_master_restart(qpy):
+    """The array has no live task when the master comes back, so its %MAX is not known
+    until a task is requeued: it must be then (not a crash), and still cap the tasks."""
+    start_daemons(qpy)
+    assert qpy.run("sub", "-m", "0.1", "--array", "1-2%1", "sh", "-c",
+                   GATED).stdout == "Jobs 1-2 received.\n"
+    for task in (1, 2):
+        finish(qpy, task)
+    qpy.kill_daemon("master")
+    for task in (1, 2):
+        (qpy.work / f"started_{task}").unlink()
+        (qpy.work / f"go_{task}").unlink()
+    assert qpy.run("requeue", "1-2").stdout == "2 jobs queued again.\n"
+    wait_for(lambda: started(qpy, 1), what="task 1 to start again")
+    assert not started(qpy, 2) and qpy.job(2)["status"] == "queue"
+    assert qpy.run("why", "2").stdout.startswith("limit: array 1 runs at most 1 task")
+    finish(qpy, 1)
+    assert finish(qpy, 2)["status"] == "done"

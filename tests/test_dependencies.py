@@ -157,3 +157,27 @@ def test_waiting_dependents_survive_a_master_sigkill(qpy):
     assert qpy.wait_status(c)["reason"] == f"dependency {b} ended undone"
     assert qpy.job(b)["reason"] == f"dependency {a} exited 2"
     assert finish(qpy, d)["status"] == "done"
+
+
+def rerun(qpy, *jobs: int) -> None:
+    """Take away the gate files of gated jobs that ended, before they are requeued."""
+    for job in jobs:
+        for name in ("started", "go", "code"):
+            (qpy.work / f"{name}_{job}").unlink(missing_ok=True)
+
+
+def test_a_requeued_job_waits_again_for_its_dependencies_or_is_undone(qpy):
+    a = gated(qpy)
+    b = gated(qpy, "--afterok", str(a))
+    finish(qpy, a, 3)
+    assert qpy.wait_status(b)["reason"] == f"dependency {a} exited 3"
+    rerun(qpy, a, b)
+    assert qpy.run("requeue", str(b)).stdout == "1 job queued again.\n"  # a still failed
+    record = qpy.job(b)
+    assert (record["status"], record["reason"]) == ("undone", f"dependency {a} exited 3")
+    assert qpy.run("requeue", f"{a},{b}").stdout == "2 jobs queued again.\n"
+    wait_for(lambda: started(qpy, a), what="job a to start again")
+    assert qpy.run("why", str(b)).stdout == f"waiting for dependency {a} (running, afterok)\n"
+    finish(qpy, a)
+    record = finish(qpy, b)
+    assert (record["status"], record["exit_code"], record["reason"]) == ("done", 0, None)

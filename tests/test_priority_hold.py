@@ -56,6 +56,17 @@ def test_priority_directive_and_bad_values(qpy):
     assert queue_ids(qpy) == [b, a, c]
 
 
+def test_a_requeued_job_goes_where_a_new_job_of_its_priority_would(qpy):
+    high = whole(qpy, "--priority", "high")
+    low = whole(qpy, "--priority", "low")
+    for job in (high, low):
+        assert qpy.wait_status(job)["status"] == "done"
+    qpy.run("ctrlQueue", "pause")
+    normal = whole(qpy)
+    assert qpy.run("requeue", f"{high},{low}").stdout == "2 jobs queued again.\n"
+    assert queue_ids(qpy) == [high, normal, low]
+    assert [j["position"] for j in qpy.jobs("queue")] == [1, 2, 3]
+
 def test_jump_moves_explicitly_whatever_the_priority_and_order_survives_a_restart(qpy):
     start_daemons(qpy)
     qpy.run("ctrlQueue", "pause")
