@@ -161,13 +161,13 @@ __qpy_complete() {  # PROG: complete COMP_WORDS[COMP_CWORD] for program PROG
 __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
     case $1 in
         '')
-            commands='sub check kill clean requeue wait log history status config ctrlQueue notes restart finish join tutorial'
+            commands='sub check why kill hold release clean requeue wait log history status config ctrlQueue notes restart finish join tutorial'
             hidden=''
             opts='-h --help'
             ;;
         'sub')
-            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -t --time -h --help'
-            valopts='-n --cores -m --mem --memory -a --node_attr --attributes -t --time'
+            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -t --time --after --afterok --priority --array --file --json -h --help'
+            valopts='-n --cores -m --mem --memory -a --node_attr --attributes -t --time --after --afterok --priority --array --file'
             interspersed=''
             ;;
         'check')
@@ -175,7 +175,22 @@ __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
             valopts=''
             interspersed=1
             ;;
+        'why')
+            opts='--json -h --help'
+            valopts=''
+            interspersed=1
+            ;;
         'kill')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'hold')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'release')
             opts='-h --help'
             valopts=''
             interspersed=1
@@ -257,13 +272,26 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             if (( n == 0 )); then __qpy_command; else __qpy_files; fi
             ;;
         'check')
-            __qpy_words 'queue running done killed undone lost'
+            __qpy_words 'queue running done killed undone lost held'
             __qpy_ids
             __qpy_dirs
             ;;
+        'why')
+            if (( n == 0 )); then __qpy_ids queue; fi
+            ;;
         'kill')
-            __qpy_words 'queue running all'
+            __qpy_words 'queue running held all'
             __qpy_ids queue running
+            __qpy_dirs
+            ;;
+        'hold')
+            __qpy_words 'queue all'
+            __qpy_ids queue
+            __qpy_dirs
+            ;;
+        'release')
+            __qpy_words 'held queue all'
+            __qpy_ids queue
             __qpy_dirs
             ;;
         'clean')
@@ -277,7 +305,7 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             __qpy_dirs
             ;;
         'wait')
-            __qpy_words 'queue running done killed undone lost all'
+            __qpy_words 'queue running done killed undone lost held all'
             __qpy_ids
             __qpy_dirs
             ;;
@@ -337,14 +365,23 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             :  # the enrolment code: nothing to offer
             ;;
         'tutorial')
-            if (( n == 0 )); then __qpy_words 'sub check kill clean requeue wait log history status config ctrlQueue notes restart finish join tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; fi
+            if (( n == 0 )); then __qpy_words 'sub check why kill hold release clean requeue wait log history status config ctrlQueue notes restart finish join tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; fi
             ;;
     esac
     return 0
 }
 
 __qpy_value_qpy() {  # COMMAND OPTION: complete the option's value
-    :
+    case $1 in
+        'sub')
+            case $2 in
+                --after) __qpy_ids ;;
+                --afterok) __qpy_ids ;;
+                --priority) __qpy_words 'low normal high' ;;
+                --file) __qpy_files ;;
+            esac
+            ;;
+    esac
     return 0
 }
 
@@ -355,7 +392,10 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 'usage: '"$2"' COMMAND [ARGS]...' \
                 '  sub        Submit COMMAND as a job.' \
                 '  check      List jobs: all, or those matching statuses, IDs, ranges...' \
+                '  why        Say why queued job JOB has not started yet, or where a...' \
                 '  kill       Kill jobs: IDs, ranges, '\''queue'\'', '\''running'\'' or '\''all'\''.' \
+                '  hold       Keep queued jobs from starting: IDs, ranges, '\''queue'\'',...' \
+                '  release    Let held jobs start: IDs, ranges, '\''held'\'', '\''queue'\'',...' \
                 '  clean      Forget finished jobs: IDs, ranges, done, killed, undone,...' \
                 '  requeue    Run finished jobs again under the same IDs: IDs, ranges,...' \
                 '  wait       Wait until jobs have ended; print each that did not end...' \
@@ -373,7 +413,7 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
             ;;
         'sub')
             __qpy_say 'sub: Submit COMMAND as a job. Options go before the command.' \
-                'usage: '"$2"' sub [OPTIONS] COMMAND...' \
+                'usage: '"$2"' sub [OPTIONS] [COMMAND]...' \
                 '  -n, --cores N                   Number of cores (default 1).' \
                 '  -m, --mem, --memory GB          Memory in GB (default 5).' \
                 '  -a, --node_attr, --attributes EXPR' \
@@ -386,6 +426,21 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '                                  it runs (else: lost).' \
                 '  -t, --time TIME                 Wall-time limit: M, M:S, H:M:S, D-H, D-H:M,' \
                 '                                  D-H:M:S; 0 or UNLIMITED: none.' \
+                '  --after IDS                     Start once the jobs IDS (e.g. 5, 3-7,9) have' \
+                '                                  ended.' \
+                '  --afterok IDS                   Start once the jobs IDS have ended done with' \
+                '                                  exit 0; if one does not, this job is undone.' \
+                '  --priority N                    An integer, or low, normal, high (-10, 0,' \
+                '                                  10): goes after the last queued job of equal' \
+                '                                  or higher priority (default 0).' \
+                '  --array FIRST-LAST[:STEP][%MAX]' \
+                '                                  One job per index, with QPY_ARRAY_INDEX and' \
+                '                                  QPY_ARRAY_JOB_ID; at most MAX of them run at' \
+                '                                  once.' \
+                '  --file FILE                     One job per line of FILE ('\''-'\'': standard' \
+                '                                  input); the options given here are every' \
+                '                                  line'\''s defaults.' \
+                '  --json                          Print the new jobs'\'' records as JSON.' \
                 'More: '"$2"' sub --help; qpy tutorial '\''sub'\'
             ;;
         'check')
@@ -394,10 +449,26 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '  --json  Print the records as JSON.' \
                 'More: '"$2"' check --help; qpy tutorial '\''check'\'
             ;;
+        'why')
+            __qpy_say 'why: Say why queued job JOB has not started yet, or where a job is.' \
+                'usage: '"$2"' why [OPTIONS] JOB' \
+                '  --json  Print the reason as JSON.' \
+                'More: '"$2"' why --help; qpy tutorial '\''why'\'
+            ;;
         'kill')
             __qpy_say 'kill: Kill jobs: IDs, ranges, '\''queue'\'', '\''running'\'' or '\''all'\''.' \
                 'usage: '"$2"' kill [OPTIONS] [JOBS]...' \
                 'More: '"$2"' kill --help; qpy tutorial '\''kill'\'
+            ;;
+        'hold')
+            __qpy_say 'hold: Keep queued jobs from starting: IDs, ranges, '\''queue'\'', directories or '\''all'\''.' \
+                'usage: '"$2"' hold [OPTIONS] [JOBS]...' \
+                'More: '"$2"' hold --help; qpy tutorial '\''hold'\'
+            ;;
+        'release')
+            __qpy_say 'release: Let held jobs start: IDs, ranges, '\''held'\'', '\''queue'\'', directories or '\''all'\''.' \
+                'usage: '"$2"' release [OPTIONS] [JOBS]...' \
+                'More: '"$2"' release --help; qpy tutorial '\''release'\'
             ;;
         'clean')
             __qpy_say 'clean: Forget finished jobs: IDs, ranges, done, killed, undone, lost, directories or '\''all'\''.' \
@@ -477,7 +548,10 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
             __qpy_say "$2"': no command '\'"$1"\' \
                 '  sub        Submit COMMAND as a job.' \
                 '  check      List jobs: all, or those matching statuses, IDs, ranges...' \
+                '  why        Say why queued job JOB has not started yet, or where a...' \
                 '  kill       Kill jobs: IDs, ranges, '\''queue'\'', '\''running'\'' or '\''all'\''.' \
+                '  hold       Keep queued jobs from starting: IDs, ranges, '\''queue'\'',...' \
+                '  release    Let held jobs start: IDs, ranges, '\''held'\'', '\''queue'\'',...' \
                 '  clean      Forget finished jobs: IDs, ranges, done, killed, undone,...' \
                 '  requeue    Run finished jobs again under the same IDs: IDs, ranges,...' \
                 '  wait       Wait until jobs have ended; print each that did not end...' \

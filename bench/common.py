@@ -139,3 +139,12 @@ def create_cost(directory: Path, n: int = 200) -> float:
     for i in range(n):
         os.unlink(directory / f".probe{i}")
     return cost
+
+
+def spawn_rate(n: int) -> float:
+    """How many ``sh -c true`` Python spawns and waits for per second here, now: the
+    baseline of the throughput benchmarks."""
+    t = time.perf_counter()
+    for _ in range(n):
+        subprocess.Popen(["/bin/sh", "-c", "true"]).wait()
+    return n / (time.perf_counter() - t)

@@ -14,7 +14,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import QPY, Bench, create_cost, nodes_option
+from common import QPY, Bench, create_cost, nodes_option, spawn_rate
 
 JOBS = 1000
 
@@ -41,13 +41,6 @@ def run_rate(bench: Bench, n: int) -> float:
     bench.qpy("ctrlQueue", "continue")
     while finished(db) < n:
         time.sleep(0.005)
-    return n / (time.perf_counter() - t)
-
-
-def spawn_rate(n: int) -> float:
-    t = time.perf_counter()
-    for _ in range(n):
-        subprocess.Popen(["/bin/sh", "-c", "true"]).wait()
     return n / (time.perf_counter() - t)
 
 

@@ -31,8 +31,8 @@ def cli() -> None:
     """qpy: submit and control jobs on a cluster's nodes (see 'qpy tutorial')."""
 
 
-for _command in (jobs.sub, jobs.check, jobs.kill, jobs.clean,
-                 runs.requeue, runs.wait, runs.log, runs.history, daemons.status,
+for _command in (jobs.sub, jobs.check, queue.why, jobs.kill, queue.hold, queue.release,
+                 jobs.clean, runs.requeue, runs.wait, runs.log, runs.history, daemons.status,
                  settings.config, queue.ctrl_queue, settings.notes, daemons.restart,
                  daemons.finish, cluster.join, help.tutorial, help.complete):
     cli.add_command(_command)

@@ -37,6 +37,7 @@ class Invocation:
     request: Callable[..., dict]  # one request to the master: msg -> reply, or ClientError
     served: bool = False  # running inside the master (nothing local is at hand)
     umask: int | None = None  # the submitter's, for the job and its output files
+    stdin: TextIO | None = None  # this process's only (sub --file -, after local_only)
 
     @property
     def cwd(self) -> str:
@@ -68,7 +69,7 @@ def local() -> Invocation:
     umask = os.umask(0o022)
     os.umask(umask)
     return Invocation(None, dict(os.environ), sys.stdout, sys.stderr, sys.stdout.isatty(),
-                      request, umask=umask)
+                      request, umask=umask, stdin=sys.stdin)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,12 @@ KEY_ALIASES = {
     "cpscript": "copy", "cp_script": "copy", "copy script": "copy",
     "requeue": "requeue",
     "time": "time_limit",
+    "after": "after", "afterok": "afterok", "priority": "priority",
 }
+PRIORITY_WORDS = {"low": -10, "normal": 0, "high": 10}
+PRIORITY_LIMIT = 1_000_000
+MAX_IDS = 100_000  # job IDs one --after or --afterok may name, ranges expanded
+MAX_TASKS = 100_000  # tasks one --array may make
 
 
 # A first word made only of these, holding a '/', is a path the shell would run as it is;
@@ -75,6 +80,59 @@ def parse_bool(text: str, where: str) -> bool:
     if word in ("false", "no", "0"):
         return False
     raise SpecError(f"{where}: expected true or false, not {text!r}")
+
+
+def parse_priority(text: object, where: str = "--priority") -> int:
+    """An integer, or low/normal/high (-10/0/10)."""
+    word = str(text).strip().lower()
+    if word in PRIORITY_WORDS:
+        return PRIORITY_WORDS[word]
+    try:
+        value = int(word)
+    except ValueError:
+        raise SpecError(f"{where}: priority must be a whole number or low, normal or high, "
+                        f"not {text!r}") from None
+    if abs(value) > PRIORITY_LIMIT:
+        raise SpecError(f"{where}: priority must be between -{PRIORITY_LIMIT:,} and "
+                        f"{PRIORITY_LIMIT:,}, not {value}")
+    return value
+
+
+def parse_ids(text: object, where: str) -> list[int]:
+    """Job IDs as a selection writes them (``5``, ``3-7``, ``3-7,9``), ranges expanded."""
+    from qpy import selection
+
+    try:
+        ids = selection.id_list(str(text).strip(), MAX_IDS)
+    except selection.SelectionError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    if not ids:
+        raise SpecError(f"{where}: no job IDs given")
+    return ids
+
+
+_ARRAY = re.compile(r"([0-9]+)-([0-9]+)(?::([0-9]+))?(?:%([0-9]+))?")
+
+
+def parse_array(text: str, where: str = "--array") -> tuple[int, int, int, int | None]:
+    """``FIRST-LAST[:STEP][%MAX]``: the indices and the cap on tasks running at once."""
+    match = _ARRAY.fullmatch(text.strip())
+    if match is None:
+        raise SpecError(f"{where}: expected FIRST-LAST[:STEP][%MAX] (e.g. 1-100, 0-99:2%10), "
+                        f"not {text!r}")
+    first, last = int(match.group(1)), int(match.group(2))
+    step = int(match.group(3)) if match.group(3) is not None else 1
+    cap = int(match.group(4)) if match.group(4) is not None else None
+    if last < first:
+        raise SpecError(f"{where}: {text!r} ends before it starts")
+    if step < 1 or cap == 0:
+        raise SpecError(f"{where}: {'STEP' if step < 1 else '%MAX'} must be at least 1 in "
+                        f"{text!r}")
+    if len(range(first, last + 1, step)) > MAX_TASKS:
+        raise SpecError(f"{where}: {text!r} makes more than {MAX_TASKS:,} tasks")
+    if last >= 2 ** 31:
+        raise SpecError(f"{where}: indices must stay below {2 ** 31}, not {last}")
+    return first, last, step, cap
 
 
 def find_script(words: list[str], cwd: str) -> int | None:
@@ -130,13 +188,14 @@ def _directive(item: str, where: str) -> tuple[str, object]:
     value = value.strip()
     name = KEY_ALIASES.get(key)
     if name is None:
-        raise SpecError(f"{where}: unknown #QPY directive {key!r} "
-                        "(use n_cores, mem, node_attr, cpScript, requeue or time)")
+        raise SpecError(f"{where}: unknown #QPY directive {key!r} (use n_cores, mem, "
+                        "node_attr, cpScript, requeue, time, after, afterok or priority)")
     if not value:
         raise SpecError(f"{where}: #QPY {key} needs a value")
     where = f"{where}: #QPY {key}"
     parse = {"n_cores": parse_cores, "mem": parse_mem, "attr": parse_attr, "copy": parse_bool,
-             "requeue": parse_bool, "time_limit": parse_time}
+             "requeue": parse_bool, "time_limit": parse_time, "after": parse_ids,
+             "afterok": parse_ids, "priority": parse_priority}
     return name, parse[name](value, where)
 
 
@@ -148,6 +207,18 @@ def parse_time(text: object, where: str = "-t") -> int | None:
         return timetext.parse_limit(text, where)
     except timetext.TimeError as exc:
         raise SpecError(str(exc)) from None
+
+
+PLAIN = frozenset("\"'\\")  # a line without these splits on white space as the shell does
+_WORD = re.compile(r"[^ \t\r\n]+")  # shlex's white space, not str.split's Unicode one
+
+
+def split(line: str, comments: bool = False) -> list[str]:
+    """Words as the shell splits them (shlex, which is slow: a plain line skips it);
+    ValueError for an unclosed quote."""
+    if PLAIN.isdisjoint(line) and not (comments and "#" in line):
+        return _WORD.findall(line)
+    return shlex.split(line, comments=comments)
 
 
 def command_line(argv: list[str]) -> str:
@@ -165,11 +236,13 @@ def run_line(argv: list[str]) -> str | None:
 
 
 def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr: str | None,
-          copy: bool | None, requeue: bool | None = None, time: str | None = None) -> dict:
+          copy: bool | None, requeue: bool | None = None, time: str | None = None, *,
+          after: str | None = None, afterok: str | None = None,
+          priority: str | None = None) -> dict:
     """The ``sub`` request fields; command-line options win over directives."""
     command = command_line(argv)
     try:
-        words = argv if len(argv) > 1 else shlex.split(argv[0])
+        words = argv if len(argv) > 1 else split(argv[0])
     except ValueError:
         words = []
     check_program(words, cwd)
@@ -192,7 +265,22 @@ def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr:
         "script": script,
         "argv": [*words[:index], script, *words[index + 1:]] if copyable else None,
         "script_index": index if copyable else None,
+        **_queue_fields(found, after, afterok, priority),
     }
+
+
+def _queue_fields(found: dict, after: str | None, afterok: str | None,
+                  priority: str | None) -> dict:
+    """Dependencies and priority: options win over directives; absent ones are left out
+    of the request."""
+    fields = {
+        "after": parse_ids(after, "--after") if after is not None else found.get("after"),
+        "afterok": parse_ids(afterok, "--afterok") if afterok is not None
+        else found.get("afterok"),
+        "priority": parse_priority(priority) if priority is not None
+        else found.get("priority"),
+    }
+    return {name: value for name, value in fields.items() if value}
 
 
 def check_resources(n_cores: object, mem: object, attr: object) -> tuple[int, float, str | None]:

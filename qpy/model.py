@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM, DEFAULT_UMASK
 from qpy.states import check_transition
@@ -41,6 +41,14 @@ class Job:
     time_limit: int | None = None
     cpu: float | None = None
     peak_mem: float | None = None
+    # Queue semantics (issue 13): order, hold, dependencies, arrays.
+    priority: int = 0  # a new job goes after the last queued job of equal or higher priority
+    held: bool = False  # queued, but not to be started until released
+    after: list[int] = field(default_factory=list)  # starts once these ended
+    afterok: list[int] = field(default_factory=list)  # ... once these ended done, exit 0
+    array_id: int | None = None  # the first task's ID, for every task of an array
+    array_index: int | None = None
+    array_max: int | None = None  # at most this many tasks of the array run at once
 
     def move(self, status: str) -> None:
         """Change status, refusing transitions the table forbids (only ``Records.move``
@@ -57,14 +65,20 @@ class Job:
         """Jobs with the same shape compete for the same kind of slot."""
         return (self.n_cores, self.mem, self.attr)
 
-    def public(self) -> dict:
-        """The fields a user sees (``qpy check``, ``--json``); a plain copy, not asdict's
-        deep copy, because check of 10,000 jobs builds 10,000 of these."""
-        return {name: getattr(self, name) for name in PUBLIC}
+    def public(self, position: int | None = None) -> dict:
+        """The fields a user sees (``qpy check``, ``--json``), with the job's place in
+        the queue if it is queued (the queue knows it, not the job); a plain copy, not
+        asdict's deep copy, because check of 10,000 jobs builds 10,000 of these."""
+        record = dict(self.__dict__)
+        for name in PRIVATE:
+            del record[name]
+        record["position"] = position
+        return record
 
 
-PUBLIC = tuple(f.name for f in fields(Job) if f.name not in (
-    "env_id", "pid", "kill_requested", "script_copy", "run_command", "address", "umask"))
+PRIVATE = ("env_id", "pid", "kill_requested", "script_copy", "run_command", "address",
+           "umask")
+PUBLIC = tuple(f.name for f in fields(Job) if f.name not in PRIVATE)
 
 # One run of a job as ``qpy history`` keeps it (the master's runs table, --json's runs).
 RUN_FIELDS = ("job", "run", "status", "command", "cwd", "n_cores", "mem", "node", "t_queue",

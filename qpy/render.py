@@ -11,7 +11,8 @@ from qpy.states import LIVE, STATUSES
 from qpy.timetext import duration, format_limit
 
 # %o is empty for a job that is live or ended cleanly, so normal lines read as the first
-# qpy's "%j (%s):%c (on %n; wd: %d)"; a failure shows there: "12 (done, exit 3):...".
+# qpy's "%j (%s):%c (on %n; wd: %d)"; a failure shows there: "12 (done, exit 3):...", and
+# a hold: "13 (queue, held):...".
 DEFAULT_FMT = "%j (%s%o):%c (on %n; wd: %d)\n"
 OLD_DEFAULT_FMT = "%j (%s):%c (on %n; wd: %d)\n"  # stored by 'checkFMT default' before %o
 NONE = "-"  # what a placeholder with no value prints (no node yet, not started, ...)
@@ -61,10 +62,11 @@ def _exit(job: dict) -> str:
 
 
 def _outcome(job: dict) -> str:
-    """How a finished job ended, when not cleanly: ", exit 3", ", signal 9", the reason;
-    empty for a clean end or a live job, so ``(%s%o)`` reads ``(done)`` normally."""
+    """What the status alone does not say: ", held" for a held queued job; how a finished
+    job ended, when not cleanly: ", exit 3", ", signal 9", the reason; empty for a clean
+    end or a live job, so ``(%s%o)`` reads ``(done)`` normally."""
     if job["status"] in LIVE:
-        return ""
+        return ", held" if job.get("held") else ""
     parts = []
     if job.get("signal") is not None:
         parts.append(f"signal {job['signal']}")
@@ -115,6 +117,7 @@ _FIELDS = {
     "M": lambda job, now: _gb(job.get("peak_mem")),
     "U": lambda job, now: duration(job.get("cpu")),
     "T": lambda job, now: format_limit(job.get("time_limit")),
+    "P": lambda job, now: _or_none(job.get("position")),
     "%": lambda job, now: "%",
 }
 

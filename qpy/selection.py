@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from qpy.states import FINISHED, STATUSES  # noqa: F401 - re-exported for the CLI
 
-_KEYS = ("ids", "ranges", "statuses", "dirs", "all")
+_KEYS = ("ids", "ranges", "statuses", "dirs", "all", "held")
+HELD = "held"  # the queued jobs that are held: a word wherever 'queue' is
 MAX_ID = 2 ** 63 - 1  # what SQLite and the wire hold; a larger number cannot be a job
 
 # An argument made only of these characters (and holding a digit) is meant as IDs, so it
@@ -62,6 +63,20 @@ def _parse_item(item: str, arg: str, ids: set[int], ranges: set[tuple[int, int]]
         ranges.add((start, end))
 
 
+def id_list(text: str, limit: int) -> list[int]:
+    """The IDs of ``5``, ``3-7`` or ``3-7,9``, ranges expanded, in order, each once; a
+    SelectionError names a bad item, or says when there are more than ``limit``."""
+    ids: set[int] = set()
+    ranges: set[tuple[int, int]] = set()
+    for item in text.split(","):
+        _parse_item(item, text, ids, ranges)
+    for start, end in ranges:
+        if end - start + len(ids) >= limit:
+            raise SelectionError(f"more than {limit:,} job IDs in {text!r}")
+        ids.update(range(start, end + 1))
+    return sorted(ids)
+
+
 def _kinds(allow_all: bool, allow_dirs: bool) -> str:
     kinds = ["an ID", "range", "status"] + ["'all'"] * allow_all + ["directory"] * allow_dirs
     return ", ".join(kinds[:-1]) + " or " + kinds[-1]
@@ -70,9 +85,11 @@ def _kinds(allow_all: bool, allow_dirs: bool) -> str:
 def _parse_word(
     arg: str, statuses: tuple[str, ...], allow_all: bool, allow_dirs: bool, cwd: str
 ) -> tuple[str, str]:
-    """Classify a non-numeric argument as ("status"|"all"|"dir", value)."""
+    """Classify a non-numeric argument as ("status"|"all"|"held"|"dir", value)."""
     if arg in statuses:
         return "status", arg
+    if arg == HELD and "queue" in statuses:
+        return "held", arg
     if arg in STATUSES:
         raise SelectionError(f"status {arg!r} cannot be used here; allowed: {', '.join(statuses)}")
     if arg == "all":
@@ -93,7 +110,7 @@ def parse(
     word so the user sees exactly which one to fix."""
     ids: set[int] = set()
     ranges: set[tuple[int, int]] = set()
-    found: dict[str, set[str]] = {"status": set(), "dir": set(), "all": set()}
+    found: dict[str, set[str]] = {"status": set(), "dir": set(), "all": set(), "held": set()}
     for arg in args:
         if _NUMERIC_RE.fullmatch(arg):
             for item in arg.split(","):
@@ -107,6 +124,7 @@ def parse(
         "statuses": [status for status in STATUSES if status in found["status"]],
         "dirs": sorted(found["dir"]),
         "all": bool(found["all"]),
+        "held": bool(found["held"]),
     }
 
 
@@ -115,11 +133,13 @@ def is_empty(sel: dict) -> bool:
     return not any(sel.get(key) for key in _KEYS)
 
 
-def matches(sel: dict, job_id: int, status: str, cwd: str) -> bool:
+def matches(sel: dict, job_id: int, status: str, cwd: str, held: bool = False) -> bool:
     """Whether a job is selected; criteria are OR-ed, as the manual promises."""
     if sel.get("all"):
         return True
     if job_id in sel.get("ids", ()) or status in sel.get("statuses", ()):
+        return True
+    if sel.get("held") and held and status == "queue":
         return True
     if any(start <= job_id <= end for start, end in sel.get("ranges", ())):
         return True
@@ -172,13 +192,16 @@ def validate(sel: object) -> dict:
     for key in sel:
         if key not in _KEYS:
             raise SelectionError(f"invalid selection: unknown key {key!r}")
-    everything = sel.get("all", False)
-    if not isinstance(everything, bool):
-        raise SelectionError(f"invalid selection: 'all' must be true or false, not {everything!r}")
+    everything, held = sel.get("all", False), sel.get("held", False)
+    for key, value in (("all", everything), ("held", held)):
+        if not isinstance(value, bool):
+            raise SelectionError(f"invalid selection: {key!r} must be true or false, "
+                                 f"not {value!r}")
     return {
         "ids": _check_ids(_list(sel, "ids")),
         "ranges": _check_ranges(_list(sel, "ranges")),
         "statuses": _check_strings(_list(sel, "statuses"), "statuses", STATUSES.__contains__),
         "dirs": _check_strings(_list(sel, "dirs"), "dirs", os.path.isabs),
         "all": everything,
+        "held": held,
     }

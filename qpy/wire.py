@@ -43,15 +43,25 @@ class AuthError(Exception):
 # dict of that shape. A trailing "=" marks the field optional (absent means null/empty).
 Schema = dict[str, str]
 
+# One job as ``qpy sub`` asks for it: the fields of a ``sub`` request, and each line of a
+# bulk file (``where`` names the line in errors).
+SPEC: Schema = {
+    "command": "str", "run": "?str=", "n_cores": "int", "mem": "float", "attr": "?str",
+    "copy": "?bool", "script": "?str", "argv": "?[str]=", "script_index": "?int=",
+    "requeue": "bool=", "time_limit": "?int=",
+    # the queue's semantics (issue 13)
+    "after": "[int]=", "afterok": "[int]=", "priority": "int=", "where": "?str=",
+}
+
 SCHEMAS: dict[str, Schema] = {
     # CLI -> master
     "ping": {},
-    "sub": {
-        "command": "str", "run": "?str=", "cwd": "str", "env": "{str}", "n_cores": "int",
-        "mem": "float", "attr": "?str", "copy": "?bool", "script": "?str", "argv": "?[str]=",
-        "script_index": "?int=", "requeue": "bool=", "umask": "?int=",
-        "time_limit": "?int=",
-    },
+    "sub": {**SPEC, "cwd": "str", "env": "{str}", "umask": "?int=", "array": "?[int]=",
+            "array_max": "?int=", "records": "bool="},
+    "bulk": {"jobs": "[spec]", "cwd": "str", "env": "{str}", "umask": "?int=",
+             "records": "bool="},
+    "hold": {"select": "dict", "held": "bool"},
+    "why": {"job": "int"},
     "check": {"select": "dict"},
     "kill": {"select": "dict"},
     "clean": {"select": "dict"},
@@ -69,13 +79,14 @@ SCHEMAS: dict[str, Schema] = {
     # master -> multiuser
     "hello": {"running": "[dict]", "queue_size": "int"},
     "slots": {"release": "[int]", "want": "[dict]", "queue_size": "int"},
+    "explain": {"cores": "int", "mem": "float", "attr": "?str"},
     # admin -> multiuser
     "admin": {"command": "str", "args": "[str]"},
     # a new user's enrolment code -> multiuser (qpy join)
     "join": {},
 }
 
-# The records replies are made of.
+# The records replies are made of (and the job specs of a bulk request).
 RECORDS: dict[str, Schema] = {
     "job": {  # qpy.model.Job.public()
         "id": "int", "status": "str", "command": "str", "cwd": "str", "n_cores": "int",
@@ -83,7 +94,11 @@ RECORDS: dict[str, Schema] = {
         "t_start": "?float", "t_end": "?float", "exit_code": "?int", "signal": "?int",
         "reason": "?str", "notes": "?str", "requeue": "bool",
         "time_limit": "?int", "cpu": "?float", "peak_mem": "?float",
+        # the queue's semantics (issue 13); position: a queued job's place, 1 starts next
+        "priority": "int", "held": "bool", "after": "[int]", "afterok": "[int]",
+        "array_id": "?int", "array_index": "?int", "array_max": "?int", "position": "?int",
     },
+    "spec": SPEC,
     "user": {"user": "str", "used": "int", "minimum": "int", "extra": "int", "queue": "int",
              "connected": "bool"},
     "node": {
@@ -97,13 +112,19 @@ RECORDS: dict[str, Schema] = {
         "memory_limit": "?str=",
     },
     "grant": {"job": "int", "node": "str", "address": "str"},
+    "share": {"user": "str", "used": "int", "share": "int"},  # explain: who waits
+    "closest": {"name": "str", "free_cores": "int", "free_mem": "float"},
 }
 
 # What a successful reply to each request carries besides "ok" (and "re", "v"). Every
 # reply may carry "text": what the CLI prints for the user.
 REPLIES: dict[str, Schema] = {
     "ping": {"pid": "int"},
-    "sub": {"job": "int"},
+    # a single job, or the first and last of an array or bulk file; with "records", them
+    "sub": {"job": "int", "last": "int=", "jobs": "[job]="},
+    "bulk": {"job": "int", "last": "int=", "jobs": "[job]="},
+    "hold": {"jobs": "[int]"},
+    "why": {"job": "int", "status": "str", "reason": "str", "details": "dict"},
     "check": {"jobs": "[job]", "fmt": "str", "colour": "bool", "scheme": "[str]",
               "paused": "bool"},
     "kill": {"undone": "[int]", "killing": "[int]"},
@@ -119,6 +140,10 @@ REPLIES: dict[str, Schema] = {
     "cli": {"exit": "int=", "out": "str=", "err": "str=", "local": "bool="},
     "hello": {"nodes": "[node]", "unaccounted": "[int]="},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool"},
+    # what keeps such a job from starting now, as the allocator sees it (qpy why)
+    "explain": {"used": "int", "minimum": "int", "extra": "int", "grow": "bool",
+                "above_share": "bool", "waiting": "[share]", "free": "int", "free_for": "int",
+                "node": "?str", "closest": "?closest", "matching": "int", "down": "[str]"},
     "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
               "nodes": "[node]=", "code": "str="},
     "join": {"bundle": "{str}"},

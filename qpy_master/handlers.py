@@ -12,8 +12,8 @@ from pathlib import Path
 
 from qpy import config
 from qpy.server import BadRequest, Denied, NotFound, RequestError, Session, Unreachable
-from qpy.states import FINISHED, QUEUE, RUNNING
-from qpy_master import command_server, embedded, run_handlers, submit
+from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
+from qpy_master import command_server, embedded, run_handlers, submit, why
 from qpy_master.handler_args import plural
 from qpy_master.handler_args import selection_of as _selection
 from qpy_master.master import Master
@@ -21,30 +21,79 @@ from qpy_master.multiuser_link import LinkDown
 
 
 def sub(m: Master, s: Session, msg: dict) -> dict:
+    """One job, or an array's tasks."""
+    return _submit(m, msg, [msg])
+
+
+def bulk(m: Master, s: Session, msg: dict) -> dict:
+    """A bulk file's jobs, one per line, in one request: all of them or none."""
+    if not msg["jobs"]:
+        raise BadRequest("no jobs to submit")
+    return _submit(m, msg, msg["jobs"])
+
+
+def _submit(m: Master, msg: dict, specs: list[dict]) -> dict:
+    """Check every job of the request, then store them all in one transaction, with
+    consecutive IDs in the order asked for."""
     if not m.nodes:  # a fresh master: learn the nodes first, so impossible jobs are refused
         m.link.wait_settled(10.0)
     _refuse_if_removed(m, " (jobs already queued wait until access returns)")
     with m.lock:
-        job = submit.new_job(msg, m.settings, m.nodes)
-        copy = msg["copy"] if msg["copy"] is not None else m.settings["copyScripts"]
-        index = msg.get("script_index")
+        jobs = submit.new_jobs(specs, msg, m.settings, m.nodes)
+        failed = submit.dependencies([(job, spec.get("where")) for job, spec in jobs],
+                                     m.records.find)
         try:
             with m.records.transaction():
-                m.records.add(job, msg["env"])
-                if copy and msg.get("argv") and isinstance(index, int):
-                    m.records.update(job, **submit.copy_script(m.home / "scripts", job,
-                                                               msg["argv"], index))
+                m.records.add([job for job, _ in jobs], msg["env"])
+                for index, (job, spec) in enumerate(jobs):
+                    _copy_script(m, job, spec)
+                    if index in failed:
+                        m.records.move(job, UNDONE, reason=failed[index], t_end=time.time())
         except OSError as exc:
             raise RequestError(f"cannot copy the script: {exc.strerror}: {exc.filename}") \
                 from None
     m.schedule()
-    return {"text": f"Job {job.id} received.\n", "job": job.id}
+    first, last = jobs[0][0].id, jobs[-1][0].id
+    text = f"Job {first} received.\n" if first == last else f"Jobs {first}-{last} received.\n"
+    reply = {"text": text, "job": first, "last": last}
+    if msg.get("records"):
+        with m.lock:
+            queue = m.records.queue
+            reply["jobs"] = [job.public(queue.rank(job.id) if job.id in queue else None)
+                             for job, _ in jobs]
+    return reply
+
+
+def _copy_script(m: Master, job, spec: dict) -> None:
+    """Copy a new job's script, if it asks for that (or copyScripts does)."""
+    copy = spec["copy"] if spec["copy"] is not None else m.settings["copyScripts"]
+    index = spec.get("script_index")
+    if copy and spec.get("argv") and isinstance(index, int):
+        m.records.update(job, **submit.copy_script(m.home / "scripts", job, spec["argv"],
+                                                   index))
+
+
+def _queue_only(sel: dict) -> bool:
+    """Whether a selection asks for queued jobs only ('queue', 'held'): those are listed
+    in the order they will start."""
+    return (not (sel["ids"] or sel["ranges"] or sel["dirs"] or sel["all"])
+            and set(sel["statuses"]) <= {QUEUE} and bool(sel["statuses"] or sel["held"]))
+
+
+def _listed(m: Master, sel: dict) -> list[dict]:
+    """The selected jobs' records, a queued one with its place in the queue."""
+    queue = m.records.queue
+    if _queue_only(sel):
+        return [job.public(n) for n, job in enumerate(queue.ordered(), 1)
+                if sel["statuses"] or job.held]
+    return [j.public(queue.rank(j.id) if j.id in queue else None)
+            for j in m.records.select(sel)]
 
 
 def check(m: Master, s: Session, msg: dict) -> dict:
     sel = _selection(msg)
     with m.lock:
-        jobs = [j.public() for j in m.records.select(sel)]
+        jobs = _listed(m, sel)
         fmt = m.settings["checkFMT"]
         if "%K" in fmt:
             for job in jobs:
@@ -68,14 +117,34 @@ def kill(m: Master, s: Session, msg: dict) -> dict:
                 m.reconciler.remove_queued(job, now)
         for job in running:
             m.kill_running(job)
-    if queued:
-        m.schedule()  # the multiuser hears the queue is shorter: a minimum held is lent
+    if queued:  # the multiuser hears the queue is shorter (a minimum held is lent), and
+        m.schedule()  # dependents of the jobs undone may start now
     text = ""
     if queued:
         text += f"{plural(len(queued))} removed from the queue.\n"
     if running:
         text += f"{plural(len(running))} will be killed.\n"
     return {"text": text, "undone": [j.id for j in queued], "killing": [j.id for j in running]}
+
+
+def hold(m: Master, s: Session, msg: dict) -> dict:
+    """``hold`` and ``release``: queued jobs kept from starting, or let go. A job named
+    by its ID must be queued; ranges and words take the queued jobs among them."""
+    sel, held = _selection(msg), msg["held"]
+    verb = "held" if held else "released"
+    with m.lock:
+        named = m.records.find(sel["ids"])
+        for job_id in sel["ids"]:
+            job = named.get(job_id)
+            if job is not None and job.status != QUEUE:
+                raise RequestError(f"job {job_id} is {job.status}, not queued: only queued "
+                                   f"jobs can be {verb}")
+        targets = [j for j in m.records.live_matches(sel) if j.status == QUEUE]
+        if not targets:
+            raise NotFound("Nothing to do: required jobs not found.")
+        m.records.hold(targets, held)
+    m.schedule()  # released jobs may start; held ones leave the queue the multiuser hears of
+    return {"text": f"{plural(len(targets))} {verb}.\n", "jobs": [j.id for j in targets]}
 
 
 def clean(m: Master, s: Session, msg: dict) -> dict:
@@ -194,7 +263,10 @@ def make_table(m: Master, stop) -> dict:
 
     table = {name: bind(fn) for name, fn in {
         "sub": sub, "check": check, "kill": kill, "clean": clean, "config": configure,
-        "ctrl": ctrl, "notes": notes, "status": status, "ping": ping}.items()}
+        "ctrl": ctrl, "notes": notes, "status": status, "ping": ping,
+        # the queue's semantics (issue 13)
+        "bulk": bulk, "hold": hold, "why": lambda m, s, msg: why.why(m, msg["job"]),
+    }.items()}
     table.update(run_handlers.make_table(m))
     table["finish"] = finish
     table["cli"] = lambda session, msg: command_server.serve(table, session, msg)

@@ -47,6 +47,13 @@ def job_limits(job: Job, node: dict) -> dict:
             "rlimit_as": bool(node.get("rlimit_as")), "cpu_lock": node.get("cpu_lock")}
 
 
+def array_vars(job: Job) -> dict[str, str]:
+    """An array task's index and its array's ID (the first task's)."""
+    if job.array_index is None:
+        return {}
+    return {"QPY_ARRAY_INDEX": str(job.array_index), "QPY_ARRAY_JOB_ID": str(job.array_id)}
+
+
 class Master:
     """One user's queue, running jobs, launchers and link to the multiuser."""
 
@@ -88,8 +95,8 @@ class Master:
     def _hello(self) -> dict:
         """Registration: the running jobs are the truth the multiuser reconciles to."""
         with self.lock:
-            self.scheduler.told_queue = len(self.records.queue)
-            return {"type": "hello", "queue_size": len(self.records.queue), "running": [
+            self.scheduler.told_queue = len(self.records.queue.ready)
+            return {"type": "hello", "queue_size": len(self.records.queue.ready), "running": [
                 {"job": j.id, "node": j.node, "cores": j.n_cores, "mem": j.mem}
                 for j in self.records.running.values()]}
 
@@ -127,7 +134,7 @@ class Master:
     def wanted(self) -> tuple[list[dict], int]:
         """The slot requests to make now, and the queue's size."""
         want = [] if self.paused else self.pool.avoiding(self.records.queue.want())
-        return want, len(self.records.queue)
+        return want, len(self.records.queue.ready)  # held or waiting jobs wait for no one
 
     def start(self, job: Job) -> None:
         """Send the start op of a job just recorded as running."""
@@ -135,7 +142,8 @@ class Master:
             "op": "start", "job": job.id, "cmd": command(job, self.settings), "cwd": job.cwd,
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
-                     "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
+                     "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}",
+                     **array_vars(job)},
             "out": job.output("out"), "err": job.output("err"), "umask": job.umask,
             "limit": job.time_limit, "limits": job_limits(job, self.nodes.get(job.node) or {})})
         trace.mark("master: start sent")

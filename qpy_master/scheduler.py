@@ -89,9 +89,10 @@ class Scheduler:
 
     def _launch(self, grant: dict) -> bool:
         """Record the job as running, then start it: it can never run twice. False when
-        the slot goes back at once (killed or paused while the request was in flight)."""
+        the slot goes back at once (killed, paused, held or made to wait while the request
+        was in flight)."""
         job = self.records.queue.get(grant.get("job"))
-        if job is None or self.m.paused:
+        if job is None or self.m.paused or job.id not in self.records.queue.ready:
             self.release.append(grant.get("job"))
             return False
         self.records.move(job, RUNNING, node=grant["node"], address=grant.get("address"),

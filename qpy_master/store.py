@@ -17,6 +17,7 @@ from pathlib import Path
 from qpy import selection
 from qpy.model import RUN_FIELDS, Job
 from qpy.states import QUEUE, RUNNING, check_transition
+from qpy_master.side_tables import SideTables, from_db, to_db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -40,12 +41,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     env_id INTEGER,
     pid INTEGER,
     kill_requested INTEGER NOT NULL DEFAULT 0,
-    qpos INTEGER NOT NULL DEFAULT 0,
+    qpos REAL NOT NULL DEFAULT 0,
     requeue INTEGER NOT NULL DEFAULT 0,
     umask INTEGER NOT NULL DEFAULT 18,
     time_limit INTEGER,
     cpu REAL,
-    peak_mem REAL
+    peak_mem REAL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    held INTEGER NOT NULL DEFAULT 0,
+    array_id INTEGER,
+    array_index INTEGER,
+    array_max INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs(status) WHERE status IN ('queue', 'running');
 CREATE TABLE IF NOT EXISTS notes (job INTEGER NOT NULL, t REAL NOT NULL, text TEXT NOT NULL);
@@ -55,6 +61,8 @@ CREATE TABLE IF NOT EXISTS envs (id INTEGER PRIMARY KEY, digest TEXT UNIQUE NOT 
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS unsettled (job INTEGER PRIMARY KEY, node TEXT NOT NULL,
                                       address TEXT);
+CREATE TABLE IF NOT EXISTS deps (job INTEGER NOT NULL, dep INTEGER NOT NULL,
+                                 ok INTEGER NOT NULL, PRIMARY KEY (job, dep)) WITHOUT ROWID;
 -- accounting: one row per run that ended, written with the end, kept by clean
 CREATE TABLE IF NOT EXISTS runs (
     job INTEGER NOT NULL, run INTEGER NOT NULL, status TEXT NOT NULL, command TEXT NOT NULL,
@@ -71,38 +79,32 @@ ADDED_COLUMNS = {
     "requeue": "INTEGER NOT NULL DEFAULT 0",
     "umask": "INTEGER NOT NULL DEFAULT 18",  # 0o022, what jobs were created with before
     "time_limit": "INTEGER", "cpu": "REAL", "peak_mem": "REAL",
+    # the queue's semantics (issue 13)
+    "priority": "INTEGER NOT NULL DEFAULT 0",
+    "held": "INTEGER NOT NULL DEFAULT 0",
+    "array_id": "INTEGER",
+    "array_index": "INTEGER",
+    "array_max": "INTEGER",
 }
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
            "t_queue",
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
            "env_id", "pid", "kill_requested", "requeue", "umask", "time_limit", "cpu",
-           "peak_mem")
+           "peak_mem", "priority", "held", "array_id", "array_index", "array_max")
+FLAGS = ("kill_requested", "requeue", "held")  # stored as 0/1
 FIELDS = ", ".join(COLUMNS)
 SELECT = f"SELECT {FIELDS} FROM jobs"
 
 
-def _db(value: object) -> object:
-    """A value as SQLite can keep it. Text that is not valid UTF-8 (a directory or command
-    named in another encoding arrives with surrogates, as Python decodes file names) is
-    kept as its bytes, so the job still runs in exactly that directory."""
-    if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "surrogatepass")
-    return value
-
-
-def _py(value: object) -> object:
-    """The inverse of ``_db``."""
-    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
-
-
 def _job(row: tuple) -> Job:
-    job = Job(**dict(zip(COLUMNS, map(_py, row), strict=True)))
-    job.kill_requested, job.requeue = bool(job.kill_requested), bool(job.requeue)
-    return job
+    """A job from its row (check of 10,000 jobs makes 10,000: kept lean)."""
+    fields = dict(zip(COLUMNS, row, strict=True))
+    if bytes in map(type, row):  # rare: text that is not UTF-8
+        fields = {name: from_db(value) for name, value in fields.items()}
+    for flag in FLAGS:
+        fields[flag] = bool(fields[flag])
+    return Job(**fields)
 
 
 def _where(sel: dict, id_column: str = "id") -> tuple[str, tuple]:
@@ -115,14 +117,18 @@ def _where(sel: dict, id_column: str = "id") -> tuple[str, tuple]:
         for i in range(0, len(values), 500):
             chunk = values[i:i + 500]
             clauses.append(f"{column} IN ({', '.join('?' * len(chunk))})")
-            params.extend(map(_db, chunk))
+            params.extend(map(to_db, chunk))
     for low, high in sel.get("ranges") or []:
         clauses.append(f"{id_column} BETWEEN ? AND ?")
         params.extend((low, high))
+    if sel.get("held"):  # the held jobs (of the runs table: their runs)
+        held = "held = 1 AND status = 'queue'"
+        clauses.append(f"({held})" if id_column == "id" else
+                       f"{id_column} IN (SELECT id FROM jobs WHERE {held})")
     return " OR ".join(clauses), tuple(params)
 
 
-class Store:
+class Store(SideTables):
     """All SQL of the master. Callers hold the master's state lock; one connection is shared."""
 
     def __init__(self, path: Path) -> None:
@@ -144,14 +150,15 @@ class Store:
         self.db.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, first_undo: Callable[[], None] | None = None) -> Iterator[None]:
         """Group writes into one commit. On any exception everything is rolled back,
         the records in memory too (through the undo actions registered with
-        ``on_rollback``), and the exception goes on. Nested uses join the outer one."""
+        ``on_rollback``, run last to first: ``first_undo`` runs after all others), and
+        the exception goes on. Nested uses join the outer one."""
         if self._undo is not None:
             yield
             return
-        self._undo = []
+        self._undo = [first_undo] if first_undo is not None else []
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -195,15 +202,21 @@ class Store:
         row = self.db.execute("SELECT env FROM envs WHERE id = ?", (env_id,)).fetchone()
         return json.loads(row[0]) if row else {}
 
-    def insert(self, job: Job, qpos: int) -> int:
-        """Record a new queued job and return its ID."""
+    def insert(self, job: Job, qpos: float) -> int:
+        """Record a new queued job (and what it depends on) and return its ID."""
         cur = self.db.execute(
             "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
-            " env_id, qpos, requeue, umask, time_limit)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            tuple(map(_db, (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr,
+            " env_id, qpos, requeue, umask, time_limit, priority, held, array_id,"
+            " array_index, array_max)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            tuple(map(to_db, (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr,
                             job.t_queue, job.run_command, job.env_id, qpos,
-                            int(job.requeue), job.umask, job.time_limit))))
+                            int(job.requeue), job.umask, job.time_limit, job.priority,
+                            int(job.held), job.array_id, job.array_index, job.array_max))))
+        if job.after or job.afterok:
+            self.db.executemany("INSERT OR IGNORE INTO deps (job, dep, ok) VALUES (?, ?, ?)",
+                                [(cur.lastrowid, dep, 0) for dep in job.after]
+                                + [(cur.lastrowid, dep, 1) for dep in job.afterok])
         return cur.lastrowid
 
     def update(self, job: Job, **fields: object) -> None:
@@ -220,11 +233,11 @@ class Store:
         unknown = set(fields) - set(COLUMNS)
         if unknown:
             raise ValueError(f"no such job field: {sorted(unknown)[0]}")
-        values = [int(v) if isinstance(v, bool) else _db(v) for v in fields.values()]
+        values = [int(v) if isinstance(v, bool) else to_db(v) for v in fields.values()]
         sets = ", ".join(f"{n} = ?" for n in fields)
         self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
 
-    def set_qpos(self, order: Iterable[tuple[int, int]]) -> None:
+    def set_qpos(self, order: Iterable[tuple[float, int]]) -> None:
         """Persist queue positions as (qpos, id) pairs, e.g. after a jump."""
         self.db.executemany("UPDATE jobs SET qpos = ? WHERE id = ?", order)
 
@@ -234,25 +247,52 @@ class Store:
         queued = [(_job(r[:-1]), r[-1]) for r in self.db.execute(
             f"SELECT {FIELDS}, qpos FROM jobs WHERE status = ? ORDER BY qpos, id", (QUEUE,))]
         running = [_job(r) for r in self.db.execute(f"{SELECT} WHERE status = ?", (RUNNING,))]
+        self._add_deps([job for job, _ in queued])
         return queued, running
 
-    def select(self, sel: dict, statuses: tuple[str, ...] = ()) -> Iterator[Job]:
+    def select(self, sel: dict, statuses: tuple[str, ...] = ()) -> list[Job]:
         """Jobs matching a validated selection (and, if given, one of ``statuses``), by ID."""
         where, params = _where(sel)
         if statuses:
             where = f"({where}) AND status IN ({', '.join('?' * len(statuses))})"
             params += tuple(statuses)
-        for row in self.db.execute(f"{SELECT} WHERE {where} ORDER BY id", params):
-            yield _job(row)
+        jobs = [_job(row) for row in self.db.execute(f"{SELECT} WHERE {where} ORDER BY id",
+                                                     params)]
+        self._add_deps(jobs)
+        return jobs
 
     def get(self, job_id: int) -> Job | None:
         row = self.db.execute(f"{SELECT} WHERE id = ?", (job_id,)).fetchone()
-        return _job(row) if row else None
+        jobs = [_job(row)] if row else []
+        self._add_deps(jobs)
+        return jobs[0] if jobs else None
+
+    def _add_deps(self, jobs: list[Job]) -> None:
+        """Fill in what each job depends on: one query over the IDs' span, none at all
+        while no job has dependencies."""
+        if not jobs or self.db.execute("SELECT 1 FROM deps LIMIT 1").fetchone() is None:
+            return
+        by_id = {job.id: job for job in jobs}
+        for job_id, dep, ok in self.db.execute(
+                "SELECT job, dep, ok FROM deps WHERE job BETWEEN ? AND ? ORDER BY job, dep",
+                (min(by_id), max(by_id))):
+            if job_id in by_id:
+                (by_id[job_id].afterok if ok else by_id[job_id].after).append(dep)
+
+    def get_many(self, ids: list[int]) -> dict[int, Job]:
+        """The records of those of ``ids`` that exist (dependencies checked at sub)."""
+        found: dict[int, Job] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            found.update((row[0], _job(row)) for row in self.db.execute(
+                f"{SELECT} WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+        return found
 
     def delete(self, ids: list[int]) -> None:
         self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in ids))
         self.db.executemany("DELETE FROM notes WHERE job = ?", ((i,) for i in ids))
         self.db.executemany("DELETE FROM unsettled WHERE job = ?", ((i,) for i in ids))
+        self.db.executemany("DELETE FROM deps WHERE job = ?", ((i,) for i in ids))
 
     # -- accounting ---------------------------------------------------------------------------
 
@@ -268,7 +308,7 @@ class Store:
         names = (*RUN_FIELDS, "line")
         self.db.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES "
                         f"({', '.join('?' * len(names))})",
-                        tuple(map(_db, (*(run[n] for n in RUN_FIELDS), line))))
+                        tuple(map(to_db, (*(run[n] for n in RUN_FIELDS), line))))
 
     def drop_lost_run(self, job_id: int) -> None:
         """Take back the job's last run if it was recorded ``lost``: its node has told
@@ -294,53 +334,9 @@ class Store:
         query = f"FROM runs WHERE {where} ORDER BY rowid"
         if expr is not None:
             try:
-                return [_py(row[0]) for row in self.db.execute(f"SELECT {expr} {query}",
+                return [from_db(row[0]) for row in self.db.execute(f"SELECT {expr} {query}",
                                                                params)]
             except sqlite3.OperationalError:  # a command kept as bytes: not UTF-8
                 return None
-        return [tuple(map(_py, row)) for row in self.db.execute(
+        return [tuple(map(from_db, row)) for row in self.db.execute(
             f"SELECT {', '.join(RUN_FIELDS)} {query}", params)]
-
-    def add_note(self, job_id: int, t: float, text: str) -> None:
-        self.db.execute("INSERT INTO notes (job, t, text) VALUES (?, ?, ?)",
-                        (job_id, t, _db(text)))
-
-    def notes(self, job_id: int) -> list[tuple[float, str]]:
-        return [(t, _py(text)) for t, text in self.db.execute(
-            "SELECT t, text FROM notes WHERE job = ? ORDER BY rowid", (job_id,))]
-
-    def jobs_with_notes(self) -> list[int]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT job FROM notes ORDER BY job")]
-
-    # -- runs given up on while their node was out of reach ----------------------------------
-
-    def unsettle(self, job_id: int, node: str, address: str | None) -> None:
-        """Remember that the job's run on ``node`` has an unknown fate: asked about when a
-        launcher reaches the node again."""
-        self.db.execute("INSERT OR REPLACE INTO unsettled (job, node, address) VALUES (?, ?, ?)",
-                        (job_id, _db(node), _db(address)))
-
-    def settle(self, job_id: int, node: str) -> bool:
-        """The node told what became of the run; False if it was not waited for."""
-        return self.db.execute("DELETE FROM unsettled WHERE job = ? AND node = ?",
-                               (job_id, _db(node))).rowcount > 0
-
-    def unsettled(self) -> list[tuple[int, str, str | None]]:
-        """(job, node, address) of every run whose fate is not known yet."""
-        return [(job, _py(node), _py(address)) for job, node, address in self.db.execute(
-            "SELECT job, node, address FROM unsettled ORDER BY job")]
-
-    def setting(self, key: str, default: str | None = None) -> str | None:
-        row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-        return _py(row[0]) if row else default
-
-    def settings(self) -> dict[str, str]:
-        return {key: _py(value) for key, value in self.db.execute(
-            "SELECT key, value FROM settings")}
-
-    def put_setting(self, key: str, value: str | None) -> None:
-        if value is None:
-            self.db.execute("DELETE FROM settings WHERE key = ?", (key,))
-        else:
-            self.db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
-                            (_db(key), _db(value)))

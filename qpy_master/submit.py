@@ -1,57 +1,145 @@
-"""A new job: the master's own checks of what arrived, then one stored record.
+"""New jobs: the master's own checks of what arrived, before anything is stored.
 
 The CLI already checked the options and read the script's directives, but the master
-trusts no client: resources, directory and attributes are checked again here, and a job
-that no node could ever run is refused now rather than left waiting forever.
+trusts no client: resources, directory, attributes and dependencies are checked again
+here, and a job that no node could ever run is refused now rather than left waiting
+forever. A request is one job, an array's tasks or a bulk file's lines: all are checked
+before the first is stored, so a bad one refuses them all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from qpy import attrs, jobspec, timetext
 from qpy.defaults import DEFAULT_UMASK
 from qpy.model import Job
-from qpy.server import BadRequest, RequestError
-from qpy.states import QUEUE
+from qpy.server import BadRequest, NotFound, RequestError
+from qpy.states import LIVE, QUEUE
+from qpy_master.gates import failure
 
 
-def new_job(msg: dict, settings: dict, nodes: dict[str, dict]) -> Job:
-    """A queued job (ID 0 until stored) from a ``sub`` request, or RequestError."""
+def new_jobs(specs: list[dict], msg: dict, settings: dict,
+             nodes: dict[str, dict]) -> list[tuple[Job, dict]]:
+    """The queued jobs (IDs 0 until stored) of a request, each with its spec, or
+    RequestError naming the spec's line when it has one. Resources are checked once per
+    kind asked for: a bulk file of 10,000 lines usually asks for a few."""
+    checked: dict[tuple, tuple] = {}
+    umask = umask_of(msg)
+    jobs = []
+    for spec in specs:
+        try:
+            job = _new_job(spec, msg["cwd"], umask, settings, nodes, checked)
+        except RequestError as exc:
+            if spec.get("where"):
+                raise type(exc)(f"{spec['where']}: {exc}") from None
+            raise
+        jobs += [(task, spec) for task in array_tasks(job, msg)]
+    return jobs
+
+
+def _resources(spec: dict, settings: dict, nodes: dict[str, dict]) -> tuple:
+    """Cores, memory and attributes (with the user's attribute settings), checked, and
+    refused if no node could ever run them."""
     try:
-        cores, mem, attr = jobspec.check_resources(msg["n_cores"], msg["mem"], msg["attr"])
+        cores, mem, attr = jobspec.check_resources(spec["n_cores"], spec["mem"], spec["attr"])
         attr = attrs.combine(attr, settings["defaultAttr"], settings["andAttr"],
                              settings["orAttr"])
+        priority = jobspec.parse_priority(spec.get("priority") or 0, "priority")
     except (jobspec.SpecError, attrs.AttrError) as exc:
         raise BadRequest(str(exc)) from None
-    limit = time_limit(msg)
-    cwd = msg["cwd"]
-    if not os.path.isabs(cwd):
-        raise BadRequest(f"the submission directory must be absolute, not {cwd!r}")
-    if any("\0" in (text or "") for text in (msg["command"], msg.get("run"), cwd)):
-        raise BadRequest("the command or directory contains a NUL character")
-    umask = DEFAULT_UMASK if msg.get("umask") is None else msg["umask"]
-    if not 0 <= umask <= 0o777:
-        raise BadRequest(f"the umask must be between 0 and 0o777, not {umask:#o}")
     why = never_fits(nodes.values(), cores, mem, attr)
     if why:
         raise RequestError(f"job refused: {why}")
-    return Job(id=0, status=QUEUE, command=msg["command"], cwd=cwd, n_cores=cores, mem=mem,
-               attr=attr, t_queue=time.time(), run_command=msg.get("run"),
-               requeue=bool(msg.get("requeue")), umask=umask, time_limit=limit)
+    return cores, mem, attr, priority
 
 
-def time_limit(msg: dict) -> int | None:
+def _new_job(spec: dict, cwd: str, umask: int, settings: dict, nodes: dict[str, dict],
+             checked: dict[tuple, tuple]) -> Job:
+    if not os.path.isabs(cwd):
+        raise BadRequest(f"the submission directory must be absolute, not {cwd!r}")
+    if any("\0" in (text or "") for text in (spec["command"], spec.get("run"), cwd)):
+        raise BadRequest("the command or directory contains a NUL character")
+    kind = (spec["n_cores"], spec["mem"], spec["attr"], spec.get("priority"))
+    if kind not in checked:
+        checked[kind] = _resources(spec, settings, nodes)
+    cores, mem, attr, priority = checked[kind]
+    afterok = _ids(spec, "afterok")
+    return Job(id=0, status=QUEUE, command=spec["command"], cwd=cwd, n_cores=cores, mem=mem,
+               attr=attr, t_queue=time.time(), run_command=spec.get("run"),
+               requeue=bool(spec.get("requeue")), umask=umask, time_limit=time_limit(spec),
+               priority=priority, afterok=afterok,
+               after=[i for i in _ids(spec, "after") if i not in afterok])  # the stronger
+
+
+def _ids(spec: dict, name: str) -> list[int]:
+    ids = sorted(set(spec.get(name) or ()))
+    if any(i <= 0 for i in ids):
+        raise BadRequest(f"{name}: job IDs start at 1")
+    return ids
+
+
+def array_tasks(job: Job, msg: dict) -> list[Job]:
+    """An array request's tasks, one job per index (the first names the array once it is
+    stored), or just ``job``."""
+    if msg.get("array") is None:
+        return [job]
+    bounds, cap = msg["array"], msg.get("array_max")
+    if len(bounds) != 3:
+        raise BadRequest("array must be [first, last, step]")
+    first, last, step = bounds
+    if not (0 <= first <= last < 2 ** 31 and step >= 1 and (cap is None or cap >= 1)):
+        raise BadRequest(f"bad array {first}-{last}:{step}%{cap}")
+    indices = range(first, last + 1, step)
+    if len(indices) > jobspec.MAX_TASKS:
+        raise BadRequest(f"an array makes at most {jobspec.MAX_TASKS:,} tasks")
+    return [dataclasses.replace(job, array_index=i, array_max=cap, after=list(job.after),
+                                afterok=list(job.afterok)) for i in indices]
+
+
+def dependencies(jobs: list[tuple[Job, str | None]],
+                 find: Callable[[list[int]], dict[int, Job]]) -> dict[int, str]:
+    """Refuse dependencies on jobs that do not exist (unknown or cleaned), naming the
+    ID (and the line, ``where``); return, by job index, why a job can never run because
+    an ``afterok`` dependency already ended otherwise than done with exit 0 (it is then
+    undone at once)."""
+    wanted = sorted({dep for job, _ in jobs for dep in (*job.after, *job.afterok)})
+    found = find(wanted) if wanted else {}
+    failed = {}
+    for index, (job, where) in enumerate(jobs):
+        for dep in (*job.after, *job.afterok):
+            if dep not in found:
+                text = f"dependency {dep} is not a job of yours (unknown or cleaned)"
+                raise NotFound(f"{where}: {text}" if where else text)
+        for dep in job.afterok:
+            why = failure(found[dep]) if found[dep].status not in LIVE else None
+            if why is not None:
+                failed[index] = why
+                break
+    return failed
+
+
+def time_limit(spec: dict) -> int | None:
     """The wall-time limit in seconds (None: none), checked again."""
-    limit = msg.get("time_limit")
+    limit = spec.get("time_limit")
     if limit is not None and not 0 < limit <= timetext.MAX_LIMIT:
         raise BadRequest(f"time_limit must be 1 to {timetext.MAX_LIMIT} seconds, or null "
                          f"for none, not {limit}")
     return limit or None
+
+
+def umask_of(msg: dict) -> int:
+    """The submitter's umask, for the jobs and their output files (absent: 022)."""
+    umask = DEFAULT_UMASK if msg.get("umask") is None else msg["umask"]
+    if not 0 <= umask <= 0o777:
+        raise BadRequest(f"the umask must be between 0 and 0o777, not {umask:#o}")
+    return umask
 
 
 def _cores(n: int) -> str:

@@ -153,6 +153,20 @@ def status(mu: Multiuser, session: Session, msg: dict) -> dict:
     return mu.snapshot()
 
 
+def explain(mu: Multiuser, session: Session, msg: dict) -> dict:
+    """For ``qpy why``: what keeps a job of this shape from starting now, as the
+    allocator decides (at share while others wait, which node is closest)."""
+    _master_only(session)
+    _allowed(mu, session)
+    group = want({"cores": msg["cores"], "mem": msg["mem"], "attr": msg["attr"], "jobs": []})
+    with mu.lock:
+        if mu.masters.get(session.user) is not session:
+            raise RequestError("register with hello first")
+        user = mu.alloc.user(session.user)
+        return allocator.explain(mu.alloc, user, group["cores"], float(group["mem"]),
+                                 group["attr"])
+
+
 def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
     """An admin command, for the admin key only."""
     if session.user != ADMIN:
@@ -188,7 +202,7 @@ def join(mu: Multiuser, session: Session, msg: dict) -> dict:
 
 
 HANDLERS: dict[str, MultiuserHandler] = {"hello": hello, "slots": slots, "status": status,
-                                         "admin": admin, "join": join}
+                                         "explain": explain, "admin": admin, "join": join}
 
 
 def make_table(mu: Multiuser) -> dict[str, Handler]:

@@ -76,6 +76,12 @@ def forged_master_requests(alice: Alice) -> dict[str, dict]:
         # the command server: would run 'qpy kill all' as alice
         "cli": {"type": "cli", "argv": ["kill", "all"], "cwd": str(alice.jobs.dir), "env": {},
                 "tty": False},
+        # the queue's semantics (issue 13)
+        "bulk": {"type": "bulk", "cwd": str(alice.jobs.dir), "env": {}, "jobs": [
+            {"command": f"touch {MARKER}", "n_cores": 1, "mem": 1.0, "attr": None,
+             "copy": False, "script": None}]},
+        "hold": {"type": "hold", "select": {"all": True}, "held": True},
+        "why": {"type": "why", "job": alice.running},
     }
 
 
@@ -101,6 +107,8 @@ def forged_multiuser_requests(cluster: Cluster, alice: Alice) -> dict[str, dict]
                   "want": [{"cores": 1, "mem": 1.0, "attr": None, "jobs": [778]}],
                   "queue_size": 1},
         "status": {"type": "status"},
+        # would tell what alice's share and usage are, as alice sees them
+        "explain": {"type": "explain", "cores": 1, "mem": 1.0, "attr": None},
         "admin": {"type": "admin", "command": "variables", "args": []},
         # would hand out a bundle, as to a new user's enrolment code
         "join": {"type": "join"},

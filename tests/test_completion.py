@@ -143,9 +143,9 @@ def test_script_is_valid_bash_and_registers_all_three_programs():
 
 def test_first_word_is_a_command():
     assert words("qpy", "") == QPY_COMMANDS
-    assert QPY_COMMANDS == ["sub", "check", "kill", "clean", "requeue", "wait", "log",
-                            "history", "status", "config", "ctrlQueue", "notes", "restart",
-                            "finish", "join", "tutorial"]
+    assert QPY_COMMANDS == ["sub", "check", "why", "kill", "hold", "release", "clean",
+                            "requeue", "wait", "log", "history", "status", "config",
+                            "ctrlQueue", "notes", "restart", "finish", "join", "tutorial"]
     assert words("qpy", "c") == ["check", "clean", "config", "ctrlQueue"]
     assert words("qpy", "ctrlQ") == ["ctrlQueue"]
     assert words("qpy", "-") == ["-h", "--help"]
@@ -213,11 +213,11 @@ def test_sub_options_then_command_then_files(tmp_path):
 
 def test_check_kill_clean_offer_their_statuses(tmp_path):
     assert words("qpy", "check", "") == ["queue", "running", "done", "killed", "undone",
-                                         "lost"]
+                                         "lost", "held"]
     assert words("qpy", "check", "done", "--json", "r") == ["running"]
     assert words("qpy", "check", "--") == ["--json", "--help"]
-    assert words("qpy", "kill", "") == ["queue", "running", "all"]
-    assert words("qpy", "kill", "queue", "") == ["queue", "running", "all"]
+    assert words("qpy", "kill", "") == ["queue", "running", "held", "all"]
+    assert words("qpy", "kill", "queue", "") == ["queue", "running", "held", "all"]
     assert words("qpy", "clean", "") == ["done", "killed", "undone", "lost", "all"]
     assert words("qpy", "clean", "k") == ["killed"]
     # directories select the jobs submitted there, once the word looks like a path
@@ -230,7 +230,7 @@ def test_check_kill_clean_offer_their_statuses(tmp_path):
 
 def test_requeue_wait_history_offer_their_statuses():
     assert words("qpy", "requeue", "") == ["done", "killed", "undone", "lost", "all"]
-    assert words("qpy", "wait", "") == [*STATUSES, "all"]
+    assert words("qpy", "wait", "") == [*STATUSES, "held", "all"]
     assert words("qpy", "wait", "--") == ["--timeout", "--help"]
     assert words("qpy", "history", "") == ["running", "done", "killed", "lost", "all"]
     assert words("qpy", "history", "--s") == ["--since"]
@@ -247,7 +247,8 @@ def test_offered_statuses_are_those_the_command_accepts(name, tmp_path):
     proc = subprocess.run([os.path.join(BIN, "qpy"), name, other], env=env,
                           capture_output=True, text=True, timeout=60)
     allowed = proc.stderr.rsplit("allowed: ", 1)[1].strip().split(", ")
-    assert [*allowed, "all"] == list(offered) and tuple(allowed) == id_statuses
+    words = [w for w in offered if w != "held"]  # held jobs: a word wherever 'queue' is
+    assert [*allowed, "all"] == words and tuple(allowed) == id_statuses
     assert not (tmp_path / "home" / "master.pid").exists()
 
 
@@ -300,7 +301,7 @@ def test_strict_shell_options_do_not_disturb_completion(tmp_path):
     assert words("qpy", "", prelude=strict) == QPY_COMMANDS
     assert words("qpy", "sub", "-n", "2", "--", prelude=strict) == [
         o for o in option_names(cli.cli, "sub") if o.startswith("--")]
-    assert words("qpy", "kill", "", prelude=strict) == ["queue", "running", "all"]
+    assert words("qpy", "kill", "", prelude=strict) == ["queue", "running", "held", "all"]
     assert words("qpy", "config", "coloursScheme", "", prelude=strict) == list(render.COLOURS)
     assert words("qpy", "clean", "./d", prelude=strict, cwd=tmp_path) == ["./data"]
     assert words("qpy-admin", "saveMessages", "", prelude=strict) == ["true", "false"]
@@ -310,7 +311,7 @@ def test_strict_shell_options_do_not_disturb_completion(tmp_path):
 
 def test_without_qpy_on_the_path_no_ids_and_no_error():
     assert words("qpy", "notes", "", path="/usr/bin:/bin") == []
-    assert words("qpy", "kill", "", path="/usr/bin:/bin") == ["queue", "running", "all"]
+    assert words("qpy", "kill", "", path="/usr/bin:/bin") == ["queue", "running", "held", "all"]
 
 
 # --- `? <TAB><TAB>` -------------------------------------------------------------------------------
@@ -412,9 +413,9 @@ def test_job_ids_from_the_running_master(qpy):
     env = qpy.env
     d, r, q = str(done), str(running), str(queued)
     assert words("qpy", "check", "", env=env) == [
-        "queue", "running", "done", "killed", "undone", "lost", d, r, q]
-    assert words("qpy", "kill", "", env=env) == ["queue", "running", "all", r, q]
-    assert words("qpy", "kill", r, "", env=env) == ["queue", "running", "all", q]
+        "queue", "running", "done", "killed", "undone", "lost", "held", d, r, q]
+    assert words("qpy", "kill", "", env=env) == ["queue", "running", "held", "all", r, q]
+    assert words("qpy", "kill", r, "", env=env) == ["queue", "running", "held", "all", q]
     assert words("qpy", "clean", "", env=env) == ["done", "killed", "undone", "lost", "all",
                                                   d]
     assert words("qpy", "notes", "", env=env) == [d, r, q]
@@ -450,9 +451,9 @@ def test_stale_socket_or_broken_key_give_no_ids(tmp_path):
     stale.close()  # the file stays, nobody listens
     (home / "master.key").write_text("k" * 64 + "\n")
     os.chmod(home / "master.key", 0o644)  # refused: readable by others
-    assert words("qpy", "kill", "", env=env) == ["queue", "running", "all"]
+    assert words("qpy", "kill", "", env=env) == ["queue", "running", "held", "all"]
     os.chmod(home / "master.key", 0o600)
-    assert words("qpy", "kill", "", env=env) == ["queue", "running", "all"]
+    assert words("qpy", "kill", "", env=env) == ["queue", "running", "held", "all"]
     assert not (home / "master.pid").exists()
 
 
@@ -467,7 +468,7 @@ def test_a_master_that_does_not_answer_does_not_hang_completion():
         (home / "master.key").write_text("ab" * 32 + "\n")
         os.chmod(home / "master.key", 0o600)
         result = complete("qpy", "kill", "", env={**os.environ, "QPY_HOME": str(home)})
-        assert result.words == ["queue", "running", "all"]
+        assert result.words == ["queue", "running", "held", "all"]
         assert result.seconds < ID_DEADLINE + 3, result.seconds
     finally:
         listener.close()

@@ -113,6 +113,11 @@ def valid_for(spec: str) -> st.SearchStrategy:
         return st.none() | valid_for(spec[1:])
     if spec.startswith("[") and spec.endswith("]"):
         return st.lists(valid_for(spec[1:-1]), max_size=3)
+    if spec in wire.RECORDS:  # a record (the job specs of a bulk request)
+        return st.fixed_dictionaries(
+            {name: valid_for(s) for name, s in wire.RECORDS[spec].items() if not s.endswith("=")},
+            optional={name: valid_for(s) for name, s in wire.RECORDS[spec].items()
+                      if s.endswith("=")})
     return {"int": st.integers(-2, 50), "float": st.floats(0.1, 64) | st.integers(1, 64),
             "str": TEXT, "bool": st.booleans(), "dict": st.dictionaries(TEXT, JSON, max_size=3),
             "list": st.lists(JSON, max_size=3),

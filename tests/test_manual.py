@@ -195,4 +195,4 @@ def test_man_l_shows_the_page(columns):
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     page = re.sub(r".\x08", "", proc.stdout)
-    assert "qpy sub [OPTIONS] COMMAND..." in page  # tables too wide would have warned
+    assert "qpy sub [OPTIONS] [COMMAND]..." in page  # tables too wide would have warned

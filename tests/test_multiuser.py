@@ -25,9 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 from multiuser import (
-    NODES as NODES_TEXT,
-)
-from multiuser import (
+    GATED,
     TOTAL_CORES,
     USERS,
     WAIT,
@@ -37,6 +35,9 @@ from multiuser import (
     expected_exit,
     started_cluster,
     unavailable,
+)
+from multiuser import (
+    NODES as NODES_TEXT,
 )
 
 from qpy import wire
@@ -844,3 +845,49 @@ def test_save_messages_keeps_requests_and_replies_only_while_on(cluster, work):
     release(alice, started_probe(alice))
     cluster.qpy_as("alice", "status")
     assert kept_messages(cluster) == []
+
+
+# -- priorities and qpy why between users (issue 13) -----------------------------------------
+
+
+def sub_with(jobs: Jobs, *options: str) -> int:
+    """A gated job of 1 core and 1 GB with more ``qpy sub`` options; its ID."""
+    out = jobs.cluster.qpy_as(jobs.user, "sub", "-m", "1", *options, "sh", "-c", GATED,
+                              cwd=jobs.dir).stdout
+    job = int(out.split()[1])
+    jobs.ids.append(job)
+    return job
+
+
+def test_priorities_order_a_users_own_jobs_and_never_change_fair_share(cluster, work):
+    """alice borrows every core with high-priority jobs and queues more of them; bob's
+    normal ones still get each core alice frees, and qpy why tells alice so, with the
+    numbers. Among alice's own jobs, the high ones go first."""
+    alice, bob = work("alice"), work("bob")
+    share = {user: sum(s) for user, s in cluster.shares().items()}
+    first = [sub_with(alice, "--priority", "high") for _ in range(TOTAL_CORES)]
+    alice.wait_started(*first)
+    low = sub_with(alice, "--priority", "low")
+    high = sub_with(alice, "--priority", "high")
+    assert [j["id"] for j in cluster.jobs("alice", "queue")] == [high, low]
+    b1 = sub_with(bob)
+    wait_for(lambda: cluster.variables()["users"][cluster.name("bob")]["queue"] == 1, WAIT,
+             "bob's request to reach the multiuser")
+    why = json.loads(cluster.qpy_as("alice", "why", "--json", str(high)).stdout)
+    assert why["reason"] == "share", why
+    assert why["details"]["used"] == TOTAL_CORES and why["details"]["share"] == share["alice"]
+    assert why["text"] == (
+        f"you use {TOTAL_CORES} cores and your share is {share['alice']} "
+        f"({why['details']['minimum']} guaranteed + {why['details']['extra']} extra), while "
+        f"other users wait below theirs: {cluster.name('bob')} uses 0 of {share['bob']}")
+    release(alice, first[0])  # the core goes to bob, not to alice's high-priority job
+    bob.wait_started(b1)
+    assert not alice.started(high) and not alice.started(low)
+    assert used(cluster) == {"alice": TOTAL_CORES - 1, "bob": 1, "carol": 0}
+    release(bob, b1)  # nobody else waits: alice borrows again, high before low
+    alice.wait_started(high)
+    assert not alice.started(low)
+    release(alice, first[1])
+    alice.wait_started(low)
+    alice.release_all()
+    release(alice, *first, high, low)

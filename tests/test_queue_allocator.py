@@ -106,13 +106,13 @@ def test_want_caps_number_of_shapes():
     assert [g["cores"] for g in want] == list(range(1, MAX_SHAPES + 1))
 
 
-def test_jump_after_a_job():
+def test_jump_after_a_job_moves_only_that_job():
     q = queue_of(1, 2, 3, 4, 5, 6)
-    text, pairs = q.jump([5], "2")
+    text, (new, old) = q.jump([5], "2")
     assert text == "Queue reordered."
     assert q.ids() == [1, 2, 5, 3, 4, 6]
-    assert pairs == [(1, 1), (2, 2), (3, 5), (4, 3), (5, 4), (6, 6)]
-    assert q.qpos == {job_id: pos for pos, job_id in pairs}
+    assert new == [(2.5, 5)] and old == [(5.0, 5)]  # one row to store, whatever the size
+    assert q.qpos == {1: 1, 2: 2, 5: 2.5, 3: 3, 4: 4, 6: 6}
 
 
 def test_jump_begin_and_end():
@@ -160,7 +160,7 @@ def test_jump_then_push_goes_to_the_end_and_want_follows_order():
 def test_jump_refusals_leave_queue_alone(ids, target, message):
     q = queue_of(1, 2, 3, 4)
     before = dict(q.qpos)
-    assert q.jump(ids, target) == (message, [])
+    assert q.jump(ids, target) == (message, ([], []))
     assert q.ids() == [1, 2, 3, 4]
     assert q.qpos == before
 

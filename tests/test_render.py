@@ -83,6 +83,8 @@ def test_default_format_without_node_prints_a_dash() -> None:
         # a live job never shows an outcome, even one left from an earlier attempt
         ({"status": "queue", "node": None, "exit_code": None, "reason": "requeued"},
          "42 (queue):python run.py (on -; wd: /home/u/w)\n"),
+        ({"status": "queue", "node": None, "exit_code": None, "held": True},
+         "42 (queue, held):python run.py (on -; wd: /home/u/w)\n"),
     ],
 )
 def test_default_format_shows_how_a_job_ended_when_not_cleanly(changes: dict, line: str) -> None:
@@ -102,6 +104,19 @@ def test_default_format_shows_how_a_job_ended_when_not_cleanly(changes: dict, li
 def test_outcome_and_reason_placeholders(changes: dict, outcome: str, reason: str) -> None:
     assert fmt("%o", **changes) == outcome
     assert fmt("%r", **changes) == reason
+
+
+@pytest.mark.parametrize(
+    ("changes", "shown"),
+    [
+        ({"status": "queue", "position": 1}, "1 queue"),
+        ({"status": "queue", "position": 12, "held": True}, "12 queue"),  # held: see %o
+        ({"position": None}, "- done"),
+        ({}, "- done"),
+    ],
+)
+def test_queue_position_placeholder(changes: dict, shown: str) -> None:
+    assert fmt("%P %s", **changes) == shown
 
 
 @pytest.mark.parametrize(

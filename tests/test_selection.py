@@ -6,7 +6,7 @@ import pytest
 from qpy.selection import STATUSES, SelectionError, is_empty, matches, parse, validate
 
 FINISHED = ("done", "killed", "undone")
-EMPTY = {"ids": [], "ranges": [], "statuses": [], "dirs": [], "all": False}
+EMPTY = {"ids": [], "ranges": [], "statuses": [], "dirs": [], "all": False, "held": False}
 
 
 def sel(args: list[str], cwd: str = "/", **kwargs: object) -> dict:
@@ -78,6 +78,7 @@ def test_everything_together(tmp_path: Path) -> None:
         "statuses": ["running"],
         "dirs": [os.path.realpath(tmp_path)],
         "all": True,
+        "held": False,
     }
 
 
@@ -257,3 +258,27 @@ def test_validate_rejects(bad: object, token: str) -> None:
 
 def test_selection_error_is_value_error() -> None:
     assert issubclass(SelectionError, ValueError)
+
+
+def test_held_is_a_word_wherever_queue_is() -> None:
+    assert sel(["held"]) == EMPTY | {"held": True}
+    assert sel(["held"], statuses=("queue", "running"))["held"] is True
+    with pytest.raises(SelectionError):
+        sel(["held"], statuses=FINISHED)
+    assert matches({"held": True}, 3, "queue", "/", held=True)
+    assert not matches({"held": True}, 3, "queue", "/", held=False)
+    assert not matches({"held": True}, 3, "undone", "/", held=True)
+    with pytest.raises(SelectionError):
+        validate({"held": 1})
+    assert not is_empty({"held": True})
+
+
+def test_id_list_expands_ranges_and_refuses_too_many() -> None:
+    from qpy.selection import id_list
+
+    assert id_list("9,3-5,4", 100) == [3, 4, 5, 9]
+    for bad in ("", "0", "5-3", "a", "1,,2", "-1"):
+        with pytest.raises(SelectionError):
+            id_list(bad, 100)
+    with pytest.raises(SelectionError, match="more than 100"):
+        id_list("1-200", 100)

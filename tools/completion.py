@@ -28,12 +28,16 @@ INTERNAL = ("_complete",)  # commands for the script itself: neither completed n
 # Selections (see qpy/commands/): the words each command accepts besides IDs, ranges and
 # directories, and which jobs' IDs are worth offering.
 SELECTIONS = {
-    "kill": (("queue", "running", "all"), ("queue", "running")),
+    "kill": (("queue", "running", "held", "all"), ("queue", "running")),
     "clean": ((*FINISHED, "all"), FINISHED),
+    "hold": (("queue", "all"), ("queue",)),
+    "release": (("held", "queue", "all"), ("queue",)),
     "requeue": ((*FINISHED, "all"), FINISHED),
 }
-# Selections that offer every job's ID, with the words each accepts.
-ANY_JOB = {"check": STATUSES, "wait": (*STATUSES, "all"), "history": (*RUN_STATUSES, "all")}
+# Selections that offer every job's ID, with the words each accepts ('held' wherever
+# 'queue' is).
+ANY_JOB = {"check": (*STATUSES, "held"), "wait": (*STATUSES, "held", "all"),
+           "history": (*RUN_STATUSES, "all")}
 
 # Bash snippets for positional arguments that click's types cannot describe. They run in
 # __qpy_complete with ``cur`` (the word at the cursor), ``args`` (the arguments before
@@ -49,13 +53,20 @@ QPY_ARGS = {
                  "    if (( n >= 2 )); then __qpy_words {targets}; fi\n"
                  "fi",
     "tutorial": "if (( n == 0 )); then __qpy_words {keywords}; fi",
+    "why": "if (( n == 0 )); then __qpy_ids queue; fi",
     "join": ":  # the enrolment code: nothing to offer",
 }
 ADMIN_ARGS = {name: "if (( n == 0 )); then __qpy_users; fi"
               for name in ("adduser", "removeuser", "__user", "__req_core", "__remove_job")}
 
 # Values of options that take one, by (command, option name); others complete nothing.
-OPTION_VALUES = {("adduser", "out_dir"): "__qpy_files -d"}
+OPTION_VALUES = {
+    ("adduser", "out_dir"): "__qpy_files -d",
+    ("sub", "priority"): "__qpy_words 'low normal high'",
+    ("sub", "after"): "__qpy_ids",
+    ("sub", "afterok"): "__qpy_ids",
+    ("sub", "file"): "__qpy_files",
+}
 
 JUMP_TARGETS = ("begin", "end")
 

@@ -6,6 +6,7 @@ import click
 
 from qpy.client import ClientError
 from qpy.commands.common import CONTEXT, echo, fail, parse_selection, request, say
+from qpy.commands.sub_queue import bulk_specs, queue_options, read_file, request_fields, show
 from qpy.invocation import current
 from qpy.states import FINISHED, STATUSES
 
@@ -25,22 +26,47 @@ from qpy.states import FINISHED, STATUSES
 @click.option("-t", "--time", "time", metavar="TIME",
               help="Wall-time limit: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S; 0 or UNLIMITED: "
                    "none.")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def sub(n_cores: str | None, mem: str | None, attr: str | None, copy_flag: bool,
-        original_flag: bool, requeue: bool | None, time: str | None,
-        command: tuple[str, ...]) -> None:
+@queue_options
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def sub(ctx: click.Context, command: tuple[str, ...], **params: object) -> None:
     """Submit COMMAND as a job. Options go before the command."""
+    inv = current()
+    if params["file"] is not None:
+        if command:
+            fail("give a command or --file, not both")
+        if params["array"] is not None:
+            fail("--array and --file cannot be used together")
+        text, name = read_file(params["file"])
+        specs = bulk_specs(ctx, text, name, _spec)
+        reply = request({"type": "bulk", "jobs": specs, "cwd": inv.cwd, "env": inv.env,
+                         "umask": inv.umask, "records": bool(params["as_json"])})
+    else:
+        if not command:
+            fail("no command given to qpy sub")
+        spec = _spec({**params, "command": command}, None)
+        reply = request({"type": "sub", **spec, **request_fields(params), "env": inv.env,
+                         "umask": inv.umask})
+    show(reply, bool(params["as_json"]))
+
+
+def _spec(params: dict, where: str | None) -> dict:
+    """One job's ``sub`` request fields from the options (of the command line, or of a
+    line of a bulk file, which ``where`` names in errors)."""
     from qpy import jobspec
 
-    if copy_flag and original_flag:
-        fail("-c (copy the script) and -o (run the original) cannot be used together")
-    copy = True if copy_flag else False if original_flag else None
-    inv = current()
+    prefix = f"{where}: " if where else ""
+    if params["copy_flag"] and params["original_flag"]:
+        fail(f"{prefix}-c (copy the script) and -o (run the original) cannot be used "
+             "together")
+    copy = True if params["copy_flag"] else False if params["original_flag"] else None
     try:
-        spec = jobspec.build(list(command), inv.cwd, n_cores, mem, attr, copy, requeue, time)
+        return jobspec.build(list(params["command"]), current().cwd, params["n_cores"],
+                             params["mem"], params["attr"], copy, params["requeue"],
+                             params["time"], after=params["after"],
+                             afterok=params["afterok"], priority=params["priority"])
     except jobspec.SpecError as exc:
-        fail(str(exc))
-    say(request({"type": "sub", **spec, "env": inv.env, "umask": inv.umask}))
+        fail(f"{prefix}{exc}")
 
 
 @click.command(context_settings=CONTEXT)

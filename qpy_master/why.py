@@ -1,0 +1,145 @@
+"""``qpy why ID``: why a queued job has not started, or where a job is.
+
+The reasons are tried in the issue's order of precedence: held; the queue paused;
+waiting for a dependency; a limit (the array's %MAX; the per-user limits of issue 15 go
+beside it in ``_limit``); the user at their share while others wait; no up node with the
+free cores, memory or attributes now. The first four are the master's own; for the last
+two it asks the multiuser (``explain``), which answers from the allocator's state.
+"""
+
+from __future__ import annotations
+
+import time
+
+from qpy.model import Job
+from qpy.server import NotFound, Unreachable
+from qpy.states import DONE, QUEUE, RUNNING
+from qpy.timetext import iso
+from qpy_master.multiuser_link import LinkDown
+
+Why = tuple[str, str, dict]  # the reason's kind, its text, its numbers
+
+
+def _local(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp or 0))
+
+
+def _cores(n: int) -> str:
+    return f"{n} core{'' if n == 1 else 's'}"
+
+
+def why(m, job_id: int) -> dict:
+    """The ``why`` reply for one job of the master ``m``."""
+    with m.lock:
+        job = m.records.get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        found = _where(job) if job.status != QUEUE else _master_reasons(m, job) or _limit(m, job)
+        attr = m.pool.avoiding([{"attr": job.attr}])[0]["attr"]
+        rank = m.records.queue.rank(job.id) if job.status == QUEUE else None
+    if found is None:
+        found = _allocator(m, job, attr, rank)
+    kind, text, details = found
+    return {"text": text + "\n", "job": job.id, "status": job.status, "reason": kind,
+            "details": details}
+
+
+def _where(job: Job) -> Why:
+    """A job that is not queued: where it runs, or how it ended."""
+    if job.status == RUNNING:
+        return ("running", f"running on {job.node} since {_local(job.t_start)}",
+                {"node": job.node, "since": iso(job.t_start)})
+    details = {"node": job.node, "ended": iso(job.t_end), "exit_code": job.exit_code,
+               "signal": job.signal, "why": job.reason}
+    text = f"{job.status}" + (f" on {job.node}" if job.node else "")
+    text += f" at {_local(job.t_end)}"
+    if job.status == DONE:
+        text += f", signal {job.signal}" if job.signal is not None else \
+            f", exit code {job.exit_code}"
+    if job.reason:
+        text += f": {job.reason}"
+    return job.status, text, details
+
+
+def _master_reasons(m, job: Job) -> Why | None:
+    """The master's own reasons: held, paused, a dependency."""
+    if job.held:
+        return "held", f"held: it starts only after 'qpy release {job.id}'", {}
+    if m.paused:
+        return "paused", "the queue is paused: 'qpy ctrlQueue continue' lets jobs start", {}
+    pending = m.records.gates.pending(job.id)
+    if pending:
+        first = min(pending)
+        dep = m.records.live(first)
+        status = dep.status if dep is not None else "ended"
+        more = f", and {len(pending) - 1} more" if len(pending) > 1 else ""
+        kind = "afterok" if pending[first] else "after"
+        return ("dependency", f"waiting for dependency {first} ({status}, {kind}){more}",
+                {"dependency": first, "dependency_status": status,
+                 "waiting_for": sorted(pending)})
+    return None
+
+
+def _limit(m, job: Job) -> Why | None:
+    """A limit the job is held back by: its array's %MAX. (The per-user limits of
+    issue 15 belong here too.)"""
+    cap = m.records.gates.cap(job)
+    if cap is None or job.id in cap.admitted:
+        return None
+    return ("limit",
+            f"limit: array {job.array_id} runs at most {cap.limit} "
+            f"task{'' if cap.limit == 1 else 's'} at once (%{cap.limit}); "
+            f"{len(cap.running)} run{'s' if len(cap.running) == 1 else ''} now and "
+            f"{len(cap.admitted)} more go first",
+            {"limit": "array", "array_id": job.array_id, "max": cap.limit,
+             "running": len(cap.running), "next": len(cap.admitted)})
+
+
+def _allocator(m, job: Job, attr: str | None, rank: int | None) -> Why:
+    """The share and node reasons, from the multiuser's allocator."""
+    try:
+        reply = m.link.request({"type": "explain", "cores": job.n_cores, "mem": job.mem,
+                                "attr": attr}, timeout=10.0)
+    except LinkDown as exc:
+        raise Unreachable(f"the multiuser is not reachable: {exc}") from None
+    if not reply.get("ok"):
+        raise Unreachable(reply.get("error") or "the multiuser refused the explain request")
+    return (_share(reply, job) or _nodes(reply, job)
+            or ("next", f"nothing holds it back: it is number {rank} in your queue and "
+                        "starts as soon as its slot is granted", {"position": rank}))
+
+
+def _share(r: dict, job: Job) -> Why | None:
+    share = r["minimum"] + r["extra"]
+    numbers = {"used": r["used"], "share": share, "minimum": r["minimum"],
+               "extra": r["extra"], "waiting": r["waiting"]}
+    if r["above_share"]:
+        others = ", ".join(f"{w['user']} uses {w['used']} of {w['share']}"
+                           for w in r["waiting"])
+        return ("share", f"you use {_cores(r['used'])} and your share is {share} "
+                         f"({r['minimum']} guaranteed + {r['extra']} extra), while other "
+                         f"users wait below theirs: {others}", numbers)
+    if not r["grow"] and r["free"] >= job.n_cores:
+        kept = r["free"] - max(r["free_for"], 0)
+        return ("share", f"of the {_cores(r['free'])} free, {kept} are kept for other "
+                         "users' guaranteed minimums", {**numbers, "free": r["free"],
+                                                        "kept": kept})
+    return None
+
+
+def _nodes(r: dict, job: Job) -> Why | None:
+    if r["node"] is not None and r["grow"]:
+        return None
+    wanted = f"{_cores(job.n_cores)} and {job.mem:g} GB"
+    details = {"closest": r["closest"], "down": r["down"]}
+    if not r["matching"]:
+        what = f"the attributes {job.attr}" if job.attr else "its size"
+        down = f" ({', '.join(r['down'])} {'is' if len(r['down']) == 1 else 'are'} down)" \
+            if r["down"] else ""
+        return "nodes", f"no up node has {what} now{down}", details
+    best = r["closest"]
+    if best is None:
+        return "nodes", f"no up node has {wanted} free now", details
+    return ("nodes", f"no up node has {wanted} free now; the closest, {best['name']}, has "
+                     f"{_cores(best['free_cores'])} and {best['free_mem']:g} GB free",
+            details)
