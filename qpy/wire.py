@@ -105,7 +105,7 @@ REPLIES: dict[str, Schema] = {
     "ping": {"pid": "int"},
     "sub": {"job": "int"},
     "check": {"jobs": "[job]", "fmt": "str", "colour": "bool", "scheme": "[str]",
-              "paused": "bool"},
+              "paused": "bool", "limit": "?str="},
     "kill": {"undone": "[int]", "killing": "[int]"},
     "clean": {"removed": "[int]"},
     "config": {"settings": "dict="},
@@ -118,7 +118,8 @@ REPLIES: dict[str, Schema] = {
     "requeue": {"requeued": "[int]"},
     "cli": {"exit": "int=", "out": "str=", "err": "str=", "local": "bool="},
     "hello": {"nodes": "[node]", "unaccounted": "[int]="},
-    "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool"},
+    "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool",
+              "limit": "?str="},  # the user limit that keeps queued jobs waiting
     "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
               "nodes": "[node]=", "code": "str="},
     "join": {"bundle": "{str}"},

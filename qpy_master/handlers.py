@@ -51,7 +51,8 @@ def check(m: Master, s: Session, msg: dict) -> dict:
                 notes = m.records.notes(job["id"])
                 job["notes"] = "".join(_note_text(t, text) for t, text in notes) or None
         return {"jobs": jobs, "fmt": fmt, "colour": m.settings["colour"],
-                "scheme": m.settings["coloursScheme"], "paused": m.paused}
+                "scheme": m.settings["coloursScheme"], "paused": m.paused,
+                "limit": m.scheduler.limit if len(m.records.queue) else None}
 
 
 def kill(m: Master, s: Session, msg: dict) -> dict:

@@ -44,6 +44,7 @@ class Scheduler:
         self.in_flight: list[int] | None = None  # the releases of the request in flight
         self.again = False
         self.stopped = False
+        self.limit: str | None = None  # the user limit the multiuser last said holds the queue
 
     def poke(self) -> None:
         """Ask the multiuser now (or right after the request in flight)."""
@@ -80,6 +81,7 @@ class Scheduler:
                 self.release[:0] = released
                 return
             grants = reply.get("grants") or []
+            self.limit = reply.get("limit") if reply.get("waiting") else None
             self.told_queue = queue_size - len(grants)
             for grant in grants:
                 again |= not self._launch(grant)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from qpy import attrs
 from qpy_multiuser import rules as rules_module
+from qpy_multiuser import user_limits
 from qpy_multiuser.nodes import Node
 
 log = logging.getLogger("qpy.multiuser.allocator")
@@ -33,6 +34,9 @@ class User:
     woken: int = -1  # the multiuser's epoch in which this user's master was last woken
     jobs: dict[int, tuple[str, int, float]] = field(default_factory=dict)
     member: bool = True  # False once removed: no share; kept only while jobs still run
+    caps: user_limits.Caps = user_limits.NONE  # the admin's limits file
+    mem_used: float = 0.0
+    limited: str | None = None  # the limit that held the user back in the last decision
 
     @property
     def share(self) -> int:
@@ -50,6 +54,7 @@ class Allocator:
 
     def __init__(self, nodes: dict[str, Node], rules: rules_module.Rules) -> None:
         self.rules = rules
+        self.limits = user_limits.Limits()
         self.users: dict[str, User] = {}
         self.nodes: dict[str, Node] = {}
         self.set_nodes(nodes)
@@ -63,7 +68,7 @@ class Allocator:
         user = self.users.get(name)
         if user is None or not user.member:
             if user is None:
-                user = self.users[name] = User(name)
+                user = self.users[name] = User(name, caps=self.limits.of(name))
             user.member = True
             try:
                 self.distribute()
@@ -94,6 +99,13 @@ class Allocator:
         self.rules = rules
         for name, user in self.users.items():
             user.minimum, user.extra = computed.get(name, (0, 0))
+        self._recount()
+
+    def set_limits(self, limits: user_limits.Limits) -> None:
+        """A (re)loaded limits file: every user's caps, and what is held for them."""
+        self.limits = limits
+        for user in self.users.values():
+            user.caps = limits.of(user.name)
         self._recount()
 
     def set_nodes(self, nodes: dict[str, Node]) -> None:
@@ -160,6 +172,7 @@ class Allocator:
         """Change usage by ``cores`` (negative to free) keeping every total in step."""
         self.reserved -= _reserved(user)
         user.used += cores
+        user.mem_used += mem
         self.reserved += _reserved(user)
         if node.up:
             self._bucket(node, -1)
@@ -189,6 +202,7 @@ class Allocator:
         if user.used + k <= user.share:
             return True
         return not any(u is not user and u.queue > 0 and u.used < u.share
+                       and not user_limits.full(u.caps, len(u.jobs), u.used, u.mem_used)
                        for u in self.users.values())
 
     def _node_for(self, k: int, mem: float, attr: str | None) -> Node | None:
@@ -207,7 +221,9 @@ class Allocator:
         return None
 
     def add(self, user: User, job: int, node: Node, cores: int, mem: float) -> None:
+        self.reserved -= _reserved(user)  # which depends on the number of jobs
         user.jobs[job] = (node.name, cores, mem)
+        self.reserved += _reserved(user)
         node.jobs.add((user.name, job))
         self._use(user, node, cores, mem)
 
@@ -224,13 +240,15 @@ class Allocator:
             self._recount()
 
     def unaccount(self, user: User, job: int) -> bool:
-        entry = user.jobs.pop(job, None)
-        if entry is None:
+        if job not in user.jobs:
             return False
-        name, cores, mem = entry
+        self.reserved -= _reserved(user)  # which depends on the number of jobs
+        name, cores, mem = user.jobs.pop(job)
+        self.reserved += _reserved(user)
         node = self.nodes.get(name)
         if node is None:
             user.used -= cores
+            user.mem_used -= mem
             self._recount()
         else:
             node.jobs.discard((user.name, job))
@@ -256,14 +274,18 @@ class Allocator:
         self.set_queue(user, queue_size)
         grants: list[dict] = []
         refused = False
+        user.limited = None
         for group in want:
             k, mem, attr = group["cores"], group["mem"], group["attr"]
             for job in group["jobs"]:
                 if job in user.jobs:
                     continue
-                node = self._node_for(k, mem, attr) if self._may_grow(user, k) else None
+                limited = limit_reason(user, k, mem)
+                node = self._node_for(k, mem, attr) \
+                    if limited is None and self._may_grow(user, k) else None
                 if node is None:
                     refused = True
+                    user.limited = user.limited or limited
                     break
                 self.add(user, job, node, k, mem)
                 self.set_queue(user, user.queue - 1)
@@ -274,8 +296,21 @@ class Allocator:
 
 def _reserved(user: User) -> int:
     """Cores held for ``user``: what is left of their minimum, while they have jobs
-    queued. With nothing queued their minimum is lent to others."""
-    return max(0, user.minimum - user.used) if user.queue > 0 else 0
+    queued. With nothing queued their minimum is lent to others, and so is what their
+    limits (``user_limits``) would not let them use."""
+    if user.queue <= 0:
+        return 0
+    caps = user.caps
+    if caps.jobs is not None and len(user.jobs) >= caps.jobs:
+        return 0
+    held = user.minimum if caps.cores is None else min(user.minimum, caps.cores)
+    return max(0, held - user.used)
+
+
+def limit_reason(user: User, cores: int, mem: float) -> str | None:
+    """The limit (the admin's ``limits`` file) that keeps ``user`` from starting a job of
+    ``cores`` cores and ``mem`` GB now, or None: what ``qpy why`` names."""
+    return user_limits.reason(user.caps, len(user.jobs), user.used, user.mem_used, cores, mem)
 
 
 # -- what a master reports ---------------------------------------------------------------------

@@ -135,6 +135,7 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
         released = [job for job in msg["release"] if mu.alloc.remove(user, job)]
         grants, refused = mu.alloc.request(user, wanted, msg["queue_size"])
         decided = time.perf_counter() - started
+        limit = user.limited
         mu.ledger.record(user.name, released,
                          [(g["job"], *user.jobs[g["job"]]) for g in grants])
         if released or (had_queue and user.queue <= 0):  # cores or borrowing rights freed
@@ -145,7 +146,8 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
     trace.mark("multiuser: slots decided")
     asked = sum(len(g["jobs"]) for g in wanted)
     return {"grants": grants, "waiting": refused, "decision_us": round(decided * 1e6, 1),
-            "more": not refused and len(grants) == asked and msg["queue_size"] > asked}
+            "more": not refused and len(grants) == asked and msg["queue_size"] > asked,
+            "limit": limit}
 
 
 def status(mu: Multiuser, session: Session, msg: dict) -> dict:

@@ -65,6 +65,8 @@ def check(as_json: bool, jobs: tuple[str, ...]) -> None:
     echo(render.render_jobs(reply["jobs"], reply["fmt"], scheme, time.time()))
     if reply.get("paused"):
         echo("Job submission is paused.\n")
+    if reply.get("limit"):
+        echo(f"Queued jobs are held back by the {reply['limit']}.\n")
 
 
 @click.command(context_settings=CONTEXT)
