@@ -95,6 +95,8 @@ RECORDS: dict[str, Schema] = {
         # and the memory limit in force as monitoring found it
         "cgroup": "?str=", "rlimit_as": "bool=", "cpu_lock": "?str=",
         "memory_limit": "?str=",
+        # drained by the admin (qpy-admin drain): since when (None: not), and why
+        "drain_since": "?float=", "drain_reason": "?str=",
     },
     "grant": {"job": "int", "node": "str", "address": "str"},
 }

@@ -143,6 +143,21 @@ def adduser(user: str, valid: str, out_dir: str | None) -> None:
 
 
 @admin.command()
+@click.argument("nodes", nargs=-1, required=True)
+@click.option("--reason", default="", metavar="TEXT", help="Why (shown by qpy status).")
+def drain(nodes: tuple[str, ...], reason: str) -> None:
+    """Start no new job on NODES; running jobs finish there."""
+    say(call("drain", [reason, *nodes]))
+
+
+@admin.command()
+@click.argument("nodes", nargs=-1, required=True)
+def resume(nodes: tuple[str, ...]) -> None:
+    """Let NODES take new jobs again after a drain."""
+    say(call("resume", list(nodes)))
+
+
+@admin.command()
 @click.argument("user")
 def removeuser(user: str) -> None:
     """Withdraw USER's access; their key stops working at once."""

@@ -10,9 +10,9 @@ import json
 
 from qpy import enrolment, names, paths, status_view
 from qpy.server import BadRequest, NotFound, RequestError
+from qpy_multiuser import drain, user_limits
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
-from qpy_multiuser import user_limits
 
 
 def _refuse(exc: Exception) -> RequestError:
@@ -37,6 +37,7 @@ def reload_nodes(mu, args: list[str]) -> dict:
     except (nodes_module.FileError, rules_module.ShareError) as exc:
         raise _refuse(exc) from None
     mu.alloc.set_nodes(mu.monitored(nodes, mu.alloc.nodes))
+    drain.apply(mu)
     mu.watch_nodes()
     mu.announce_nodes()
     mu.changed()
@@ -213,6 +214,6 @@ def repair_remove_job(mu, args: list[str]) -> dict:
 
 OPS = {"finish": finish, "nodes": reload_nodes, "distribute": distribute, "status": status,
        "variables": variables, "saveMessages": save_messages, "adduser": adduser,
-       "enrol": enrol,
+       "enrol": enrol, "drain": drain.drain, "resume": drain.resume,
        "removeuser": removeuser, "__user": repair_user, "__req_core": repair_req_core,
        "__remove_job": repair_remove_job}

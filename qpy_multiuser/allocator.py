@@ -130,20 +130,25 @@ class Allocator:
         """Monitoring saw a node go down or come back, or measured its size: it leaves or
         rejoins the pool, and the shares follow the new total."""
         node.up, node.cores, node.mem = up, cores, mem
+        self.pool_changed(f"node {node.name} changed")
+
+    def pool_changed(self, what: str) -> None:
+        """A node left or rejoined the pool (down, up, drained, resumed) or changed size
+        (``what`` says which): the indexes, totals and shares follow."""
         self._index_nodes()
         self._recount()
         if self.users:
             try:
                 self.distribute()
             except rules_module.ShareError as exc:
-                log.error("shares unchanged after node %s changed: %s", node.name, exc)
+                log.error("shares unchanged after %s: %s", what, exc)
 
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _index_nodes(self) -> None:
         self.buckets: tuple[dict[int, dict[str, Node]], dict[int, dict[str, Node]]] = ({}, {})
         for node in self.nodes.values():
-            if node.up:
+            if node.usable:
                 self._bucket(node, +1)
 
     def _bucket(self, node: Node, sign: int) -> None:
@@ -158,8 +163,8 @@ class Allocator:
                 del index[node.free_cores]
 
     def _recount(self) -> None:
-        self.total_cores = sum(n.cores for n in self.nodes.values() if n.up)
-        self.used_up = sum(n.used_cores for n in self.nodes.values() if n.up)
+        self.total_cores = sum(n.cores for n in self.nodes.values() if n.usable)
+        self.used_up = sum(n.used_cores for n in self.nodes.values() if n.usable)
         self.reserved = sum(map(_reserved, self.users.values()))
 
     def set_queue(self, user: User, size: int) -> None:
@@ -174,11 +179,12 @@ class Allocator:
         user.used += cores
         user.mem_used += mem
         self.reserved += _reserved(user)
-        if node.up:
+        usable = node.usable
+        if usable:
             self._bucket(node, -1)
         node.used_cores += cores
         node.used_mem += mem
-        if node.up:
+        if usable:
             self._bucket(node, +1)
             self.used_up += cores
 
@@ -253,6 +259,8 @@ class Allocator:
         else:
             node.jobs.discard((user.name, job))
             self._use(user, node, -cores, -mem)
+            if not node.jobs and node.drain_since is not None:
+                log.info("node %s is drained: its last job ended", name)
             if not node.jobs and name not in self.configured:  # a removed node has drained
                 del self.nodes[name]
                 self._index_nodes()

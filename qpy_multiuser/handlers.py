@@ -22,6 +22,7 @@ from qpy_multiuser.state import ADMIN, Multiuser
 log = logging.getLogger("qpy.multiuser")
 
 MultiuserHandler = Callable[[Multiuser, Session, dict], dict]
+QUIET_ADMIN = ("status", "variables")  # admin commands that change nothing: not logged
 
 
 def _master_only(session: Session) -> None:
@@ -164,6 +165,8 @@ def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
     op = admin_ops.OPS.get(msg["command"])
     if op is None:
         raise BadRequest(f"unknown admin command {msg['command']!r}")
+    if msg["command"] not in QUIET_ADMIN:
+        log.info("admin command: %s", " ".join([msg["command"], *map(repr, msg["args"])]))
     try:
         with mu.lock:
             return op(mu, msg["args"])

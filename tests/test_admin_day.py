@@ -10,10 +10,20 @@ has a limit only against a hang. Needs root; skipped otherwise, except under CI.
 from __future__ import annotations
 
 import os
+import re
+import time
 
 import pytest
 from conftest import wait_for
-from multiuser import WAIT, Cluster, Jobs, started_cluster, unavailable
+from multiuser import (
+    WAIT,
+    Cluster,
+    Jobs,
+    LogTail,
+    expected_exit,
+    started_cluster,
+    unavailable,
+)
 
 REASON = unavailable()
 if REASON and not os.environ.get("CI"):
@@ -147,3 +157,79 @@ def test_a_malformed_limits_file_is_refused_and_the_old_limits_kept(cluster, wor
     stays_queued(alice, jobs[1])
     alice.release_all()
     alice.wait_finished(*jobs)
+
+
+# -- node drain -------------------------------------------------------------------------------
+
+
+def status_lines(cluster: Cluster, user: str = "bob") -> list[str]:
+    return cluster.qpy_as(user, "status").stdout.splitlines()
+
+
+def node_row(lines: list[str], node: str) -> str:
+    return next(line for line in lines if line.startswith(node + " "))
+
+
+def test_drain_lets_running_jobs_finish_starts_nothing_new_and_survives_a_restart(
+        cluster, work):
+    alice = work("alice")
+    running = alice.subs(2, attr="big")
+    alice.wait_started(*running)
+    assert {alice.node(j) for j in running} == {"n2"}
+    out = cluster.admin("drain", "n2", "--reason", "new disk").stdout
+    assert out == "Node n2 draining: no new job starts there; 2 running jobs finish.\n"
+    lines = status_lines(cluster)
+    assert node_row(lines, "n2").startswith("n2 (draining) ")
+    assert "Drained nodes: n2" in lines
+    since = next(x for x in lines if x.startswith("  n2: "))
+    assert re.fullmatch(r"  n2: draining since \d{4}-\d\d-\d\d \d\d:\d\d: new disk", since)
+    node = next(n for n in cluster.status_json("alice")["nodes"] if n["name"] == "n2")
+    assert node["drain_reason"] == "new disk" and node["drain_since"] <= time.time()
+    assert node["state"] == "up"  # monitoring's state: drained is not down
+    waiting = alice.sub(attr="big")  # only n2 is big
+    elsewhere = alice.sub(attr="not big")
+    alice.wait_started(elsewhere)
+    assert alice.node(elsewhere) != "n2"
+    alice.release(*running)  # the running jobs finish as usual
+    records = alice.wait_finished(*running)
+    assert [(r["status"], r["exit_code"]) for r in records] == \
+        [("done", expected_exit(j)) for j in running]
+    wait_for(lambda: node_row(status_lines(cluster), "n2").startswith("n2 (drained) "),
+             WAIT, "n2 to be drained")
+    stays_queued(alice, waiting)
+    log = LogTail(cluster.admin_home / "multiuser.log")
+    cluster.admin("finish")
+    cluster.start_multiuser()
+
+    def drained_again():  # once bob's master is back on the restarted multiuser
+        lines = cluster.qpy_as("bob", "status", check=False).stdout.splitlines()
+        return lines if any(x.startswith("n2 (drained) ") for x in lines) else None
+
+    lines = wait_for(drained_again, WAIT, "the restarted multiuser to show n2 drained")
+    assert any(x.startswith("  n2: drained since ") and x.endswith(": new disk")
+               for x in lines), lines
+    assert since.split(" since ")[1] in "\n".join(lines)  # the same time as before
+    stays_queued(alice, waiting)
+    assert cluster.admin("resume", "n2").stdout == \
+        "Node n2 resumed: new jobs may start there.\n"
+    alice.wait_started(waiting)
+    assert alice.node(waiting) == "n2"
+    assert "Drained nodes" not in "\n".join(status_lines(cluster))
+    text = log.text()
+    for line in ("admin command: finish", "admin command: resume 'n2'",
+                 "node n2 resumed by the admin"):
+        assert line in text, (line, text)
+    alice.release_all()
+
+
+def test_drain_and_resume_refuse_unknown_nodes_and_say_what_was_not_drained(cluster):
+    proc = cluster.admin("drain", "n9", "n1", check=False)
+    assert (proc.returncode, proc.stdout) == (3, "")
+    assert proc.stderr == "qpy-admin: no node named n9 in the nodes file\n"
+    assert "Drained nodes" not in "\n".join(status_lines(cluster))  # n1 was not drained
+    assert cluster.admin("drain", "n1").stdout == \
+        "Node n1 drained: no new job starts there.\n"
+    assert cluster.admin("resume", "n1", "n3").stdout == \
+        "Node n1 resumed: new jobs may start there.\nNode n3 was not drained.\n"
+    proc = cluster.admin("resume", check=False)
+    assert proc.returncode == 2 and "Missing argument" in proc.stderr
