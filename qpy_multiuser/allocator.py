@@ -37,6 +37,7 @@ class User:
     caps: user_limits.Caps = user_limits.NONE  # the admin's limits file
     mem_used: float = 0.0
     limited: str | None = None  # the limit that held the user back in the last decision
+    refused: tuple | None = None  # and its first job refused: (job, cores, mem, attr)
 
     @property
     def share(self) -> int:
@@ -282,7 +283,7 @@ class Allocator:
         self.set_queue(user, queue_size)
         grants: list[dict] = []
         refused = False
-        user.limited = None
+        user.limited = user.refused = None
         for group in want:
             k, mem, attr = group["cores"], group["mem"], group["attr"]
             for job in group["jobs"]:
@@ -294,6 +295,7 @@ class Allocator:
                 if node is None:
                     refused = True
                     user.limited = user.limited or limited
+                    user.refused = user.refused or (job, k, mem, attr)
                     break
                 self.add(user, job, node, k, mem)
                 self.set_queue(user, user.queue - 1)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from qpy import attrs, enrolment, names, trace
 from qpy.server import BadRequest, Denied, Handler, RequestError, Session
-from qpy_multiuser import admin_ops, allocator
+from qpy_multiuser import admin_ops, allocator, oplog
 from qpy_multiuser.state import ADMIN, Multiuser
 
 log = logging.getLogger("qpy.multiuser")
@@ -137,8 +137,9 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
         grants, refused = mu.alloc.request(user, wanted, msg["queue_size"])
         decided = time.perf_counter() - started
         limit = user.limited
-        mu.ledger.record(user.name, released,
-                         [(g["job"], *user.jobs[g["job"]]) for g in grants])
+        why = oplog.refusal(mu.alloc, user) if refused else None
+        granted = [(g["job"], *user.jobs[g["job"]]) for g in grants]
+        mu.ledger.record(user.name, released, granted)
         if released or (had_queue and user.queue <= 0):  # cores or borrowing rights freed
             mu.changed(skip=user.name)
         elif refused and mu.alloc.free_cores > 0:  # idle cores this user cannot use
@@ -148,7 +149,9 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
     asked = sum(len(g["jobs"]) for g in wanted)
     return {"grants": grants, "waiting": refused, "decision_us": round(decided * 1e6, 1),
             "more": not refused and len(grants) == asked and msg["queue_size"] > asked,
-            "limit": limit}
+            "limit": limit,  # logged once the reply is out: not on the way to a job's start
+            "_after": (lambda: oplog.decided(session.user, granted, why))
+            if granted or why else None}
 
 
 def status(mu: Multiuser, session: Session, msg: dict) -> dict:

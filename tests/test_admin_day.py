@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import subprocess
 import time
 
 import pytest
@@ -21,6 +23,7 @@ from multiuser import (
     Jobs,
     LogTail,
     expected_exit,
+    root_env,
     started_cluster,
     unavailable,
 )
@@ -233,3 +236,65 @@ def test_drain_and_resume_refuse_unknown_nodes_and_say_what_was_not_drained(clus
         "Node n1 resumed: new jobs may start there.\nNode n3 was not drained.\n"
     proc = cluster.admin("resume", check=False)
     assert proc.returncode == 2 and "Missing argument" in proc.stderr
+
+
+# -- the multiuser's log ---------------------------------------------------------------------
+
+
+def read_until(proc: subprocess.Popen, text: str) -> str:
+    """What ``proc`` prints until a line holding ``text`` (a guard against a hang only)."""
+    seen = b""
+    deadline = time.monotonic() + WAIT
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {text!r} in {seen[-2000:]!r}"
+        if select.select([proc.stdout], [], [], left)[0]:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            assert chunk, f"the follower ended before {text!r}: {seen[-2000:]!r}"
+            seen += chunk
+    return seen.decode()
+
+
+def test_the_log_names_grants_refusals_and_admin_commands(cluster, work):
+    log = LogTail(cluster.admin_home / "multiuser.log")
+    set_limits(cluster, "default jobs=1\n")
+    alice = work("alice")
+    jobs = alice.subs(2)
+    alice.wait_started(jobs[0])
+    held_back(cluster, "alice")
+    name = cluster.name("alice")
+    node = alice.node(jobs[0])
+    wait_for(lambda: f"{name} waits" in log.text(), WAIT, "the refusal in the log")
+    text = log.text()
+    assert "admin command: distribute" in text
+    assert f"granted {name}: job {jobs[0]} on {node} (1 core, 1 GB)" in text, text
+    assert f"{name} waits: job {jobs[1]} (1 core, 1 GB): limit of 1 running job per user " \
+           "(1 running)" in text, text
+    whole = (cluster.admin_home / "multiuser.log").read_text().splitlines(keepends=True)
+    assert cluster.admin("log", "-n", "3").stdout == "".join(whole[-3:])
+    alice.release_all()
+    alice.wait_finished(*jobs)
+
+
+def test_the_log_is_rotated_and_log_f_follows_it(cluster):
+    home = cluster.admin_home
+    cluster.admin("finish")
+    qpy_admin = str(cluster.bin / "qpy-admin")
+    cluster.run_as("admin", ["/usr/bin/env", "QPY_LOG_BYTES=2048", qpy_admin, "start"])
+    follower = subprocess.Popen(cluster.argv_as("admin", [qpy_admin, "log", "-n", "0", "-f"]),
+                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                env=root_env())
+    try:
+        for i in range(30):  # about 150 bytes of log each: a few rotations
+            cluster.admin("drain", "n1", "--reason", f"mark {i}")
+        seen = read_until(follower, "mark 29")
+        for i in range(30):
+            assert f"admin command: drain 'mark {i}' 'n1'" in seen, (i, seen)
+    finally:
+        follower.kill()
+        follower.wait()
+    rotated = sorted(p.name for p in home.glob("multiuser.log.*"))
+    assert rotated and rotated[0] == "multiuser.log.1", rotated
+    assert all(p.stat().st_size <= 2048 + 512 for p in home.glob("multiuser.log*"))
+    cluster.admin("finish")
+    cluster.start_multiuser()
