@@ -47,6 +47,16 @@ __qpy_users() {  # user names
     done < <(compgen -u -- "$cur" 2>/dev/null)
 }
 
+__qpy_nodes() {  # node names, from the nodes file in the admin home
+    local file=${QPY_ADMIN_HOME:-$HOME/.qpy-multiuser}/nodes name rest
+    [[ -r $file ]] || return 0
+    while read -r name rest; do
+        [[ -z $name || $name == \#* ]] && continue
+        [[ $name == "$cur"* ]] && COMPREPLY+=("$name")
+    done < "$file"
+    return 0
+}
+
 __qpy_ids() {  # [STATUS...]: the user's job IDs (those with STATUS), not yet on the line
     [[ $cur == *[!0-9]* ]] && return 0
     local qpy=${COMP_WORDS[0]} id word ids
@@ -166,8 +176,8 @@ __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
             opts='-h --help'
             ;;
         'sub')
-            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -t --time -h --help'
-            valopts='-n --cores -m --mem --memory -a --node_attr --attributes -t --time'
+            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -t --time --mail -h --help'
+            valopts='-n --cores -m --mem --memory -a --node_attr --attributes -t --time --mail'
             interspersed=''
             ;;
         'check')
@@ -293,7 +303,7 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             :
             ;;
         'config')
-            if (( n == 0 )); then __qpy_words 'checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; else
+            if (( n == 0 )); then __qpy_words 'checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles notify'; else
                 case ${args[0]} in
                 checkFMT)
                     if (( n == 1 )); then __qpy_words default; fi
@@ -313,6 +323,9 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
                 sourceTheseFiles)
                     __qpy_files
                     if (( n == 1 )); then __qpy_words none; fi
+                    ;;
+                notify)
+                    if (( n == 1 )); then __qpy_command; __qpy_words none; fi
                     ;;
                 esac
             fi
@@ -337,14 +350,20 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             :  # the enrolment code: nothing to offer
             ;;
         'tutorial')
-            if (( n == 0 )); then __qpy_words 'sub check kill clean requeue wait log history status config ctrlQueue notes restart finish join tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; fi
+            if (( n == 0 )); then __qpy_words 'sub check kill clean requeue wait log history status config ctrlQueue notes restart finish join tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles notify'; fi
             ;;
     esac
     return 0
 }
 
 __qpy_value_qpy() {  # COMMAND OPTION: complete the option's value
-    :
+    case $1 in
+        'sub')
+            case $2 in
+                --mail) __qpy_words 'end fail end,fail none' ;;
+            esac
+            ;;
+    esac
     return 0
 }
 
@@ -386,6 +405,8 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '                                  it runs (else: lost).' \
                 '  -t, --time TIME                 Wall-time limit: M, M:S, H:M:S, D-H, D-H:M,' \
                 '                                  D-H:M:S; 0 or UNLIMITED: none.' \
+                '  --mail WHEN                     Mail me at the job'\''s end: end, fail or' \
+                '                                  end,fail (through sendmail).' \
                 'More: '"$2"' sub --help; qpy tutorial '\''sub'\'
             ;;
         'check')
@@ -501,7 +522,7 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
 __qpy_spec_admin() {  # COMMAND ('' for the group): set the words to offer
     case $1 in
         '')
-            commands='adduser distribute finish nodes removeuser saveMessages start status variables'
+            commands='adduser distribute drain finish log nodes removeuser resume saveMessages start status variables'
             hidden='__remove_job __req_core __user'
             opts='-h --help'
             ;;
@@ -530,9 +551,19 @@ __qpy_spec_admin() {  # COMMAND ('' for the group): set the words to offer
             valopts=''
             interspersed=1
             ;;
+        'drain')
+            opts='--reason -h --help'
+            valopts='--reason'
+            interspersed=1
+            ;;
         'finish')
             opts='-h --help'
             valopts=''
+            interspersed=1
+            ;;
+        'log')
+            opts='-n --lines -f --follow -h --help'
+            valopts='-n --lines'
             interspersed=1
             ;;
         'nodes')
@@ -541,6 +572,11 @@ __qpy_spec_admin() {  # COMMAND ('' for the group): set the words to offer
             interspersed=1
             ;;
         'removeuser')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'resume')
             opts='-h --help'
             valopts=''
             interspersed=1
@@ -588,7 +624,13 @@ __qpy_args_admin() {  # COMMAND: complete its argument number $n
         'distribute')
             :
             ;;
+        'drain')
+            __qpy_nodes
+            ;;
         'finish')
+            :
+            ;;
+        'log')
             :
             ;;
         'nodes')
@@ -596,6 +638,9 @@ __qpy_args_admin() {  # COMMAND: complete its argument number $n
             ;;
         'removeuser')
             if (( n == 0 )); then __qpy_users; fi
+            ;;
+        'resume')
+            __qpy_nodes
             ;;
         'saveMessages')
             if (( n == 0 )); then __qpy_words 'true false'; fi
@@ -631,9 +676,12 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
                 'usage: '"$2"' COMMAND [ARGS]...' \
                 '  adduser       Allow USER and print a one-time enrolment code for '\''qpy...' \
                 '  distribute    Reload allowed_users and distribution_rules; reshare.' \
+                '  drain         Start no new job on NODES; running jobs finish there.' \
                 '  finish        Stop the multiuser (running jobs go on); returns when it...' \
+                '  log           Show the multiuser'\''s log (multiuser.log in the admin home).' \
                 '  nodes         Reload the nodes file.' \
                 '  removeuser    Withdraw USER'\''s access; their key stops working at once.' \
+                '  resume        Let NODES take new jobs again after a drain.' \
                 '  saveMessages  Keep debugging messages (shown by '\''variables'\'').' \
                 '  start         Start the multiuser in the background.' \
                 '  status        Show users, nodes and cores.' \
@@ -669,10 +717,23 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
                 'usage: '"$2"' distribute [OPTIONS]' \
                 'More: '"$2"' distribute --help; qpy tutorial '\''qpy-admin distribute'\'
             ;;
+        'drain')
+            __qpy_say 'drain: Start no new job on NODES; running jobs finish there.' \
+                'usage: '"$2"' drain [OPTIONS] NODES...' \
+                '  --reason TEXT  Why (shown by qpy status).' \
+                'More: '"$2"' drain --help; qpy tutorial '\''qpy-admin drain'\'
+            ;;
         'finish')
             __qpy_say 'finish: Stop the multiuser (running jobs go on); returns when it has exited.' \
                 'usage: '"$2"' finish [OPTIONS]' \
                 'More: '"$2"' finish --help; qpy tutorial '\''qpy-admin finish'\'
+            ;;
+        'log')
+            __qpy_say 'log: Show the multiuser'\''s log (multiuser.log in the admin home).' \
+                'usage: '"$2"' log [OPTIONS]' \
+                '  -n, --lines N  Only the last N lines.  [x>=0]' \
+                '  -f, --follow   Go on printing lines as they come.' \
+                'More: '"$2"' log --help; qpy tutorial '\''qpy-admin log'\'
             ;;
         'nodes')
             __qpy_say 'nodes: Reload the nodes file.' \
@@ -683,6 +744,11 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
             __qpy_say 'removeuser: Withdraw USER'\''s access; their key stops working at once.' \
                 'usage: '"$2"' removeuser [OPTIONS] USER' \
                 'More: '"$2"' removeuser --help; qpy tutorial '\''qpy-admin removeuser'\'
+            ;;
+        'resume')
+            __qpy_say 'resume: Let NODES take new jobs again after a drain.' \
+                'usage: '"$2"' resume [OPTIONS] NODES...' \
+                'More: '"$2"' resume --help; qpy tutorial '\''qpy-admin resume'\'
             ;;
         'saveMessages')
             __qpy_say 'saveMessages: Keep debugging messages (shown by '\''variables'\'').' \
@@ -708,9 +774,12 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
             __qpy_say "$2"': no command '\'"$1"\' \
                 '  adduser       Allow USER and print a one-time enrolment code for '\''qpy...' \
                 '  distribute    Reload allowed_users and distribution_rules; reshare.' \
+                '  drain         Start no new job on NODES; running jobs finish there.' \
                 '  finish        Stop the multiuser (running jobs go on); returns when it...' \
+                '  log           Show the multiuser'\''s log (multiuser.log in the admin home).' \
                 '  nodes         Reload the nodes file.' \
                 '  removeuser    Withdraw USER'\''s access; their key stops working at once.' \
+                '  resume        Let NODES take new jobs again after a drain.' \
                 '  saveMessages  Keep debugging messages (shown by '\''variables'\'').' \
                 '  start         Start the multiuser in the background.' \
                 '  status        Show users, nodes and cores.' \

@@ -23,6 +23,7 @@ KEY_ALIASES = {
     "cpscript": "copy", "cp_script": "copy", "copy script": "copy",
     "requeue": "requeue",
     "time": "time_limit",
+    "mail": "mail",
 }
 
 
@@ -131,12 +132,12 @@ def _directive(item: str, where: str) -> tuple[str, object]:
     name = KEY_ALIASES.get(key)
     if name is None:
         raise SpecError(f"{where}: unknown #QPY directive {key!r} "
-                        "(use n_cores, mem, node_attr, cpScript, requeue or time)")
+                        "(use n_cores, mem, node_attr, cpScript, requeue, time or mail)")
     if not value:
         raise SpecError(f"{where}: #QPY {key} needs a value")
     where = f"{where}: #QPY {key}"
     parse = {"n_cores": parse_cores, "mem": parse_mem, "attr": parse_attr, "copy": parse_bool,
-             "requeue": parse_bool, "time_limit": parse_time}
+             "requeue": parse_bool, "time_limit": parse_time, "mail": parse_mail}
     return name, parse[name](value, where)
 
 
@@ -148,6 +149,20 @@ def parse_time(text: object, where: str = "-t") -> int | None:
         return timetext.parse_limit(text, where)
     except timetext.TimeError as exc:
         raise SpecError(str(exc)) from None
+
+
+MAIL_WORDS = ("end", "fail")
+
+
+def parse_mail(text: object, where: str = "--mail") -> str | None:
+    """When the job sends its user a mail: ``end`` (every end), ``fail`` (an end that is
+    not done with exit 0), both as ``end,fail``; ``none``: never."""
+    words = [w.strip().lower() for w in str(text).split(",")]
+    if words == ["none"]:
+        return None
+    if not all(w in MAIL_WORDS for w in words):
+        raise SpecError(f"{where}: takes end, fail or end,fail (or none), not {text!r}")
+    return ",".join(w for w in MAIL_WORDS if w in words)
 
 
 def command_line(argv: list[str]) -> str:
@@ -165,7 +180,8 @@ def run_line(argv: list[str]) -> str | None:
 
 
 def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr: str | None,
-          copy: bool | None, requeue: bool | None = None, time: str | None = None) -> dict:
+          copy: bool | None, requeue: bool | None = None, time: str | None = None,
+          mail: str | None = None) -> dict:
     """The ``sub`` request fields; command-line options win over directives."""
     command = command_line(argv)
     try:
@@ -189,6 +205,7 @@ def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr:
         "copy": copy if copy is not None else found.get("copy"),
         "requeue": requeue if requeue is not None else found.get("requeue", False),
         "time_limit": parse_time(time) if time is not None else found.get("time_limit"),
+        "mail": parse_mail(mail) if mail is not None else found.get("mail"),
         "script": script,
         "argv": [*words[:index], script, *words[index + 1:]] if copyable else None,
         "script_index": index if copyable else None,

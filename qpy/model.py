@@ -41,6 +41,7 @@ class Job:
     time_limit: int | None = None
     cpu: float | None = None
     peak_mem: float | None = None
+    mail: str | None = None  # sub --mail: "end", "fail" or "end,fail"
 
     def move(self, status: str) -> None:
         """Change status, refusing transitions the table forbids (only ``Records.move``

@@ -50,7 +50,7 @@ SCHEMAS: dict[str, Schema] = {
         "command": "str", "run": "?str=", "cwd": "str", "env": "{str}", "n_cores": "int",
         "mem": "float", "attr": "?str", "copy": "?bool", "script": "?str", "argv": "?[str]=",
         "script_index": "?int=", "requeue": "bool=", "umask": "?int=",
-        "time_limit": "?int=",
+        "time_limit": "?int=", "mail": "?str=",
     },
     "check": {"select": "dict"},
     "kill": {"select": "dict"},
@@ -82,7 +82,7 @@ RECORDS: dict[str, Schema] = {
         "mem": "float", "attr": "?str", "node": "?str", "t_queue": "float",
         "t_start": "?float", "t_end": "?float", "exit_code": "?int", "signal": "?int",
         "reason": "?str", "notes": "?str", "requeue": "bool",
-        "time_limit": "?int", "cpu": "?float", "peak_mem": "?float",
+        "time_limit": "?int", "cpu": "?float", "peak_mem": "?float", "mail": "?str=",
     },
     "user": {"user": "str", "used": "int", "minimum": "int", "extra": "int", "queue": "int",
              "connected": "bool"},
@@ -105,7 +105,7 @@ RECORDS: dict[str, Schema] = {
 # reply may carry "text": what the CLI prints for the user.
 REPLIES: dict[str, Schema] = {
     "ping": {"pid": "int"},
-    "sub": {"job": "int"},
+    "sub": {"job": "int", "warning": "str="},  # warning: for stderr (sub --mail, no sendmail)
     "check": {"jobs": "[job]", "fmt": "str", "colour": "bool", "scheme": "[str]",
               "paused": "bool", "limit": "?str="},
     "kill": {"undone": "[int]", "killing": "[int]"},

@@ -13,7 +13,7 @@ from pathlib import Path
 from qpy import config
 from qpy.server import BadRequest, Denied, NotFound, RequestError, Session, Unreachable
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
-from qpy_master import command_server, embedded, run_handlers, submit
+from qpy_master import command_server, embedded, notify, run_handlers, submit
 from qpy_master.handler_args import plural
 from qpy_master.handler_args import selection_of as _selection
 from qpy_master.master import Master
@@ -38,7 +38,9 @@ def sub(m: Master, s: Session, msg: dict) -> dict:
             raise RequestError(f"cannot copy the script: {exc.strerror}: {exc.filename}") \
                 from None
     m.schedule()
-    return {"text": f"Job {job.id} received.\n", "job": job.id}
+    reply = {"text": f"Job {job.id} received.\n", "job": job.id}
+    warning = notify.no_mail_warning(job.id) if job.mail else None
+    return {**reply, "warning": warning} if warning else reply
 
 
 def check(m: Master, s: Session, msg: dict) -> dict:

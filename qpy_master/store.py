@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     umask INTEGER NOT NULL DEFAULT 18,
     time_limit INTEGER,
     cpu REAL,
-    peak_mem REAL
+    peak_mem REAL,
+    mail TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs(status) WHERE status IN ('queue', 'running');
 CREATE TABLE IF NOT EXISTS notes (job INTEGER NOT NULL, t REAL NOT NULL, text TEXT NOT NULL);
@@ -69,13 +70,14 @@ ADDED_COLUMNS = {
     "requeue": "INTEGER NOT NULL DEFAULT 0",
     "umask": "INTEGER NOT NULL DEFAULT 18",  # 0o022, what jobs were created with before
     "time_limit": "INTEGER", "cpu": "REAL", "peak_mem": "REAL",
+    "mail": "TEXT",
 }
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
            "t_queue",
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
            "env_id", "pid", "kill_requested", "requeue", "umask", "time_limit", "cpu",
-           "peak_mem")
+           "peak_mem", "mail")
 FIELDS = ", ".join(COLUMNS)
 SELECT = f"SELECT {FIELDS} FROM jobs"
 
@@ -197,11 +199,11 @@ class Store:
         """Record a new queued job and return its ID."""
         cur = self.db.execute(
             "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
-            " env_id, qpos, requeue, umask, time_limit)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " env_id, qpos, requeue, umask, time_limit, mail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             tuple(map(_db, (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr,
                             job.t_queue, job.run_command, job.env_id, qpos,
-                            int(job.requeue), job.umask, job.time_limit))))
+                            int(job.requeue), job.umask, job.time_limit, job.mail))))
         return cur.lastrowid
 
     def update(self, job: Job, **fields: object) -> None:

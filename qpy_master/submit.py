@@ -37,12 +37,16 @@ def new_job(msg: dict, settings: dict, nodes: dict[str, dict]) -> Job:
     umask = DEFAULT_UMASK if msg.get("umask") is None else msg["umask"]
     if not 0 <= umask <= 0o777:
         raise BadRequest(f"the umask must be between 0 and 0o777, not {umask:#o}")
+    try:
+        mail = jobspec.parse_mail(msg["mail"], "mail") if msg.get("mail") else None
+    except jobspec.SpecError as exc:
+        raise BadRequest(str(exc)) from None
     why = never_fits(nodes.values(), cores, mem, attr)
     if why:
         raise RequestError(f"job refused: {why}")
     return Job(id=0, status=QUEUE, command=msg["command"], cwd=cwd, n_cores=cores, mem=mem,
                attr=attr, t_queue=time.time(), run_command=msg.get("run"),
-               requeue=bool(msg.get("requeue")), umask=umask, time_limit=limit)
+               requeue=bool(msg.get("requeue")), umask=umask, time_limit=limit, mail=mail)
 
 
 def time_limit(msg: dict) -> int | None:

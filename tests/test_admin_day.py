@@ -9,6 +9,7 @@ has a limit only against a hang. Needs root; skipped otherwise, except under CI.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import select
@@ -187,7 +188,8 @@ def test_drain_lets_running_jobs_finish_starts_nothing_new_and_survives_a_restar
     since = next(x for x in lines if x.startswith("  n2: "))
     assert re.fullmatch(r"  n2: draining since \d{4}-\d\d-\d\d \d\d:\d\d: new disk", since)
     node = next(n for n in cluster.status_json("alice")["nodes"] if n["name"] == "n2")
-    assert node["drain_reason"] == "new disk" and node["drain_since"] <= time.time()
+    drained_at = datetime.datetime.fromisoformat(node["drain_since"].replace("Z", "+00:00"))
+    assert node["drain_reason"] == "new disk" and drained_at.timestamp() <= time.time()
     assert node["state"] == "up"  # monitoring's state: drained is not down
     waiting = alice.sub(attr="big")  # only n2 is big
     elsewhere = alice.sub(attr="not big")

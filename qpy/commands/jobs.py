@@ -25,9 +25,11 @@ from qpy.states import FINISHED, STATUSES
 @click.option("-t", "--time", "time", metavar="TIME",
               help="Wall-time limit: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S; 0 or UNLIMITED: "
                    "none.")
+@click.option("--mail", "mail", metavar="WHEN",
+              help="Mail me at the job's end: end, fail or end,fail (through sendmail).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def sub(n_cores: str | None, mem: str | None, attr: str | None, copy_flag: bool,
-        original_flag: bool, requeue: bool | None, time: str | None,
+        original_flag: bool, requeue: bool | None, time: str | None, mail: str | None,
         command: tuple[str, ...]) -> None:
     """Submit COMMAND as a job. Options go before the command."""
     from qpy import jobspec
@@ -37,10 +39,14 @@ def sub(n_cores: str | None, mem: str | None, attr: str | None, copy_flag: bool,
     copy = True if copy_flag else False if original_flag else None
     inv = current()
     try:
-        spec = jobspec.build(list(command), inv.cwd, n_cores, mem, attr, copy, requeue, time)
+        spec = jobspec.build(list(command), inv.cwd, n_cores, mem, attr, copy, requeue, time,
+                             mail)
     except jobspec.SpecError as exc:
         fail(str(exc))
-    say(request({"type": "sub", **spec, "env": inv.env, "umask": inv.umask}))
+    reply = request({"type": "sub", **spec, "env": inv.env, "umask": inv.umask})
+    say(reply)
+    if reply.get("warning"):
+        inv.err.write(f"qpy: {reply['warning']}\n")
 
 
 @click.command(context_settings=CONTEXT)
