@@ -9,7 +9,6 @@ process or, for the command server, inside the master.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -78,14 +77,10 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    """Exit without the interpreter's slow tear-down: the CLI holds nothing to clean up."""
-    code = run()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        code = code or 1
-    os._exit(code)
+    """The full command line in this process (``python -m qpy.cli``)."""
+    from qpy.front import exit_now
+
+    exit_now(run())
 
 
 if __name__ == "__main__":

@@ -219,16 +219,21 @@ def _deadline() -> None:
     signal.alarm(ID_DEADLINE)
 
 
-def main() -> None:
-    """The ``qpy`` console script."""
-    code = served(sys.argv[1:])
-    if code is None:
-        from qpy import cli
-
-        cli.main()  # exits
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's slow tear-down: a command holds nothing to clean up."""
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except BrokenPipeError:
         code = code or 1
     os._exit(code)
+
+
+def main() -> None:
+    """The ``qpy`` console script."""
+    code = served(sys.argv[1:])
+    if code is None:
+        from qpy import cli
+
+        code = cli.run()
+    exit_now(code)
