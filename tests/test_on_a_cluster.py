@@ -16,7 +16,7 @@ import os
 import re
 
 import pytest
-from conftest import wait_for
+from conftest import NODE, wait_for
 from multiuser import WAIT, Cluster, run_root, started_cluster, unavailable
 
 REASON = unavailable()
@@ -133,7 +133,7 @@ def test_a_user_who_ran_qpy_on_their_own_before_restarts_once(cluster):
     before = cluster.run_as("erin", ["bash", "-c", "qpy sub true"]).stdout
     assert before == "Job 1 received.\n"
     wait_for(lambda: cluster.job("erin", 1)["status"] == "done", WAIT, "erin's own job")
-    assert cluster.job("erin", 1)["node"] == "localhost"  # this machine on its own
+    assert cluster.job("erin", 1)["node"] == NODE  # this machine on its own
     admit(cluster, "erin")
     steps = [*USER_STEPS[:3], RESTART, *USER_STEPS[3:]]
     outputs = run_steps(cluster, "erin", steps)
