@@ -176,7 +176,7 @@ __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
             opts='-h --help'
             ;;
         'sub')
-            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -t --time --mail -h --help'
+            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -t --time --mail --exclusive -h --help'
             valopts='-n --cores -m --mem --memory -a --node_attr --attributes -t --time --mail'
             interspersed=''
             ;;
@@ -407,6 +407,8 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '                                  D-H:M:S; 0 or UNLIMITED: none.' \
                 '  --mail WHEN                     Mail me at the job'\''s end: end, fail or' \
                 '                                  end,fail (through sendmail).' \
+                '  --exclusive                     Take a whole node: all its cores and memory,' \
+                '                                  no other job beside.' \
                 'More: '"$2"' sub --help; qpy tutorial '\''sub'\'
             ;;
         'check')

@@ -24,6 +24,7 @@ KEY_ALIASES = {
     "requeue": "requeue",
     "time": "time_limit",
     "mail": "mail",
+    "exclusive": "exclusive",
 }
 
 
@@ -132,12 +133,14 @@ def _directive(item: str, where: str) -> tuple[str, object]:
     name = KEY_ALIASES.get(key)
     if name is None:
         raise SpecError(f"{where}: unknown #QPY directive {key!r} "
-                        "(use n_cores, mem, node_attr, cpScript, requeue, time or mail)")
+                        "(use n_cores, mem, node_attr, cpScript, requeue, time, mail or "
+                        "exclusive)")
     if not value:
         raise SpecError(f"{where}: #QPY {key} needs a value")
     where = f"{where}: #QPY {key}"
     parse = {"n_cores": parse_cores, "mem": parse_mem, "attr": parse_attr, "copy": parse_bool,
-             "requeue": parse_bool, "time_limit": parse_time, "mail": parse_mail}
+             "requeue": parse_bool, "time_limit": parse_time, "mail": parse_mail,
+             "exclusive": parse_bool}
     return name, parse[name](value, where)
 
 
@@ -181,7 +184,7 @@ def run_line(argv: list[str]) -> str | None:
 
 def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr: str | None,
           copy: bool | None, requeue: bool | None = None, time: str | None = None,
-          mail: str | None = None) -> dict:
+          mail: str | None = None, exclusive: bool | None = None) -> dict:
     """The ``sub`` request fields; command-line options win over directives."""
     command = command_line(argv)
     try:
@@ -206,6 +209,7 @@ def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr:
         "requeue": requeue if requeue is not None else found.get("requeue", False),
         "time_limit": parse_time(time) if time is not None else found.get("time_limit"),
         "mail": parse_mail(mail) if mail is not None else found.get("mail"),
+        "exclusive": exclusive if exclusive is not None else found.get("exclusive", False),
         "script": script,
         "argv": [*words[:index], script, *words[index + 1:]] if copyable else None,
         "script_index": index if copyable else None,

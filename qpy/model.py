@@ -42,6 +42,8 @@ class Job:
     cpu: float | None = None
     peak_mem: float | None = None
     mail: str | None = None  # sub --mail: "end", "fail" or "end,fail"
+    # sub --exclusive: a whole node; n_cores and mem become the node's when it starts
+    exclusive: bool = False
 
     def move(self, status: str) -> None:
         """Change status, refusing transitions the table forbids (only ``Records.move``
@@ -54,9 +56,9 @@ class Job:
         return os.path.join(self.cwd, f"job_{self.id}.{which}")
 
     @property
-    def shape(self) -> tuple[int, float, str | None]:
+    def shape(self) -> tuple[int, float, str | None, bool]:
         """Jobs with the same shape compete for the same kind of slot."""
-        return (self.n_cores, self.mem, self.attr)
+        return (self.n_cores, self.mem, self.attr, self.exclusive)
 
     def public(self) -> dict:
         """The fields a user sees (``qpy check``, ``--json``); a plain copy, not asdict's

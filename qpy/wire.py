@@ -50,7 +50,7 @@ SCHEMAS: dict[str, Schema] = {
         "command": "str", "run": "?str=", "cwd": "str", "env": "{str}", "n_cores": "int",
         "mem": "float", "attr": "?str", "copy": "?bool", "script": "?str", "argv": "?[str]=",
         "script_index": "?int=", "requeue": "bool=", "umask": "?int=",
-        "time_limit": "?int=", "mail": "?str=",
+        "time_limit": "?int=", "mail": "?str=", "exclusive": "bool=",
     },
     "check": {"select": "dict"},
     "kill": {"select": "dict"},
@@ -83,6 +83,7 @@ RECORDS: dict[str, Schema] = {
         "t_start": "?float", "t_end": "?float", "exit_code": "?int", "signal": "?int",
         "reason": "?str", "notes": "?str", "requeue": "bool",
         "time_limit": "?int", "cpu": "?float", "peak_mem": "?float", "mail": "?str=",
+        "exclusive": "bool=",
     },
     "user": {"user": "str", "used": "int", "minimum": "int", "extra": "int", "queue": "int",
              "connected": "bool"},
@@ -98,7 +99,8 @@ RECORDS: dict[str, Schema] = {
         # drained by the admin (qpy-admin drain): since when (None: not), and why
         "drain_since": "?float=", "drain_reason": "?str=",
     },
-    "grant": {"job": "int", "node": "str", "address": "str"},
+    # cores, mem: what a whole-node (exclusive) job got, the node's
+    "grant": {"job": "int", "node": "str", "address": "str", "cores": "int=", "mem": "float="},
 }
 
 # What a successful reply to each request carries besides "ok" (and "re", "v"). Every

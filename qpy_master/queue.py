@@ -1,8 +1,9 @@
 """The order of queued jobs, kept in memory so no operation scans the whole store.
 
-Queued jobs are also indexed by *shape* (cores, memory, attributes): the master asks the
-multiuser for the first few jobs of each shape, in queue order, so a big job that does not
-fit never hides smaller ones behind it, and the request stays small with 100,000 jobs queued.
+Queued jobs are also indexed by *shape* (cores, memory, attributes, whole node): the master
+asks the multiuser for the first few jobs of each shape, in queue order, so a big job that
+does not fit never hides smaller ones behind it, and the request stays small with 100,000
+jobs queued.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class JobQueue:
                     break
             heads.append((self.qpos[first[0]], shape, first))
         heads.sort()
-        return [{"cores": s[0], "mem": s[1], "attr": s[2], "jobs": ids}
+        return [{"cores": s[0], "mem": s[1], "attr": s[2], "jobs": ids,
+                 **({"exclusive": True} if s[3] else {})}
                 for _, s, ids in heads[:MAX_SHAPES]]
 
     def _rebuild(self, order: list[int], jobs: dict[int, Job]) -> None:

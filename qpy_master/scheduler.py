@@ -96,8 +96,11 @@ class Scheduler:
         if job is None or self.m.paused:
             self.release.append(grant.get("job"))
             return False
-        self.records.move(job, RUNNING, node=grant["node"], address=grant.get("address"),
-                          t_start=time.time())
+        with self.records.transaction():
+            self.records.move(job, RUNNING, node=grant["node"], address=grant.get("address"),
+                              t_start=time.time())
+            if "cores" in grant:  # a whole node: the job gets all of it (sub --exclusive)
+                self.records.update(job, n_cores=grant["cores"], mem=grant["mem"])
         self.m.start(job)
         return True
 

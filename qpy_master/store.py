@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     time_limit INTEGER,
     cpu REAL,
     peak_mem REAL,
-    mail TEXT
+    mail TEXT,
+    exclusive INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs(status) WHERE status IN ('queue', 'running');
 CREATE TABLE IF NOT EXISTS notes (job INTEGER NOT NULL, t REAL NOT NULL, text TEXT NOT NULL);
@@ -70,14 +71,14 @@ ADDED_COLUMNS = {
     "requeue": "INTEGER NOT NULL DEFAULT 0",
     "umask": "INTEGER NOT NULL DEFAULT 18",  # 0o022, what jobs were created with before
     "time_limit": "INTEGER", "cpu": "REAL", "peak_mem": "REAL",
-    "mail": "TEXT",
+    "mail": "TEXT", "exclusive": "INTEGER NOT NULL DEFAULT 0",
 }
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
            "t_queue",
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
            "env_id", "pid", "kill_requested", "requeue", "umask", "time_limit", "cpu",
-           "peak_mem", "mail")
+           "peak_mem", "mail", "exclusive")
 FIELDS = ", ".join(COLUMNS)
 SELECT = f"SELECT {FIELDS} FROM jobs"
 
@@ -102,6 +103,7 @@ def _py(value: object) -> object:
 def _job(row: tuple) -> Job:
     job = Job(**dict(zip(COLUMNS, map(_py, row), strict=True)))
     job.kill_requested, job.requeue = bool(job.kill_requested), bool(job.requeue)
+    job.exclusive = bool(job.exclusive)
     return job
 
 
@@ -199,11 +201,12 @@ class Store:
         """Record a new queued job and return its ID."""
         cur = self.db.execute(
             "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
-            " env_id, qpos, requeue, umask, time_limit, mail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " env_id, qpos, requeue, umask, time_limit, mail, exclusive)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             tuple(map(_db, (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr,
                             job.t_queue, job.run_command, job.env_id, qpos,
-                            int(job.requeue), job.umask, job.time_limit, job.mail))))
+                            int(job.requeue), job.umask, job.time_limit, job.mail,
+                            int(job.exclusive)))))
         return cur.lastrowid
 
     def update(self, job: Job, **fields: object) -> None:

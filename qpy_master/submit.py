@@ -46,7 +46,8 @@ def new_job(msg: dict, settings: dict, nodes: dict[str, dict]) -> Job:
         raise RequestError(f"job refused: {why}")
     return Job(id=0, status=QUEUE, command=msg["command"], cwd=cwd, n_cores=cores, mem=mem,
                attr=attr, t_queue=time.time(), run_command=msg.get("run"),
-               requeue=bool(msg.get("requeue")), umask=umask, time_limit=limit, mail=mail)
+               requeue=bool(msg.get("requeue")), umask=umask, time_limit=limit, mail=mail,
+               exclusive=bool(msg.get("exclusive")))
 
 
 def time_limit(msg: dict) -> int | None:

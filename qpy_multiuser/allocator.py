@@ -15,9 +15,8 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from qpy import attrs
+from qpy_multiuser import placement, user_limits
 from qpy_multiuser import rules as rules_module
-from qpy_multiuser import user_limits
 from qpy_multiuser.nodes import Node
 
 log = logging.getLogger("qpy.multiuser.allocator")
@@ -37,7 +36,7 @@ class User:
     caps: user_limits.Caps = user_limits.NONE  # the admin's limits file
     mem_used: float = 0.0
     limited: str | None = None  # the limit that held the user back in the last decision
-    refused: tuple | None = None  # and its first job refused: (job, cores, mem, attr)
+    refused: tuple | None = None  # its first job refused: (job, cores, mem, attr, whole)
 
     @property
     def share(self) -> int:
@@ -147,21 +146,10 @@ class Allocator:
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _index_nodes(self) -> None:
-        self.buckets: tuple[dict[int, dict[str, Node]], dict[int, dict[str, Node]]] = ({}, {})
+        self.buckets: placement.Buckets = ({}, {})
         for node in self.nodes.values():
             if node.usable:
-                self._bucket(node, +1)
-
-    def _bucket(self, node: Node, sign: int) -> None:
-        """Put ``node`` into (+1) or take it out of (-1) the bucket of its free cores."""
-        index = self.buckets[node.pref_multicore]
-        if sign > 0:
-            index.setdefault(node.free_cores, {})[node.name] = node
-        else:
-            same = index[node.free_cores]
-            del same[node.name]
-            if not same:
-                del index[node.free_cores]
+                placement.put(self.buckets, node, +1)
 
     def _recount(self) -> None:
         self.total_cores = sum(n.cores for n in self.nodes.values() if n.usable)
@@ -182,11 +170,11 @@ class Allocator:
         self.reserved += _reserved(user)
         usable = node.usable
         if usable:
-            self._bucket(node, -1)
+            placement.put(self.buckets, node, -1)
         node.used_cores += cores
         node.used_mem += mem
         if usable:
-            self._bucket(node, +1)
+            placement.put(self.buckets, node, +1)
             self.used_up += cores
 
     # -- allocations -----------------------------------------------------------------------
@@ -212,20 +200,19 @@ class Allocator:
                        and not user_limits.full(u.caps, len(u.jobs), u.used, u.mem_used)
                        for u in self.users.values())
 
-    def _node_for(self, k: int, mem: float, attr: str | None) -> Node | None:
-        """Single-core jobs go to the emptiest ordinary node and use multicore-preferred
-        nodes only when nothing else fits; multicore jobs take the tightest fit,
-        multicore-preferred nodes first."""
-        expr = attrs.compile_expr(attr) if attr else None
-        passes = ((False, True), (True, True)) if k == 1 else ((True, False), (False, False))
-        for pref, emptiest in passes:
-            index = self.buckets[pref]
-            for free in sorted((f for f in index if f >= k), reverse=emptiest):
-                for node in index[free].values():
-                    if node.free_mem >= mem and (expr is None or expr.matches(node.attrs,
-                                                                              node.name)):
-                        return node
-        return None
+    def _place(self, user: User, k: int, mem: float, attr: str | None,
+               whole: bool) -> tuple[Node | None, int, float, str | None]:
+        """Where one job of the user goes now, with the cores and memory it takes there
+        (a whole node's for ``whole``), or no node and the limit that holds it back."""
+        if whole:
+            empty = placement.empty_node(self.buckets, k, mem, attr)
+            if empty is None:
+                return None, k, mem, None
+            k, mem = empty.cores, empty.mem
+        limited = limit_reason(user, k, mem)
+        if limited is not None or not self._may_grow(user, k):
+            return None, k, mem, limited
+        return (empty if whole else placement.node_for(self.buckets, k, mem, attr)), k, mem, None
 
     def add(self, user: User, job: int, node: Node, cores: int, mem: float) -> None:
         self.reserved -= _reserved(user)  # which depends on the number of jobs
@@ -286,20 +273,20 @@ class Allocator:
         user.limited = user.refused = None
         for group in want:
             k, mem, attr = group["cores"], group["mem"], group["attr"]
+            whole = group.get("exclusive", False)
             for job in group["jobs"]:
                 if job in user.jobs:
                     continue
-                limited = limit_reason(user, k, mem)
-                node = self._node_for(k, mem, attr) \
-                    if limited is None and self._may_grow(user, k) else None
+                node, cores, took, limited = self._place(user, k, mem, attr, whole)
                 if node is None:
                     refused = True
                     user.limited = user.limited or limited
-                    user.refused = user.refused or (job, k, mem, attr)
+                    user.refused = user.refused or (job, cores, took, attr, whole)
                     break
-                self.add(user, job, node, k, mem)
+                self.add(user, job, node, cores, took)
                 self.set_queue(user, user.queue - 1)
-                grants.append({"job": job, "node": node.name, "address": node.address})
+                grants.append({"job": job, "node": node.name, "address": node.address,
+                               **({"cores": cores, "mem": took} if whole else {})})
         user.waiting = refused
         return grants, refused
 

@@ -57,6 +57,7 @@ def want(group: dict) -> dict:
     ok = (isinstance(group.get("cores"), int) and group["cores"] > 0
           and isinstance(group.get("mem"), (int, float)) and group["mem"] > 0
           and (group.get("attr") is None or isinstance(group.get("attr"), str))
+          and isinstance(group.get("exclusive", False), bool)
           and isinstance(group.get("jobs"), list)
           and all(isinstance(j, int) and not isinstance(j, bool) for j in group["jobs"]))
     if not ok:

@@ -22,7 +22,7 @@ def refusal(alloc: Allocator, user: User) -> str | None:
     a user limit, the user's share, then room on the nodes."""
     if user.refused is None:
         return None
-    job, cores, mem, attr = user.refused
+    job, cores, mem, attr, whole = user.refused
     why = limit_reason(user, cores, mem)
     if why is None and not alloc._may_grow(user, cores):
         why = (f"at their share ({user.used} of {user.share} cores in use) while others "
@@ -31,7 +31,9 @@ def refusal(alloc: Allocator, user: User) -> str | None:
                     "minimums")
     if why is None:
         where = f" with {attr}" if attr else ""
-        why = f"no node{where} has {cores} free core{'s' * (cores != 1)} and {mem:g} GB"
+        why = (f"no node{where} with {cores}+ cores and {mem:g}+ GB is empty (whole node)"
+               if whole else
+               f"no node{where} has {cores} free core{'s' * (cores != 1)} and {mem:g} GB")
     return f"job {job} ({cores} core{'s' * (cores != 1)}, {mem:g} GB): {why}"
 
 

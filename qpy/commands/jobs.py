@@ -27,10 +27,12 @@ from qpy.states import FINISHED, STATUSES
                    "none.")
 @click.option("--mail", "mail", metavar="WHEN",
               help="Mail me at the job's end: end, fail or end,fail (through sendmail).")
+@click.option("--exclusive", "exclusive", is_flag=True, default=None,
+              help="Take a whole node: all its cores and memory, no other job beside.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def sub(n_cores: str | None, mem: str | None, attr: str | None, copy_flag: bool,
         original_flag: bool, requeue: bool | None, time: str | None, mail: str | None,
-        command: tuple[str, ...]) -> None:
+        exclusive: bool | None, command: tuple[str, ...]) -> None:
     """Submit COMMAND as a job. Options go before the command."""
     from qpy import jobspec
 
@@ -40,7 +42,7 @@ def sub(n_cores: str | None, mem: str | None, attr: str | None, copy_flag: bool,
     inv = current()
     try:
         spec = jobspec.build(list(command), inv.cwd, n_cores, mem, attr, copy, requeue, time,
-                             mail)
+                             mail, exclusive)
     except jobspec.SpecError as exc:
         fail(str(exc))
     reply = request({"type": "sub", **spec, "env": inv.env, "umask": inv.umask})
