@@ -61,7 +61,7 @@ def test_an_exclusive_job_waits_for_an_empty_node_and_takes_all_of_it(qpy):
     wait_for(lambda: node(qpy)["used_cores"] == 0, what="the node to be given back")
 
 
-def test_the_directive_asks_for_a_whole_node_and_the_option_wins(qpy):
+def test_the_directive_asks_for_a_whole_node(qpy):
     embedded_node(qpy, f"cores=2 cpu_lock={qpy.root}/cpus.lock")
     script = qpy.work / "whole.sh"
     script.write_text("#!/bin/sh\n#QPY exclusive=true\necho $QPY_N_CORES\n")
