@@ -283,10 +283,11 @@ def test_the_log_is_rotated_and_log_f_follows_it(cluster):
     cluster.admin("finish")
     qpy_admin = str(cluster.bin / "qpy-admin")
     cluster.run_as("admin", ["/usr/bin/env", "QPY_LOG_BYTES=2048", qpy_admin, "start"])
-    follower = subprocess.Popen(cluster.argv_as("admin", [qpy_admin, "log", "-n", "0", "-f"]),
+    follower = subprocess.Popen(cluster.argv_as("admin", [qpy_admin, "log", "-n", "1", "-f"]),
                                 stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 env=root_env())
     try:
+        read_until(follower, "\n")  # it has shown the last line: it follows from there
         for i in range(30):  # about 150 bytes of log each: a few rotations
             cluster.admin("drain", "n1", "--reason", f"mark {i}")
         seen = read_until(follower, "mark 29")
