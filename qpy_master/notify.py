@@ -118,12 +118,18 @@ class Notifier:
     def _run(self) -> None:
         while True:
             for key, _ in self.sel.select():
-                if key.data is None:
-                    self._start_pending()
-                elif key.fd == key.data.pidfd:
-                    self._reap(key.data)
-                else:
-                    self._read_err(key.data)
+                try:
+                    self._event(key)
+                except Exception:  # the thread must live on: later ends are announced too
+                    log.exception("notifications: an event failed")
+
+    def _event(self, key: selectors.SelectorKey) -> None:
+        if key.data is None:
+            self._start_pending()
+        elif key.fd == key.data.pidfd:
+            self._reap(key.data)
+        else:
+            self._read_err(key.data)
 
     def close(self) -> None:
         """The master stops: start what is still queued now (the children outlive it;
@@ -166,6 +172,8 @@ class Notifier:
     def _read_err(self, child: Child) -> bool:
         """Keep the end of what the child wrote to stderr so far; False once there is
         nothing more to read now (closed, or nothing written yet)."""
+        if child.proc.stderr.closed:
+            return False  # reaped (and closed) earlier in the same round of events
         try:
             chunk = os.read(child.proc.stderr.fileno(), 65536)
         except BlockingIOError:
