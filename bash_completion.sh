@@ -47,6 +47,16 @@ __qpy_users() {  # user names
     done < <(compgen -u -- "$cur" 2>/dev/null)
 }
 
+__qpy_nodes() {  # node names, from the nodes file in the admin home
+    local file=${QPY_ADMIN_HOME:-$HOME/.qpy-multiuser}/nodes name rest
+    [[ -r $file ]] || return 0
+    while read -r name rest; do
+        [[ -z $name || $name == \#* ]] && continue
+        [[ $name == "$cur"* ]] && COMPREPLY+=("$name")
+    done < "$file"
+    return 0
+}
+
 __qpy_ids() {  # [STATUS...]: the user's job IDs (those with STATUS), not yet on the line
     [[ $cur == *[!0-9]* ]] && return 0
     local qpy=${COMP_WORDS[0]} id word ids
@@ -166,8 +176,8 @@ __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
             opts='-h --help'
             ;;
         'sub')
-            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -t --time --after --afterok --priority --array --file --json -h --help'
-            valopts='-n --cores -m --mem --memory -a --node_attr --attributes -t --time --after --afterok --priority --array --file'
+            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -t --time --mail --exclusive --after --afterok --priority --array --file --json -h --help'
+            valopts='-n --cores -m --mem --memory -a --node_attr --attributes -t --time --mail --after --afterok --priority --array --file'
             interspersed=''
             ;;
         'check')
@@ -321,7 +331,7 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             :
             ;;
         'config')
-            if (( n == 0 )); then __qpy_words 'checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; else
+            if (( n == 0 )); then __qpy_words 'checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles notify'; else
                 case ${args[0]} in
                 checkFMT)
                     if (( n == 1 )); then __qpy_words default; fi
@@ -341,6 +351,9 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
                 sourceTheseFiles)
                     __qpy_files
                     if (( n == 1 )); then __qpy_words none; fi
+                    ;;
+                notify)
+                    if (( n == 1 )); then __qpy_command; __qpy_words none; fi
                     ;;
                 esac
             fi
@@ -365,7 +378,7 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             :  # the enrolment code: nothing to offer
             ;;
         'tutorial')
-            if (( n == 0 )); then __qpy_words 'sub check why kill hold release clean requeue wait log history status config ctrlQueue notes restart finish join tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; fi
+            if (( n == 0 )); then __qpy_words 'sub check why kill hold release clean requeue wait log history status config ctrlQueue notes restart finish join tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles notify'; fi
             ;;
     esac
     return 0
@@ -375,6 +388,7 @@ __qpy_value_qpy() {  # COMMAND OPTION: complete the option's value
     case $1 in
         'sub')
             case $2 in
+                --mail) __qpy_words 'end fail end,fail none' ;;
                 --after) __qpy_ids ;;
                 --afterok) __qpy_ids ;;
                 --priority) __qpy_words 'low normal high' ;;
@@ -426,6 +440,10 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '                                  it runs (else: lost).' \
                 '  -t, --time TIME                 Wall-time limit: M, M:S, H:M:S, D-H, D-H:M,' \
                 '                                  D-H:M:S; 0 or UNLIMITED: none.' \
+                '  --mail WHEN                     Mail me at the job'\''s end: end, fail or' \
+                '                                  end,fail (through sendmail).' \
+                '  --exclusive                     Take a whole node: all its cores and memory,' \
+                '                                  no other job beside.' \
                 '  --after IDS                     Start once the jobs IDS (e.g. 5, 3-7,9) have' \
                 '                                  ended.' \
                 '  --afterok IDS                   Start once the jobs IDS have ended done with' \
@@ -575,7 +593,7 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
 __qpy_spec_admin() {  # COMMAND ('' for the group): set the words to offer
     case $1 in
         '')
-            commands='adduser distribute finish nodes removeuser saveMessages start status variables'
+            commands='adduser distribute drain finish log nodes removeuser resume saveMessages start status variables'
             hidden='__remove_job __req_core __user'
             opts='-h --help'
             ;;
@@ -604,9 +622,19 @@ __qpy_spec_admin() {  # COMMAND ('' for the group): set the words to offer
             valopts=''
             interspersed=1
             ;;
+        'drain')
+            opts='--reason -h --help'
+            valopts='--reason'
+            interspersed=1
+            ;;
         'finish')
             opts='-h --help'
             valopts=''
+            interspersed=1
+            ;;
+        'log')
+            opts='-n --lines -f --follow -h --help'
+            valopts='-n --lines'
             interspersed=1
             ;;
         'nodes')
@@ -615,6 +643,11 @@ __qpy_spec_admin() {  # COMMAND ('' for the group): set the words to offer
             interspersed=1
             ;;
         'removeuser')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'resume')
             opts='-h --help'
             valopts=''
             interspersed=1
@@ -662,7 +695,13 @@ __qpy_args_admin() {  # COMMAND: complete its argument number $n
         'distribute')
             :
             ;;
+        'drain')
+            __qpy_nodes
+            ;;
         'finish')
+            :
+            ;;
+        'log')
             :
             ;;
         'nodes')
@@ -670,6 +709,9 @@ __qpy_args_admin() {  # COMMAND: complete its argument number $n
             ;;
         'removeuser')
             if (( n == 0 )); then __qpy_users; fi
+            ;;
+        'resume')
+            __qpy_nodes
             ;;
         'saveMessages')
             if (( n == 0 )); then __qpy_words 'true false'; fi
@@ -705,9 +747,12 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
                 'usage: '"$2"' COMMAND [ARGS]...' \
                 '  adduser       Allow USER and print a one-time enrolment code for '\''qpy...' \
                 '  distribute    Reload allowed_users and distribution_rules; reshare.' \
+                '  drain         Start no new job on NODES; running jobs finish there.' \
                 '  finish        Stop the multiuser (running jobs go on); returns when it...' \
+                '  log           Show the multiuser'\''s log (multiuser.log in the admin home).' \
                 '  nodes         Reload the nodes file.' \
                 '  removeuser    Withdraw USER'\''s access; their key stops working at once.' \
+                '  resume        Let NODES take new jobs again after a drain.' \
                 '  saveMessages  Keep debugging messages (shown by '\''variables'\'').' \
                 '  start         Start the multiuser in the background.' \
                 '  status        Show users, nodes and cores.' \
@@ -743,10 +788,23 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
                 'usage: '"$2"' distribute [OPTIONS]' \
                 'More: '"$2"' distribute --help; qpy tutorial '\''qpy-admin distribute'\'
             ;;
+        'drain')
+            __qpy_say 'drain: Start no new job on NODES; running jobs finish there.' \
+                'usage: '"$2"' drain [OPTIONS] NODES...' \
+                '  --reason TEXT  Why (shown by qpy status).' \
+                'More: '"$2"' drain --help; qpy tutorial '\''qpy-admin drain'\'
+            ;;
         'finish')
             __qpy_say 'finish: Stop the multiuser (running jobs go on); returns when it has exited.' \
                 'usage: '"$2"' finish [OPTIONS]' \
                 'More: '"$2"' finish --help; qpy tutorial '\''qpy-admin finish'\'
+            ;;
+        'log')
+            __qpy_say 'log: Show the multiuser'\''s log (multiuser.log in the admin home).' \
+                'usage: '"$2"' log [OPTIONS]' \
+                '  -n, --lines N  Only the last N lines.  [x>=0]' \
+                '  -f, --follow   Go on printing lines as they come.' \
+                'More: '"$2"' log --help; qpy tutorial '\''qpy-admin log'\'
             ;;
         'nodes')
             __qpy_say 'nodes: Reload the nodes file.' \
@@ -757,6 +815,11 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
             __qpy_say 'removeuser: Withdraw USER'\''s access; their key stops working at once.' \
                 'usage: '"$2"' removeuser [OPTIONS] USER' \
                 'More: '"$2"' removeuser --help; qpy tutorial '\''qpy-admin removeuser'\'
+            ;;
+        'resume')
+            __qpy_say 'resume: Let NODES take new jobs again after a drain.' \
+                'usage: '"$2"' resume [OPTIONS] NODES...' \
+                'More: '"$2"' resume --help; qpy tutorial '\''qpy-admin resume'\'
             ;;
         'saveMessages')
             __qpy_say 'saveMessages: Keep debugging messages (shown by '\''variables'\'').' \
@@ -782,9 +845,12 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
             __qpy_say "$2"': no command '\'"$1"\' \
                 '  adduser       Allow USER and print a one-time enrolment code for '\''qpy...' \
                 '  distribute    Reload allowed_users and distribution_rules; reshare.' \
+                '  drain         Start no new job on NODES; running jobs finish there.' \
                 '  finish        Stop the multiuser (running jobs go on); returns when it...' \
+                '  log           Show the multiuser'\''s log (multiuser.log in the admin home).' \
                 '  nodes         Reload the nodes file.' \
                 '  removeuser    Withdraw USER'\''s access; their key stops working at once.' \
+                '  resume        Let NODES take new jobs again after a drain.' \
                 '  saveMessages  Keep debugging messages (shown by '\''variables'\'').' \
                 '  start         Start the multiuser in the background.' \
                 '  status        Show users, nodes and cores.' \

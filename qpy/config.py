@@ -24,6 +24,7 @@ DEFAULTS: dict[str, object] = {
     "orAttr": None,
     "killGrace": 10.0,
     "sourceTheseFiles": [],
+    "notify": None,
 }
 KEYS = tuple(DEFAULTS)
 MAX_GRACE = 86400.0  # one day: longer is surely a typo, and a kill should end in time
@@ -123,9 +124,23 @@ def _files(key: str, values: list[str]) -> list[str]:
     return list(values)
 
 
+def _command(key: str, values: list[str]) -> str | None:
+    """A command the master runs at each job's end (``notify``): one word is a shell
+    line, several are a command and its arguments, as with ``qpy sub``; ``none`` unsets."""
+    if not values or not " ".join(values).strip():
+        raise ConfigError(f"{key} needs a command, or 'none'")
+    if is_none(values):
+        return None
+    if any("\0" in v for v in values):
+        raise ConfigError(f"{key}: the command contains a NUL character")
+    import shlex
+
+    return values[0] if len(values) == 1 else shlex.join(values)
+
+
 PARSERS = {"checkFMT": _fmt, "copyScripts": _bool, "colour": _bool, "coloursScheme": _scheme,
            "defaultAttr": _attr, "andAttr": _attr, "orAttr": _attr, "killGrace": _grace,
-           "sourceTheseFiles": _files}
+           "sourceTheseFiles": _files, "notify": _command}
 
 
 def parse(key: str, values: list[str]) -> object:

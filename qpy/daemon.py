@@ -12,6 +12,7 @@ import argparse
 import fcntl
 import gc
 import logging
+import logging.handlers
 import os
 import signal
 import sys
@@ -23,6 +24,8 @@ from qpy import lograte, paths
 from qpy.server import Server
 from qpy.spawn import report_ready as report
 
+LOG_BYTES = 10 * 1024 * 1024  # a daemon's log is rotated at this size ...
+LOG_BACKUPS = 5  # ... keeping this many old files
 # start(home) builds and starts the server; the callable runs after it has stopped.
 Start = Callable[[Path], tuple[Server, Callable[[], None]]]
 
@@ -36,10 +39,10 @@ def run(name: str, home: str | os.PathLike, log_name: str, lock_name: str, pid_n
     parser.add_argument("--ready-fd", type=int, default=None)
     ready_fd = parser.parse_args().ready_fd
     home = Path(paths.ensure_private_dir(home))
-    logging.basicConfig(filename=home / log_name, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        lograte.install(handler)
+    handler = RotatingLog(home / log_name)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    lograte.install(handler)
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     _lock = _lock_or_exit(home / lock_name, ready_fd)  # held until the process exits
     server, shutdown = _start_or_exit(name, home, start, ready_fd)
     gc.freeze()  # what start-up built lives as long as the process: keep it out of GC passes
@@ -57,6 +60,35 @@ def run(name: str, home: str | os.PathLike, log_name: str, lock_name: str, pid_n
     # The lock goes with the process, not before: who waits for it ('finish') then knows
     # the daemon is gone. No interpreter tear-down: everything is stored and closed.
     os._exit(0)
+
+
+class RotatingLog(logging.handlers.RotatingFileHandler):
+    """The daemon's log, kept under LOG_BYTES (``$QPY_LOG_BYTES``) with LOG_BACKUPS old
+    files (``multiuser.log.1`` ...). A daemon started in the background has its stdout
+    and stderr on the log too (``qpy.spawn``): they follow it to the new file, so what
+    the interpreter itself writes there lands beside the log's lines."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            size = max(1024, int(os.environ.get("QPY_LOG_BYTES", LOG_BYTES)))
+        except ValueError:
+            size = LOG_BYTES
+        super().__init__(path, maxBytes=size, backupCount=LOG_BACKUPS)
+        mine = os.stat(path)
+        self.stdio = [fd for fd in (1, 2) if _same_file(fd, mine)]
+
+    def doRollover(self) -> None:  # noqa: N802 - logging's name
+        super().doRollover()
+        if self.stream is not None:
+            for fd in self.stdio:
+                os.dup2(self.stream.fileno(), fd)
+
+
+def _same_file(fd: int, st: os.stat_result) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), st)
+    except OSError:
+        return False
 
 
 def _lock_or_exit(path: Path, ready_fd: int | None) -> IO[str]:

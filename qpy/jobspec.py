@@ -24,6 +24,8 @@ KEY_ALIASES = {
     "requeue": "requeue",
     "time": "time_limit",
     "after": "after", "afterok": "afterok", "priority": "priority",
+    "mail": "mail",
+    "exclusive": "exclusive",
 }
 PRIORITY_WORDS = {"low": -10, "normal": 0, "high": 10}
 PRIORITY_LIMIT = 1_000_000
@@ -189,13 +191,15 @@ def _directive(item: str, where: str) -> tuple[str, object]:
     name = KEY_ALIASES.get(key)
     if name is None:
         raise SpecError(f"{where}: unknown #QPY directive {key!r} (use n_cores, mem, "
-                        "node_attr, cpScript, requeue, time, after, afterok or priority)")
+                        "node_attr, cpScript, requeue, time, after, afterok, priority, mail "
+                        "or exclusive)")
     if not value:
         raise SpecError(f"{where}: #QPY {key} needs a value")
     where = f"{where}: #QPY {key}"
     parse = {"n_cores": parse_cores, "mem": parse_mem, "attr": parse_attr, "copy": parse_bool,
              "requeue": parse_bool, "time_limit": parse_time, "after": parse_ids,
-             "afterok": parse_ids, "priority": parse_priority}
+             "afterok": parse_ids, "priority": parse_priority, "mail": parse_mail,
+             "exclusive": parse_bool}
     return name, parse[name](value, where)
 
 
@@ -219,6 +223,18 @@ def split(line: str, comments: bool = False) -> list[str]:
     if PLAIN.isdisjoint(line) and not (comments and "#" in line):
         return _WORD.findall(line)
     return shlex.split(line, comments=comments)
+MAIL_WORDS = ("end", "fail")
+
+
+def parse_mail(text: object, where: str = "--mail") -> str | None:
+    """When the job sends its user a mail: ``end`` (every end), ``fail`` (an end that is
+    not done with exit 0), both as ``end,fail``; ``none``: never."""
+    words = [w.strip().lower() for w in str(text).split(",")]
+    if words == ["none"]:
+        return None
+    if not all(w in MAIL_WORDS for w in words):
+        raise SpecError(f"{where}: takes end, fail or end,fail (or none), not {text!r}")
+    return ",".join(w for w in MAIL_WORDS if w in words)
 
 
 def command_line(argv: list[str]) -> str:
@@ -236,7 +252,8 @@ def run_line(argv: list[str]) -> str | None:
 
 
 def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr: str | None,
-          copy: bool | None, requeue: bool | None = None, time: str | None = None, *,
+          copy: bool | None, requeue: bool | None = None, time: str | None = None,
+          mail: str | None = None, exclusive: bool | None = None, *,
           after: str | None = None, afterok: str | None = None,
           priority: str | None = None) -> dict:
     """The ``sub`` request fields; command-line options win over directives."""
@@ -262,6 +279,8 @@ def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr:
         "copy": copy if copy is not None else found.get("copy"),
         "requeue": requeue if requeue is not None else found.get("requeue", False),
         "time_limit": parse_time(time) if time is not None else found.get("time_limit"),
+        "mail": parse_mail(mail) if mail is not None else found.get("mail"),
+        "exclusive": exclusive if exclusive is not None else found.get("exclusive", False),
         "script": script,
         "argv": [*words[:index], script, *words[index + 1:]] if copyable else None,
         "script_index": index if copyable else None,

@@ -39,6 +39,13 @@ def job(record: dict) -> dict:
     return out
 
 
+def node(record: dict) -> dict:
+    """A node as ``status --json`` shows it: since when it is drained, as a time."""
+    if record.get("drain_since") is None:
+        return record
+    return {**record, "drain_since": iso(record["drain_since"])}
+
+
 def run(record: dict, now: float | None = None) -> dict:
     """A run as ``history --json`` shows it, with its elapsed time (so far, if it goes
     on)."""

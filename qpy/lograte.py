@@ -4,7 +4,8 @@ thousands of times cannot fill the disk or bury what matters.
 Lines are grouped by their logger, level and format, and by the record's ``rate_key``
 (``extra={"rate_key": ...}``, e.g. the peer) or else by their text: each group may write
 BURST lines at once and then one every INTERVAL seconds. The next line a group writes
-after some were held back says how many.
+after some were held back says how many. Lines whose ``rate_key`` is ALWAYS (what the
+admin must find every one of, such as the multiuser's grants) are never held back.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 BURST = 100
 INTERVAL = 2.0
 MAX_GROUPS = 10_000
+ALWAYS = object()  # ``extra={"rate_key": ALWAYS}``: a line that is never held back (a grant)
 
 
 class RepeatFilter(logging.Filter):
@@ -29,6 +31,8 @@ class RepeatFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         rate_key = getattr(record, "rate_key", None)
+        if rate_key is ALWAYS:
+            return True
         key = (record.name, record.levelno, str(record.msg),
                rate_key if rate_key is not None else record.getMessage())
         now = time.monotonic()

@@ -49,6 +49,9 @@ class Job:
     array_id: int | None = None  # the first task's ID, for every task of an array
     array_index: int | None = None
     array_max: int | None = None  # at most this many tasks of the array run at once
+    mail: str | None = None  # sub --mail: "end", "fail" or "end,fail"
+    # sub --exclusive: a whole node; n_cores and mem become the node's when it starts
+    exclusive: bool = False
 
     def move(self, status: str) -> None:
         """Change status, refusing transitions the table forbids (only ``Records.move``
@@ -61,9 +64,9 @@ class Job:
         return os.path.join(self.cwd, f"job_{self.id}.{which}")
 
     @property
-    def shape(self) -> tuple[int, float, str | None]:
+    def shape(self) -> tuple[int, float, str | None, bool]:
         """Jobs with the same shape compete for the same kind of slot."""
-        return (self.n_cores, self.mem, self.attr)
+        return (self.n_cores, self.mem, self.attr, self.exclusive)
 
     def public(self, position: int | None = None) -> dict:
         """The fields a user sees (``qpy check``, ``--json``), with the job's place in

@@ -39,8 +39,17 @@ def _counted(n: dict) -> bool:
     return _state(n) in ("up", "draining")
 
 
+def drain_state(n: dict) -> str | None:
+    """``draining`` (jobs still run there) or ``drained``, for a node the admin drained."""
+    if n.get("drain_since") is None:
+        return None
+    return "draining" if n.get("used_cores") or n.get("used_mem") else "drained"
+
+
 def _node_row(n: dict) -> str:
     state = _state(n)
+    if state == "up":
+        state = drain_state(n) or state
     label = n["name"] + ("" if state == "up" else f" ({state})")
     attrs = ",".join(n.get("attrs") or []) or "-"
     size = "?" if state == "unknown" and not n["cores"] else n["cores"]  # not measured yet
@@ -76,6 +85,7 @@ def nodes_table(nodes: list[dict]) -> str:
     if down:
         lines.append(f"Down nodes: {', '.join(n['name'] for n in down)}")
         lines += [f"  {n['name']}: {n['reason']}" for n in down if n.get("reason")]
+    lines += drained_lines(nodes)
     busy = [f"{n['name']} ({n['outsiders']})" for n in nodes if n.get("outsiders")]
     if busy:
         lines.append(f"Processes not started by qpy: {', '.join(busy)}")
@@ -87,6 +97,22 @@ def nodes_table(nodes: list[dict]) -> str:
     if modes:
         lines.append(f"Memory limits: {modes}")
     return "\n".join(lines) + "\n"
+
+
+def drained_lines(nodes: list[dict]) -> list[str]:
+    """``Drained nodes: n1, n2`` and a line per node: draining or drained, since when,
+    and why."""
+    import time
+
+    drained = [n for n in nodes if n.get("drain_since") is not None]
+    if not drained:
+        return []
+    lines = [f"Drained nodes: {', '.join(n['name'] for n in drained)}"]
+    for n in drained:
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(n["drain_since"]))
+        why = f": {n['drain_reason']}" if n.get("drain_reason") else ""
+        lines.append(f"  {n['name']}: {drain_state(n)} since {since}{why}")
+    return lines
 
 
 def memory_limits(nodes: list[dict]) -> str:

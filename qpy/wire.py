@@ -48,7 +48,7 @@ Schema = dict[str, str]
 SPEC: Schema = {
     "command": "str", "run": "?str=", "n_cores": "int", "mem": "float", "attr": "?str",
     "copy": "?bool", "script": "?str", "argv": "?[str]=", "script_index": "?int=",
-    "requeue": "bool=", "time_limit": "?int=",
+    "requeue": "bool=", "time_limit": "?int=", "mail": "?str=", "exclusive": "bool=",
     # the queue's semantics (issue 13)
     "after": "[int]=", "afterok": "[int]=", "priority": "int=", "where": "?str=",
 }
@@ -93,7 +93,8 @@ RECORDS: dict[str, Schema] = {
         "mem": "float", "attr": "?str", "node": "?str", "t_queue": "float",
         "t_start": "?float", "t_end": "?float", "exit_code": "?int", "signal": "?int",
         "reason": "?str", "notes": "?str", "requeue": "bool",
-        "time_limit": "?int", "cpu": "?float", "peak_mem": "?float",
+        "time_limit": "?int", "cpu": "?float", "peak_mem": "?float", "mail": "?str=",
+        "exclusive": "bool=",
         # the queue's semantics (issue 13); position: a queued job's place, 1 starts next
         "priority": "int", "held": "bool", "after": "[int]", "afterok": "[int]",
         "array_id": "?int", "array_index": "?int", "array_max": "?int", "position": "?int",
@@ -110,8 +111,11 @@ RECORDS: dict[str, Schema] = {
         # and the memory limit in force as monitoring found it
         "cgroup": "?str=", "rlimit_as": "bool=", "cpu_lock": "?str=",
         "memory_limit": "?str=",
+        # drained by the admin (qpy-admin drain): since when (None: not), and why
+        "drain_since": "?float=", "drain_reason": "?str=",
     },
-    "grant": {"job": "int", "node": "str", "address": "str"},
+    # cores, mem: what a whole-node (exclusive) job got, the node's
+    "grant": {"job": "int", "node": "str", "address": "str", "cores": "int=", "mem": "float="},
     "share": {"user": "str", "used": "int", "share": "int"},  # explain: who waits
     "closest": {"name": "str", "free_cores": "int", "free_mem": "float"},
 }
@@ -120,13 +124,14 @@ RECORDS: dict[str, Schema] = {
 # reply may carry "text": what the CLI prints for the user.
 REPLIES: dict[str, Schema] = {
     "ping": {"pid": "int"},
-    # a single job, or the first and last of an array or bulk file; with "records", them
-    "sub": {"job": "int", "last": "int=", "jobs": "[job]="},
-    "bulk": {"job": "int", "last": "int=", "jobs": "[job]="},
+    # a single job, or the first and last of an array or bulk file; with "records", them;
+    # warning: for stderr (sub --mail on a host without sendmail)
+    "sub": {"job": "int", "last": "int=", "jobs": "[job]=", "warning": "str="},
+    "bulk": {"job": "int", "last": "int=", "jobs": "[job]=", "warning": "str="},
     "hold": {"jobs": "[int]"},
     "why": {"job": "int", "status": "str", "reason": "str", "details": "dict"},
     "check": {"jobs": "[job]", "fmt": "str", "colour": "bool", "scheme": "[str]",
-              "paused": "bool"},
+              "paused": "bool", "limit": "?str="},
     "kill": {"undone": "[int]", "killing": "[int]"},
     "clean": {"removed": "[int]"},
     "config": {"settings": "dict="},
@@ -139,7 +144,8 @@ REPLIES: dict[str, Schema] = {
     "requeue": {"requeued": "[int]"},
     "cli": {"exit": "int=", "out": "str=", "err": "str=", "local": "bool="},
     "hello": {"nodes": "[node]", "unaccounted": "[int]="},
-    "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool"},
+    "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool",
+              "limit": "?str="},  # the user limit that keeps queued jobs waiting
     # what keeps such a job from starting now, as the allocator sees it (qpy why)
     "explain": {"used": "int", "minimum": "int", "extra": "int", "grow": "bool",
                 "above_share": "bool", "waiting": "[share]", "free": "int", "free_for": "int",

@@ -13,7 +13,7 @@ from pathlib import Path
 from qpy import config
 from qpy.server import BadRequest, Denied, NotFound, RequestError, Session, Unreachable
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
-from qpy_master import command_server, embedded, run_handlers, submit, why
+from qpy_master import command_server, embedded, notify, run_handlers, submit, why
 from qpy_master.handler_args import plural
 from qpy_master.handler_args import selection_of as _selection
 from qpy_master.master import Master
@@ -61,7 +61,9 @@ def _submit(m: Master, msg: dict, specs: list[dict]) -> dict:
             queue = m.records.queue
             reply["jobs"] = [job.public(queue.rank(job.id) if job.id in queue else None)
                              for job, _ in jobs]
-    return reply
+    mailed = [job.id for job, _ in jobs if job.mail]
+    warning = notify.no_mail_warning(mailed[0]) if mailed else None
+    return {**reply, "warning": warning} if warning else reply
 
 
 def _copy_script(m: Master, job, spec: dict) -> None:
@@ -100,7 +102,8 @@ def check(m: Master, s: Session, msg: dict) -> dict:
                 notes = m.records.notes(job["id"])
                 job["notes"] = "".join(_note_text(t, text) for t, text in notes) or None
         return {"jobs": jobs, "fmt": fmt, "colour": m.settings["colour"],
-                "scheme": m.settings["coloursScheme"], "paused": m.paused}
+                "scheme": m.settings["coloursScheme"], "paused": m.paused,
+                "limit": m.scheduler.limit if len(m.records.queue) else None}
 
 
 def kill(m: Master, s: Session, msg: dict) -> dict:

@@ -25,6 +25,7 @@ from qpy_master.ends import end_of
 from qpy_master.launcher_link import LauncherGone
 from qpy_master.launcher_pool import LauncherPool
 from qpy_master.multiuser_link import MultiuserLink
+from qpy_master.notify import Notifier
 from qpy_master.reconcile import Reconciler
 from qpy_master.records import Records
 from qpy_master.scheduler import Scheduler
@@ -64,6 +65,8 @@ class Master:
         self.records = Records(self.store)
         self.waiters = Waiters()
         self.records.on_end.append(self.waiters.ended)
+        self.notifier = Notifier(self.lock, user, lambda: self.settings, self.store.on_rollback)
+        self.records.on_end.append(self.notifier.ended)
         self.settings = config.load(self.store.settings())
         self.paused = self.store.setting("paused") == "true"
         self.nodes: dict[str, dict] = {}
@@ -87,6 +90,7 @@ class Master:
         self.scheduler.stop()
         self.link.close()
         self.pool.close()
+        self.notifier.close()
         with self.lock:
             self.store.close()
 

@@ -7,10 +7,10 @@ widened by respacing the few jobs of a window around it (those rows are returned
 stored too).
 
 Queued jobs that may be asked for now (``ready``: not held, no dependency pending, within
-their array's %MAX) are also indexed by *shape* (cores, memory, attributes): the master asks
-the multiuser for the first few ready jobs of each shape, in queue order, so a big job that
-does not fit never hides smaller ones behind it, a job that may not start is never asked
-for, and the request stays small with 100,000 jobs queued.
+their array's %MAX) are also indexed by *shape* (cores, memory, attributes, whole node):
+the master asks the multiuser for the first few ready jobs of each shape, in queue order,
+so a big job that does not fit never hides smaller ones behind it, a job that may not start
+is never asked for, and the request stays small with 100,000 jobs queued.
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ class JobQueue:
         """The first ready jobs of each shape, shapes ordered by their first job's place."""
         heads = sorted((keys[0], shape, [job_id for _, job_id in keys[:PER_SHAPE]])
                        for shape, keys in self.shapes.items())
-        return [{"cores": s[0], "mem": s[1], "attr": s[2], "jobs": ids}
+        return [{"cores": s[0], "mem": s[1], "attr": s[2], "jobs": ids,
+                 **({"exclusive": True} if s[3] else {})}
                 for _, s, ids in heads[:MAX_SHAPES]]
 
     # -- positions -------------------------------------------------------------------------

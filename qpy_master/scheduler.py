@@ -44,6 +44,7 @@ class Scheduler:
         self.in_flight: list[int] | None = None  # the releases of the request in flight
         self.again = False
         self.stopped = False
+        self.limit: str | None = None  # the user limit the multiuser last said holds the queue
 
     def poke(self) -> None:
         """Ask the multiuser now (or right after the request in flight)."""
@@ -80,6 +81,7 @@ class Scheduler:
                 self.release[:0] = released
                 return
             grants = reply.get("grants") or []
+            self.limit = reply.get("limit") if reply.get("waiting") else None
             self.told_queue = queue_size - len(grants)
             for grant in grants:
                 again |= not self._launch(grant)
@@ -95,8 +97,11 @@ class Scheduler:
         if job is None or self.m.paused or job.id not in self.records.queue.ready:
             self.release.append(grant.get("job"))
             return False
-        self.records.move(job, RUNNING, node=grant["node"], address=grant.get("address"),
-                          t_start=time.time())
+        with self.records.transaction():
+            self.records.move(job, RUNNING, node=grant["node"], address=grant.get("address"),
+                              t_start=time.time())
+            if "cores" in grant:  # a whole node: the job gets all of it (sub --exclusive)
+                self.records.update(job, n_cores=grant["cores"], mem=grant["mem"])
         self.m.start(job)
         return True
 

@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     held INTEGER NOT NULL DEFAULT 0,
     array_id INTEGER,
     array_index INTEGER,
-    array_max INTEGER
+    array_max INTEGER,
+    mail TEXT,
+    exclusive INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs(status) WHERE status IN ('queue', 'running');
 CREATE TABLE IF NOT EXISTS notes (job INTEGER NOT NULL, t REAL NOT NULL, text TEXT NOT NULL);
@@ -85,14 +87,16 @@ ADDED_COLUMNS = {
     "array_id": "INTEGER",
     "array_index": "INTEGER",
     "array_max": "INTEGER",
+    "mail": "TEXT", "exclusive": "INTEGER NOT NULL DEFAULT 0",
 }
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
            "t_queue",
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
            "env_id", "pid", "kill_requested", "requeue", "umask", "time_limit", "cpu",
-           "peak_mem", "priority", "held", "array_id", "array_index", "array_max")
-FLAGS = ("kill_requested", "requeue", "held")  # stored as 0/1
+           "peak_mem", "priority", "held", "array_id", "array_index", "array_max", "mail",
+           "exclusive")
+FLAGS = ("kill_requested", "requeue", "held", "exclusive")  # stored as 0/1
 FIELDS = ", ".join(COLUMNS)
 SELECT = f"SELECT {FIELDS} FROM jobs"
 
@@ -207,12 +211,13 @@ class Store(SideTables):
         cur = self.db.execute(
             "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
             " env_id, qpos, requeue, umask, time_limit, priority, held, array_id,"
-            " array_index, array_max)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " array_index, array_max, mail, exclusive)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             tuple(map(to_db, (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr,
-                            job.t_queue, job.run_command, job.env_id, qpos,
-                            int(job.requeue), job.umask, job.time_limit, job.priority,
-                            int(job.held), job.array_id, job.array_index, job.array_max))))
+                              job.t_queue, job.run_command, job.env_id, qpos,
+                              int(job.requeue), job.umask, job.time_limit, job.priority,
+                              int(job.held), job.array_id, job.array_index, job.array_max,
+                              job.mail, int(job.exclusive)))))
         if job.after or job.afterok:
             self.db.executemany("INSERT OR IGNORE INTO deps (job, dep, ok) VALUES (?, ?, ?)",
                                 [(cur.lastrowid, dep, 0) for dep in job.after]

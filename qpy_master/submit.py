@@ -75,7 +75,15 @@ def _new_job(spec: dict, cwd: str, umask: int, settings: dict, nodes: dict[str, 
                attr=attr, t_queue=time.time(), run_command=spec.get("run"),
                requeue=bool(spec.get("requeue")), umask=umask, time_limit=time_limit(spec),
                priority=priority, afterok=afterok,
-               after=[i for i in _ids(spec, "after") if i not in afterok])  # the stronger
+               after=[i for i in _ids(spec, "after") if i not in afterok],  # the stronger
+               mail=_mail(spec), exclusive=bool(spec.get("exclusive")))
+
+
+def _mail(spec: dict) -> str | None:
+    try:
+        return jobspec.parse_mail(spec["mail"], "mail") if spec.get("mail") else None
+    except jobspec.SpecError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _ids(spec: dict, name: str) -> list[int]:

@@ -143,6 +143,41 @@ def adduser(user: str, valid: str, out_dir: str | None) -> None:
 
 
 @admin.command()
+@click.argument("nodes", nargs=-1, required=True)
+@click.option("--reason", default="", metavar="TEXT", help="Why (shown by qpy status).")
+def drain(nodes: tuple[str, ...], reason: str) -> None:
+    """Start no new job on NODES; running jobs finish there."""
+    say(call("drain", [reason, *nodes]))
+
+
+@admin.command()
+@click.argument("nodes", nargs=-1, required=True)
+def resume(nodes: tuple[str, ...]) -> None:
+    """Let NODES take new jobs again after a drain."""
+    say(call("resume", list(nodes)))
+
+
+@admin.command()
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Only the last N lines.")
+@click.option("-f", "--follow", is_flag=True, help="Go on printing lines as they come.")
+def log(lines: int | None, follow: bool) -> None:
+    """Show the multiuser's log (multiuser.log in the admin home)."""
+    from qpy_multiuser import logview
+
+    path = os.path.join(_home(), "multiuser.log")
+    try:
+        logview.show(path, lines, follow, sys.stdout.buffer)
+    except FileNotFoundError:
+        raise AdminError(f"no log at {path}: the multiuser has not run with this admin "
+                         "home", "not_found") from None
+    except OSError as exc:
+        raise AdminError(f"cannot read {path}: {exc.strerror}") from None
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass
+
+
+@admin.command()
 @click.argument("user")
 def removeuser(user: str) -> None:
     """Withdraw USER's access; their key stops working at once."""

@@ -10,6 +10,7 @@ import json
 
 from qpy import enrolment, names, paths, status_view
 from qpy.server import BadRequest, NotFound, RequestError
+from qpy_multiuser import drain, user_limits
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 
@@ -36,6 +37,7 @@ def reload_nodes(mu, args: list[str]) -> dict:
     except (nodes_module.FileError, rules_module.ShareError) as exc:
         raise _refuse(exc) from None
     mu.alloc.set_nodes(mu.monitored(nodes, mu.alloc.nodes))
+    drain.apply(mu)
     mu.watch_nodes()
     mu.announce_nodes()
     mu.changed()
@@ -43,11 +45,13 @@ def reload_nodes(mu, args: list[str]) -> dict:
 
 
 def distribute(mu, args: list[str]) -> dict:
-    """Reload ``allowed_users`` and ``distribution_rules``: a name taken out of the file
-    loses access at once, as with ``removeuser``; then every share is computed again."""
+    """Reload ``allowed_users``, ``distribution_rules`` and ``limits``: a name taken out
+    of the file loses access at once, as with ``removeuser``; then every share is
+    computed again."""
     try:
         allowed = nodes_module.load_users(mu.home / "allowed_users")
         rules = rules_module.load(mu.home / "distribution_rules")
+        limits = user_limits.load(mu.home / "limits")
         removed = [user for user in mu.allowed if user not in allowed]
         rules_module.shares(rules, [u for u in mu.alloc.members() if u not in removed],
                             mu.alloc.total_cores)
@@ -59,6 +63,7 @@ def distribute(mu, args: list[str]) -> dict:
     for user in allowed:
         if user in mu.alloc.users:
             mu.alloc.user(user)  # back from a removal while their jobs still ran
+    mu.alloc.set_limits(limits)
     mu.alloc.distribute(rules)
     mu.changed()
     keyless = [u for u in allowed if not (mu.home / "keys" / u).exists()]
@@ -82,6 +87,7 @@ def variables(mu, args: list[str]) -> dict:
             "connected": sorted(mu.masters),
             "users": {u.name: {"minimum": u.minimum, "extra": u.extra, "used": u.used,
                                "queue": u.queue, "waiting": u.waiting,
+                               "limits": u.caps.public(), "limited": u.limited,
                                "jobs": {str(j): list(v) for j, v in u.jobs.items()}}
                       for u in mu.alloc.users.values()},
             "nodes": {n.name: {**n.public(), "used_cores": n.used_cores,
@@ -208,6 +214,6 @@ def repair_remove_job(mu, args: list[str]) -> dict:
 
 OPS = {"finish": finish, "nodes": reload_nodes, "distribute": distribute, "status": status,
        "variables": variables, "saveMessages": save_messages, "adduser": adduser,
-       "enrol": enrol,
+       "enrol": enrol, "drain": drain.drain, "resume": drain.resume,
        "removeuser": removeuser, "__user": repair_user, "__req_core": repair_req_core,
        "__remove_job": repair_remove_job}

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 from qpy import attrs
+from qpy_multiuser import placement, user_limits
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.nodes import Node
 
@@ -33,6 +34,10 @@ class User:
     woken: int = -1  # the multiuser's epoch in which this user's master was last woken
     jobs: dict[int, tuple[str, int, float]] = field(default_factory=dict)
     member: bool = True  # False once removed: no share; kept only while jobs still run
+    caps: user_limits.Caps = user_limits.NONE  # the admin's limits file
+    mem_used: float = 0.0
+    limited: str | None = None  # the limit that held the user back in the last decision
+    refused: tuple | None = None  # its first job refused: (job, cores, mem, attr, whole)
 
     @property
     def share(self) -> int:
@@ -50,6 +55,7 @@ class Allocator:
 
     def __init__(self, nodes: dict[str, Node], rules: rules_module.Rules) -> None:
         self.rules = rules
+        self.limits = user_limits.Limits()
         self.users: dict[str, User] = {}
         self.nodes: dict[str, Node] = {}
         self.set_nodes(nodes)
@@ -63,7 +69,7 @@ class Allocator:
         user = self.users.get(name)
         if user is None or not user.member:
             if user is None:
-                user = self.users[name] = User(name)
+                user = self.users[name] = User(name, caps=self.limits.of(name))
             user.member = True
             try:
                 self.distribute()
@@ -96,6 +102,13 @@ class Allocator:
             user.minimum, user.extra = computed.get(name, (0, 0))
         self._recount()
 
+    def set_limits(self, limits: user_limits.Limits) -> None:
+        """A (re)loaded limits file: every user's caps, and what is held for them."""
+        self.limits = limits
+        for user in self.users.values():
+            user.caps = limits.of(user.name)
+        self._recount()
+
     def set_nodes(self, nodes: dict[str, Node]) -> None:
         """Swap in a reloaded nodes file keeping every running job's accounting: a node that
         disappeared stays (draining, not given new jobs) until its jobs end."""
@@ -120,36 +133,30 @@ class Allocator:
         """Monitoring saw a node go down or come back, or measured its size: it leaves or
         rejoins the pool, and the shares follow the new total."""
         node.up, node.cores, node.mem = up, cores, mem
+        self.pool_changed(f"node {node.name} changed")
+
+    def pool_changed(self, what: str) -> None:
+        """A node left or rejoined the pool (down, up, drained, resumed) or changed size
+        (``what`` says which): the indexes, totals and shares follow."""
         self._index_nodes()
         self._recount()
         if self.users:
             try:
                 self.distribute()
             except rules_module.ShareError as exc:
-                log.error("shares unchanged after node %s changed: %s", node.name, exc)
+                log.error("shares unchanged after %s: %s", what, exc)
 
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _index_nodes(self) -> None:
-        self.buckets: tuple[dict[int, dict[str, Node]], dict[int, dict[str, Node]]] = ({}, {})
+        self.buckets: placement.Buckets = ({}, {})
         for node in self.nodes.values():
-            if node.up:
-                self._bucket(node, +1)
-
-    def _bucket(self, node: Node, sign: int) -> None:
-        """Put ``node`` into (+1) or take it out of (-1) the bucket of its free cores."""
-        index = self.buckets[node.pref_multicore]
-        if sign > 0:
-            index.setdefault(node.free_cores, {})[node.name] = node
-        else:
-            same = index[node.free_cores]
-            del same[node.name]
-            if not same:
-                del index[node.free_cores]
+            if node.usable:
+                placement.put(self.buckets, node, +1)
 
     def _recount(self) -> None:
-        self.total_cores = sum(n.cores for n in self.nodes.values() if n.up)
-        self.used_up = sum(n.used_cores for n in self.nodes.values() if n.up)
+        self.total_cores = sum(n.cores for n in self.nodes.values() if n.usable)
+        self.used_up = sum(n.used_cores for n in self.nodes.values() if n.usable)
         self.reserved = sum(map(_reserved, self.users.values()))
 
     def set_queue(self, user: User, size: int) -> None:
@@ -162,13 +169,15 @@ class Allocator:
         """Change usage by ``cores`` (negative to free) keeping every total in step."""
         self.reserved -= _reserved(user)
         user.used += cores
+        user.mem_used += mem
         self.reserved += _reserved(user)
-        if node.up:
-            self._bucket(node, -1)
+        usable = node.usable
+        if usable:
+            placement.put(self.buckets, node, -1)
         node.used_cores += cores
         node.used_mem += mem
-        if node.up:
-            self._bucket(node, +1)
+        if usable:
+            placement.put(self.buckets, node, +1)
             self.used_up += cores
 
     # -- allocations -----------------------------------------------------------------------
@@ -191,25 +200,27 @@ class Allocator:
         if user.used + k <= user.share:
             return True
         return not any(u is not user and u.queue > 0 and u.used < u.share
+                       and not user_limits.full(u.caps, len(u.jobs), u.used, u.mem_used)
                        for u in self.users.values())
 
-    def _node_for(self, k: int, mem: float, attr: str | None) -> Node | None:
-        """Single-core jobs go to the emptiest ordinary node and use multicore-preferred
-        nodes only when nothing else fits; multicore jobs take the tightest fit,
-        multicore-preferred nodes first."""
-        expr = attrs.compile_expr(attr) if attr else None
-        passes = ((False, True), (True, True)) if k == 1 else ((True, False), (False, False))
-        for pref, emptiest in passes:
-            index = self.buckets[pref]
-            for free in sorted((f for f in index if f >= k), reverse=emptiest):
-                for node in index[free].values():
-                    if node.free_mem >= mem and (expr is None or expr.matches(node.attrs,
-                                                                              node.name)):
-                        return node
-        return None
+    def _place(self, user: User, k: int, mem: float, attr: str | None,
+               whole: bool) -> tuple[Node | None, int, float, str | None]:
+        """Where one job of the user goes now, with the cores and memory it takes there
+        (a whole node's for ``whole``), or no node and the limit that holds it back."""
+        if whole:
+            empty = placement.empty_node(self.buckets, k, mem, attr)
+            if empty is None:
+                return None, k, mem, None
+            k, mem = empty.cores, empty.mem
+        limited = limit_reason(user, k, mem)
+        if limited is not None or not self._may_grow(user, k):
+            return None, k, mem, limited
+        return (empty if whole else placement.node_for(self.buckets, k, mem, attr)), k, mem, None
 
     def add(self, user: User, job: int, node: Node, cores: int, mem: float) -> None:
+        self.reserved -= _reserved(user)  # which depends on the number of jobs
         user.jobs[job] = (node.name, cores, mem)
+        self.reserved += _reserved(user)
         node.jobs.add((user.name, job))
         self._use(user, node, cores, mem)
 
@@ -226,17 +237,21 @@ class Allocator:
             self._recount()
 
     def unaccount(self, user: User, job: int) -> bool:
-        entry = user.jobs.pop(job, None)
-        if entry is None:
+        if job not in user.jobs:
             return False
-        name, cores, mem = entry
+        self.reserved -= _reserved(user)  # which depends on the number of jobs
+        name, cores, mem = user.jobs.pop(job)
+        self.reserved += _reserved(user)
         node = self.nodes.get(name)
         if node is None:
             user.used -= cores
+            user.mem_used -= mem
             self._recount()
         else:
             node.jobs.discard((user.name, job))
             self._use(user, node, -cores, -mem)
+            if not node.jobs and node.drain_since is not None:
+                log.info("node %s is drained: its last job ended", name)
             if not node.jobs and name not in self.configured:  # a removed node has drained
                 del self.nodes[name]
                 self._index_nodes()
@@ -258,26 +273,44 @@ class Allocator:
         self.set_queue(user, queue_size)
         grants: list[dict] = []
         refused = False
+        user.limited = user.refused = None
         for group in want:
             k, mem, attr = group["cores"], group["mem"], group["attr"]
+            whole = group.get("exclusive", False)
             for job in group["jobs"]:
                 if job in user.jobs:
                     continue
-                node = self._node_for(k, mem, attr) if self._may_grow(user, k) else None
+                node, cores, took, limited = self._place(user, k, mem, attr, whole)
                 if node is None:
                     refused = True
+                    user.limited = user.limited or limited
+                    user.refused = user.refused or (job, cores, took, attr, whole)
                     break
-                self.add(user, job, node, k, mem)
+                self.add(user, job, node, cores, took)
                 self.set_queue(user, user.queue - 1)
-                grants.append({"job": job, "node": node.name, "address": node.address})
+                grants.append({"job": job, "node": node.name, "address": node.address,
+                               **({"cores": cores, "mem": took} if whole else {})})
         user.waiting = refused
         return grants, refused
 
 
 def _reserved(user: User) -> int:
     """Cores held for ``user``: what is left of their minimum, while they have jobs
-    queued. With nothing queued their minimum is lent to others."""
-    return max(0, user.minimum - user.used) if user.queue > 0 else 0
+    queued. With nothing queued their minimum is lent to others, and so is what their
+    limits (``user_limits``) would not let them use."""
+    if user.queue <= 0:
+        return 0
+    caps = user.caps
+    if caps.jobs is not None and len(user.jobs) >= caps.jobs:
+        return 0
+    held = user.minimum if caps.cores is None else min(user.minimum, caps.cores)
+    return max(0, held - user.used)
+
+
+def limit_reason(user: User, cores: int, mem: float) -> str | None:
+    """The limit (the admin's ``limits`` file) that keeps ``user`` from starting a job of
+    ``cores`` cores and ``mem`` GB now, or None: what ``qpy why`` names."""
+    return user_limits.reason(user.caps, len(user.jobs), user.used, user.mem_used, cores, mem)
 
 
 # -- what a master reports ---------------------------------------------------------------------
@@ -339,7 +372,7 @@ def explain(alloc: Allocator, user: User, k: int, mem: float, attr: str | None) 
     matching = [n for n in alloc.nodes.values() if n.name in alloc.configured
                 and (expr is None or expr.matches(n.attrs, n.name))]
     up = [n for n in matching if n.up]
-    node = alloc._node_for(k, mem, attr)
+    node = placement.node_for(alloc.buckets, k, mem, attr)
     closest = None
     if node is None and up:
         best = max(up, key=lambda n: (min(n.free_cores, k) / k + min(max(n.free_mem, 0.0),

@@ -16,12 +16,13 @@ from collections.abc import Callable
 
 from qpy import attrs, enrolment, names, trace
 from qpy.server import BadRequest, Denied, Handler, RequestError, Session
-from qpy_multiuser import admin_ops, allocator
+from qpy_multiuser import admin_ops, allocator, oplog
 from qpy_multiuser.state import ADMIN, Multiuser
 
 log = logging.getLogger("qpy.multiuser")
 
 MultiuserHandler = Callable[[Multiuser, Session, dict], dict]
+QUIET_ADMIN = ("status", "variables")  # admin commands that change nothing: not logged
 
 
 def _master_only(session: Session) -> None:
@@ -56,6 +57,7 @@ def want(group: dict) -> dict:
     ok = (isinstance(group.get("cores"), int) and group["cores"] > 0
           and isinstance(group.get("mem"), (int, float)) and group["mem"] > 0
           and (group.get("attr") is None or isinstance(group.get("attr"), str))
+          and isinstance(group.get("exclusive", False), bool)
           and isinstance(group.get("jobs"), list)
           and all(isinstance(j, int) and not isinstance(j, bool) for j in group["jobs"]))
     if not ok:
@@ -135,8 +137,10 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
         released = [job for job in msg["release"] if mu.alloc.remove(user, job)]
         grants, refused = mu.alloc.request(user, wanted, msg["queue_size"])
         decided = time.perf_counter() - started
-        mu.ledger.record(user.name, released,
-                         [(g["job"], *user.jobs[g["job"]]) for g in grants])
+        limit = user.limited
+        why = oplog.refusal(mu.alloc, user) if refused else None
+        granted = [(g["job"], *user.jobs[g["job"]]) for g in grants]
+        mu.ledger.record(user.name, released, granted)
         if released or (had_queue and user.queue <= 0):  # cores or borrowing rights freed
             mu.changed(skip=user.name)
         elif refused and mu.alloc.free_cores > 0:  # idle cores this user cannot use
@@ -145,7 +149,10 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
     trace.mark("multiuser: slots decided")
     asked = sum(len(g["jobs"]) for g in wanted)
     return {"grants": grants, "waiting": refused, "decision_us": round(decided * 1e6, 1),
-            "more": not refused and len(grants) == asked and msg["queue_size"] > asked}
+            "more": not refused and len(grants) == asked and msg["queue_size"] > asked,
+            "limit": limit,  # logged once the reply is out: not on the way to a job's start
+            "_after": (lambda: oplog.decided(session.user, granted, why))
+            if granted or why else None}
 
 
 def status(mu: Multiuser, session: Session, msg: dict) -> dict:
@@ -176,6 +183,8 @@ def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
     op = admin_ops.OPS.get(msg["command"])
     if op is None:
         raise BadRequest(f"unknown admin command {msg['command']!r}")
+    if msg["command"] not in QUIET_ADMIN:
+        log.info("admin command: %s", " ".join([msg["command"], *map(repr, msg["args"])]))
     try:
         with mu.lock:
             return op(mu, msg["args"])

@@ -22,6 +22,9 @@ class Ledger:
         self.db.execute("CREATE TABLE IF NOT EXISTS allocations (user TEXT NOT NULL, "
                         "job INTEGER NOT NULL, node TEXT NOT NULL, cores INTEGER NOT NULL, "
                         "mem REAL NOT NULL, PRIMARY KEY (user, job))")
+        # nodes the admin drained (qpy-admin drain), kept across restarts
+        self.db.execute("CREATE TABLE IF NOT EXISTS drains (node TEXT PRIMARY KEY, "
+                        "since REAL NOT NULL, reason TEXT)")
 
     def load(self) -> dict[str, list[dict]]:
         """Every user's allocations as the ``running`` lists a hello would carry."""
@@ -50,3 +53,16 @@ class Ledger:
             self.db.execute("DELETE FROM allocations WHERE user = ?", (user,))
             self.db.executemany("INSERT INTO allocations VALUES (?, ?, ?, ?, ?)",
                                 ((user, job, *entry) for job, entry in jobs.items()))
+
+    def drains(self) -> dict[str, tuple[float, str | None]]:
+        """Drained nodes: name -> (since, reason)."""
+        return {node: (since, reason) for node, since, reason in self.db.execute(
+            "SELECT node, since, reason FROM drains")}
+
+    def set_drain(self, node: str, since: float | None, reason: str | None = None) -> None:
+        """Record ``node`` as drained since ``since``; None: resumed."""
+        if since is None:
+            self.db.execute("DELETE FROM drains WHERE node = ?", (node,))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO drains VALUES (?, ?, ?)",
+                            (node, since, reason))

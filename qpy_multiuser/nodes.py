@@ -42,6 +42,8 @@ class Node:
     up: bool = True
     state: str = "up"  # up, down, unknown (a remote node not checked yet) or draining
     reason: str | None = None  # why it is down
+    drain_since: float | None = None  # drained by the admin (qpy-admin drain) since then
+    drain_reason: str | None = None
     detect: frozenset[str] = frozenset()  # "cores", "mem": taken from monitoring
     measured: dict = field(default_factory=dict)  # the last sample
     used_cores: int = 0
@@ -57,6 +59,11 @@ class Node:
         return self.mem - self.used_mem
 
     @property
+    def usable(self) -> bool:
+        """In the pool: up, and not drained (a drained node's jobs run on, no new ones)."""
+        return self.up and self.drain_since is None
+
+    @property
     def local(self) -> bool:
         return self.address in LOCAL_ADDRESSES
 
@@ -65,7 +72,8 @@ class Node:
                 "mem": self.mem, "attrs": sorted(self.attrs), "up": self.up,
                 "state": self.state, "reason": self.reason,
                 "pref_multicore": self.pref_multicore, "check_dir": self.check_dir,
-                "cgroup": self.cgroup, "rlimit_as": self.rlimit_as, "cpu_lock": self.cpu_lock}
+                "cgroup": self.cgroup, "rlimit_as": self.rlimit_as, "cpu_lock": self.cpu_lock,
+                "drain_since": self.drain_since, "drain_reason": self.drain_reason}
 
 
 def _bool(text: str, where: str, key: str = "pref_multicore") -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 from qpy import cgroups, enrolment, names, paths
 from qpy.peers import Peer
 from qpy.server import Session
-from qpy_multiuser import allocator, monitor, probe
+from qpy_multiuser import allocator, drain, monitor, probe, user_limits
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.allocator import Allocator
@@ -45,6 +45,7 @@ class Multiuser:
         self.interval = monitor.interval_setting(home)
         self.alloc = Allocator(self.monitored(nodes_module.load(home / "nodes"), {}),
                                rules_module.load(home / "distribution_rules"))
+        self.alloc.set_limits(user_limits.load(home / "limits"))
         self.alloc.distribute()
         # Without its ledger, the multiuser cannot know what it granted before: each
         # user's first hello may then report running jobs that fit (see Allocator.reconcile)
@@ -56,6 +57,7 @@ class Multiuser:
             allocator.restore(self.alloc, user, running)
             if name not in self.allowed:  # removed while their jobs ran: no share
                 self.alloc.leave(user)
+        drain.apply(self)
         self.masters: dict[str, Session] = {}
         self.epoch = 0
         self.wakes: list[Session] = []

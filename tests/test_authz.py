@@ -92,6 +92,8 @@ def forged_admin_args(cluster: Cluster, alice: Alice) -> dict[str, list[str]]:
         "finish": [], "nodes": [], "distribute": [], "status": [], "variables": [],
         "saveMessages": ["true"], "adduser": ["mallory"], "enrol": ["mallory", "3600"],
         "removeuser": [name],
+        # would take the nodes alice's jobs run on out of the pool, or put them back
+        "drain": [MARKER, "n1", "n2", "n3"], "resume": ["n1", "n2", "n3"],
         "__user": [name], "__req_core": [name, "777", "1", "1"],
         "__remove_job": [name, str(alice.running)],
     }

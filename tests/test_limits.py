@@ -20,7 +20,7 @@ import os
 import re
 
 import pytest
-from conftest import wait_for
+from conftest import NODE, wait_for
 
 from qpy import wire
 
@@ -38,7 +38,7 @@ def embedded_node(qpy, settings: str) -> None:
     admin = qpy.home / "embedded"
     admin.mkdir(parents=True, mode=0o700)
     os.chmod(qpy.home, 0o700)
-    (admin / "nodes").write_text(f"localhost {settings}\n")
+    (admin / "nodes").write_text(f"{NODE} address=localhost attributes=localhost {settings}\n")
     (admin / "allowed_users").write_text(f"{wire.whoami()}\n")
     (admin / "distribution_rules").write_text("even\n")
 
@@ -65,7 +65,7 @@ def test_a_job_past_its_memory_is_killed_with_the_reason(qpy):
     assert found, record["reason"]
     assert 0.05 < float(found.group(1)) < 1, record["reason"]  # past the limit, caught early
     assert (qpy.work / f"job_{job}.out").read_text() == "started\n"  # the whole tree ended
-    assert memory_line(qpy) == "Memory limits: watchdog (localhost)"
+    assert memory_line(qpy) == f"Memory limits: watchdog ({NODE})"
 
 
 def test_the_watchdog_adds_up_the_whole_process_tree(qpy):
@@ -95,7 +95,7 @@ def test_rlimit_as_is_an_admin_option(qpy):
     assert (record["status"], record["exit_code"]) == ("done", 1), record
     assert (qpy.work / f"job_{job}.out").read_text() == f"{int(0.2 * 1024 ** 3) // 1024}\n"
     assert "MemoryError" in (qpy.work / f"job_{job}.err").read_text()
-    assert memory_line(qpy) == "Memory limits: watchdog + RLIMIT_AS (localhost)"
+    assert memory_line(qpy) == f"Memory limits: watchdog + RLIMIT_AS ({NODE})"
 
 
 def test_thread_variables_follow_the_cores_unless_the_user_set_them(qpy):

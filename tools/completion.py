@@ -58,6 +58,7 @@ QPY_ARGS = {
 }
 ADMIN_ARGS = {name: "if (( n == 0 )); then __qpy_users; fi"
               for name in ("adduser", "removeuser", "__user", "__req_core", "__remove_job")}
+ADMIN_ARGS.update({name: "__qpy_nodes" for name in ("drain", "resume")})
 
 # Values of options that take one, by (command, option name); others complete nothing.
 OPTION_VALUES = {
@@ -66,6 +67,7 @@ OPTION_VALUES = {
     ("sub", "after"): "__qpy_ids",
     ("sub", "afterok"): "__qpy_ids",
     ("sub", "file"): "__qpy_files",
+    ("sub", "mail"): "__qpy_words 'end fail end,fail none'",
 }
 
 JUMP_TARGETS = ("begin", "end")
@@ -97,6 +99,7 @@ def _config_snippet() -> str:
         config._attr: "if (( n == 1 )); then __qpy_words none; fi",
         config._files: "__qpy_files\nif (( n == 1 )); then __qpy_words none; fi",
         config._grace: ":",
+        config._command: "if (( n == 1 )); then __qpy_command; __qpy_words none; fi",
     }
     by_kind: dict[str, list[str]] = {}
     for key in config.KEYS:
@@ -311,6 +314,16 @@ __qpy_users() {  # user names
     while IFS= read -r u; do
         COMPREPLY+=("$u")
     done < <(compgen -u -- "$cur" 2>/dev/null)
+}
+
+__qpy_nodes() {  # node names, from the nodes file in the admin home
+    local file=${QPY_ADMIN_HOME:-$HOME/.qpy-multiuser}/nodes name rest
+    [[ -r $file ]] || return 0
+    while read -r name rest; do
+        [[ -z $name || $name == \#* ]] && continue
+        [[ $name == "$cur"* ]] && COMPREPLY+=("$name")
+    done < "$file"
+    return 0
 }
 
 __qpy_ids() {  # [STATUS...]: the user's job IDs (those with STATUS), not yet on the line

@@ -17,7 +17,8 @@ def status(as_json: bool) -> None:
     if as_json:
         from qpy import jsonout
 
-        echo(jsonout.document(users=reply["users"], nodes=reply["nodes"],
+        echo(jsonout.document(users=reply["users"],
+                              nodes=[jsonout.node(n) for n in reply["nodes"]],
                               allocator=allocator))
         return
     from qpy import status_view

@@ -26,6 +26,10 @@ from qpy.states import FINISHED, STATUSES
 @click.option("-t", "--time", "time", metavar="TIME",
               help="Wall-time limit: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S; 0 or UNLIMITED: "
                    "none.")
+@click.option("--mail", "mail", metavar="WHEN",
+              help="Mail me at the job's end: end, fail or end,fail (through sendmail).")
+@click.option("--exclusive", "exclusive", is_flag=True, default=None,
+              help="Take a whole node: all its cores and memory, no other job beside.")
 @queue_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -63,8 +67,9 @@ def _spec(params: dict, where: str | None) -> dict:
     try:
         return jobspec.build(list(params["command"]), current().cwd, params["n_cores"],
                              params["mem"], params["attr"], copy, params["requeue"],
-                             params["time"], after=params["after"],
-                             afterok=params["afterok"], priority=params["priority"])
+                             params["time"], params["mail"], params["exclusive"],
+                             after=params["after"], afterok=params["afterok"],
+                             priority=params["priority"])
     except jobspec.SpecError as exc:
         fail(f"{prefix}{exc}")
 
@@ -91,6 +96,8 @@ def check(as_json: bool, jobs: tuple[str, ...]) -> None:
     echo(render.render_jobs(reply["jobs"], reply["fmt"], scheme, time.time()))
     if reply.get("paused"):
         echo("Job submission is paused.\n")
+    if reply.get("limit"):
+        echo(f"Queued jobs are held back by the {reply['limit']}.\n")
 
 
 @click.command(context_settings=CONTEXT)

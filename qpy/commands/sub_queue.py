@@ -68,6 +68,8 @@ def show(reply: dict, as_json: bool) -> None:
         echo(jsonout.document(jobs=[jsonout.job(j) for j in reply.get("jobs", [])]))
     else:
         echo(reply.get("text", ""))
+    if reply.get("warning"):  # e.g. --mail on a host without sendmail
+        current().err.write(f"qpy: {reply['warning']}\n")
 
 
 # -- bulk files ------------------------------------------------------------------------------
