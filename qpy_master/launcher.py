@@ -21,6 +21,11 @@ previous launcher started too: that is how a restarted master re-adopts running 
 no polling. Killing sends SIGTERM to the supervisor, which passes it to the whole tree and
 escalates to SIGKILL after the job's grace period.
 
+An interactive job (``qpy connect``) gets a private directory ``RUN_DIR/sJOB`` where its
+session program (``session_node.py``) writes its state; the launcher watches those
+directories with inotify and sends each new state on (``SessionWatch``), also for jobs it
+adopts, and removes the directory when the job's slot is freed.
+
 The protocol is one JSON object per line, ops on stdin and events on stdout; ``OPS`` and
 ``EVENTS`` below are its schema (the fields each must carry), checked by the launcher for
 ops and by the master (``launcher_link``) for events:
@@ -29,8 +34,8 @@ ops and by the master (``launcher_link``) for events:
 op        fields                               what the launcher does
 ========  ===================================  ========================================
 env       id, env                              keeps a submission environment
-start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor
-          out, err
+start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor; with
+          out, err [, session]                 session: an interactive job (below)
 kill      job                                  SIGTERM to the tree, SIGKILL after grace
 adopt     job                                  watches a job an earlier launcher started
 forget    job                                  frees the job's slot: its end is recorded
@@ -45,6 +50,7 @@ started   job, pid, t                          the supervisor has the job (t: st
 ended     job, t_end; exit or signal, or       the job's exact end; error and in (cwd,
           error and in                         out or err) when it could not start
 lost      job, ran, reason                     no end was recorded (ran: it had started)
+session   job, state, idle                     an interactive job's session changed
 error     text, op                             an op could not be handled
 ========  ===================================  ========================================
 """
@@ -57,6 +63,7 @@ import json
 import os
 import selectors
 import signal
+import struct
 import sys
 import time
 
@@ -74,6 +81,7 @@ EVENTS = {
     "ended": ("job", "t_end"),
     "lost": ("job", "ran", "reason"),
     "error": ("text", "op"),
+    "session": ("job", "state", "idle"),
 }
 PR_SET_CHILD_SUBREAPER = 36
 TRACE = os.environ.get("QPY_TRACE")  # bench/latency.py --trace: as qpy/trace.py
@@ -158,6 +166,21 @@ def parse_slot(record: bytes) -> tuple[tuple[int, int, int, float] | None, dict 
     except ValueError:
         result = None
     return head, result if isinstance(result, dict) else None
+
+
+def scan_slots(slots: int) -> tuple[dict[int, int], list[int]]:
+    """The slot of each job in the slots file, and the free slots (lowest last)."""
+    size = os.fstat(slots).st_size // SLOT
+    data = os.pread(slots, size * SLOT, 0)
+    slot_of, free = {}, []
+    for i in range(size):
+        head, _ = parse_slot(data[i * SLOT:(i + 1) * SLOT])
+        if head is None:
+            free.append(i)
+        else:
+            slot_of[head[0]] = i
+    free.reverse()
+    return slot_of, free
 
 
 def padded(text: str, size: int) -> bytes:
@@ -360,6 +383,80 @@ class Supervisor:
                     break
 
 
+IN_NONBLOCK, IN_CLOEXEC, IN_MOVED_TO = 0o4000, 0o2000000, 0x80
+INOTIFY_EVENT = 16  # int wd, uint32 mask, cookie, len; then len bytes of name
+
+
+class SessionWatch:
+    """The session directories of interactive jobs, watched with inotify: each time a
+    session program renames a new ``state`` into place, it goes to the master."""
+
+    def __init__(self, run_dir: str, sel: selectors.BaseSelector) -> None:
+        self.run_dir = run_dir
+        self.fd = LIBC.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        self.jobs: dict[int, int] = {}  # watch descriptor -> job
+        if self.fd >= 0:
+            sel.register(self.fd, selectors.EVENT_READ, "sessions")
+
+    def path(self, job: int) -> str:
+        return os.path.join(self.run_dir, f"s{job}")
+
+    def started(self, op: dict) -> None:
+        """A start op: an interactive job gets its directory, fresh, and is watched."""
+        if op.get("session"):
+            path = self.path(int(op["job"]))
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            for name in ("state", "status"):
+                try:
+                    os.unlink(os.path.join(path, name))
+                except FileNotFoundError:
+                    pass
+            self.watch(int(op["job"]))
+
+    def watch(self, job: int) -> None:
+        """Watch the job's session directory if it has one, and report its state now."""
+        if self.fd < 0 or not os.path.isdir(self.path(job)) or job in self.jobs.values():
+            return
+        wd = LIBC.inotify_add_watch(self.fd, os.fsencode(self.path(job)), IN_MOVED_TO)
+        if wd >= 0:
+            self.jobs[wd] = job
+        self.report(job)
+
+    def read(self) -> None:
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return
+        seen = set()
+        while len(data) >= INOTIFY_EVENT:
+            wd, _, _, size = struct.unpack("iIII", data[:INOTIFY_EVENT])
+            name, data = data[INOTIFY_EVENT:INOTIFY_EVENT + size], data[INOTIFY_EVENT + size:]
+            if name.rstrip(b"\0") == b"state" and wd in self.jobs:
+                seen.add(self.jobs[wd])
+        for job in seen:
+            self.report(job)
+
+    def report(self, job: int) -> None:
+        try:
+            with open(os.path.join(self.path(job), "state")) as f:
+                state = json.loads(f.read())
+        except (OSError, ValueError):
+            return
+        if isinstance(state, dict):
+            idle = max(0.0, time.time() - float(state.get("since") or time.time()))
+            emit({"ev": "session", "job": job, "state": state, "idle": round(idle, 1)})
+
+    def remove(self, job: int) -> None:
+        """The job's slot is free: stop watching, and remove its session directory."""
+        for wd in [wd for wd, j in self.jobs.items() if j == job]:
+            LIBC.inotify_rm_watch(self.fd, wd)
+            del self.jobs[wd]
+        if os.path.isdir(self.path(job)):
+            import shutil
+
+            shutil.rmtree(self.path(job), ignore_errors=True)
+
+
 class Launcher:
     """The launcher's event loop: ops from stdin, job ends from pidfds."""
 
@@ -379,20 +476,12 @@ class Launcher:
         self.envs: dict[int, dict[str, str]] = {}
         self.deferred: dict[int, dict] = {}  # job -> its start, waiting for its old run
         self.spare: tuple[int, int] | None = None
+        self.sessions = SessionWatch(run_dir, self.sel)
         self._scan()
 
     def _scan(self) -> None:
         """Learn which slots hold jobs not yet forgotten (started by earlier launchers)."""
-        size = os.fstat(self.slots).st_size // SLOT
-        data = os.pread(self.slots, size * SLOT, 0)
-        self.slot_of, self.free = {}, []
-        for i in range(size):
-            head, _ = parse_slot(data[i * SLOT:(i + 1) * SLOT])
-            if head is None:
-                self.free.append(i)
-            else:
-                self.slot_of[head[0]] = i
-        self.free.reverse()
+        self.slot_of, self.free = scan_slots(self.slots)
 
     def _take_slot(self) -> int:
         if self.free:
@@ -421,6 +510,8 @@ class Launcher:
                         return
                 elif key.data == "notify":
                     self._notified()
+                elif key.data == "sessions":
+                    self.sessions.read()
                 else:
                     self._ended(key.data)
 
@@ -464,6 +555,7 @@ class Launcher:
         op["t"] = t_start = time.time()
         op["slot"] = slot = self._take_slot()
         self.slot_of[job] = slot
+        self.sessions.started(op)
         pid, inbox = self.spare or self._fork_supervisor()
         self.spare = None
         data = (json.dumps(op, separators=(",", ":")) + "\n").encode()
@@ -519,6 +611,7 @@ class Launcher:
             return
         _, pid, start, t = head
         emit({"ev": "started", "job": job, "pid": pid, "t": t})
+        self.sessions.watch(job)
         if result is None and proc_start(pid) == start and self._watch(job, pid, own=False):
             if proc_start(pid) == start:  # still the same process now that the pidfd holds it
                 return
@@ -558,6 +651,7 @@ class Launcher:
         self._free_slot(job)
 
     def _free_slot(self, job: int) -> None:
+        self.sessions.remove(job)
         slot = self.slot_of.pop(job, None)
         if slot is not None:
             os.pwrite(self.slots, BLANK, slot * SLOT)

@@ -1,0 +1,340 @@
+"""The node side of an interactive job (``qpy connect``). Standard library only.
+
+An interactive job is a normal job whose command is this program, sent inline in the
+job's command (the node needs python3 and nothing of qpy), so its process tree is what
+the supervisor watches, kills and accounts for. It runs in the job's directory with the
+job's environment and takes one JSON argument: the session directory (private, made by
+the launcher under ``~/.qpy/run/NODE``), the kind (``tmux`` or ``gui``), the node's name
+and, for ``gui``, the program to run.
+
+* ``tmux``: a tmux server on a private socket with one session whose shell is the user's
+  login shell from the password database, started as a login shell. The user's own tmux
+  configuration is read first; then qpy's settings: every pane stays dead long enough for
+  a hook to write the shell's exit status to a file and close it, so the session ends
+  with its last pane, the server with the session, and this program with the server,
+  exiting with the last shell's status. When xpra and Xvfb are installed, an xpra server
+  runs beside it on a display of its own and ``DISPLAY`` is set in the session.
+* ``gui``: an xpra server on a display of its own runs the program, and ends with it; this
+  program exits with the program's status.
+
+Displays are derived from the user and the job (no clash between jobs or users), the next
+free one if that is taken. xpra runs in the foreground (no daemon, no systemd scope), so it
+is part of the job's tree: the supervisor ends it with the job, always.
+
+While the session runs this program samples, every second, the last input through tmux
+(or an attach) and the CPU time of the session's processes; the session is *idle* since
+the later of the two moments at which either happened (CPU counts from 5% of one core).
+It writes what the master must know to ``state`` in the session directory (atomically,
+only when it changes): ready, socket, display, attached clients, idle since, or an error.
+The launcher watches that directory and passes each new state on to the master.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+SESSION = "qpy"  # the tmux session's name
+SAMPLE = 1.0  # seconds between idle samples
+BUSY = 0.05  # share of one core above which the session is not idle
+SOCKET_ROOM = 100  # a unix socket path must stay below 108 bytes
+DISPLAYS = (200, 30000)  # the range displays are derived in
+XPRA_OPTIONS = ("--daemon=no", "--systemd-run=no", "--mdns=no", "--pulseaudio=no",
+                "--speaker=off", "--microphone=off", "--webcam=no", "--notifications=no",
+                "--printing=no", "--dbus-launch=", "--dbus-proxy=no", "--dbus-control=no",
+                "--html=off", "--file-transfer=no", "--tray=no", "--system-tray=no",
+                "--bell=no", "--start-via-proxy=no", "--start=")
+MISSING = 127  # the exit status when what a session needs is not installed
+
+
+class SessionError(Exception):
+    """The session cannot start; the text names what is missing."""
+
+
+def socket_path(directory: str) -> str:
+    """The tmux socket: in the session directory when the path fits a unix socket, else
+    in a private directory of this user under /tmp named after it."""
+    path = os.path.join(directory, "tmux")
+    if len(path.encode()) <= SOCKET_ROOM:
+        return path
+    digest = hashlib.sha1(os.fsencode(directory)).hexdigest()[:16]
+    return os.path.join(private_dir(f"/tmp/qpy-{os.getuid()}"), f"{digest}.tmux")
+
+
+def private_dir(path: str) -> str:
+    """``path`` as a directory only this user can use, or SessionError."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if st.st_uid != os.getuid() or st.st_mode & 0o077 or not os.path.isdir(path):
+        raise SessionError(f"{path} is not a private directory of this user")
+    return path
+
+
+def first_display(job: int) -> int:
+    """The display a job tries first: derived from the user and the job."""
+    low, high = DISPLAYS
+    return low + (os.getuid() * 7919 + job) % (high - low)
+
+
+def free_display(start: int) -> int:
+    """``start`` or the next display with no X server (socket or lock) on this node."""
+    low, high = DISPLAYS
+    display = start
+    for _ in range(high - low):
+        if not any(os.path.exists(p) for p in (f"/tmp/.X11-unix/X{display}",
+                                               f"/tmp/.X{display}-lock")):
+            return display
+        display = low + (display + 1 - low) % (high - low)
+    raise SessionError("no free X display on this node")
+
+
+def tq(text: str) -> str:
+    """``text`` as one double-quoted word of a tmux configuration file."""
+    return '"' + "".join("\\" + c if c in '"\\$' else c for c in text) + '"'
+
+
+def tmux_conf(directory: str, shell: str) -> str:
+    """The configuration the server starts with: the user's own, then what qpy needs."""
+    status = os.path.join(directory, "status").replace("#", "##")
+    record = f"echo #{{pane_dead_status}} #{{pane_dead_signal}} > '{status}'"
+    lines = [f"source-file -q {tq(path)}" for path in (
+        "/etc/tmux.conf", "~/.tmux.conf", "~/.config/tmux/tmux.conf")]
+    lines += [
+        f"set -g default-shell {tq(shell)}",
+        "set -s exit-empty on", "set -s exit-unattached off",
+        "set -g destroy-unattached off", "set -g remain-on-exit on",
+        f"set-hook -g pane-died {tq(f'run-shell {tq(record)}; kill-pane')}",
+    ]
+    path = os.path.join(directory, "tmux.conf")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def read_status(directory: str) -> tuple[int | None, int | None]:
+    """(exit status, signal) of the session's last shell, as the hook wrote them: the
+    line is ``STATUS SIGNAL`` with one of the two empty."""
+    try:
+        with open(os.path.join(directory, "status")) as f:
+            text = f.read().rstrip("\n")
+    except OSError:
+        return None, None
+    status, _, sig = text.partition(" ")
+    return (int(status) if status.isdigit() else None), (int(sig) if sig.isdigit() else None)
+
+
+def tree_ticks(pid: int) -> int:
+    """CPU ticks of ``pid`` and all its descendants, including their reaped children."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2:].split()
+        total += sum(int(x) for x in fields[11:15])
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(x) for x in f.read().split())
+            except OSError:
+                pass
+    return total
+
+
+class Session:
+    """One session's processes, its state file and its idle samples."""
+
+    def __init__(self, args: dict) -> None:
+        self.dir = args["dir"]
+        self.node = args.get("node") or os.uname().nodename
+        self.job = int(args.get("job") or 0)
+        self.kind = args.get("kind", "tmux")
+        self.program = args.get("gui") or []
+        self.state: dict = {"ready": False, "dir": self.dir, "socket": None, "display": None,
+                            "xpra": None, "since": time.time(), "attached": 0, "error": None}
+        self.xpra: subprocess.Popen | None = None
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    # -- the state file ----------------------------------------------------------------------
+
+    def write(self, **changes: object) -> None:
+        """Change the state and write it (atomically: the launcher reads it on rename)."""
+        self.state.update(changes)
+        tmp = os.path.join(self.dir, "state.tmp")
+        with open(tmp, "w") as f:
+            f.write(json.dumps({**self.state, "t": time.time()}))
+        os.replace(tmp, os.path.join(self.dir, "state"))
+
+    def fail(self, text: str) -> None:
+        """The session cannot run: say why (state and the job's stderr) and exit."""
+        sys.stderr.write(f"qpy connect: {text}\n")
+        try:
+            self.write(error=text)
+        except OSError:
+            pass
+        sys.exit(MISSING)
+
+    # -- xpra --------------------------------------------------------------------------------
+
+    def need(self, program: str) -> str:
+        found = shutil.which(program)
+        if found is None:
+            raise SessionError(f"{program} is not installed on {self.node}")
+        return found
+
+    def start_xpra(self, child: list[str] | None, out: int | None) -> int:
+        """An xpra server in the foreground on a display derived from the job."""
+        xpra = self.need("xpra")
+        self.need("Xvfb")
+        display = free_display(first_display(self.job))
+        argv = [xpra, "start", f":{display}", *XPRA_OPTIONS, f"--socket-dir={self.dir}",
+                f"--log-dir={self.dir}"]
+        if child is not None:
+            argv += [f"--start-child={' '.join(child)}", "--exit-with-children=yes"]
+        env = {**os.environ, "XPRA_SOCKET_DIR": self.dir}
+        env.pop("DISPLAY", None)
+        self.xpra = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT, env=env)
+        return display
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        private_dir(self.dir)
+        try:
+            if self.kind == "gui":
+                code, sig = self.run_gui()
+            else:
+                code, sig = self.run_tmux()
+        except SessionError as exc:
+            self.fail(str(exc))
+        self.stop_xpra()
+        if sig:
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+        sys.exit(1 if code is None else code)
+
+    def stop_xpra(self) -> None:
+        if self.xpra is not None and self.xpra.poll() is None:
+            self.xpra.terminate()
+            try:
+                self.xpra.wait(5)
+            except subprocess.TimeoutExpired:
+                self.xpra.kill()
+
+    def run_tmux(self) -> tuple[int | None, int | None]:
+        tmux = self.need("tmux")
+        shell = pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
+        env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+        display = None
+        if shutil.which("xpra") and shutil.which("Xvfb"):
+            log = os.open(os.path.join(self.dir, "xpra.out"), os.O_WRONLY | os.O_CREAT, 0o600)
+            display = self.start_xpra(None, log)
+            os.close(log)
+            env["DISPLAY"] = f":{display}"
+        sock = socket_path(self.dir)
+        started = subprocess.run(
+            [tmux, "-S", sock, "-f", tmux_conf(self.dir, shell), "new-session", "-d",
+             "-s", SESSION, "-P", "-F", "#{pid}"], env=env, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True)
+        if started.returncode != 0 or not started.stdout.strip().isdigit():
+            raise SessionError(f"tmux did not start: {started.stderr.strip()[:200]}")
+        server = int(started.stdout)
+        self.write(ready=True, socket=sock, display=display,
+                   xpra="ok" if display else "missing")
+        self.watch(server, lambda: self.tmux_sample(tmux, sock))
+        return read_status(self.dir)
+
+    def run_gui(self) -> tuple[int | None, int | None]:
+        if not self.program:
+            raise SessionError("no program to run under xpra")
+        import shlex
+
+        status = shlex.quote(os.path.join(self.dir, "status"))
+        child = ["sh", "-c", shlex.quote(f"{shlex.join(self.program)}; echo $? > {status}")]
+        display = self.start_xpra(child, subprocess.PIPE)
+        assert self.xpra is not None and self.xpra.stdout is not None
+        for line in self.xpra.stdout:
+            os.write(2, line)
+            if b"xpra is ready" in line:
+                self.write(ready=True, display=display, xpra="ok")
+                break
+        else:
+            self.xpra.wait()
+            raise SessionError(f"xpra did not start on {self.node} (see the job's .err)")
+        self.watch(self.xpra.pid, None, self.xpra.stdout)
+        self.xpra.wait()
+        return read_status(self.dir)
+
+    def watch(self, pid: int, sample, output=None) -> None:
+        """Until ``pid`` ends: every second, sample the idle time (the tree's CPU and, with
+        ``sample``, the last input and the attached clients); pass ``output`` on to the
+        job's stderr as it comes."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        ticks, at = tree_ticks(pid), time.monotonic()
+        watched = [pidfd] + ([output.fileno()] if output is not None else [])
+        while True:
+            wait = max(0.0, at + SAMPLE - time.monotonic())
+            ready, _, _ = select.select(watched, [], [], wait)
+            if pidfd in ready:
+                os.close(pidfd)
+                return
+            if ready:  # the output
+                data = os.read(output.fileno(), 65536)
+                if data:
+                    os.write(2, data)
+                else:
+                    watched.remove(output.fileno())
+                continue
+            used, now = tree_ticks(pid), time.monotonic()
+            busy = (used - ticks) / self.hz / max(now - at, 1e-3) >= BUSY
+            ticks, at = used, now
+            activity, attached = sample() if sample is not None else (0.0, 0)
+            since = time.time() if busy else self.state["since"]
+            since = max(since, activity)
+            if since != self.state["since"] or attached != self.state["attached"]:
+                self.write(since=since, attached=attached)
+
+    def tmux_sample(self, tmux: str, sock: str) -> tuple[float, int]:
+        """(last input or attach, attached clients) over the server's sessions."""
+        proc = subprocess.run(
+            [tmux, "-S", sock, "list-sessions", "-F",
+             "#{session_activity} #{session_last_attached} #{session_attached}"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        activity, attached = 0.0, 0
+        for line in proc.stdout.splitlines():
+            words = [int(w) if w.isdigit() else 0 for w in line.split()]
+            if len(words) == 3:
+                activity = max(activity, float(words[0]), float(words[1]))
+                attached += words[2]
+        return activity, attached
+
+
+def main() -> None:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    Session(json.loads(sys.argv[-1])).run()
+
+
+if __name__ == "__main__":
+    main()
