@@ -15,7 +15,7 @@ import sys
 import click
 
 from qpy.client import ClientError
-from qpy.commands import daemons, help, jobs, queue, settings
+from qpy.commands import connect, daemons, help, jobs, queue, settings
 from qpy.commands.common import CONTEXT
 from qpy.invocation import Invocation, RunLocally, using
 
@@ -32,7 +32,7 @@ def cli() -> None:
     """qpy: submit and control jobs on a cluster's nodes (see 'qpy tutorial')."""
 
 
-for _command in (jobs.sub, jobs.check, jobs.kill, jobs.clean, daemons.status,
+for _command in (jobs.sub, jobs.check, jobs.kill, jobs.clean, connect.connect, daemons.status,
                  settings.config, queue.ctrl_queue, settings.notes, daemons.restart,
                  daemons.finish, help.tutorial, help.complete):
     cli.add_command(_command)
@@ -41,8 +41,8 @@ for _command in (jobs.sub, jobs.check, jobs.kill, jobs.clean, daemons.status,
 def _run(argv: list[str], err) -> int:
     """Run one command line; every failure becomes one line on ``err`` and a status."""
     try:
-        cli.main(args=argv, prog_name="qpy", standalone_mode=False)
-        return 0
+        code = cli.main(args=argv, prog_name="qpy", standalone_mode=False)
+        return code if isinstance(code, int) else 0  # click returns an Exit's status
     except ClientError as exc:
         from qpy.wire import EXIT_STATUS
 

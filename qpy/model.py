@@ -35,6 +35,13 @@ class Job:
     pid: int | None = None
     kill_requested: bool = False
     requeue: bool = False  # run it again from the queue if its node fails (sub --requeue)
+    # interactive sessions (qpy connect): kind "tmux" or "gui" (None: a batch job), the
+    # session's name, since when it is idle (this host's clock), and what its node reported
+    # of it (socket, display, attached clients, ready, error)
+    kind: str | None = None
+    name: str | None = None
+    idle_since: float | None = None
+    session: dict | None = None
 
     def move(self, status: str) -> None:
         """Change status, refusing transitions the table forbids (only ``Records.move``

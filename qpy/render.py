@@ -32,6 +32,21 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
+def idle_text(seconds: float) -> str:
+    """An interactive session's idle time as ``[D-]HH:MM:SS`` (``2-04:00:00``), the form
+    of ``qpy connect -l``, ``%I``, the admin's status and the reason ``idle ...``."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{text}" if days else text
+
+
+def _idle(job: dict, now: float) -> str:
+    """Idle time of a running interactive session; ``-`` for anything else."""
+    since = job.get("idle_since")
+    return "-" if since is None or job["status"] != "running" else idle_text(now - since)
+
+
 def _elapsed(job: dict, now: float) -> float:
     """Time in the queue for queued jobs, otherwise run time (or queue-to-end if never run)."""
     if job["status"] == "queue":
@@ -86,6 +101,7 @@ _FIELDS = {
     "E": lambda job, now: _datetime(job.get("t_end")),
     "K": lambda job, now: _notes(job),
     "e": lambda job, now: _exit(job),
+    "I": _idle,
     "%": lambda job, now: "%",
 }
 

@@ -103,6 +103,14 @@ def command(address: str, remote: list[str], home: str) -> list[str]:
     return [ssh_binary(), *options(address, home), address, shlex.join(remote)]
 
 
+def terminal_command(address: str, remote: list[str], home: str) -> list[str]:
+    """argv that runs ``remote`` on ``address`` on the user's terminal (``ssh -t``, for
+    ``qpy connect``), with qpy's options otherwise: it rides on the master's connection
+    to the node when there is one."""
+    opts = [option for option in options(address, home) if option != "-T"]
+    return [ssh_binary(), "-t", *opts, address, shlex.join(remote)]
+
+
 def python_stdin_program(name: str) -> list[str]:
     """The remote command of a stdlib-only program sent down the session's stdin: the node
     needs only ``python3``, not a qpy installation. The master writes the source's length

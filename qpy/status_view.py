@@ -62,5 +62,19 @@ def nodes_table(nodes: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(users: list[dict], nodes: list[dict]) -> str:
-    return users_table(users) + "\n" + nodes_table(nodes)
+def sessions_table(sessions: list[dict]) -> str:
+    """Interactive sessions (``qpy connect``) with their idle times, if there are any."""
+    if not sessions:
+        return ""
+    from qpy.render import idle_text
+
+    lines = ["", f"{'interactive session':<24} {'job':>8}  {'node':<20} {'attached':>8} "
+             f"{'idle':>12}", "-" * 88]
+    lines += [f"{s['user']:<24} {s['job']:>8}  {s['node']:<20} "
+              f"{'-' if s['attached'] is None else s['attached']:>8} "
+              f"{'-' if s['idle'] is None else idle_text(s['idle']):>12}" for s in sessions]
+    return "\n".join(lines) + "\n"
+
+
+def render(users: list[dict], nodes: list[dict], sessions: list[dict] | None = None) -> str:
+    return users_table(users) + "\n" + nodes_table(nodes) + sessions_table(sessions or [])

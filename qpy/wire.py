@@ -59,11 +59,17 @@ SCHEMAS: dict[str, Schema] = {
     "notes": {"job": "?int", "text": "?str"},
     "status": {},
     "finish": {},
+    # qpy connect -> master: interactive sessions (qpy_master/sessions.py)
+    "sessions": {},
+    "connect": {"cwd": "str", "env": "{str}", "n_cores": "int", "mem": "float",
+                "attr": "?str", "name": "?str", "gui": "?[str]"},
+    "session_wait": {"job": "int", "until": "str", "timeout": "float"},
     # qpy/front.py -> master: a whole command line, run by the master (command server)
     "cli": {"argv": "[str]", "cwd": "str", "env": "{str}", "tty": "bool", "umask": "?int="},
     # master -> multiuser
     "hello": {"running": "[dict]", "queue_size": "int"},
     "slots": {"release": "[int]", "want": "[dict]", "queue_size": "int"},
+    "idle_report": {"sessions": "[dict]"},
     # admin -> multiuser
     "admin": {"command": "str", "args": "[str]"},
 }
@@ -75,6 +81,7 @@ RECORDS: dict[str, Schema] = {
         "mem": "float", "attr": "?str", "node": "?str", "t_queue": "float",
         "t_start": "?float", "t_end": "?float", "exit_code": "?int", "signal": "?int",
         "reason": "?str", "notes": "?str", "requeue": "bool",
+        "kind": "?str=", "name": "?str=", "idle_since": "?float=", "session": "?dict=",
     },
     "user": {"user": "str", "used": "int", "minimum": "int", "extra": "int", "queue": "int",
              "connected": "bool"},
@@ -83,8 +90,17 @@ RECORDS: dict[str, Schema] = {
         "up": "bool", "state": "str", "reason": "?str", "pref_multicore": "bool",
         "check_dir": "?str", "used_cores": "int=", "used_mem": "float=", "load": "?float=",
         "mem_in_use": "?float=", "outsiders": "?int=", "disk": "?dict=",
+        "tools": "?[str]=",
     },
     "grant": {"job": "int", "node": "str", "address": "str"},
+    "session": {  # an interactive job as qpy connect sees it (qpy_master/sessions.py)
+        "id": "int", "name": "?str", "kind": "str", "status": "str", "node": "?str",
+        "address": "?str", "n_cores": "int", "mem": "float", "ready": "bool",
+        "dir": "?str", "socket": "?str", "display": "?int", "attached": "?int",
+        "idle": "?float",
+        "xpra": "?str", "reason": "?str", "waiting": "?str", "exit_code": "?int",
+        "signal": "?int",
+    },
 }
 
 # What a successful reply to each request carries besides "ok" (and "re", "v"). Every
@@ -99,18 +115,23 @@ REPLIES: dict[str, Schema] = {
     "config": {"settings": "dict="},
     "ctrl": {},
     "notes": {},
-    "status": {"users": "[user]", "nodes": "[node]"},
+    "status": {"users": "[user]", "nodes": "[node]", "sessions": "[dict]="},
     "finish": {},
+    "sessions": {"sessions": "[session]", "notices": "[str]"},
+    "connect": {"job": "int", "session": "session"},
+    "session_wait": {"session": "session"},
     "cli": {"exit": "int=", "out": "str=", "err": "str=", "local": "bool="},
-    "hello": {"nodes": "[node]"},
+    "hello": {"nodes": "[node]", "interactive": "dict="},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool"},
+    "idle_report": {},
     "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
-              "nodes": "[node]="},
+              "nodes": "[node]=", "sessions": "[dict]="},
 }
 
 # Events: frames without "re", pushed on a master's connection to the multiuser (wake,
-# nodes, bye) or on a client's connection to the master (output of a command it runs).
-EVENTS = ("wake", "nodes", "bye", "output")
+# nodes, bye; limits and idle_action for interactive sessions) or on a client's connection
+# to the master (output of a command it runs).
+EVENTS = ("wake", "nodes", "bye", "output", "limits", "idle_action")
 
 # The kinds of failure an error reply names in "code", and the exit status each gives the
 # CLIs (the manual's "Errors and exit status").

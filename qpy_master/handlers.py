@@ -10,10 +10,11 @@ import os
 import time
 
 from qpy import config, selection
-from qpy.server import BadRequest, NotFound, RequestError, Session
+from qpy.server import BadRequest, NotFound, RequestError, Session, Unreachable
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
-from qpy_master import command_server, submit
+from qpy_master import command_server, session_requests, submit
 from qpy_master.master import Master
+from qpy_master.multiuser_link import LinkDown
 
 
 def plural(n: int, word: str = "job") -> str:
@@ -156,7 +157,14 @@ def notes(m: Master, s: Session, msg: dict) -> dict:
 
 
 def status(m: Master, s: Session, msg: dict) -> dict:
-    reply = m.status()
+    """The multiuser's status as it answers; Unreachable when it cannot."""
+    m.link.wait_up(10.0)  # a fresh master may still be connecting
+    try:
+        reply = m.link.request({"type": "status"}, timeout=10.0)
+    except LinkDown as exc:
+        raise Unreachable(f"the multiuser is not reachable: {exc}") from None
+    if not reply.get("ok"):
+        raise Unreachable(reply.get("error") or "the multiuser refused the status request")
     reply.pop("re", None)
     return reply
 
@@ -176,7 +184,9 @@ def make_table(m: Master, stop) -> dict:
 
     table = {name: bind(fn) for name, fn in {
         "sub": sub, "check": check, "kill": kill, "clean": clean, "config": configure,
-        "ctrl": ctrl, "notes": notes, "status": status, "ping": ping}.items()}
+        "ctrl": ctrl, "notes": notes, "status": status, "ping": ping,
+        **session_requests.HANDLERS}.items()}
     table["finish"] = finish
-    table["cli"] = lambda session, msg: command_server.serve(table, session, msg)
+    table["cli"] = lambda session, msg: command_server.serve(table, session, msg,
+                                                             m.sessions.take_notices)
     return table

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from qpy import config, trace
 from qpy.model import Job
-from qpy.server import Unreachable
 from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
 from qpy_master.launcher_link import LauncherGone
 from qpy_master.launcher_pool import LauncherPool
 from qpy_master.multiuser_link import LinkDown, MultiuserLink
 from qpy_master.records import Records
+from qpy_master.sessions import Sessions
 from qpy_master.store import Store
 
 log = logging.getLogger("qpy.master")
@@ -51,6 +51,7 @@ class Master:
         self.lock = threading.RLock()
         self.store = Store(home / "jobs.db")
         self.records = Records(self.store)
+        self.sessions = Sessions(self)  # interactive jobs (qpy connect)
         self.settings = config.load(self.store.settings())
         self.paused = self.store.setting("paused") == "true"
         self.release: list[int] = []
@@ -86,6 +87,7 @@ class Master:
 
     def _on_hello(self, reply: dict) -> None:
         self._set_nodes(reply.get("nodes") or [])
+        self.sessions.from_hello(reply)
         self.wake.set()
 
     def _on_event(self, event: dict) -> None:
@@ -93,6 +95,8 @@ class Master:
             self._set_nodes(event.get("nodes") or [])
         if event.get("type") in ("wake", "nodes"):
             self.wake.set()
+        elif event.get("type") in ("limits", "idle_action"):
+            self.sessions.multiuser_event(event)
 
     def _set_nodes(self, nodes: list) -> None:
         """The multiuser's view of the nodes. A node it now declares down takes its jobs
@@ -161,11 +165,14 @@ class Master:
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
                      "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
-            "out": job.output("out"), "err": job.output("err")})
+            "out": job.output("out"), "err": job.output("err"),
+            **self.sessions.op_fields(job)})
         trace.mark("master: start sent")
 
     def _command(self, job: Job) -> str:
         sources = "".join(f". {shlex.quote(f)}; " for f in self.settings["sourceTheseFiles"])
+        if job.kind:
+            return sources + self.sessions.command(job)
         return sources + (job.run_command or job.command)
 
     def _send(self, job: Job, op: dict) -> None:
@@ -215,8 +222,11 @@ class Master:
         elif kind == "ended":
             self._finish(job, KILLED if job.kill_requested else DONE,
                          exit_code=event.get("exit"), signal=event.get("signal"),
-                         reason=start_error(job, event.get("error"), event.get("in")),
+                         reason=start_error(job, event.get("error"), event.get("in"))
+                         or self.sessions.end_reason(job),
                          t_end=event.get("t_end"))
+        elif kind == "session":
+            self.sessions.event(job, event)
         elif kind == "lost" and not event.get("ran"):
             self._requeue(job, "its start never reached the node")
         elif kind == "lost":
@@ -280,14 +290,3 @@ class Master:
     def kill_running(self, job: Job) -> None:
         self.records.update(job, kill_requested=True)
         self._send(job, {"op": "kill", "job": job.id})
-
-    def status(self) -> dict:
-        """The multiuser's status as it answers; Unreachable when it cannot."""
-        self.link.wait_up(10.0)  # a fresh master may still be connecting
-        try:
-            reply = self.link.request({"type": "status"}, timeout=10.0)
-        except LinkDown as exc:
-            raise Unreachable(f"the multiuser is not reachable: {exc}") from None
-        if not reply.get("ok"):
-            raise Unreachable(reply.get("error") or "the multiuser refused the status request")
-        return reply

@@ -9,7 +9,7 @@ transaction all of it is taken back together.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from qpy import selection
 from qpy.model import Job
@@ -31,6 +31,7 @@ class Records:
         for job, qpos in queued:
             self.queue.push(job, qpos)
         self.running = {job.id: job for job in running}
+        self.on_move: Callable[[Job], None] | None = None  # told of every status change
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         return self.store.transaction()
@@ -53,6 +54,8 @@ class Records:
             self.store.transition(job, status, **fields)
             self._leave(job, old)
             self._enter(job, status)
+            if self.on_move is not None:
+                self.on_move(job)
 
     def update(self, job: Job, **fields: object) -> None:
         """Change fields other than the status."""

@@ -41,7 +41,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid INTEGER,
     kill_requested INTEGER NOT NULL DEFAULT 0,
     qpos INTEGER NOT NULL DEFAULT 0,
-    requeue INTEGER NOT NULL DEFAULT 0
+    requeue INTEGER NOT NULL DEFAULT 0,
+    kind TEXT,
+    name TEXT,
+    idle_since REAL,
+    session TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs(status) WHERE status IN ('queue', 'running');
 CREATE TABLE IF NOT EXISTS notes (job INTEGER NOT NULL, t REAL NOT NULL, text TEXT NOT NULL);
@@ -54,7 +58,8 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
            "t_queue",
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
-           "env_id", "pid", "kill_requested", "requeue")
+           "env_id", "pid", "kill_requested", "requeue", "kind", "name", "idle_since",
+           "session")
 FIELDS = ", ".join(COLUMNS)
 SELECT = f"SELECT {FIELDS} FROM jobs"
 
@@ -79,6 +84,8 @@ def _py(value: object) -> object:
 def _job(row: tuple) -> Job:
     job = Job(**dict(zip(COLUMNS, map(_py, row), strict=True)))
     job.kill_requested, job.requeue = bool(job.kill_requested), bool(job.requeue)
+    if job.session is not None:  # an interactive job's session, kept as JSON text
+        job.session = json.loads(job.session)
     return job
 
 
@@ -115,6 +122,10 @@ class Store:
         have = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
         if "requeue" not in have:
             self.db.execute("ALTER TABLE jobs ADD COLUMN requeue INTEGER NOT NULL DEFAULT 0")
+        for column, kind in (("kind", "TEXT"), ("name", "TEXT"), ("idle_since", "REAL"),
+                             ("session", "TEXT")):  # interactive sessions (qpy connect)
+            if column not in have:
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -175,10 +186,10 @@ class Store:
         """Record a new queued job and return its ID."""
         cur = self.db.execute(
             "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
-            " env_id, qpos, requeue) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " env_id, qpos, requeue, kind, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             tuple(map(_db, (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr,
                             job.t_queue, job.run_command, job.env_id, qpos,
-                            int(job.requeue)))))
+                            int(job.requeue), job.kind, job.name))))
         return cur.lastrowid
 
     def update(self, job: Job, **fields: object) -> None:
@@ -195,7 +206,8 @@ class Store:
         unknown = set(fields) - set(COLUMNS)
         if unknown:
             raise ValueError(f"no such job field: {sorted(unknown)[0]}")
-        values = [int(v) if isinstance(v, bool) else _db(v) for v in fields.values()]
+        values = [int(v) if isinstance(v, bool) else json.dumps(v) if isinstance(v, dict)
+                  else _db(v) for v in fields.values()]
         sets = ", ".join(f"{n} = ?" for n in fields)
         self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
 

@@ -20,7 +20,7 @@ def status(as_json: bool) -> None:
         return
     from qpy import status_view
 
-    echo(status_view.render(reply["users"], reply["nodes"]))
+    echo(status_view.render(reply["users"], reply["nodes"], reply.get("sessions")))
 
 
 def _stop_master() -> bool:
