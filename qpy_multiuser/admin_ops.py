@@ -10,6 +10,7 @@ import json
 
 from qpy import names, paths, status_view
 from qpy.server import BadRequest, NotFound, RequestError
+from qpy_multiuser import interactive
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 
@@ -40,17 +41,23 @@ def distribute(mu, args: list[str]) -> dict:
     try:
         allowed = nodes_module.load_users(mu.home / "allowed_users")
         rules = rules_module.load(mu.home / "distribution_rules")
+        policy = interactive.load(mu.home)
         mu.alloc.distribute(rules)
     except (nodes_module.FileError, rules_module.ShareError) as exc:
         raise _refuse(exc) from None
     mu.allowed = allowed
+    mu.policy = policy
+    for user in mu.masters:  # the interactive limits as reloaded
+        mu.post_to(user, {"type": "limits", "interactive": policy.public()})
+    mu.idle.poke()
     mu.changed()
     return {"text": "Cores distributed.\n"}
 
 
 def status(mu, args: list[str]) -> dict:
     reply = mu.snapshot()
-    return {**reply, "text": status_view.render(reply["users"], reply["nodes"])}
+    return {**reply, "text": status_view.render(reply["users"], reply["nodes"],
+                                                reply["sessions"])}
 
 
 def variables(mu, args: list[str]) -> dict:

@@ -73,7 +73,8 @@ def hello(mu: Multiuser, session: Session, msg: dict) -> dict:
         user.queue = msg["queue_size"]
         log.info("master of %s registered with %d running jobs", user.name, len(running))
         mu.changed()
-        reply = {"nodes": [n.public() for n in mu.alloc.nodes.values()]}
+        reply = {"nodes": [n.public() for n in mu.alloc.nodes.values()],
+                 "interactive": mu.policy.public()}
     mu.flush_wakes()
     return reply
 
@@ -91,6 +92,7 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
         user = mu.alloc.user(session.user)
         had_queue = user.queue > 0
         released = [job for job in msg["release"] if mu.alloc.remove(user, job)]
+        mu.idle.forget(user.name, released)
         grants, refused = mu.alloc.request(user, wanted, msg["queue_size"])
         decided = time.perf_counter() - started
         mu.ledger.record(user.name, released,
@@ -99,6 +101,8 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
             mu.changed(skip=user.name)
         elif refused and mu.alloc.free_cores > 0:  # idle cores this user cannot use
             mu.wake(skip=user.name)
+        if refused:  # idle sessions of others may have to make room (idle_action preempt)
+            mu.idle.poke()
     mu.flush_wakes()
     trace.mark("multiuser: slots decided")
     asked = sum(len(g["jobs"]) for g in wanted)
@@ -108,6 +112,29 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
 
 def status(mu: Multiuser, session: Session, msg: dict) -> dict:
     return mu.snapshot()
+
+
+def session_item(item: dict) -> dict:
+    """One running session of an ``idle_report``; refused unless every field is sane."""
+    ok = (isinstance(item.get("job"), int) and 0 <= item["job"] < 2 ** 63
+          and isinstance(item.get("node"), str)
+          and (item.get("idle") is None or isinstance(item["idle"], (int, float))
+               and 0 <= item["idle"] < 1e10)
+          and (item.get("attached") is None or isinstance(item["attached"], int)))
+    if not ok:
+        raise BadRequest(f"bad session entry {str(item)[:100]}")
+    return item
+
+
+def idle_report(mu: Multiuser, session: Session, msg: dict) -> dict:
+    """A master's interactive sessions and their idle times, for the idle policy and the
+    status; only jobs this user holds cores for count."""
+    _master_only(session)
+    items = [session_item(item) for item in msg["sessions"]]
+    with mu.lock:
+        held = mu.alloc.user(session.user).jobs
+        mu.idle.report(session.user, [i for i in items if i["job"] in held], time.time())
+    return {}
 
 
 def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
@@ -126,7 +153,7 @@ def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
 
 
 HANDLERS: dict[str, MultiuserHandler] = {"hello": hello, "slots": slots, "status": status,
-                                         "admin": admin}
+                                         "admin": admin, "idle_report": idle_report}
 
 
 def make_table(mu: Multiuser) -> dict[str, Handler]:

@@ -58,7 +58,8 @@ class Node:
         return {"name": self.name, "address": self.address, "cores": self.cores,
                 "mem": self.mem, "attrs": sorted(self.attrs), "up": self.up,
                 "state": self.state, "reason": self.reason,
-                "pref_multicore": self.pref_multicore, "check_dir": self.check_dir}
+                "pref_multicore": self.pref_multicore, "check_dir": self.check_dir,
+                "tools": self.measured.get("tools")}
 
 
 def _bool(text: str, where: str) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import sys
 import time
 
@@ -30,7 +31,9 @@ import time
 #   disk        null, {"path", "total", "used"} in GB, or {"error"}: the check_dir's disk
 #   outsiders   int    busy processes not started by qpy
 #   host        str    the node's own host name
-SAMPLE = ("cores", "mem_total", "mem_used", "load", "disk", "outsiders", "host")
+#   tools       [str]  which of TOOLS are on the PATH (what interactive sessions need)
+SAMPLE = ("cores", "mem_total", "mem_used", "load", "disk", "outsiders", "host", "tools")
+TOOLS = ("tmux", "xpra", "Xvfb")
 MARKERS = (b"qpy-launcher", b"qpy_master/launcher.py")
 BUSY = 0.5  # a process using this share of a core is busy
 GB = 1024 ** 3
@@ -64,6 +67,11 @@ def disk(path: str | None) -> dict | None:
     total = st.f_blocks * st.f_frsize
     return {"path": path, "total": round(total / GB, 1),
             "used": round((total - st.f_bavail * st.f_frsize) / GB, 1)}
+
+
+def tools() -> list[str]:
+    """Which programs of interactive sessions (``qpy connect``) this node has."""
+    return [name for name in TOOLS if shutil.which(name)]
 
 
 def _stat(pid: str) -> tuple[int, int] | None:
@@ -125,7 +133,8 @@ class Sampler:
         total, used = memory()
         return {"cores": cores(), "mem_total": total, "mem_used": used,
                 "load": round(os.getloadavg()[0], 2), "disk": disk(self.check_dir),
-                "outsiders": self.outsiders(), "host": os.uname().nodename}
+                "outsiders": self.outsiders(), "host": os.uname().nodename,
+                "tools": tools()}
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from qpy import paths
 from qpy.server import Session
-from qpy_multiuser import monitor, probe
+from qpy_multiuser import interactive, monitor, probe
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.allocator import Allocator
@@ -56,11 +56,15 @@ class Multiuser:
         self.stop = lambda: None
         self.monitor = monitor.Monitor(home, self.interval, self.node_report,
                                        self.node_failed) if self.interval else None
+        self.policy = interactive.load(home)  # interactive sessions: limits, idle policy
+        self.idle = interactive.IdlePolicy(self.lock, lambda: self.policy, self.other_waits,
+                                           self.post_to, self.flush_wakes)
 
     def shutdown(self) -> None:
         """After the server stopped: end node monitoring (running jobs go on)."""
         if self.monitor is not None:
             self.monitor.stop()
+        self.idle.stop()
 
     # -- nodes -----------------------------------------------------------------------------
 
@@ -170,6 +174,16 @@ class Multiuser:
         for session in wakes:
             session.post({"type": "wake"})
 
+    def post_to(self, user: str, event: dict) -> None:
+        """Queue an event for a user's master, if connected (sent by ``flush_wakes``)."""
+        session = self.masters.get(user)
+        if session is not None:
+            self.outbox.append((session, event))
+
+    def other_waits(self, user: str) -> bool:
+        """Whether another user has jobs waiting for cores (idle_action preempt)."""
+        return any(u.name != user and u.queue > 0 for u in self.alloc.users.values())
+
     def closed(self, session: Session) -> None:
         """A master went away: its jobs keep running, so its allocations stay until its
         next hello reports what is still running."""
@@ -190,7 +204,8 @@ class Multiuser:
                      for u in self.alloc.users.values()]
             nodes = [{**n.public(), "used_cores": n.used_cores, "used_mem": n.used_mem,
                       **_measured(n)} for n in self.alloc.nodes.values()]
-        return {"users": users, "nodes": nodes}
+            sessions = self.idle.public(time.time())
+        return {"users": users, "nodes": nodes, "sessions": sessions}
 
     # -- saveMessages ----------------------------------------------------------------------
 
