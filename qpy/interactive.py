@@ -23,8 +23,10 @@ import time
 from qpy.client import ClientError
 from qpy.invocation import current
 
-ATTACH = ('"$1" -S "$2" attach || exit 101; '
-          '"$1" -S "$2" has-session 2>/dev/null || exit 100')
+# tmux attach, then: is the server still there? (0: detached; 100: the session is over;
+# 101: attaching failed, the session goes on)
+ATTACH = ('"$1" -S "$2" attach; s=$?; "$1" -S "$2" has-session 2>/dev/null || exit 100; '
+          '[ $s = 0 ] || exit 101')
 DETACHED, ENDED, NOT_ATTACHED = 0, 100, 101
 FIRST_WAIT = 1.0  # seconds before a queued session says why it waits
 RETRIES = 5  # requests that find no master (it restarts): tried again this often

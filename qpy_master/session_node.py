@@ -9,11 +9,11 @@ and, for ``gui``, the program to run.
 
 * ``tmux``: a tmux server on a private socket with one session whose shell is the user's
   login shell from the password database, started as a login shell. The user's own tmux
-  configuration is read first; then qpy's settings: every pane stays dead long enough for
-  a hook to write the shell's exit status to a file and close it, so the session ends
-  with its last pane, the server with the session, and this program with the server,
-  exiting with the last shell's status. When xpra and Xvfb are installed, an xpra server
-  runs beside it on a display of its own and ``DISPLAY`` is set in the session.
+  configuration is read first; then qpy's settings: each window's shell writes its exit
+  status to a file when it ends, the session ends with its last window, the server with
+  the session, and this program with the server, exiting with the last shell's status.
+  When xpra and Xvfb are installed, an xpra server runs beside it on a display of its own
+  and ``DISPLAY`` is set in the session.
 * ``gui``: an xpra server on a display of its own runs the program, and ends with it; this
   program exits with the program's status.
 
@@ -36,6 +36,7 @@ import json
 import os
 import pwd
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -105,16 +106,20 @@ def tq(text: str) -> str:
 
 
 def tmux_conf(directory: str, shell: str) -> str:
-    """The configuration the server starts with: the user's own, then what qpy needs."""
-    status = os.path.join(directory, "status").replace("#", "##")
-    record = f"echo #{{pane_dead_status}} #{{pane_dead_signal}} > '{status}'"
+    """The configuration the server starts with: the user's own, then what qpy needs.
+
+    Every window runs the login shell through ``sh``, which writes the shell's exit status
+    to ``status`` when it ends: the last one written is the session's. (tmux's own
+    ``pane-died`` hook with ``remain-on-exit`` loses the status now and then: tmux 3.3 may
+    see the pane's terminal close before it has reaped the shell.)"""
+    status = shlex.quote(os.path.join(directory, "status"))
+    command = f"SHELL={shlex.quote(shell)} {shlex.quote(shell)} -l; echo $? > {status}"
     lines = [f"source-file -q {tq(path)}" for path in (
         "/etc/tmux.conf", "~/.tmux.conf", "~/.config/tmux/tmux.conf")]
     lines += [
-        f"set -g default-shell {tq(shell)}",
+        "set -g default-shell /bin/sh", f"set -g default-command {tq(command)}",
         "set -s exit-empty on", "set -s exit-unattached off",
-        "set -g destroy-unattached off", "set -g remain-on-exit on",
-        f"set-hook -g pane-died {tq(f'run-shell {tq(record)}; kill-pane')}",
+        "set -g destroy-unattached off", "set -g remain-on-exit off",
     ]
     path = os.path.join(directory, "tmux.conf")
     with open(path, "w") as f:
@@ -122,16 +127,15 @@ def tmux_conf(directory: str, shell: str) -> str:
     return path
 
 
-def read_status(directory: str) -> tuple[int | None, int | None]:
-    """(exit status, signal) of the session's last shell, as the hook wrote them: the
-    line is ``STATUS SIGNAL`` with one of the two empty."""
+def read_status(directory: str) -> int | None:
+    """The exit status of the session's last shell, from ``status`` (as sh wrote it:
+    128 + N for a shell ended by signal N), or None."""
     try:
         with open(os.path.join(directory, "status")) as f:
-            text = f.read().rstrip("\n")
+            text = f.read().strip()
     except OSError:
-        return None, None
-    status, _, sig = text.partition(" ")
-    return (int(status) if status.isdigit() else None), (int(sig) if sig.isdigit() else None)
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def tree_ticks(pid: int) -> int:
@@ -220,16 +224,10 @@ class Session:
     def run(self) -> None:
         private_dir(self.dir)
         try:
-            if self.kind == "gui":
-                code, sig = self.run_gui()
-            else:
-                code, sig = self.run_tmux()
+            code = self.run_gui() if self.kind == "gui" else self.run_tmux()
         except SessionError as exc:
             self.fail(str(exc))
         self.stop_xpra()
-        if sig:
-            signal.signal(sig, signal.SIG_DFL)
-            os.kill(os.getpid(), sig)
         sys.exit(1 if code is None else code)
 
     def stop_xpra(self) -> None:
@@ -240,7 +238,7 @@ class Session:
             except subprocess.TimeoutExpired:
                 self.xpra.kill()
 
-    def run_tmux(self) -> tuple[int | None, int | None]:
+    def run_tmux(self) -> int | None:
         tmux = self.need("tmux")
         shell = pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
         env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
@@ -263,11 +261,9 @@ class Session:
         self.watch(server, lambda: self.tmux_sample(tmux, sock))
         return read_status(self.dir)
 
-    def run_gui(self) -> tuple[int | None, int | None]:
+    def run_gui(self) -> int | None:
         if not self.program:
             raise SessionError("no program to run under xpra")
-        import shlex
-
         status = shlex.quote(os.path.join(self.dir, "status"))
         child = ["sh", "-c", shlex.quote(f"{shlex.join(self.program)}; echo $? > {status}")]
         display = self.start_xpra(child, subprocess.PIPE)
