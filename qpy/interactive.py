@@ -174,7 +174,7 @@ def xpra_argv(session: dict, xpra: str) -> list[str]:
         raise ClientError(f"{label(session)} has no GUI display"
                           + (f": xpra is not installed on {session['node']}"
                              if session["xpra"] == "missing" else ""))
-    options = [f"--socket-dir={session['dir']}", "--splash=no", "--tray=no"]
+    options = [f"--socket-dir={session['dir']}", "--tray=no"]
     if is_local(session):
         return [xpra, "attach", f":{session['display']}", *options]
     address = session["address"] or session["node"]
@@ -184,12 +184,28 @@ def xpra_argv(session: dict, xpra: str) -> list[str]:
 
 
 def gui_attach(session: dict) -> int:
-    """Show a session's xpra display here until xpra attach ends (Ctrl-C detaches)."""
+    """Show a session's xpra display here until xpra attach ends: when the program ends
+    (qpy connect exits with its status), or on Ctrl-C (the session goes on, exit 0)."""
+    import os
+
+    from qpy import paths
+
     argv = xpra_argv(session, check_gui_host(True))
+    log = os.path.join(paths.qpy_home(), f"xpra-attach-{session['id']}.log")
     try:
-        return subprocess.call(argv, env=current().env, stdin=subprocess.DEVNULL)
+        with open(log, "w") as out:
+            code = subprocess.call(argv, env=current().env, stdin=subprocess.DEVNULL,
+                                   stdout=out, stderr=out)
     except KeyboardInterrupt:
         return 0
+    now = ask({"type": "session_wait", "job": session["id"], "until": "end",
+               "timeout": 5.0 if session["kind"] == "gui" else 0.0})["session"]
+    if now["status"] not in ("queue", "running"):
+        return ended(now)
+    if code != 0:
+        err(f"xpra attach ended with status {code}; {label(session)} goes on (see {log})")
+        return 1
+    return 0
 
 
 def background_gui(session: dict) -> subprocess.Popen | None:

@@ -88,13 +88,31 @@ def first_display(job: int) -> int:
     return low + (os.getuid() * 7919 + job) % (high - low)
 
 
+def display_taken(display: int) -> bool:
+    """Whether an X server holds ``display``: its lock file names a live process (X
+    servers take over a stale lock themselves)."""
+    try:
+        with open(f"/tmp/.X{display}-lock") as f:
+            pid = int(f.read().strip() or 0)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def free_display(start: int) -> int:
-    """``start`` or the next display with no X server (socket or lock) on this node."""
+    """``start`` or the next display no X server holds on this node."""
     low, high = DISPLAYS
     display = start
     for _ in range(high - low):
-        if not any(os.path.exists(p) for p in (f"/tmp/.X11-unix/X{display}",
-                                               f"/tmp/.X{display}-lock")):
+        if not display_taken(display):
             return display
         display = low + (display + 1 - low) % (high - low)
     raise SessionError("no free X display on this node")
