@@ -92,24 +92,25 @@ class Multiuser:
                                 if name in self.alloc.configured})
 
     def node_report(self, name: str, address: str, sample: dict) -> None:
-        """A sample from monitoring: the node is up, with its measured size if detected."""
+        """A sample from monitoring: the node is up, with its measured size if detected.
+        The masters hear of it when that changes, or the tools interactive sessions need."""
         with self.lock:
             node = self.alloc.nodes.get(name)
             if node is None or node.address != address or name not in self.alloc.configured:
                 return
-            node.measured = sample
+            tools, node.measured = node.measured.get("tools"), sample
             cores = _positive(sample.get("cores"), int) if "cores" in node.detect else None
             mem = _positive(sample.get("mem_total"), float) if "mem" in node.detect else None
             size = (cores or node.cores, mem or node.mem)
             if node.up and size == (node.cores, node.mem):
-                return
-            if not size[0] or not size[1]:
-                return  # nothing to run jobs with yet
-            log.info("node %s is up (%d cores, %g GB)", name, *size)
-            node.state, node.reason = "up", None
-            self.alloc.update_node(node, True, *size)
-            self.announce_nodes()
-            self.changed()
+                if tools != sample.get("tools"):
+                    self.announce_nodes()
+            elif size[0] and size[1]:  # else nothing to run jobs with yet
+                log.info("node %s is up (%d cores, %g GB)", name, *size)
+                node.state, node.reason = "up", None
+                self.alloc.update_node(node, True, *size)
+                self.announce_nodes()
+                self.changed()
         self.flush_wakes()
 
     def node_failed(self, name: str, address: str, reason: str) -> None:
