@@ -145,7 +145,7 @@ __qpy_complete() {  # PROG: complete COMP_WORDS[COMP_CWORD] for program PROG
 __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
     case $1 in
         '')
-            commands='sub check kill clean status config ctrlQueue notes restart finish tutorial'
+            commands='sub check kill clean connect status config ctrlQueue notes restart finish tutorial'
             hidden=''
             opts='-h --help'
             ;;
@@ -168,6 +168,11 @@ __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
             opts='-h --help'
             valopts=''
             interspersed=1
+            ;;
+        'connect')
+            opts='-n --cores -m --mem --memory -a --node_attr --attributes --name --new --detach -l --list --json --gui --gui-attach -h --help'
+            valopts='-n --cores -m --mem --memory -a --node_attr --attributes --name --gui-attach'
+            interspersed=''
             ;;
         'status')
             opts='--json -h --help'
@@ -230,6 +235,11 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             __qpy_ids done killed undone lost
             __qpy_dirs
             ;;
+        'connect')
+            if [[ " ${COMP_WORDS[*]:0:COMP_CWORD} " == *' --gui '* ]]; then
+                if (( n == 0 )); then __qpy_command; else __qpy_files; fi
+            elif (( n == 0 )); then __qpy_ids queue running; fi
+            ;;
         'status')
             :
             ;;
@@ -275,14 +285,20 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             :
             ;;
         'tutorial')
-            if (( n == 0 )); then __qpy_words 'sub check kill clean status config ctrlQueue notes restart finish tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; fi
+            if (( n == 0 )); then __qpy_words 'sub check kill clean connect status config ctrlQueue notes restart finish tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; fi
             ;;
     esac
     return 0
 }
 
 __qpy_value_qpy() {  # COMMAND OPTION: complete the option's value
-    :
+    case $1 in
+        'connect')
+            case $2 in
+                --gui-attach) __qpy_ids running ;;
+            esac
+            ;;
+    esac
     return 0
 }
 
@@ -295,6 +311,7 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '  check      List jobs: all, or those matching statuses, IDs, ranges...' \
                 '  kill       Kill jobs: IDs, ranges, '\''queue'\'', '\''running'\'' or '\''all'\''.' \
                 '  clean      Forget finished jobs: IDs, ranges, done, killed, undone,...' \
+                '  connect    Open a tmux session on a node and attach to it, or attach...' \
                 '  status     Show users, nodes and cores of the multiuser.' \
                 '  config     Show the settings, or set KEY to VALUES.' \
                 '  ctrlQueue  Pause or continue the queue, or jump jobs to run after...' \
@@ -334,6 +351,26 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
             __qpy_say 'clean: Forget finished jobs: IDs, ranges, done, killed, undone, lost, directories or '\''all'\''.' \
                 'usage: '"$2"' clean [OPTIONS] [JOBS]...' \
                 'More: '"$2"' clean --help; qpy tutorial '\''clean'\'
+            ;;
+        'connect')
+            __qpy_say 'connect: Open a tmux session on a node and attach to it, or attach to one you have.' \
+                'usage: '"$2"' connect [OPTIONS] [ID|NAME]' \
+                '  -n, --cores N                   Cores of a new session (default 1).' \
+                '  -m, --mem, --memory GB          Memory of a new session in GB (default 5).' \
+                '  -a, --node_attr, --attributes EXPR' \
+                '                                  Node attributes of a new session: names with' \
+                '                                  and/or/not and parentheses.' \
+                '  --name NAME                     The session named NAME: attach, or make it.' \
+                '  --new                           Make a new session even if you have one.' \
+                '  --detach                        Make a new session without attaching; print' \
+                '                                  its job ID.' \
+                '  -l, --list                      List your sessions.' \
+                '  --json                          With -l: the sessions as JSON.' \
+                '  --gui                           Run PROGRAM [ARGS]... (the arguments) under' \
+                '                                  xpra on a node and show it.' \
+                '  --gui-attach ID                 Show the GUI of session ID here (xpra' \
+                '                                  attach).' \
+                'More: '"$2"' connect --help; qpy tutorial '\''connect'\'
             ;;
         'status')
             __qpy_say 'status: Show users, nodes and cores of the multiuser.' \
@@ -377,6 +414,7 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '  check      List jobs: all, or those matching statuses, IDs, ranges...' \
                 '  kill       Kill jobs: IDs, ranges, '\''queue'\'', '\''running'\'' or '\''all'\''.' \
                 '  clean      Forget finished jobs: IDs, ranges, done, killed, undone,...' \
+                '  connect    Open a tmux session on a node and attach to it, or attach...' \
                 '  status     Show users, nodes and cores of the multiuser.' \
                 '  config     Show the settings, or set KEY to VALUES.' \
                 '  ctrlQueue  Pause or continue the queue, or jump jobs to run after...' \

@@ -44,12 +44,17 @@ QPY_ARGS = {
                  "    if (( n >= 2 )); then __qpy_words {targets}; fi\n"
                  "fi",
     "tutorial": "if (( n == 0 )); then __qpy_words {keywords}; fi",
+    # a session's ID; with --gui, the program to run and its arguments
+    "connect": "if [[ \" ${{COMP_WORDS[*]:0:COMP_CWORD}} \" == *' --gui '* ]]; then\n"
+               "    if (( n == 0 )); then __qpy_command; else __qpy_files; fi\n"
+               "elif (( n == 0 )); then __qpy_ids queue running; fi",
 }
 ADMIN_ARGS = {name: "if (( n == 0 )); then __qpy_users; fi"
               for name in ("adduser", "removeuser", "__user", "__req_core", "__remove_job")}
 
 # Values of options that take one, by (command, option name); others complete nothing.
-OPTION_VALUES = {("adduser", "out_dir"): "__qpy_files -d"}
+OPTION_VALUES = {("adduser", "out_dir"): "__qpy_files -d",
+                 ("connect", "gui_attach"): "__qpy_ids running"}
 
 JUMP_TARGETS = ("begin", "end")
 
