@@ -54,6 +54,7 @@ XPRA_OPTIONS = ("--daemon=no", "--systemd-run=no", "--mdns=no", "--pulseaudio=no
                 "--html=off", "--file-transfer=no", "--tray=no", "--system-tray=no",
                 "--bell=no", "--start-via-proxy=no", "--start=")
 MISSING = 127  # the exit status when what a session needs is not installed
+BACKGROUND = 10  # the niceness of a tmux session's xpra: the shell comes first
 
 
 class SessionError(Exception):
@@ -222,11 +223,13 @@ class Session:
             raise SessionError(f"{program} is not installed on {self.node}")
         return found
 
-    def start_xpra(self, child: list[str] | None, out: int | None) -> int:
-        """An xpra server in the foreground on a display derived from the job."""
+    def start_xpra(self, child: list[str] | None, out: int | None,
+                   display: int | None = None) -> int:
+        """An xpra server in the foreground on a display derived from the job; the one of
+        a tmux session (no ``child``) runs at a lower priority, beside the shell."""
         xpra = self.need("xpra")
         self.need("Xvfb")
-        display = free_display(first_display(self.job))
+        display = free_display(first_display(self.job)) if display is None else display
         argv = [xpra, "start", f":{display}", *XPRA_OPTIONS, f"--socket-dir={self.dir}",
                 f"--log-dir={self.dir}"]
         if child is not None:
@@ -234,7 +237,8 @@ class Session:
         env = {**os.environ, "XPRA_SOCKET_DIR": self.dir}
         env.pop("DISPLAY", None)
         self.xpra = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=subprocess.STDOUT, env=env)
+                                     stderr=subprocess.STDOUT, env=env,
+                                     preexec_fn=None if child else lambda: os.nice(BACKGROUND))
         return display
 
     # -- running -----------------------------------------------------------------------------
@@ -262,9 +266,7 @@ class Session:
         env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
         display = None
         if shutil.which("xpra") and shutil.which("Xvfb"):
-            log = os.open(os.path.join(self.dir, "xpra.out"), os.O_WRONLY | os.O_CREAT, 0o600)
-            display = self.start_xpra(None, log)
-            os.close(log)
+            display = free_display(first_display(self.job))
             env["DISPLAY"] = f":{display}"
         sock = socket_path(self.dir)
         started = subprocess.run(
@@ -276,6 +278,10 @@ class Session:
         server = int(started.stdout)
         self.write(ready=True, socket=sock, display=display,
                    xpra="ok" if display else "missing")
+        if display is not None:  # started once the session is there: not on its way
+            log = os.open(os.path.join(self.dir, "xpra.out"), os.O_WRONLY | os.O_CREAT, 0o600)
+            self.start_xpra(None, log, display)
+            os.close(log)
         self.watch(server, lambda: self.tmux_sample(tmux, sock))
         return read_status(self.dir)
 

@@ -64,7 +64,6 @@ def connect(n_cores: str | None, mem: str | None, attr: str | None, name: str | 
             new: bool, detach: bool, listing: bool, as_json: bool, gui: bool,
             gui_attach: str | None, target: tuple[str, ...]) -> None:
     """Open a tmux session on a node and attach to it, or attach to one you have."""
-    current().local_only()  # the user's terminal, and Ctrl-C while waiting
     from qpy import interactive
 
     if as_json and not listing:
@@ -72,6 +71,8 @@ def connect(n_cores: str | None, mem: str | None, attr: str | None, name: str | 
     if listing:
         echo(interactive.listing(_sessions(), as_json))
         return
+    if not detach:
+        current().local_only()  # the user's terminal, and Ctrl-C while waiting
     if gui_attach is not None:
         interactive.exit_with(interactive.gui_attach(_find(_sessions(), gui_attach)))
     if gui:
