@@ -3,9 +3,9 @@
 An interactive job is a normal job whose command is this program, sent inline in the
 job's command (the node needs python3 and nothing of qpy), so its process tree is what
 the supervisor watches, kills and accounts for. It runs in the job's directory with the
-job's environment and takes one JSON argument: the session directory (private, made by
-the launcher under ``~/.qpy/run/NODE``), the kind (``tmux`` or ``gui``), the node's name
-and, for ``gui``, the program to run.
+job's environment and takes its arguments after ``--``: the session directory (private,
+made by the launcher under ``~/.qpy/run/NODE``), the kind (``tmux`` or ``gui``), the job's
+ID, the node's name and, for ``gui``, the program to run and its arguments.
 
 * ``tmux``: a tmux server on a private socket with one session whose shell is the user's
   login shell from the password database, started as a login shell. The user's own tmux
@@ -31,15 +31,9 @@ The launcher watches that directory and passes each new state on to the master.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pwd
 import select
-import shlex
-import shutil
-import signal
-import subprocess
 import sys
 import time
 
@@ -61,12 +55,61 @@ class SessionError(Exception):
     """The session cannot start; the text names what is missing."""
 
 
+# Until the session is there, only built-in modules are imported: this program's start is
+# on the way from ``qpy connect`` to the prompt (json, subprocess, shutil, shlex and hashlib
+# would double it). So JSON, quoting and looking up programs are done here.
+
+
+def quote(text: str) -> str:
+    """``text`` as one word for sh."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def to_json(value: object) -> str:
+    """JSON of the state (strings, numbers, booleans and None in a flat object)."""
+    import _json
+
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{to_json(k)}:{to_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str):
+        return _json.encode_basestring_ascii(value)
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value)  # int, float
+
+
+def which(program: str) -> str | None:
+    """The program on the job's PATH, as the shell would find it."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", program)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def run(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run ``argv`` to its end: (exit status, its output and errors)."""
+    read, write = os.pipe()
+    pid = os.posix_spawn(argv[0], argv, env, file_actions=[
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, write, 1), (os.POSIX_SPAWN_DUP2, write, 2)])
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
+
+
 def socket_path(directory: str) -> str:
     """The tmux socket: in the session directory when the path fits a unix socket, else
     in a private directory of this user under /tmp named after it."""
     path = os.path.join(directory, "tmux")
     if len(path.encode()) <= SOCKET_ROOM:
         return path
+    import hashlib
+
     digest = hashlib.sha1(os.fsencode(directory)).hexdigest()[:16]
     return os.path.join(private_dir(f"/tmp/qpy-{os.getuid()}"), f"{digest}.tmux")
 
@@ -94,17 +137,11 @@ def display_taken(display: int) -> bool:
     servers take over a stale lock themselves)."""
     try:
         with open(f"/tmp/.X{display}-lock") as f:
-            pid = int(f.read().strip() or 0)
-    except FileNotFoundError:
+            os.kill(int(f.read().strip() or 0), 0)
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # unreadable, or another user's live server
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
     return True
 
 
@@ -131,8 +168,8 @@ def tmux_conf(directory: str, shell: str) -> str:
     to ``status`` when it ends: the last one written is the session's. (tmux's own
     ``pane-died`` hook with ``remain-on-exit`` loses the status now and then: tmux 3.3 may
     see the pane's terminal close before it has reaped the shell.)"""
-    status = shlex.quote(os.path.join(directory, "status"))
-    command = f"SHELL={shlex.quote(shell)} {shlex.quote(shell)} -l; echo $? > {status}"
+    status = quote(os.path.join(directory, "status"))
+    command = f"SHELL={quote(shell)} {quote(shell)} -l; echo $? > {status}"
     lines = [f"source-file -q {tq(path)}" for path in (
         "/etc/tmux.conf", "~/.tmux.conf", "~/.config/tmux/tmux.conf")]
     lines += [
@@ -185,15 +222,12 @@ def tree_ticks(pid: int) -> int:
 class Session:
     """One session's processes, its state file and its idle samples."""
 
-    def __init__(self, args: dict) -> None:
-        self.dir = args["dir"]
-        self.node = args.get("node") or os.uname().nodename
-        self.job = int(args.get("job") or 0)
-        self.kind = args.get("kind", "tmux")
-        self.program = args.get("gui") or []
+    def __init__(self, args: list[str]) -> None:
+        self.dir, self.kind, job, self.node, *self.program = args
+        self.job = int(job)
         self.state: dict = {"ready": False, "dir": self.dir, "socket": None, "display": None,
                             "xpra": None, "since": time.time(), "attached": 0, "error": None}
-        self.xpra: subprocess.Popen | None = None
+        self.xpra = None  # subprocess.Popen
         self.hz = os.sysconf("SC_CLK_TCK")
 
     # -- the state file ----------------------------------------------------------------------
@@ -203,7 +237,7 @@ class Session:
         self.state.update(changes)
         tmp = os.path.join(self.dir, "state.tmp")
         with open(tmp, "w") as f:
-            f.write(json.dumps({**self.state, "t": time.time()}))
+            f.write(to_json({**self.state, "t": time.time()}))
         os.replace(tmp, os.path.join(self.dir, "state"))
 
     def fail(self, text: str) -> None:
@@ -218,7 +252,7 @@ class Session:
     # -- xpra --------------------------------------------------------------------------------
 
     def need(self, program: str) -> str:
-        found = shutil.which(program)
+        found = which(program)
         if found is None:
             raise SessionError(f"{program} is not installed on {self.node}")
         return found
@@ -227,6 +261,8 @@ class Session:
                    display: int | None = None) -> int:
         """An xpra server in the foreground on a display derived from the job; the one of
         a tmux session (no ``child``) runs at a lower priority, beside the shell."""
+        import subprocess
+
         xpra = self.need("xpra")
         self.need("Xvfb")
         display = free_display(first_display(self.job)) if display is None else display
@@ -254,6 +290,8 @@ class Session:
 
     def stop_xpra(self) -> None:
         if self.xpra is not None and self.xpra.poll() is None:
+            import subprocess
+
             self.xpra.terminate()
             try:
                 self.xpra.wait(5)
@@ -265,17 +303,15 @@ class Session:
         shell = pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
         env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
         display = None
-        if shutil.which("xpra") and shutil.which("Xvfb"):
+        if which("xpra") and which("Xvfb"):
             display = free_display(first_display(self.job))
             env["DISPLAY"] = f":{display}"
         sock = socket_path(self.dir)
-        started = subprocess.run(
-            [tmux, "-S", sock, "-f", tmux_conf(self.dir, shell), "new-session", "-d",
-             "-s", SESSION, "-P", "-F", "#{pid}"], env=env, stdin=subprocess.DEVNULL,
-            capture_output=True, text=True)
-        if started.returncode != 0 or not started.stdout.strip().isdigit():
-            raise SessionError(f"tmux did not start: {started.stderr.strip()[:200]}")
-        server = int(started.stdout)
+        code, out = run([tmux, "-S", sock, "-f", tmux_conf(self.dir, shell), "new-session",
+                         "-d", "-s", SESSION, "-P", "-F", "#{pid}"], env)
+        if code != 0 or not out.strip().isdigit():
+            raise SessionError(f"tmux did not start: {out.strip()[:200]}")
+        server = int(out)
         self.write(ready=True, socket=sock, display=display,
                    xpra="ok" if display else "missing")
         if display is not None:  # started once the session is there: not on its way
@@ -286,12 +322,14 @@ class Session:
         return read_status(self.dir)
 
     def run_gui(self) -> int | None:
+        import subprocess
+
         if not self.program:
             raise SessionError("no program to run under xpra")
-        status = shlex.quote(os.path.join(self.dir, "status"))
-        child = ["sh", "-c", shlex.quote(f"{shlex.join(self.program)}; echo $? > {status}")]
+        status = quote(os.path.join(self.dir, "status"))
+        program = " ".join(quote(word) for word in self.program)
+        child = ["sh", "-c", quote(f"{program}; echo $? > {status}")]
         display = self.start_xpra(child, subprocess.PIPE)
-        assert self.xpra is not None and self.xpra.stdout is not None
         for line in self.xpra.stdout:
             os.write(2, line)
             if b"xpra is ready" in line:
@@ -338,12 +376,11 @@ class Session:
 
     def tmux_sample(self, tmux: str, sock: str) -> tuple[float, int]:
         """(last input or attach, attached clients) over the server's sessions."""
-        proc = subprocess.run(
-            [tmux, "-S", sock, "list-sessions", "-F",
-             "#{session_activity} #{session_last_attached} #{session_attached}"],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        _, out = run([tmux, "-S", sock, "list-sessions", "-F",
+                      "#{session_activity} #{session_last_attached} #{session_attached}"],
+                     dict(os.environ))
         activity, attached = 0.0, 0
-        for line in proc.stdout.splitlines():
+        for line in out.splitlines():
             words = [int(w) if w.isdigit() else 0 for w in line.split()]
             if len(words) == 3:
                 activity = max(activity, float(words[0]), float(words[1]))
@@ -352,8 +389,10 @@ class Session:
 
 
 def main() -> None:
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    Session(json.loads(sys.argv[-1])).run()
+    import _signal  # signal itself imports enum
+
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    Session(sys.argv[sys.argv.index("--") + 1:]).run()
 
 
 if __name__ == "__main__":

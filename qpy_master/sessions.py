@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 import logging
 import shlex
 import subprocess
@@ -41,7 +40,7 @@ from qpy_master.multiuser_link import LinkDown
 
 log = logging.getLogger("qpy.master.sessions")
 STATE = ("ready", "dir", "socket", "display", "xpra", "attached", "error")  # kept of a node's state
-BOOT = "import sys,zlib,base64;exec(zlib.decompress(base64.b64decode(sys.argv[1])))"
+BOOT = "import sys,zlib,binascii;exec(zlib.decompress(binascii.a2b_base64(sys.argv[1])))"
 
 
 @functools.cache
@@ -81,10 +80,9 @@ class Sessions:
         """The job's command: the session program, run by this machine's interpreter on
         this machine and by the node's python3 elsewhere."""
         python = shlex.quote(sys.executable) if is_local(job) else "python3"
-        args = {"dir": self.directory(job), "kind": job.kind, "job": job.id,
-                "node": job.node, "gui": (job.session or {}).get("program")}
-        return (f"exec {python} -S -c {shlex.quote(BOOT)} {program()} "
-                f"{shlex.quote(json.dumps(args))}")
+        args = [self.directory(job), str(job.kind), str(job.id), str(job.node),
+                *((job.session or {}).get("program") or [])]
+        return f"exec {python} -S -c {shlex.quote(BOOT)} {program()} -- {shlex.join(args)}"
 
     def op_fields(self, job: Job) -> dict:
         """What a start op adds for an interactive job: its launcher watches its session."""
