@@ -165,6 +165,9 @@ def test_idle_time_grows_and_resets_on_input_and_on_cpu_use(qpy, term):
     job = detached(qpy)
     ready(qpy, job)
     wait_for(lambda: session(qpy, job)["idle"] >= 2.5, what="idle time to grow")
+    before = session(qpy, job)["idle"]
+    qpy.kill_daemon("master")
+    assert session(qpy, job)["idle"] >= before  # kept across a restart of the master
     term.run("a", [QPY, "connect", str(job)], qpy.work)
     attached_prompt(term, "a", "ACTIVE")
     wait_for(lambda: session(qpy, job)["idle"] < 2.0, what="idle time to reset on input")

@@ -162,14 +162,30 @@ def test_idle_sessions_are_warned_shown_to_the_admin_and_ended(cluster):
     line = wait_for(warned, WAIT, "the warning on alice's next command")
     assert re.fullmatch(rf"qpy: session {job} has been idle for 00:00:0\d; sessions idle for "
                         rf"00:00:06 are ended \(qpy connect {job}, or qpy kill {job}\)\n", line)
-    status = cluster.admin("status").stdout
-    row = next(r for r in status.splitlines() if r.startswith(cluster.name("alice"))
-               and f" {job} " in r)
-    assert re.search(r"\d\d:\d\d:\d\d$", row), row
+    status = cluster.admin("status").stdout.splitlines()
+    table = status[next(i for i, r in enumerate(status) if r.startswith("interactive session")):]
+    row = next(r for r in table if r.startswith(cluster.name("alice")))
+    assert row.split()[1] == str(job) and re.fullmatch(r"\d\d:\d\d:\d\d", row.split()[-1]), row
     record = wait_for(
         lambda: (r := cluster.job("alice", job))["status"] == "killed" and r, WAIT,
         "the idle session to be ended")
     assert re.fullmatch(r"idle 00:00:0[6-9]", record["reason"]), record["reason"]
+
+
+def test_the_admin_sees_sessions_again_after_restarting_the_multiuser(cluster):
+    job = detached(cluster, "alice", "-m", "1")
+    ready(cluster, "alice", job)
+
+    def listed():
+        sessions = cluster.status_json("alice").get("sessions") or []
+        return [s for s in sessions if s["job"] == job and s["idle"] is not None]
+
+    wait_for(listed, WAIT, "the session in the status")
+    cluster.admin("finish")
+    wait_for(lambda: not cluster.multiuser_pid(), WAIT, "the multiuser to stop")
+    cluster.start_multiuser()
+    entry, = wait_for(listed, WAIT, "the session in the status after the restart")
+    assert entry["user"] == cluster.name("alice") and entry["node"] in ("n1", "n2", "n3")
 
 
 def test_preempt_ends_an_idle_session_only_when_another_user_waits(cluster):

@@ -16,7 +16,8 @@ def status(as_json: bool) -> None:
     if as_json:
         import json
 
-        echo(json.dumps({"users": reply["users"], "nodes": reply["nodes"]}, indent=1) + "\n")
+        echo(json.dumps({"users": reply["users"], "nodes": reply["nodes"],
+                         "sessions": reply.get("sessions") or []}, indent=1) + "\n")
         return
     from qpy import status_view
 
