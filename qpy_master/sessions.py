@@ -203,20 +203,25 @@ class Sessions:
         self._dirty.set()
 
     def _send_loop(self) -> None:
-        while True:
+        while not self.m.stopping:
             self._dirty.wait()
             self._dirty.clear()
-            with self.m.lock:
-                if self.m.stopping:
-                    return
-                now = time.time()
-                items = [{"job": j.id, "node": j.node, "attached": (j.session or {}).get(
-                    "attached"), "idle": None if j.idle_since is None
-                    else round(max(0.0, now - j.idle_since), 1)}
-                    for j in self.m.records.running.values() if j.kind]
-            if not self.m.link.up:
-                continue  # sent again after the next hello
             try:
-                self.m.link.request({"type": "idle_report", "sessions": items}, timeout=10.0)
-            except LinkDown:
-                pass
+                self._send()
+            except Exception:  # the next change tries again; the thread must not end
+                log.exception("reporting idle times failed")
+
+    def _send(self) -> None:
+        with self.m.lock:
+            now = time.time()
+            items = [{"job": j.id, "node": j.node, "attached": (j.session or {}).get(
+                "attached"), "idle": None if j.idle_since is None
+                else round(max(0.0, now - j.idle_since), 1)}
+                for j in self.m.records.running.values() if j.kind]
+        link = getattr(self.m, "link", None)
+        if link is None or not link.up:
+            return  # sent again after the next hello
+        try:
+            link.request({"type": "idle_report", "sessions": items}, timeout=10.0)
+        except LinkDown:
+            pass
