@@ -73,6 +73,12 @@ def forged_master_requests(alice: Alice) -> dict[str, dict]:
         # the command server: would run 'qpy kill all' as alice
         "cli": {"type": "cli", "argv": ["kill", "all"], "cwd": str(alice.jobs.dir), "env": {},
                 "tty": False},
+        # qpy connect: would list alice's sessions, make one in her name, wait on one
+        "sessions": {"type": "sessions"},
+        "connect": {"type": "connect", "cwd": str(alice.jobs.dir), "env": {}, "n_cores": 1,
+                    "mem": 1.0, "attr": None, "name": None, "gui": None},
+        "session_wait": {"type": "session_wait", "job": alice.running, "until": "end",
+                         "timeout": 0.0},
     }
 
 
@@ -97,6 +103,9 @@ def forged_multiuser_requests(cluster: Cluster, alice: Alice) -> dict[str, dict]
                   "want": [{"cores": 1, "mem": 1.0, "attr": None, "jobs": [778]}],
                   "queue_size": 1},
         "status": {"type": "status"},
+        # would report alice's running job as an idle session (for the idle policy)
+        "idle_report": {"type": "idle_report", "sessions": [
+            {"job": alice.running, "node": "n1", "idle": 1e6, "attached": 0}]},
         "admin": {"type": "admin", "command": "variables", "args": []},
     }
     for command, args in forged_admin_args(cluster, alice).items():
