@@ -122,7 +122,8 @@ def test_status_as_first_command(qpy):
 
 def test_status_json(qpy):
     data = status_json(qpy)
-    assert set(data) == {"users", "nodes"}
+    assert set(data) == {"users", "nodes", "sessions"}
+    assert data["sessions"] == []  # interactive sessions (qpy connect), none here
     node = localhost(data)
     assert node["cores"] >= 1
     assert node["used_cores"] == 0
