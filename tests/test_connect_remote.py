@@ -13,10 +13,9 @@ import re
 import shutil
 import signal
 
-import netns_nodes
 import pytest
 from conftest import pid_alive, wait_for
-from multiuser import WAIT, started_cluster
+from multiuser import WAIT, remote_cluster
 from terminal import Terminal
 
 NODES = """\
@@ -27,15 +26,7 @@ node2 cores=2 memory=8
 
 @pytest.fixture(scope="module")
 def world():
-    netns_nodes.require()
-    with started_cluster(users=("alice",)) as qpy, netns_nodes.Cluster(
-            2, user=qpy.name("alice"), home_config=True) as nodes:
-        nodes.authorize(qpy.name("admin"), home_config=True)
-        qpy.write_admin_file("nodes", NODES)
-        qpy.write_admin_file("node_check_interval", "0.5\n")
-        qpy.admin("finish")
-        wait_for(lambda: not qpy.multiuser_pid(), WAIT, "the multiuser to stop")
-        qpy.start_multiuser()
+    with remote_cluster(2, NODES, users=("alice",)) as (qpy, nodes):
         yield qpy, nodes
 
 
