@@ -437,14 +437,15 @@ class SessionWatch:
             self.report(job)
 
     def report(self, job: int) -> None:
+        """The job's state as its session program last wrote it; one that does not parse
+        is left out (the directory is the user's, but the launcher must go on)."""
         try:
             with open(os.path.join(self.path(job), "state")) as f:
                 state = json.loads(f.read())
-        except (OSError, ValueError):
-            return
-        if isinstance(state, dict):
             idle = max(0.0, time.time() - float(state.get("since") or time.time()))
-            emit({"ev": "session", "job": job, "state": state, "idle": round(idle, 1)})
+        except (OSError, ValueError, TypeError, AttributeError):
+            return
+        emit({"ev": "session", "job": job, "state": state, "idle": round(idle, 1)})
 
     def remove(self, job: int) -> None:
         """The job's slot is free: stop watching, and remove its session directory."""

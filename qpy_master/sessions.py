@@ -39,7 +39,10 @@ from qpy_master import session_node
 from qpy_master.multiuser_link import LinkDown
 
 log = logging.getLogger("qpy.master.sessions")
-STATE = ("ready", "dir", "socket", "display", "xpra", "attached", "error")  # kept of a node's state
+# What is kept of a node's state, and its type (anything else is dropped: the state file
+# is in the user's own directory)
+STATE = {"ready": bool, "dir": str, "socket": str, "display": int, "xpra": str,
+         "attached": int, "error": str}
 BOOT = "import sys,zlib,binascii;exec(zlib.decompress(binascii.a2b_base64(sys.argv[1])))"
 
 
@@ -102,8 +105,9 @@ class Sessions:
         state, idle = event.get("state"), event.get("idle")
         if not isinstance(state, dict) or not job.kind:
             return
-        fields: dict = {"session": {**(job.session or {}),
-                                    **{key: state.get(key) for key in STATE}}}
+        kept = {key: value if isinstance(value, kind) and (kind is bool or not isinstance(
+            value, bool)) else None for key, kind in STATE.items() for value in [state.get(key)]}
+        fields: dict = {"session": {**(job.session or {}), **kept}}
         if state.get("ready") and isinstance(idle, (int, float)):
             fields["idle_since"] = time.time() - max(0.0, float(idle))
         if state.get("error"):

@@ -12,7 +12,7 @@ import shutil
 import signal
 
 import pytest
-from conftest import QPY, assert_one_line_error, pid_alive, wait_for
+from conftest import QPY, assert_one_line_error, job_processes, pid_alive, wait_for
 from terminal import Terminal
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -53,6 +53,14 @@ def attached_prompt(term: Terminal, name: str, marker: str) -> None:
     """Type a command whose output proves the shell of the session answers."""
     term.type(name, f"echo {marker}-$((6*7))")
     term.wait_screen(name, f"{marker}-42")
+
+
+def parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def server_pid(qpy, job: int) -> int:
@@ -226,3 +234,29 @@ def test_the_wait_is_one_line_with_the_reason_and_ctrl_c_withdraws(qpy, term):
     attached_prompt(term, "b", "STARTED")
     term.type("b", "exit 2")
     assert term.wait_status("b") == 2
+
+
+# -- the node's state file is the user's ----------------------------------------------------------
+
+
+def test_a_garbled_state_file_neither_stops_the_launcher_nor_the_master(qpy):
+    job = detached(qpy)
+    directory = ready(qpy, job)["dir"]
+    run_dir = str(qpy.home / "run" / "localhost").encode()
+    launcher = [p for p in job_processes(qpy, lambda argv, env: argv[-1] == run_dir)
+                if parent(p) == qpy.pid("master")]  # not its supervisors: they are forks
+    assert len(launcher) == 1, launcher
+    for text in ('{"since": "soon"}', '{"since": [1]}', "[1, 2]", "not json",
+                 '{"ready": true, "since": 0, "display": "x", "attached": true, "socket": 5}'):
+        tmp = os.path.join(directory, "state.tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(directory, "state"))
+    wait_for(lambda: session(qpy, job)["display"] is None, what="the last state, cleaned")
+    listed = session(qpy, job)
+    assert (listed["attached"], listed["socket"], listed["status"]) == (None, None, "running")
+    second = detached(qpy)  # the same launcher still starts and watches sessions
+    assert ready(qpy, second)["socket"]
+    assert pid_alive(launcher[0])
+    assert qpy.run("kill", str(job), str(second)).stdout == "2 jobs will be killed.\n"
+    assert qpy.wait_status(job)["status"] == "killed"
