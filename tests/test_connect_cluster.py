@@ -85,7 +85,11 @@ def qpy_bin(cluster) -> str:
 
 def test_a_users_session_type_detach_reattach_exit_and_kill(cluster, term):
     home = cluster.account("alice").home
+    conf = home / ".tmux.conf"  # the user's own tmux configuration is kept
+    conf.write_text('set -g status-right "ALICE-CONF"\n')
+    cluster.account("alice").own(conf, 0o644)
     term.run("a", [qpy_bin(cluster), "connect"], home)
+    term.wait_screen("a", "ALICE-CONF")
     term.type("a", 'echo "I-am-$(id -un)-in-$PWD"')
     term.wait_screen("a", f"I-am-{cluster.name('alice')}-in-{home}")
     job = sessions(cluster, "alice")[0]
@@ -108,6 +112,7 @@ def test_a_users_session_type_detach_reattach_exit_and_kill(cluster, term):
     cluster.qpy_as("alice", "kill", str(second))
     assert term.wait_status("c") == 128 + signal.SIGTERM
     assert cluster.job("alice", second)["status"] == "killed"
+    conf.unlink()
 
 
 # -- the admin's limits --------------------------------------------------------------------
