@@ -207,9 +207,11 @@ class Sessions:
         self._dirty.set()
 
     def _send_loop(self) -> None:
-        while not self.m.stopping:
+        while True:
             self._dirty.wait()
             self._dirty.clear()
+            if getattr(self.m, "stopping", False):  # (not set yet while the master starts)
+                return
             try:
                 self._send()
             except Exception:  # the next change tries again; the thread must not end

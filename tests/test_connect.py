@@ -19,6 +19,15 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 SHELL = pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"  # the login shell of sessions
 
 
+@pytest.fixture(autouse=True)
+def own_home(qpy):
+    """Sessions start login shells, which read the profile of HOME: a HOME of the test's
+    own keeps the machine's dotfiles (and whatever they wait for) out of it."""
+    home = qpy.root / "user-home"
+    home.mkdir()
+    qpy.env["HOME"] = str(home)
+
+
 @pytest.fixture
 def term(qpy):
     terminal = Terminal(qpy.root, {**qpy.env, "TERM": "xterm"})
@@ -90,6 +99,7 @@ def test_a_session_is_a_job_running_the_login_shell_in_the_submission_directory(
     assert term.wait_status("a") == 3  # qpy connect exits with the shell's status
     job = qpy.wait_status(1)
     assert (job["status"], job["exit_code"], job["signal"]) == ("done", 3, None)
+    assert "Traceback" not in (qpy.home / "master.log").read_text()  # no thread died
 
 
 def test_detach_and_reattach_from_another_shell_then_exit(qpy, term):

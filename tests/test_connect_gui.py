@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from conftest import BIN, QPY, assert_one_line_error, job_processes, pid_alive, wait_for
 from terminal import Terminal
-from test_connect import ready
+from test_connect import own_home, ready  # noqa: F401 (own_home: an autouse fixture)
 
 TOOLS = ("tmux", "xpra", "Xvfb", "xmessage", "xwininfo")
 MISSING = [tool for tool in TOOLS if shutil.which(tool) is None]
