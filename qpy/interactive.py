@@ -1,7 +1,8 @@
 """``qpy connect`` on the user's side: which session, waiting for it, attaching to it.
 
-It always runs in the user's own process (``Invocation.local_only``): it needs the
-terminal, and Ctrl-C while it waits. Everything it knows of sessions comes from the
+Attaching runs in the user's own process (``Invocation.local_only``): it needs the
+terminal, and Ctrl-C while it waits (``-l`` and ``--detach`` may run in the master, as
+other commands do). Everything it knows of sessions comes from the
 master (``qpy_master/session_requests.py``): the list, a new session, and waiting for one
 to be ready or over, which blocks on an event in the master rather than polling.
 
@@ -102,12 +103,16 @@ def wait(job: int, until: str, created: bool) -> dict:
     raise AssertionError("unreachable")
 
 
-def ended(session: dict) -> int:
-    """The exit status of ``qpy connect`` for a session that is over."""
-    if session["status"] == "done" and session["exit_code"] is not None:
+def ended(session: dict, started: bool = True) -> int:
+    """The exit status of ``qpy connect`` for a session that is over; one line says how
+    it ended unless its shell simply exited while attached (``started``)."""
+    if started and session["status"] == "done" and session["exit_code"] is not None:
         return session["exit_code"]
     why = f": {session['reason']}" if session["reason"] else ""
-    err(f"{label(session)} ended {session['status']}{why}")
+    when = "" if started else " before it was ready"
+    err(f"{label(session)} ended {session['status']}{when}{why}")
+    if session["status"] == "done" and session["exit_code"] is not None:
+        return session["exit_code"]
     return 128 + session["signal"] if session["signal"] else 1
 
 

@@ -12,7 +12,7 @@ import shutil
 import signal
 
 import pytest
-from conftest import QPY, assert_one_line_error, job_processes, pid_alive, wait_for
+from conftest import BIN, QPY, assert_one_line_error, job_processes, pid_alive, wait_for
 from terminal import Terminal
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -270,3 +270,10 @@ def test_a_garbled_state_file_neither_stops_the_launcher_nor_the_master(qpy):
     assert pid_alive(launcher[0])
     assert qpy.run("kill", str(job), str(second)).stdout == "2 jobs will be killed.\n"
     assert qpy.wait_status(job)["status"] == "killed"
+
+
+def test_without_tmux_on_the_node_it_is_refused_in_one_line(qpy):
+    proc = qpy.run("connect", "--detach", env={**qpy.env, "PATH": str(BIN)}, check=False)
+    assert_one_line_error(proc, "tmux is not installed on this machine")
+    assert proc.returncode == 1
+    assert qpy.jobs() == []

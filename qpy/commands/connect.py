@@ -85,7 +85,7 @@ def connect(n_cores: str | None, mem: str | None, attr: str | None, name: str | 
             return
         session = interactive.wait(session["id"], "ready", True)
         if not session["ready"]:
-            interactive.exit_with(interactive.ended(session))
+            interactive.exit_with(interactive.ended(session, started=False))
         interactive.exit_with(interactive.gui_attach(session))
     _tmux(n_cores, mem, attr, name, new, detach, target)
 
@@ -124,5 +124,5 @@ def _tmux(n_cores: str | None, mem: str | None, attr: str | None, name: str | No
         session = _create(n_cores, mem, attr, name, None)["session"]
     session = interactive.wait(session["id"], "ready", created)
     if not session["ready"]:
-        interactive.exit_with(interactive.ended(session))
+        interactive.exit_with(interactive.ended(session, started=False))
     interactive.exit_with(interactive.attach(session))
