@@ -10,7 +10,9 @@
 It runs as a user made for the run (``qpytest_node_TAG`` of tests/netns_nodes.py, whose
 login shell is bash with Debian's default profile) with qpy in a venv every account can
 run (tests/multiuser.py), on the embedded default: this machine, or with ``--nodes N``
-node1 of N network-namespace nodes over ssh. Needs root; everything is removed after.
+node1 of N network-namespace nodes over ssh. All three are started the same way, as the
+user through ``runuser``, whose own cost is in each figure. Needs root; everything is
+removed after.
 """
 
 from __future__ import annotations
@@ -121,15 +123,18 @@ def time_to_prompt(world: World, pin: list[str], host: str) -> float:
     return elapsed
 
 
-def timed(world: World, argv: list[str], runs: int, after: list[str] | None = None) -> float:
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        world.run(*argv)
-        samples.append((time.perf_counter() - t0) * 1000)
-        if after:
-            world.run(*after, check=False)
-    return statistics.median(samples)
+def timed(world: World, argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    world.run(*argv)
+    return (time.perf_counter() - t0) * 1000
+
+
+def tmux_new(world: World, i: int) -> float:
+    """``tmux new-session -d`` on a fresh server (a socket of its own), then ended."""
+    sock = f"/tmp/qpyb-{os.getpid()}-{i}"
+    elapsed = timed(world, ["tmux", "-S", sock, "-f", "/dev/null", "new-session", "-d"])
+    world.run("tmux", "-S", sock, "kill-server", check=False)
+    return elapsed
 
 
 def main() -> None:
@@ -142,10 +147,9 @@ def main() -> None:
             world.run("ssh", "node1", "true")  # the user's multiplexed connection
         time_to_prompt(world, pin, host)  # a first session: the node's page cache
         connect = statistics.median(time_to_prompt(world, pin, host) for _ in range(RUNS))
-        sock = f"/tmp/qpyb-{os.getpid()}"
-        tmux = timed(world, ["tmux", "-S", sock, "-f", "/dev/null", "new-session", "-d"], RUNS,
-                     after=["tmux", "-S", sock, "kill-server"])
-        ssh = timed(world, ["ssh", "node1", "true"], RUNS) if nodes else None
+        tmux = statistics.median(tmux_new(world, i) for i in range(RUNS))
+        ssh = statistics.median(timed(world, ["ssh", "node1", "true"]) for _ in range(RUNS)) \
+            if nodes else None
     finally:
         world.close()
     where = f" (node1 of {nodes} over ssh)" if nodes else " (this machine)"
