@@ -1,7 +1,8 @@
 # Bash completion for qpy, qpy-admin and qpy-access-multiuser.py.
 #
 # Enable it with `source /path/to/bash_completion.sh`, e.g. in ~/.bashrc.
-# `qpy COMMAND ? <TAB><TAB>` prints a short help and leaves the line as it is.
+# `qpy COMMAND ? <TAB><TAB>` (or `?<TAB><TAB>`) prints a short help and leaves the line
+# as it is; `qpy ? <TAB><TAB>` lists the commands.
 #
 # GENERATED from the click commands by `python -m tools.completion`: do not edit by hand.
 # tests/test_completion.py fails when this file differs from what the generator writes.
@@ -66,16 +67,26 @@ __qpy_say() {  # LINE...: print the lines, without a newline after the last one
     printf '%s' "$*"
 }
 
-__qpy_help() {  # PROG COMMAND: the help for `? <TAB><TAB>`, keeping the line unchanged
-    if [[ ${COMP_TYPE:-} != 63 ]]; then
-        # First TAB: the word itself, so nothing changes and the next TAB lists.
-        COMPREPLY=('?')
-        compopt -o nospace 2>/dev/null
-        return 0
-    fi
+__qpy_help() {  # PROG COMMAND [spaced]: the help for `?<TAB><TAB>` or `? <TAB><TAB>`,
+    # keeping the line unchanged
+    case ${COMP_TYPE:-}:${3:-} in
+        63:* | 33:spaced | 64:spaced) ;;  # a listing: the help is printed
+        *:spaced)
+            # First TAB after `? `: two words with nothing in common insert nothing,
+            # and the next TAB lists.
+            COMPREPLY=('---' '')
+            return 0
+            ;;
+        *)
+            # First TAB on `?`: the word itself, so nothing changes and the next TAB lists.
+            COMPREPLY=('?')
+            compopt -o nospace 2>/dev/null
+            return 0
+            ;;
+    esac
     printf '\n'
     "__qpy_help_$1" "$2" "${COMP_WORDS[0]##*/}"
-    COMPREPLY=('---')
+    if [[ ${COMP_TYPE:-} == 63 ]]; then COMPREPLY=('---'); else COMPREPLY=('---' ''); fi
 }
 
 # --- the engine, shared by qpy and qpy-admin ---
@@ -94,8 +105,13 @@ __qpy_complete() {  # PROG: complete COMP_WORDS[COMP_CWORD] for program PROG
         fi
         (( i++ ))
     done
+    [[ $cmd == '?' ]] && cmd=''  # `qpy ? <TAB><TAB>`: the overview
     if [[ $cur == '?' ]]; then
         __qpy_help "$prog" "$cmd"
+        return 0
+    fi
+    if [[ -z $cur ]] && (( COMP_CWORD > 1 )) && [[ ${COMP_WORDS[COMP_CWORD-1]} == '?' ]]; then
+        __qpy_help "$prog" "$cmd" spaced
         return 0
     fi
     if [[ -z $cmd ]]; then
@@ -145,13 +161,13 @@ __qpy_complete() {  # PROG: complete COMP_WORDS[COMP_CWORD] for program PROG
 __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
     case $1 in
         '')
-            commands='sub check kill clean connect status config ctrlQueue notes restart finish tutorial'
+            commands='sub check kill clean requeue wait log history connect status config ctrlQueue notes restart finish join tutorial'
             hidden=''
             opts='-h --help'
             ;;
         'sub')
-            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -h --help'
-            valopts='-n --cores -m --mem --memory -a --node_attr --attributes'
+            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -t --time -h --help'
+            valopts='-n --cores -m --mem --memory -a --node_attr --attributes -t --time'
             interspersed=''
             ;;
         'check')
@@ -167,6 +183,26 @@ __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
         'clean')
             opts='-h --help'
             valopts=''
+            interspersed=1
+            ;;
+        'requeue')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
+        'wait')
+            opts='--timeout -h --help'
+            valopts='--timeout'
+            interspersed=1
+            ;;
+        'log')
+            opts='--err -n --lines -f --follow -h --help'
+            valopts='-n --lines'
+            interspersed=1
+            ;;
+        'history')
+            opts='--since --until --json -h --help'
+            valopts='--since --until'
             interspersed=1
             ;;
         'connect')
@@ -204,6 +240,11 @@ __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
             valopts=''
             interspersed=1
             ;;
+        'join')
+            opts='-h --help'
+            valopts=''
+            interspersed=1
+            ;;
         'tutorial')
             opts='-h --help'
             valopts=''
@@ -233,6 +274,24 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
         'clean')
             __qpy_words 'done killed undone lost all'
             __qpy_ids done killed undone lost
+            __qpy_dirs
+            ;;
+        'requeue')
+            __qpy_words 'done killed undone lost all'
+            __qpy_ids done killed undone lost
+            __qpy_dirs
+            ;;
+        'wait')
+            __qpy_words 'queue running done killed undone lost all'
+            __qpy_ids
+            __qpy_dirs
+            ;;
+        'log')
+            if (( n == 0 )); then __qpy_ids; fi
+            ;;
+        'history')
+            __qpy_words 'running done killed lost all'
+            __qpy_ids
             __qpy_dirs
             ;;
         'connect')
@@ -284,8 +343,11 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
         'finish')
             :
             ;;
+        'join')
+            :  # the enrolment code: nothing to offer
+            ;;
         'tutorial')
-            if (( n == 0 )); then __qpy_words 'sub check kill clean connect status config ctrlQueue notes restart finish tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; fi
+            if (( n == 0 )); then __qpy_words 'sub check kill clean requeue wait log history connect status config ctrlQueue notes restart finish join tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles'; fi
             ;;
     esac
     return 0
@@ -311,13 +373,18 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '  check      List jobs: all, or those matching statuses, IDs, ranges...' \
                 '  kill       Kill jobs: IDs, ranges, '\''queue'\'', '\''running'\'' or '\''all'\''.' \
                 '  clean      Forget finished jobs: IDs, ranges, done, killed, undone,...' \
+                '  requeue    Run finished jobs again under the same IDs: IDs, ranges,...' \
+                '  wait       Wait until jobs have ended; print each that did not end...' \
+                '  log        Print a job'\''s output; with -f, follow it until the job ends.' \
+                '  history    List every run of every job, cleaned ones too: times,...' \
                 '  connect    Open a tmux session on a node and attach to it, or attach...' \
                 '  status     Show users, nodes and cores of the multiuser.' \
                 '  config     Show the settings, or set KEY to VALUES.' \
                 '  ctrlQueue  Pause or continue the queue, or jump jobs to run after...' \
                 '  notes      List jobs with notes, show a job'\''s notes, or add TEXT as...' \
                 '  restart    Stop the master if it runs and start a new one; running...' \
-                '  finish     Stop the master; running jobs go on and are found again...' \
+                '  finish     Stop the master, and the personal multiuser if no master...' \
+                '  join       Fetch your key for the cluster with the enrolment code...' \
                 '  tutorial   Show the manual, at the first place KEYWORD appears.' \
                 'Help on one command: '"$2"' COMMAND ? <TAB><TAB>'
             ;;
@@ -334,6 +401,8 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '                                  is on.' \
                 '  --requeue                       Queue the job again if its node fails while' \
                 '                                  it runs (else: lost).' \
+                '  -t, --time TIME                 Wall-time limit: M, M:S, H:M:S, D-H, D-H:M,' \
+                '                                  D-H:M:S; 0 or UNLIMITED: none.' \
                 'More: '"$2"' sub --help; qpy tutorial '\''sub'\'
             ;;
         'check')
@@ -351,6 +420,34 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
             __qpy_say 'clean: Forget finished jobs: IDs, ranges, done, killed, undone, lost, directories or '\''all'\''.' \
                 'usage: '"$2"' clean [OPTIONS] [JOBS]...' \
                 'More: '"$2"' clean --help; qpy tutorial '\''clean'\'
+            ;;
+        'requeue')
+            __qpy_say 'requeue: Run finished jobs again under the same IDs: IDs, ranges, done, killed, undone, lost, directories or '\''all'\''.' \
+                'usage: '"$2"' requeue [OPTIONS] [JOBS]...' \
+                'More: '"$2"' requeue --help; qpy tutorial '\''requeue'\'
+            ;;
+        'wait')
+            __qpy_say 'wait: Wait until jobs have ended; print each that did not end done with exit 0.' \
+                'usage: '"$2"' wait [OPTIONS] [JOBS]...' \
+                '  --timeout S  Give up after S seconds (exit status 2); the jobs go on.' \
+                'More: '"$2"' wait --help; qpy tutorial '\''wait'\'
+            ;;
+        'log')
+            __qpy_say 'log: Print a job'\''s output; with -f, follow it until the job ends.' \
+                'usage: '"$2"' log [OPTIONS] JOB' \
+                '  --err          Standard error (job_ID.err) instead.' \
+                '  -n, --lines N  Only the last N lines.' \
+                '  -f, --follow   Follow the output as it is written until the job ends.' \
+                'More: '"$2"' log --help; qpy tutorial '\''log'\'
+            ;;
+        'history')
+            __qpy_say 'history: List every run of every job, cleaned ones too: times, node, resources, exit, usage.' \
+                'usage: '"$2"' history [OPTIONS] [JOBS]...' \
+                '  --since WHEN  Runs that ended at or after WHEN: an ISO date or time, or a' \
+                '                span back from now (2h, 3d).' \
+                '  --until WHEN  Runs that started at or before WHEN.' \
+                '  --json        Print the runs as JSON.' \
+                'More: '"$2"' history --help; qpy tutorial '\''history'\'
             ;;
         'connect')
             __qpy_say 'connect: Open a tmux session on a node and attach to it, or attach to one you have.' \
@@ -399,9 +496,14 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 'More: '"$2"' restart --help; qpy tutorial '\''restart'\'
             ;;
         'finish')
-            __qpy_say 'finish: Stop the master; running jobs go on and are found again at the next start.' \
+            __qpy_say 'finish: Stop the master, and the personal multiuser if no master uses it; running jobs go on and are found again at the next start.' \
                 'usage: '"$2"' finish [OPTIONS]' \
                 'More: '"$2"' finish --help; qpy tutorial '\''finish'\'
+            ;;
+        'join')
+            __qpy_say 'join: Fetch your key for the cluster with the enrolment code your qpy admin gave you.' \
+                'usage: '"$2"' join [OPTIONS] CODE' \
+                'More: '"$2"' join --help; qpy tutorial '\''join'\'
             ;;
         'tutorial')
             __qpy_say 'tutorial: Show the manual, at the first place KEYWORD appears.' \
@@ -414,13 +516,18 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '  check      List jobs: all, or those matching statuses, IDs, ranges...' \
                 '  kill       Kill jobs: IDs, ranges, '\''queue'\'', '\''running'\'' or '\''all'\''.' \
                 '  clean      Forget finished jobs: IDs, ranges, done, killed, undone,...' \
+                '  requeue    Run finished jobs again under the same IDs: IDs, ranges,...' \
+                '  wait       Wait until jobs have ended; print each that did not end...' \
+                '  log        Print a job'\''s output; with -f, follow it until the job ends.' \
+                '  history    List every run of every job, cleaned ones too: times,...' \
                 '  connect    Open a tmux session on a node and attach to it, or attach...' \
                 '  status     Show users, nodes and cores of the multiuser.' \
                 '  config     Show the settings, or set KEY to VALUES.' \
                 '  ctrlQueue  Pause or continue the queue, or jump jobs to run after...' \
                 '  notes      List jobs with notes, show a job'\''s notes, or add TEXT as...' \
                 '  restart    Stop the master if it runs and start a new one; running...' \
-                '  finish     Stop the master; running jobs go on and are found again...' \
+                '  finish     Stop the master, and the personal multiuser if no master...' \
+                '  join       Fetch your key for the cluster with the enrolment code...' \
                 '  tutorial   Show the manual, at the first place KEYWORD appears.' \
                 'Help on one command: '"$2"' COMMAND ? <TAB><TAB>'
             ;;
@@ -452,8 +559,8 @@ __qpy_spec_admin() {  # COMMAND ('' for the group): set the words to offer
             interspersed=1
             ;;
         'adduser')
-            opts='--out -h --help'
-            valopts='--out'
+            opts='--valid --out -h --help'
+            valopts='--valid --out'
             interspersed=1
             ;;
         'distribute')
@@ -560,9 +667,9 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
         '')
             __qpy_say "$2"': Administer the qpy multiuser (needs the admin key).' \
                 'usage: '"$2"' COMMAND [ARGS]...' \
-                '  adduser       Allow USER and write their key bundle, to be placed in...' \
+                '  adduser       Allow USER and print a one-time enrolment code for '\''qpy...' \
                 '  distribute    Reload allowed_users and distribution_rules; reshare.' \
-                '  finish        Stop the multiuser (running jobs go on).' \
+                '  finish        Stop the multiuser (running jobs go on); returns when it...' \
                 '  nodes         Reload the nodes file.' \
                 '  removeuser    Withdraw USER'\''s access; their key stops working at once.' \
                 '  saveMessages  Keep debugging messages (shown by '\''variables'\'').' \
@@ -587,9 +694,12 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
                 'More: '"$2"' __user --help; qpy tutorial '\''repair commands'\'
             ;;
         'adduser')
-            __qpy_say 'adduser: Allow USER and write their key bundle, to be placed in their ~/.qpy/.' \
+            __qpy_say 'adduser: Allow USER and print a one-time enrolment code for '\''qpy join'\''.' \
                 'usage: '"$2"' adduser [OPTIONS] USER' \
-                '  --out TEXT  Directory for the key bundle (default ./qpy-bundle-USER).' \
+                '  --valid TEXT  How long the enrolment code works (s, m, h or d).  [default:' \
+                '                24h]' \
+                '  --out TEXT    Write the key bundle into this directory instead of printing a' \
+                '                code.' \
                 'More: '"$2"' adduser --help; qpy tutorial '\''qpy-admin adduser'\'
             ;;
         'distribute')
@@ -598,7 +708,7 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
                 'More: '"$2"' distribute --help; qpy tutorial '\''qpy-admin distribute'\'
             ;;
         'finish')
-            __qpy_say 'finish: Stop the multiuser (running jobs go on).' \
+            __qpy_say 'finish: Stop the multiuser (running jobs go on); returns when it has exited.' \
                 'usage: '"$2"' finish [OPTIONS]' \
                 'More: '"$2"' finish --help; qpy tutorial '\''qpy-admin finish'\'
             ;;
@@ -634,9 +744,9 @@ __qpy_help_admin() {  # COMMAND NAME: print the help, NAME being the program
             ;;
         *)
             __qpy_say "$2"': no command '\'"$1"\' \
-                '  adduser       Allow USER and write their key bundle, to be placed in...' \
+                '  adduser       Allow USER and print a one-time enrolment code for '\''qpy...' \
                 '  distribute    Reload allowed_users and distribution_rules; reshare.' \
-                '  finish        Stop the multiuser (running jobs go on).' \
+                '  finish        Stop the multiuser (running jobs go on); returns when it...' \
                 '  nodes         Reload the nodes file.' \
                 '  removeuser    Withdraw USER'\''s access; their key stops working at once.' \
                 '  saveMessages  Keep debugging messages (shown by '\''variables'\'').' \

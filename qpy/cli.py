@@ -9,13 +9,12 @@ process or, for the command server, inside the master.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
 from qpy.client import ClientError
-from qpy.commands import connect, daemons, help, jobs, queue, settings
+from qpy.commands import cluster, connect, daemons, help, jobs, queue, runs, settings
 from qpy.commands.common import CONTEXT
 from qpy.invocation import Invocation, RunLocally, using
 
@@ -32,17 +31,18 @@ def cli() -> None:
     """qpy: submit and control jobs on a cluster's nodes (see 'qpy tutorial')."""
 
 
-for _command in (jobs.sub, jobs.check, jobs.kill, jobs.clean, connect.connect, daemons.status,
+for _command in (jobs.sub, jobs.check, jobs.kill, jobs.clean, runs.requeue, runs.wait,
+                 runs.log, runs.history, connect.connect, daemons.status,
                  settings.config, queue.ctrl_queue, settings.notes, daemons.restart,
-                 daemons.finish, help.tutorial, help.complete):
+                 daemons.finish, cluster.join, help.tutorial, help.complete):
     cli.add_command(_command)
 
 
 def _run(argv: list[str], err) -> int:
     """Run one command line; every failure becomes one line on ``err`` and a status."""
-    try:
+    try:  # a command's click.exceptions.Exit(N) comes back as N, not raised
         code = cli.main(args=argv, prog_name="qpy", standalone_mode=False)
-        return code if isinstance(code, int) else 0  # click returns an Exit's status
+        return code if isinstance(code, int) else 0
     except ClientError as exc:
         from qpy.wire import EXIT_STATUS
 
@@ -77,14 +77,10 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    """Exit without the interpreter's slow tear-down: the CLI holds nothing to clean up."""
-    code = run()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        code = code or 1
-    os._exit(code)
+    """The full command line in this process (``python -m qpy.cli``)."""
+    from qpy.exiting import exit_now
+
+    exit_now(run())
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 from qpy import attrs, render
 
@@ -25,6 +26,7 @@ DEFAULTS: dict[str, object] = {
     "sourceTheseFiles": [],
 }
 KEYS = tuple(DEFAULTS)
+MAX_GRACE = 86400.0  # one day: longer is surely a typo, and a kill should end in time
 OBSOLETE = {
     "sleepTimeSubCtrl": "qpy starts jobs as soon as a slot is free",
     "sleepTimeCheckRun": "qpy records a job's end as soon as it exits",
@@ -76,6 +78,9 @@ def _fmt(key: str, values: list[str]) -> str:
     text = _one(key, values)
     if text == "default":
         return render.DEFAULT_FMT
+    if not text:
+        raise ConfigError(f"{key}: empty pattern {text!r}: check would print nothing; "
+                          "give a pattern, or 'default'")
     try:
         return render.validate_fmt(text)
     except render.FormatError as exc:
@@ -90,13 +95,32 @@ def _grace(key: str, values: list[str]) -> float:
         raise ConfigError(f"{key} must be a number of seconds, not {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise ConfigError(f"{key} must be a number of seconds >= 0, not {text!r}")
+    if value > MAX_GRACE:
+        raise ConfigError(f"{key} must be at most {MAX_GRACE:.0f} seconds (one day), "
+                          f"not {text!r}")
     return value
 
 
+def is_none(values: list[str]) -> bool:
+    """``none``: the word that empties a list or unsets an expression."""
+    return [v.lower() for v in values] == ["none"]
+
+
 def _files(key: str, values: list[str]) -> list[str]:
+    """Files every job sources: checked now, so a typo does not fail every later job.
+    The CLI made them absolute (the master has no working directory of the user's)."""
     if not values:
         raise ConfigError(f"{key} needs one or more files, or 'none'")
-    return [] if [v.lower() for v in values] == ["none"] else list(values)
+    if is_none(values):
+        return []
+    for path in values:
+        why = ("not an absolute path" if not os.path.isabs(path)
+               else "no such file" if not os.path.exists(path)
+               else "not a file" if not os.path.isfile(path)
+               else "not readable" if not os.access(path, os.R_OK) else None)
+        if why:
+            raise ConfigError(f"{key}: {why}: {path!r}")
+    return list(values)
 
 
 PARSERS = {"checkFMT": _fmt, "copyScripts": _bool, "colour": _bool, "coloursScheme": _scheme,
@@ -147,6 +171,8 @@ def load(stored: dict[str, str]) -> dict[str, object]:
                 settings[key] = json.loads(text)
             except ValueError:
                 pass
+    if settings["checkFMT"] == render.OLD_DEFAULT_FMT:  # 'default' before %o existed
+        settings["checkFMT"] = render.DEFAULT_FMT
     return settings
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from qpy import paths
+from qpy import lograte, paths
 from qpy.server import Server
 from qpy.spawn import report_ready as report
 
@@ -30,7 +30,7 @@ Start = Callable[[Path], tuple[Server, Callable[[], None]]]
 def run(name: str, home: str | os.PathLike, log_name: str, lock_name: str, pid_name: str,
         start: Start) -> None:
     """Run daemon ``name`` in ``home`` until its server stops (SIGTERM, SIGINT or a
-    request), then shut it down; exits with status 1 if it cannot start."""
+    request), then shut it down and exit (status 1 if it cannot start)."""
     sys.setswitchinterval(0.0002)  # hand the GIL over fast: threads pass events along
     parser = argparse.ArgumentParser(prog=f"qpy-{name}")
     parser.add_argument("--ready-fd", type=int, default=None)
@@ -38,6 +38,8 @@ def run(name: str, home: str | os.PathLike, log_name: str, lock_name: str, pid_n
     home = Path(paths.ensure_private_dir(home))
     logging.basicConfig(filename=home / log_name, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        lograte.install(handler)
     _lock = _lock_or_exit(home / lock_name, ready_fd)  # held until the process exits
     server, shutdown = _start_or_exit(name, home, start, ready_fd)
     gc.freeze()  # what start-up built lives as long as the process: keep it out of GC passes
@@ -51,6 +53,10 @@ def run(name: str, home: str | os.PathLike, log_name: str, lock_name: str, pid_n
     logging.info("%s stopping", name)
     shutdown()
     pid_file.unlink(missing_ok=True)
+    logging.shutdown()
+    # The lock goes with the process, not before: who waits for it ('finish') then knows
+    # the daemon is gone. No interpreter tear-down: everything is stored and closed.
+    os._exit(0)
 
 
 def _lock_or_exit(path: Path, ready_fd: int | None) -> IO[str]:

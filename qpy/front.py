@@ -86,13 +86,17 @@ class _Conn:
         return self._exactly(size)
 
     def _exactly(self, n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
-            if not chunk:
+        """``n`` bytes, received into one buffer: a reply of megabytes (the output of
+        ``qpy history``) arrives in many pieces, and joining them one by one would copy
+        it again for every piece."""
+        data = bytearray(n)
+        view, got = memoryview(data), 0
+        while got < n:
+            count = self.sock.recv_into(view[got:])
+            if not count:
                 raise EOFError("the qpy master closed the connection")
-            data += chunk
-        return data
+            got += count
+        return bytes(data)
 
 
 def _hmac_md5(key: bytes, message: bytes) -> bytes:
@@ -220,14 +224,11 @@ def _deadline() -> None:
 
 def main() -> None:
     """The ``qpy`` console script."""
+    from qpy.exiting import exit_now
+
     code = served(sys.argv[1:])
     if code is None:
         from qpy import cli
 
-        cli.main()  # exits
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        code = code or 1
-    os._exit(code)
+        code = cli.run()
+    exit_now(code)

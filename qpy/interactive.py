@@ -236,9 +236,9 @@ def background_gui(session: dict) -> subprocess.Popen | None:
 def listing(sessions: list[dict], as_json: bool) -> str:
     """``qpy connect -l``: a header and one line per queued or running session."""
     if as_json:
-        import json
+        from qpy import jsonout
 
-        return json.dumps({"version": 1, "sessions": sessions}, indent=1) + "\n"
+        return jsonout.document(sessions=sessions)
     from qpy.render import idle_text
 
     rows = [("ID", "NAME", "KIND", "NODE", "CORES", "MEM", "STATUS", "ATTACHED", "IDLE")]

@@ -7,6 +7,7 @@ checks the same values again with ``check_resources``, because it trusts no clie
 from __future__ import annotations
 
 import os
+import re
 import shlex
 
 from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM
@@ -21,7 +22,13 @@ KEY_ALIASES = {
     "node_attr": "attr", "node attributes": "attr",
     "cpscript": "copy", "cp_script": "copy", "copy script": "copy",
     "requeue": "requeue",
+    "time": "time_limit",
 }
+
+
+# A first word made only of these, holding a '/', is a path the shell would run as it is;
+# anything else ($HOME/x, a;b, VAR=1 x) is left for the shell to make sense of.
+_PLAIN_PATH = re.compile(r"[\w./~+,:@%-]*/[\w./~+,:@%-]*")
 
 
 class SpecError(ValueError):
@@ -81,6 +88,20 @@ def find_script(words: list[str], cwd: str) -> int | None:
     return None
 
 
+def check_program(words: list[str], cwd: str) -> None:
+    """Refuse a command whose program is a path that cannot run (``./missing.sh``, a
+    script without the x bit, a directory): it would only fail on the node, later."""
+    if not words or not _PLAIN_PATH.fullmatch(words[0]):
+        return
+    path = os.path.join(cwd, os.path.expanduser(words[0]))
+    why = ("no such file" if not os.path.exists(path)
+           else "it is a directory" if os.path.isdir(path)
+           else f"not executable (chmod +x it, or run it as: bash {words[0]})"
+           if not os.access(path, os.X_OK) else None)
+    if why:
+        raise SpecError(f"cannot run {words[0]!r}: {why}")
+
+
 def read_directives(path: str) -> dict[str, object]:
     """``#QPY key=value; key = value`` lines of a script (binaries have none)."""
     try:
@@ -110,13 +131,23 @@ def _directive(item: str, where: str) -> tuple[str, object]:
     name = KEY_ALIASES.get(key)
     if name is None:
         raise SpecError(f"{where}: unknown #QPY directive {key!r} "
-                        "(use n_cores, mem, node_attr, cpScript or requeue)")
+                        "(use n_cores, mem, node_attr, cpScript, requeue or time)")
     if not value:
         raise SpecError(f"{where}: #QPY {key} needs a value")
     where = f"{where}: #QPY {key}"
     parse = {"n_cores": parse_cores, "mem": parse_mem, "attr": parse_attr, "copy": parse_bool,
-             "requeue": parse_bool}
+             "requeue": parse_bool, "time_limit": parse_time}
     return name, parse[name](value, where)
+
+
+def parse_time(text: object, where: str = "-t") -> int | None:
+    """A wall-time limit in seconds (None: none), from Slurm's formats."""
+    from qpy import timetext
+
+    try:
+        return timetext.parse_limit(text, where)
+    except timetext.TimeError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def command_line(argv: list[str]) -> str:
@@ -134,13 +165,14 @@ def run_line(argv: list[str]) -> str | None:
 
 
 def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr: str | None,
-          copy: bool | None, requeue: bool | None = None) -> dict:
+          copy: bool | None, requeue: bool | None = None, time: str | None = None) -> dict:
     """The ``sub`` request fields; command-line options win over directives."""
     command = command_line(argv)
     try:
         words = argv if len(argv) > 1 else shlex.split(argv[0])
     except ValueError:
         words = []
+    check_program(words, cwd)
     index = find_script(words, cwd)
     script = os.path.realpath(os.path.join(cwd, os.path.expanduser(words[index]))) \
         if index is not None else None
@@ -156,6 +188,7 @@ def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr:
         "attr": parse_attr(attr) if attr is not None else found.get("attr"),
         "copy": copy if copy is not None else found.get("copy"),
         "requeue": requeue if requeue is not None else found.get("requeue", False),
+        "time_limit": parse_time(time) if time is not None else found.get("time_limit"),
         "script": script,
         "argv": [*words[:index], script, *words[index + 1:]] if copyable else None,
         "script_index": index if copyable else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM
+from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM, DEFAULT_UMASK
 from qpy.states import check_transition
 
 
@@ -42,6 +42,12 @@ class Job:
     name: str | None = None
     idle_since: float | None = None
     session: dict | None = None
+    umask: int = DEFAULT_UMASK  # the submitter's: the job and its output files get it
+    # limits and accounting: wall-time limit (s, None: none); the last run's CPU time (s)
+    # and peak memory (GB, max RSS of its tree)
+    time_limit: int | None = None
+    cpu: float | None = None
+    peak_mem: float | None = None
 
     def move(self, status: str) -> None:
         """Change status, refusing transitions the table forbids (only ``Records.move``
@@ -65,4 +71,9 @@ class Job:
 
 
 PUBLIC = tuple(f.name for f in fields(Job) if f.name not in (
-    "env_id", "pid", "kill_requested", "script_copy", "run_command", "address"))
+    "env_id", "pid", "kill_requested", "script_copy", "run_command", "address", "umask"))
+
+# One run of a job as ``qpy history`` keeps it (the master's runs table, --json's runs).
+RUN_FIELDS = ("job", "run", "status", "command", "cwd", "n_cores", "mem", "node", "t_queue",
+              "t_start", "t_end", "exit_code", "signal", "reason", "time_limit", "cpu",
+              "peak_mem")

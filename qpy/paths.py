@@ -11,6 +11,9 @@ import os
 
 KEY_BYTES = 32
 PathLike = str | os.PathLike
+# A user's cluster bundle: the multiuser's address and port and the user's own key.
+BUNDLE = ("multiuser_connection_address", "multiuser_connection_port",
+          "multiuser_connection_conn_key")
 
 
 def qpy_home() -> str:
@@ -22,6 +25,11 @@ def admin_home() -> str:
     """The multiuser admin's home: ``$QPY_ADMIN_HOME`` or ``~/.qpy-multiuser``."""
     return (os.environ.get("QPY_ADMIN_HOME")
             or os.path.join(os.path.expanduser("~"), ".qpy-multiuser"))
+
+
+def embedded_home(home: PathLike) -> str:
+    """Where a user's personal multiuser (the embedded default) keeps its files."""
+    return os.path.join(home, "embedded")
 
 
 def ensure_private_dir(path: PathLike) -> PathLike:

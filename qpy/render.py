@@ -8,8 +8,13 @@ import re
 import time
 
 from qpy.states import LIVE, STATUSES
+from qpy.timetext import duration, format_limit
 
-DEFAULT_FMT = "%j (%s):%c (on %n; wd: %d)\n"
+# %o is empty for a job that is live or ended cleanly, so normal lines read as the first
+# qpy's "%j (%s):%c (on %n; wd: %d)"; a failure shows there: "12 (done, exit 3):...".
+DEFAULT_FMT = "%j (%s%o):%c (on %n; wd: %d)\n"
+OLD_DEFAULT_FMT = "%j (%s):%c (on %n; wd: %d)\n"  # stored by 'checkFMT default' before %o
+NONE = "-"  # what a placeholder with no value prints (no node yet, not started, ...)
 COLOURS = ("grey", "red", "green", "yellow", "blue", "magenta", "cyan", "white")
 # One colour per status, in the order of qpy.states.STATUSES.
 DEFAULT_SCHEME = ("yellow", "blue", "green", "red", "grey", "magenta")
@@ -25,26 +30,17 @@ class FormatError(ValueError):
     """A bad checkFMT pattern; rejected when configured, not when every job is printed."""
 
 
-def _duration(seconds: float) -> str:
-    # Hours are not wrapped into days: a job's age is easier to compare as one number.
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-
-
 def idle_text(seconds: float) -> str:
     """An interactive session's idle time as ``[D-]HH:MM:SS`` (``2-04:00:00``), the form
-    of ``qpy connect -l``, ``%I``, the admin's status and the reason ``idle ...``."""
-    total = max(0, int(seconds))
-    days, rest = divmod(total, 86400)
-    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
-    return f"{days}-{text}" if days else text
+    of ``qpy connect -l``, ``%I``, the admin's status and the reason ``idle ...``: a time
+    limit's form, since the admin's idle_limit is one."""
+    return format_limit(max(0, int(seconds)))
 
 
 def _idle(job: dict, now: float) -> str:
     """Idle time of a running interactive session; ``-`` for anything else."""
     since = job.get("idle_since")
-    return "-" if since is None or job["status"] != "running" else idle_text(now - since)
+    return NONE if since is None or job["status"] != "running" else idle_text(now - since)
 
 
 def _elapsed(job: dict, now: float) -> float:
@@ -57,7 +53,7 @@ def _elapsed(job: dict, now: float) -> float:
 
 
 def _datetime(stamp: float | None) -> str:
-    return "None" if stamp is None else time.strftime(_TIME_FMT, time.localtime(stamp))
+    return NONE if stamp is None else time.strftime(_TIME_FMT, time.localtime(stamp))
 
 
 def _memory(mem: float) -> str:
@@ -69,16 +65,42 @@ def _memory(mem: float) -> str:
 def _exit(job: dict) -> str:
     """Signal wins over exit code: "sig9" explains a kill better than the shell's 137."""
     if job["status"] in LIVE:
-        return "-"
+        return NONE
     if job.get("signal") is not None:
         return f"sig{job['signal']}"
     if job.get("exit_code") is not None:
         return str(job["exit_code"])
-    return "-"
+    return NONE
+
+
+def _outcome(job: dict) -> str:
+    """How a finished job ended, when not cleanly: ", exit 3", ", signal 9", the reason;
+    empty for a clean end or a live job, so ``(%s%o)`` reads ``(done)`` normally."""
+    if job["status"] in LIVE:
+        return ""
+    parts = []
+    if job.get("signal") is not None:
+        parts.append(f"signal {job['signal']}")
+    elif job.get("exit_code"):
+        parts.append(f"exit {job['exit_code']}")
+    if job.get("reason"):
+        parts.append(job["reason"])
+    return "".join(", " + part for part in parts)
+
+
+def _gb(value: float | None) -> str:
+    """Peak memory in GB to the MB; ``-`` while unknown (no run has ended yet)."""
+    return NONE if value is None else f"{value:.3f}"
 
 
 def _node_or_attr(job: dict) -> str:
-    return job["node"] if job.get("node") else f"[{job.get('attr') or ''}]"
+    if job.get("node"):
+        return job["node"]
+    return f"[{job['attr']}]" if job.get("attr") else NONE
+
+
+def _or_none(value: object) -> str:
+    return NONE if value is None or value == "" else str(value)
 
 
 def _notes(job: dict) -> str:
@@ -90,17 +112,22 @@ _FIELDS = {
     "s": lambda job, now: job["status"],
     "c": lambda job, now: job["command"],
     "d": lambda job, now: job["cwd"],
-    "n": lambda job, now: str(job.get("node")),
+    "n": lambda job, now: _or_none(job.get("node")),
     "N": lambda job, now: str(job["n_cores"]),
     "m": lambda job, now: _memory(job["mem"]),
-    "a": lambda job, now: job.get("attr") or "",
+    "a": lambda job, now: _or_none(job.get("attr")),
     "A": lambda job, now: _node_or_attr(job),
-    "R": lambda job, now: _duration(_elapsed(job, now)),
+    "R": lambda job, now: duration(_elapsed(job, now)),
     "Q": lambda job, now: _datetime(job.get("t_queue")),
     "S": lambda job, now: _datetime(job.get("t_start")),
     "E": lambda job, now: _datetime(job.get("t_end")),
     "K": lambda job, now: _notes(job),
     "e": lambda job, now: _exit(job),
+    "o": lambda job, now: _outcome(job),
+    "r": lambda job, now: _or_none(job.get("reason")),
+    "M": lambda job, now: _gb(job.get("peak_mem")),
+    "U": lambda job, now: duration(job.get("cpu")),
+    "T": lambda job, now: format_limit(job.get("time_limit")),
     "I": _idle,
     "%": lambda job, now: "%",
 }

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from qpy.states import FINISHED, STATUSES  # noqa: F401 - re-exported for the CLI
 
 _KEYS = ("ids", "ranges", "statuses", "dirs", "all")
+MAX_ID = 2 ** 63 - 1  # what SQLite and the wire hold; a larger number cannot be a job
 
 # An argument made only of these characters (and holding a digit) is meant as IDs, so it
 # is reported as a bad ID rather than silently tried as a directory name.
@@ -32,7 +33,16 @@ def _positive_id(text: str, arg: str) -> int:
     value = int(text)
     if value <= 0:
         raise SelectionError(f"invalid job ID {_where(text, arg)}: IDs start at 1")
+    if value > MAX_ID:
+        raise SelectionError(f"invalid job ID {_where(text, arg)}: IDs go up to {MAX_ID}")
     return value
+
+
+def job_id(text: str) -> int:
+    """One job ID typed by the user (``notes ID``, a ``jump`` target)."""
+    if not _ID_RE.fullmatch(text):
+        raise SelectionError(f"invalid job ID {text!r}: not a number")
+    return _positive_id(text, text)
 
 
 def _parse_item(item: str, arg: str, ids: set[int], ranges: set[tuple[int, int]]) -> None:
@@ -131,7 +141,7 @@ def _list(sel: dict, key: str) -> list:
 
 def _check_ids(values: list) -> list[int]:
     for value in values:
-        if not _is_int(value) or value <= 0:
+        if not _is_int(value) or not 0 < value <= MAX_ID:
             raise SelectionError(f"invalid selection: job ID {value!r} is not a positive integer")
     return sorted(set(values))
 
@@ -139,7 +149,7 @@ def _check_ids(values: list) -> list[int]:
 def _check_ranges(values: list) -> list[list[int]]:
     for pair in values:
         ok = isinstance(pair, list) and len(pair) == 2 and all(map(_is_int, pair))
-        if not ok or not 0 < pair[0] <= pair[1]:
+        if not ok or not 0 < pair[0] <= pair[1] <= MAX_ID:
             raise SelectionError(f"invalid selection: bad range {pair!r}")
     return [list(pair) for pair in sorted({(start, end) for start, end in values})]
 

@@ -14,11 +14,15 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection, Listener
 
-from qpy import wire
+from qpy import peers, wire
+from qpy.admission import Admission, Deadlines, Limits, Watch
+from qpy.peers import Peer
 
 log = logging.getLogger("qpy.server")
 # The tests set this: every reply is checked against wire.REPLIES before it is sent.
 CHECK_REPLIES = bool(os.environ.get("QPY_CHECK_REPLIES"))
+DEFAULT_LIMITS = Limits()
+SEND_TIMEOUT = 10.0  # a peer that reads nothing must not hold the thread sending to it
 
 
 def _checked(kind: str, reply: dict) -> dict:
@@ -32,9 +36,14 @@ def _checked(kind: str, reply: dict) -> dict:
 
 class RequestError(Exception):
     """A request that cannot be done; the text goes to the user, ``code`` (a key of
-    ``wire.EXIT_STATUS``) says what kind of failure it is."""
+    ``wire.EXIT_STATUS``) says what kind of failure it is; ``after`` runs once the error
+    reply is sent (to end a session that may do nothing more)."""
 
     code = "refused"
+
+    def __init__(self, text: str, after: Callable[[], None] | None = None) -> None:
+        super().__init__(text)
+        self.after = after
 
 
 class BadRequest(RequestError):
@@ -62,12 +71,16 @@ class Denied(RequestError):
 
 
 class Session:
-    """One authenticated connection: who it is, and a lock so events and replies don't mix."""
+    """One authenticated connection: who it is, and a lock so events and replies don't mix.
+    ``persistent`` marks a master's link, which waits as long as it likes between
+    requests; every other session must send its next request within the idle limit."""
 
-    def __init__(self, conn: Connection, user: str) -> None:
+    def __init__(self, conn: Connection, user: str, peer: Peer | None = None) -> None:
         self.conn = conn
         self.user = user
+        self.peer = peer
         self.closed = False
+        self.persistent = False
         self._send_lock = threading.Lock()
 
     def post(self, msg: dict) -> bool:
@@ -88,37 +101,48 @@ class Session:
         would leave the reader blocked and could hand its descriptor number to a new
         connection under the reader's feet."""
         self.closed = True
-        try:
-            sock = socket.socket(fileno=self.conn.fileno())
-        except (OSError, ValueError):
-            return
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        finally:
-            sock.detach()
+        shut(self.conn)
+
+
+def shut(conn: Connection) -> None:
+    """Shut a connection down from any thread, so that its reader sees the end at once
+    and closes it: closing it from here could close a descriptor number meanwhile reused
+    by another connection."""
+    try:
+        sock = socket.socket(fileno=conn.fileno())
+    except (OSError, ValueError):
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.detach()
 
 
 Handler = Callable[[Session, dict], dict | None]
 
 
 class Server:
-    """Accept connections on ``address`` and dispatch validated requests to ``handlers``."""
+    """Accept connections on ``address`` and dispatch validated requests to ``handlers``,
+    within ``limits`` (``qpy.admission``). ``key_for(user, peer)`` is the key a peer
+    claiming ``user`` must prove, or None."""
 
-    def __init__(self, address: str | tuple[str, int], key_for: Callable[[str], bytes | None],
-                 handlers: dict[str, Handler], *, idle_timeout: float | None = 600.0,
-                 max_clients: int = 512, same_uid_only: bool = False,
+    def __init__(self, address: str | tuple[str, int],
+                 key_for: Callable[[str, Peer], bytes | None],
+                 handlers: dict[str, Handler], *, limits: Limits = DEFAULT_LIMITS,
+                 same_uid_only: bool = False,
                  on_close: Callable[[Session], None] | None = None) -> None:
         family = "AF_UNIX" if isinstance(address, str) else "AF_INET"
         self.listener = Listener(address, family=family, backlog=256)
         self.address = self.listener.address
         self.key_for = key_for
         self.handlers = handlers
-        self.idle_timeout = idle_timeout
+        self.limits = limits
         self.same_uid_only = same_uid_only
         self.on_close = on_close
-        self._slots = threading.BoundedSemaphore(max_clients)
+        self.admission = Admission(limits, os.getuid())
+        self.deadlines = Deadlines()
         self._stopping = threading.Event()
 
     def serve_forever(self) -> None:
@@ -131,11 +155,14 @@ class Server:
                     return
                 log.exception("accept failed")
                 continue
-            if not self._slots.acquire(blocking=False):
-                log.warning("too many connections: dropping one")
+            peer = peers.identify(conn.fileno())
+            refused = self.admission.admit(peer)
+            if refused is not None:
+                log.warning("refused a connection from %s: %s", peer, refused,
+                            extra={"rate_key": peer.key})
                 conn.close()
                 continue
-            threading.Thread(target=self._serve_conn, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._serve_conn, args=(conn, peer), daemon=True).start()
 
     def start(self) -> None:
         """Serve in a daemon thread, so the owner's main thread stays free to wait and clean up."""
@@ -153,24 +180,39 @@ class Server:
         except OSError:
             pass
 
-    def _serve_conn(self, conn: Connection) -> None:
-        session = None
+    def sessions_of(self, user: str) -> list[Session]:
+        """The open sessions authenticated as ``user``."""
+        return self.admission.sessions_of(user)
+
+    def _serve_conn(self, conn: Connection, peer: Peer) -> None:
+        session, pending = None, True
+        watch = Watch(lambda: shut(conn))
         try:
-            wire.tune_socket(conn, wire.HANDSHAKE_TIMEOUT)
-            if self.same_uid_only and wire.peer_uid(conn) not in (None, os.getuid()):
-                log.warning("refused a connection from uid %s", wire.peer_uid(conn))
+            self.deadlines.set(watch, self.limits.handshake)
+            wire.tune_socket(conn, self.limits.handshake)
+            if self.same_uid_only and peer.uid not in (None, os.getuid()):
+                log.warning("refused a connection from uid %s", peer.uid,
+                            extra={"rate_key": peer.key})
                 return
-            user = wire.server_handshake(conn, self.key_for)
-            session = Session(conn, user)
-            wire.tune_socket(conn, self.idle_timeout)
-            self._loop(session)
+            user = wire.server_handshake(conn, lambda claimed: self.key_for(claimed, peer))
+            session, pending = Session(conn, user, peer), False
+            refused = self.admission.authenticated(peer, user, session)
+            if refused is not None:
+                log.warning("refused a connection of %s from %s: %s", user, peer, refused,
+                            extra={"rate_key": peer.key})
+                session.post(wire.error_reply(f"too many connections: {refused}"))
+                session = None
+                return
+            wire.tune_socket(conn, None, send=SEND_TIMEOUT)
+            self._loop(session, watch)
         except wire.AuthError as exc:
-            log.warning("%s", exc)
+            log.warning("%s (%s)", exc, peer, extra={"rate_key": peer.key})
         except (OSError, EOFError):
             pass
         except Exception:
             log.exception("connection handler failed")
         finally:
+            self.deadlines.cancel(watch)
             if session is not None:
                 session.closed = True
                 if self.on_close is not None:
@@ -178,11 +220,12 @@ class Server:
                         self.on_close(session)
                     except Exception:
                         log.exception("on_close failed")
+            self.admission.release(peer, session.user if session else None, session, pending)
             conn.close()
-            self._slots.release()
 
-    def _loop(self, session: Session) -> None:
+    def _loop(self, session: Session, watch: Watch) -> None:
         while not self._stopping.is_set():
+            self.deadlines.set(watch, None if session.persistent else self.limits.idle)
             raw = session.conn.recv_bytes(wire.MAX_MESSAGE)
             reply, after = self._dispatch(session, raw)
             if reply is not None and not session.post(reply):
@@ -195,7 +238,8 @@ class Server:
         try:
             msg = wire.decode(raw)
         except wire.WireError as exc:
-            log.info("refused a message from %s: %s", session.user, exc)
+            log.info("refused a message from %s: %s", session.user, exc,
+                     extra={"rate_key": session.user})
             return wire.error_reply(str(exc), None, "bad_request"), None
         return answer(self.handlers, session, msg)
 
@@ -211,9 +255,11 @@ def answer(handlers: dict[str, Handler], session: Session, msg: dict
             raise wire.WireError(f"request type {msg['type']!r} is not served here")
         reply = handler(session, msg) or {}
     except (wire.WireError, RequestError) as exc:
-        log.info("refused %s from %s: %s", msg.get("type"), session.user, exc)
-        code = exc.code if isinstance(exc, RequestError) else "bad_request"
-        return wire.error_reply(str(exc), msg.get("id"), code), None
+        log.info("refused %s from %s: %s", msg.get("type"), session.user, exc,
+                 extra={"rate_key": session.user})
+        if isinstance(exc, RequestError):  # which may end the session after its reply
+            return wire.error_reply(str(exc), msg.get("id"), exc.code), exc.after
+        return wire.error_reply(str(exc), msg.get("id"), "bad_request"), None
     except Exception as exc:
         log.exception("request %s from %s failed", msg.get("type"), session.user)
         return wire.error_reply(f"internal error: {type(exc).__name__}: {exc}",

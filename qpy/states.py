@@ -12,14 +12,15 @@ LIVE = (QUEUE, RUNNING)
 FINISHED = (DONE, KILLED, UNDONE, LOST)
 
 # The only status changes there are. A job goes back from running to the queue when its
-# launch provably never happened, or its node failed and it asked to run again.
+# launch provably never happened, or its node failed and it asked to run again; a finished
+# job goes back to the queue when the user requeues it (``qpy requeue``: same ID, a new run).
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     QUEUE: (RUNNING, UNDONE),
     RUNNING: (DONE, KILLED, LOST, QUEUE),
-    DONE: (),
-    KILLED: (),
-    UNDONE: (),
-    LOST: (),
+    DONE: (QUEUE,),
+    KILLED: (QUEUE,),
+    UNDONE: (QUEUE,),
+    LOST: (QUEUE,),
 }
 
 

@@ -47,8 +47,10 @@ def nodes_table(nodes: list[dict]) -> str:
     used = sum(n["used_cores"] for n in nodes if n.get("up", True))
     total = sum(n["cores"] for n in nodes if n.get("up", True))
     down = [n for n in nodes if not n.get("up", True)]
+    up = [n["name"] for n in nodes if n.get("up", True)]
     lines = [head, "-" * 88, *(_node_row(n) for n in nodes), RULE,
-             f"There are {used} out of a total of {total} cores being used."]
+             f"There are {used} out of a total of {total} cores being used.",
+             f"Up nodes ({len(up)} of {len(nodes)}): {', '.join(up) or 'none'}"]
     if down:
         lines.append(f"Down nodes: {', '.join(n['name'] for n in down)}")
         lines += [f"  {n['name']}: {n['reason']}" for n in down if n.get("reason")]
@@ -59,6 +61,9 @@ def nodes_table(nodes: list[dict]) -> str:
              for n in nodes if (n.get("disk") or {}).get("total")]
     if disks:
         lines.append(f"Disk of check_dir: {', '.join(disks)}")
+    modes = memory_limits(nodes)
+    if modes:
+        lines.append(f"Memory limits: {modes}")
     return "\n".join(lines) + "\n"
 
 
@@ -74,6 +79,17 @@ def sessions_table(sessions: list[dict]) -> str:
               f"{'-' if s['attached'] is None else s['attached']:>8} "
               f"{'-' if s['idle'] is None else idle_text(s['idle']):>12}" for s in sessions]
     return "\n".join(lines) + "\n"
+
+
+def memory_limits(nodes: list[dict]) -> str:
+    """``cgroup v1 (node1, node2); watchdog (node3)``: what enforces each node's memory
+    limits, nodes not measured yet left out."""
+    by_mode: dict[str, list[str]] = {}
+    for n in nodes:
+        if n.get("memory_limit"):
+            mode = n["memory_limit"] + (" + RLIMIT_AS" if n.get("rlimit_as") else "")
+            by_mode.setdefault(mode, []).append(n["name"])
+    return "; ".join(f"{mode} ({', '.join(names)})" for mode, names in by_mode.items())
 
 
 def render(users: list[dict], nodes: list[dict], sessions: list[dict] | None = None) -> str:

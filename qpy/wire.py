@@ -49,7 +49,8 @@ SCHEMAS: dict[str, Schema] = {
     "sub": {
         "command": "str", "run": "?str=", "cwd": "str", "env": "{str}", "n_cores": "int",
         "mem": "float", "attr": "?str", "copy": "?bool", "script": "?str", "argv": "?[str]=",
-        "script_index": "?int=", "requeue": "bool=",
+        "script_index": "?int=", "requeue": "bool=", "umask": "?int=",
+        "time_limit": "?int=",
     },
     "check": {"select": "dict"},
     "kill": {"select": "dict"},
@@ -59,10 +60,14 @@ SCHEMAS: dict[str, Schema] = {
     "notes": {"job": "?int", "text": "?str"},
     "status": {},
     "finish": {},
+    # runs, ends and waiting
+    "wait": {"select": "dict", "timeout": "float"},
+    "history": {"select": "dict", "since": "?float=", "until": "?float=", "json": "bool="},
+    "requeue": {"select": "dict"},
     # qpy connect -> master: interactive sessions (qpy_master/sessions.py)
     "sessions": {},
     "connect": {"cwd": "str", "env": "{str}", "n_cores": "int", "mem": "float",
-                "attr": "?str", "name": "?str", "gui": "?[str]"},
+                "attr": "?str", "name": "?str", "gui": "?[str]", "umask": "?int="},
     "session_wait": {"job": "int", "until": "str", "timeout": "float"},
     # qpy/front.py -> master: a whole command line, run by the master (command server)
     "cli": {"argv": "[str]", "cwd": "str", "env": "{str}", "tty": "bool", "umask": "?int="},
@@ -72,6 +77,8 @@ SCHEMAS: dict[str, Schema] = {
     "idle_report": {"sessions": "[dict]"},
     # admin -> multiuser
     "admin": {"command": "str", "args": "[str]"},
+    # a new user's enrolment code -> multiuser (qpy join)
+    "join": {},
 }
 
 # The records replies are made of.
@@ -81,6 +88,7 @@ RECORDS: dict[str, Schema] = {
         "mem": "float", "attr": "?str", "node": "?str", "t_queue": "float",
         "t_start": "?float", "t_end": "?float", "exit_code": "?int", "signal": "?int",
         "reason": "?str", "notes": "?str", "requeue": "bool",
+        "time_limit": "?int", "cpu": "?float", "peak_mem": "?float",
         "kind": "?str=", "name": "?str=", "idle_since": "?float=", "session": "?dict=",
     },
     "user": {"user": "str", "used": "int", "minimum": "int", "extra": "int", "queue": "int",
@@ -90,6 +98,10 @@ RECORDS: dict[str, Schema] = {
         "up": "bool", "state": "str", "reason": "?str", "pref_multicore": "bool",
         "check_dir": "?str", "used_cores": "int=", "used_mem": "float=", "load": "?float=",
         "mem_in_use": "?float=", "outsiders": "?int=", "disk": "?dict=",
+        # how the node enforces allocations (qpy/limits.py): the nodes file's settings,
+        # and the memory limit in force as monitoring found it
+        "cgroup": "?str=", "rlimit_as": "bool=", "cpu_lock": "?str=",
+        "memory_limit": "?str=",
         "tools": "?[str]=",
     },
     "grant": {"job": "int", "node": "str", "address": "str"},
@@ -115,17 +127,22 @@ REPLIES: dict[str, Schema] = {
     "config": {"settings": "dict="},
     "ctrl": {},
     "notes": {},
-    "status": {"users": "[user]", "nodes": "[node]", "sessions": "[dict]="},
+    "status": {"users": "[user]", "nodes": "[node]", "allocator": "{str}=",
+               "sessions": "[dict]="},
     "finish": {},
+    "wait": {"jobs": "[job]", "pending": "[int]"},
+    "history": {"table": "str=", "runs_json": "str="},  # the text qpy history prints
+    "requeue": {"requeued": "[int]"},
     "sessions": {"sessions": "[session]", "notices": "[str]"},
     "connect": {"job": "int", "session": "session"},
     "session_wait": {"session": "session"},
     "cli": {"exit": "int=", "out": "str=", "err": "str=", "local": "bool="},
-    "hello": {"nodes": "[node]", "interactive": "dict="},
+    "hello": {"nodes": "[node]", "unaccounted": "[int]=", "interactive": "dict="},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool"},
     "idle_report": {},
     "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
-              "nodes": "[node]=", "sessions": "[dict]="},
+              "nodes": "[node]=", "code": "str=", "sessions": "[dict]="},
+    "join": {"bundle": "{str}"},
 }
 
 # Events: frames without "re", pushed on a master's connection to the multiuser (wake,
@@ -245,8 +262,10 @@ def error_reply(text: str, re: object = None, code: str = "refused") -> dict:
     return reply
 
 
-def tune_socket(conn: Connection, timeout: float | None) -> None:
-    """TCP_NODELAY (else Nagle + delayed ACK cost ~40 ms per exchange) and I/O timeouts.
+def tune_socket(conn: Connection, timeout: float | None,
+                send: float | None | str = "same") -> None:
+    """TCP_NODELAY (else Nagle + delayed ACK cost ~40 ms per exchange) and I/O timeouts
+    (None: none), for sends the same as for reads unless ``send`` says otherwise.
 
     The timeouts make a silent peer fail its read instead of holding a thread forever.
     """
@@ -254,22 +273,11 @@ def tune_socket(conn: Connection, timeout: float | None) -> None:
     try:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        secs = 0.0 if timeout is None else timeout
-        tv = struct.pack("ll", int(secs), int((secs % 1) * 1_000_000))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
-    finally:
-        sock.detach()
-
-
-def peer_uid(conn: Connection) -> int | None:
-    """The Unix uid of an AF_UNIX peer (None for TCP), checked before any key exchange."""
-    sock = socket.socket(fileno=conn.fileno())
-    try:
-        if sock.family != socket.AF_UNIX:
-            return None
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return struct.unpack("3i", creds)[1]
+        for option, secs in ((socket.SO_RCVTIMEO, timeout),
+                             (socket.SO_SNDTIMEO, timeout if send == "same" else send)):
+            secs = 0.0 if secs is None else float(secs)
+            tv = struct.pack("ll", int(secs), int((secs % 1) * 1_000_000))
+            sock.setsockopt(socket.SOL_SOCKET, option, tv)
     finally:
         sock.detach()
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qpy import daemon, paths, wire
+from qpy.admission import Limits
 from qpy.server import Server
 
 
@@ -34,8 +35,8 @@ def start(home: Path) -> tuple[Server, Callable[[], None]]:
     table = handlers.make_table(master, lambda: server_box[0].stop())
     old_umask = os.umask(0o077)
     try:
-        server = Server(str(sock), lambda u: key if u == user else None, table,
-                        idle_timeout=120.0, same_uid_only=True)
+        server = Server(str(sock), lambda u, peer: key if u == user else None, table,
+                        limits=Limits(idle=120.0), same_uid_only=True)
     finally:
         os.umask(old_umask)
     server_box.append(server)

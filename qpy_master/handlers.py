@@ -8,29 +8,22 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
-from qpy import config, selection
+from qpy import config
 from qpy.server import BadRequest, NotFound, RequestError, Session, Unreachable
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
-from qpy_master import command_server, session_requests, submit
+from qpy_master import command_server, embedded, run_handlers, session_requests, submit
+from qpy_master.handler_args import plural, refuse_if_removed
+from qpy_master.handler_args import selection_of as _selection
 from qpy_master.master import Master
 from qpy_master.multiuser_link import LinkDown
 
 
-def plural(n: int, word: str = "job") -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _selection(msg: dict) -> dict:
-    try:
-        return selection.validate(msg.get("select", {}))
-    except selection.SelectionError as exc:
-        raise BadRequest(str(exc)) from None
-
-
 def sub(m: Master, s: Session, msg: dict) -> dict:
     if not m.nodes:  # a fresh master: learn the nodes first, so impossible jobs are refused
-        m.link.wait_up(10.0)
+        m.link.wait_settled(10.0)
+    refuse_if_removed(m, " (jobs already queued wait until access returns)")
     with m.lock:
         job = submit.new_job(msg, m.settings, m.nodes)
         copy = msg["copy"] if msg["copy"] is not None else m.settings["copyScripts"]
@@ -44,7 +37,7 @@ def sub(m: Master, s: Session, msg: dict) -> dict:
         except OSError as exc:
             raise RequestError(f"cannot copy the script: {exc.strerror}: {exc.filename}") \
                 from None
-    m.wake.set()
+    m.schedule()
     return {"text": f"Job {job.id} received.\n", "job": job.id}
 
 
@@ -75,6 +68,8 @@ def kill(m: Master, s: Session, msg: dict) -> dict:
                 m.records.move(job, UNDONE, t_end=now)
         for job in running:
             m.kill_running(job)
+    if queued:
+        m.schedule()  # the multiuser hears the queue is shorter: a minimum held is lent
     text = ""
     if queued:
         text += f"{plural(len(queued))} removed from the queue.\n"
@@ -86,10 +81,14 @@ def kill(m: Master, s: Session, msg: dict) -> dict:
 def clean(m: Master, s: Session, msg: dict) -> dict:
     sel = _selection(msg)
     with m.lock:
-        ids = [j.id for j in m.records.select(sel, FINISHED)]
-        if not ids:
+        jobs = list(m.records.select(sel, FINISHED))
+        if not jobs:
             raise NotFound("Nothing to do: required jobs not found.")
+        ids = [j.id for j in jobs]
         m.records.delete(ids)
+    for job in jobs:  # kept until now: a finished job may be requeued
+        if job.script_copy:
+            Path(job.script_copy).unlink(missing_ok=True)
     return {"text": f"{plural(len(ids), 'finished job')} removed.\n", "removed": ids}
 
 
@@ -111,7 +110,7 @@ def ctrl(m: Master, s: Session, msg: dict) -> dict:
     if action in ("pause", "continue"):
         with m.lock:
             m.set_setting("paused", action == "pause")
-        m.wake.set()
+        m.schedule()
         return {"text": f"Job submission {'paused' if action == 'pause' else 'continued'}.\n"}
     if action != "jump":
         raise BadRequest(f"Unknown ctrlQueue type: {action}.")
@@ -157,16 +156,21 @@ def notes(m: Master, s: Session, msg: dict) -> dict:
 
 
 def status(m: Master, s: Session, msg: dict) -> dict:
-    """The multiuser's status as it answers; Unreachable when it cannot."""
-    m.link.wait_up(10.0)  # a fresh master may still be connecting
+    """The multiuser's status as it answers, and which multiuser it is; Unreachable
+    when it cannot answer."""
+    m.link.wait_settled(10.0)  # a fresh master may still be connecting
+    refuse_if_removed(m)
+    allocator = embedded.describe(m.home, m.user)
+    which = ("the cluster's multiuser at " + allocator["address"]
+             if allocator["kind"] == "cluster" else "the personal multiuser")
     try:
         reply = m.link.request({"type": "status"}, timeout=10.0)
     except LinkDown as exc:
-        raise Unreachable(f"the multiuser is not reachable: {exc}") from None
+        raise Unreachable(f"{which} is not reachable: {exc}") from None
     if not reply.get("ok"):
-        raise Unreachable(reply.get("error") or "the multiuser refused the status request")
+        raise Unreachable(reply.get("error") or f"{which} refused the status request")
     reply.pop("re", None)
-    return reply
+    return {**reply, "allocator": allocator}
 
 
 def ping(m: Master, s: Session, msg: dict) -> dict:
@@ -186,6 +190,7 @@ def make_table(m: Master, stop) -> dict:
         "sub": sub, "check": check, "kill": kill, "clean": clean, "config": configure,
         "ctrl": ctrl, "notes": notes, "status": status, "ping": ping,
         **session_requests.HANDLERS}.items()}
+    table.update(run_handlers.make_table(m))
     table["finish"] = finish
     table["cli"] = lambda session, msg: command_server.serve(table, session, msg,
                                                              m.sessions.take_notices)

@@ -1,16 +1,24 @@
 """The job launcher: starts, watches and kills jobs on one node. Standard library only.
 
-The master runs one launcher per node (``python3 -S launcher.py RUN_DIR``: locally as a
-child, remotely over ssh) and talks to it in JSON lines on stdin/stdout. For each job the
-launcher forks a *supervisor* that:
+The master runs one launcher per node (``python3 -I -S -c BOOT RUN_DIR``, its source and
+those of ``qpy/limits.py`` and ``qpy/cgroups.py`` sent down stdin first: locally as a
+child, remotely at the end of an ssh session) and talks to it in JSON lines on
+stdin/stdout. For each job the launcher forks a *supervisor* that:
 
 * leaves the launcher's session, so the job outlives the launcher and the master;
 * becomes a child subreaper, so every descendant of the job, even one that called
   ``setsid``, stays below it and can be found and killed;
-* forks the job as a session leader running ``/bin/sh -c COMMAND`` in its directory;
+* applies the job's limits (``qpy/limits.py``): pins itself to the job's CPUs and enters
+  the job's memory cgroup, so the job inherits both, or else watches the job's memory;
+* forks the job as a session leader running ``SHELL -c COMMAND`` in its directory, in
+  the user's login shell (``login_shell``);
 * records itself in its slot of ``RUN_DIR/slots`` (job, PID and start time) before the job
   starts, and the job's exact wait status in the same slot once the job's main process
-  ends; then it kills what the job left behind.
+  ends, with the CPU time and peak memory of every process of the tree it reaped; then it
+  kills what the job left behind;
+* enforces the job's wall-time limit with its own timer, so the limit holds while the
+  launcher or the master is gone: at the limit the tree gets SIGTERM, then SIGKILL after
+  the grace period, and the exit record says ``limit``.
 
 Slots are fixed 256-byte records of one file, overwritten in place with single ``pwrite``
 calls and reused: starting a job creates no file besides its own output files, because on
@@ -34,8 +42,12 @@ ops and by the master (``launcher_link``) for events:
 op        fields                               what the launcher does
 ========  ===================================  ========================================
 env       id, env                              keeps a submission environment
-start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor; with
-          out, err [, session]                 session: an interactive job (below)
+start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor, with the
+          out, err, umask, limit, limits       submitter's umask (limit: seconds of wall
+          [, session]                          time, or null), within limits (cores,
+                                               mem, cgroup, rlimit_as, cpu_lock: see
+                                               qpy/limits.py); with session: an
+                                               interactive job (below)
 kill      job                                  SIGTERM to the tree, SIGKILL after grace
 adopt     job                                  watches a job an earlier launcher started
 forget    job                                  frees the job's slot: its end is recorded
@@ -48,7 +60,10 @@ event     fields                               meaning
 ready     pid                                  ops are read from now on
 started   job, pid, t                          the supervisor has the job (t: start)
 ended     job, t_end; exit or signal, or       the job's exact end; error and in (cwd,
-          error and in                         out or err) when it could not start
+          error and in; cpu, rss, limit;       out or err) when it could not start;
+          mem_kill                             cpu seconds and max RSS in KB of the
+                                               tree; limit: its time limit ended it;
+                                               mem_kill (peak GB) if ended for memory
 lost      job, ran, reason                     no end was recorded (ran: it had started)
 session   job, state, idle                     an interactive job's session changed
 error     text, op                             an op could not be handled
@@ -58,18 +73,28 @@ error     text, op                             an op could not be handled
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import json
 import os
+import pwd
+import resource
 import selectors
 import signal
+import stat
 import struct
 import sys
 import time
 
+if __name__ == "__main__":  # run by its boot (qpy/ssh.py), which put qpy/limits.py here
+    import limits
+else:
+    from qpy import limits
+
 OPS = {
     "env": ("id", "env"),
-    "start": ("job", "cmd", "cwd", "env_id", "grace", "vars", "out", "err"),
+    "start": ("job", "cmd", "cwd", "env_id", "grace", "vars", "out", "err", "umask",
+              "limit", "limits"),
     "kill": ("job",),
     "adopt": ("job",),
     "forget": ("job",),
@@ -94,7 +119,28 @@ def trace(label: str) -> None:
         os.write(fd, f"{time.monotonic_ns()} {os.getpid()} {label}\n".encode())
         os.close(fd)
 SH = "/bin/sh"
+# Login shells that read sh syntax: what qpy writes into command lines (``exec ARGV``,
+# ``. FILE;``) and what users expect of ``qpy sub 'LINE'``. Others (csh, tcsh, fish, ...)
+# would misread it, so their users' jobs run in /bin/sh.
+POSIX_SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "ksh93", "mksh", "lksh", "pdksh",
+                          "oksh", "zsh", "yash", "posh"})
 LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once: a dlopen in each forked child costs
+
+
+def login_shell() -> str:
+    """The shell jobs run in: the user's login shell from the password database of this
+    node, as ``ssh node COMMAND`` would use, if it is an sh-compatible shell that can be
+    run here; else /bin/sh (no shell, ``nologin``, csh, fish, ...). Run as ``SHELL -c``,
+    not as a login shell: the job has the submitting shell's environment, which a
+    login shell's profile would partly overwrite."""
+    try:
+        shell = pwd.getpwuid(os.getuid()).pw_shell
+    except KeyError:
+        return SH
+    if os.path.isabs(shell) and os.path.basename(shell) in POSIX_SHELLS \
+            and os.access(shell, os.X_OK):
+        return shell
+    return SH
 
 
 def checked_op(op: dict) -> dict:
@@ -131,8 +177,8 @@ def children(pid: int) -> list[int]:
         return found
     for tid in tids:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                found.extend(int(x) for x in f.read().split())
+            found.extend(int(x) for x in limits.read_proc(f"/proc/{pid}/task/{tid}/children")
+                         .split())
         except OSError:
             pass
     return found
@@ -168,21 +214,6 @@ def parse_slot(record: bytes) -> tuple[tuple[int, int, int, float] | None, dict 
     return head, result if isinstance(result, dict) else None
 
 
-def scan_slots(slots: int) -> tuple[dict[int, int], list[int]]:
-    """The slot of each job in the slots file, and the free slots (lowest last)."""
-    size = os.fstat(slots).st_size // SLOT
-    data = os.pread(slots, size * SLOT, 0)
-    slot_of, free = {}, []
-    for i in range(size):
-        head, _ = parse_slot(data[i * SLOT:(i + 1) * SLOT])
-        if head is None:
-            free.append(i)
-        else:
-            slot_of[head[0]] = i
-    free.reverse()
-    return slot_of, free
-
-
 def padded(text: str, size: int) -> bytes:
     data = text.encode()
     if len(data) >= size:
@@ -199,11 +230,64 @@ class StartError(Exception):
         self.where, self.why = where, why
 
 
+NOT_REGULAR = {stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device",
+               stat.S_IFBLK: "a device", stat.S_IFDIR: "a directory", stat.S_IFSOCK: "a socket"}
+OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+
+
+def check_output(st: os.stat_result, name: str, which: str) -> None:
+    """StartError unless ``st`` is a file the job may write its output into: a regular
+    file of this user's with no other name. In a directory others can write to, anything
+    else is a trap: a symbolic link or a second hard link would make the job overwrite
+    another file of the user's, a FIFO would hang it, another user's file would receive
+    its output."""
+    kind = NOT_REGULAR.get(stat.S_IFMT(st.st_mode))
+    if kind is not None or not stat.S_ISREG(st.st_mode):
+        raise StartError(which, f"{name} is {kind or 'not a regular file'}")
+    if st.st_uid != os.getuid():
+        raise StartError(which, f"{name} belongs to another user (uid {st.st_uid})")
+    if st.st_nlink > 1:
+        raise StartError(which, f"{name} has {st.st_nlink} hard links")
+
+
+def open_output(path: str, which: str) -> int:
+    """Open (creating or truncating) the job's output file ``path`` for writing, safely in
+    a directory others can write to: no symbolic link is followed (O_NOFOLLOW), a FIFO
+    cannot block the open (O_NONBLOCK), and the file is checked before (so nothing that
+    is not ours is opened at all) and after opening (on the descriptor itself, so a swap
+    in between is caught), and truncated only then. New files get mode 0666 less the
+    umask."""
+    name = os.path.basename(path)
+    try:
+        check_output(os.lstat(path), name, which)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StartError(which, exc.strerror) from None
+    try:
+        fd = os.open(path, OUTPUT_FLAGS, 0o666)
+    except OSError as exc:
+        raise StartError(which, f"{name} is a symbolic link" if exc.errno == errno.ELOOP
+                         else exc.strerror) from None
+    try:
+        check_output(os.fstat(fd), name, which)
+        os.ftruncate(fd, 0)
+        os.set_blocking(fd, True)
+    except OSError as exc:
+        os.close(fd)
+        raise StartError(which, exc.strerror) from None
+    except StartError:
+        os.close(fd)
+        raise
+    return fd
+
+
 class Supervisor:
     """Runs in a forked child: prepared while idle, then owns one job to its recorded end."""
 
-    def __init__(self, slots: int, notify: int, inbox: int) -> None:
+    def __init__(self, slots: int, notify: int, inbox: int, shell: str) -> None:
         self.slots = slots
+        self.shell = shell
         self.notify = notify
         self.inbox = inbox
         self.op: dict = {}
@@ -211,7 +295,10 @@ class Supervisor:
         self.grace = 10.0
         self.job_pid = 0
         self.killing = False
+        self.limit_hit = False  # the job's time limit ended it
+        self.reaped = False  # the job's main process has ended
         self.devnull = -1
+        self.limits: limits.JobLimits | None = None
 
     def prepare(self) -> None:
         """Everything that does not depend on the job, done before the job is known."""
@@ -260,22 +347,36 @@ class Supervisor:
             os._exit(0)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGALRM, self._on_alarm)
+        self.limits = limits.JobLimits(self.op["limits"], int(self.op["job"]),
+                                       lambda: descendants(me))
+        self.limits.before_spawn()
         self.job_pid = self._spawn_job(self.devnull, out, err)
+        self.limits.after_spawn()
         trace("supervisor: job spawned")
+        self._arm_limit()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a waiting kill now
         os.close(out)
         os.close(err)
         status = self._wait_job()
+        self.reaped = True
         trace("supervisor: job reaped")
+        if not self.killing:
+            signal.setitimer(signal.ITIMER_REAL, 0)  # the limit no longer applies
         code = os.waitstatus_to_exitcode(status)
-        self._record({"exit": code} if code >= 0 else {"signal": -code})
+        result = {"exit": code} if code >= 0 else {"signal": -code}
+        if self.limit_hit:
+            result["limit"] = 1
+        result.update(self.limits.verdict())
+        self._record(result, usage=True)
         if self.killing:  # what is left gets the rest of its grace, and holds the cores
             self._clean_up()
+            self._record(result, usage=True)  # now with the whole tree's usage
             self._tell_launcher()
         else:
             self._tell_launcher()
             trace("supervisor: launcher told")
             self._clean_up()
+        self.limits.close()
         os._exit(0)
 
     def _set_subreaper(self) -> None:
@@ -286,14 +387,9 @@ class Supervisor:
             os.chdir(self.op["cwd"])
         except OSError as exc:
             raise StartError("cwd", exc.strerror) from None
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        opened = []
-        for which in ("out", "err"):
-            try:
-                opened.append(os.open(self.op[which], flags, 0o644))
-            except OSError as exc:
-                raise StartError(which, exc.strerror) from None
-        return opened[0], opened[1]
+        os.umask(int(self.op["umask"]))  # the job's too: it inherits it
+        out = open_output(self.op["out"], "out")
+        return out, open_output(self.op["err"], "err")
 
     def _spawn_job(self, stdin: int, out: int, err: int) -> int:
         """Start the job as a session leader with default signal handling.
@@ -303,25 +399,21 @@ class Supervisor:
         """
         try:
             return os.posix_spawn(
-                SH, ["sh", "-c", self.op["cmd"]], self.op["env"], setsid=True,
+                self.shell, [os.path.basename(self.shell), "-c", self.op["cmd"]],
+                self.op["env"], setsid=True,
                 file_actions=[(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, out, 1),
                               (os.POSIX_SPAWN_DUP2, err, 2)],
                 setsigmask=(),
                 setsigdef=(signal.SIGTERM, signal.SIGALRM, signal.SIGINT, signal.SIGHUP,
                            signal.SIGPIPE, signal.SIGXFSZ))
         except OSError as exc:
-            self._record({"error": f"cannot start {SH}: {exc.strerror}"})
+            self._record({"error": f"cannot start {self.shell}: {exc.strerror}"})
             os._exit(0)
 
     def _wait_job(self) -> int:
-        """Reap everything (orphans come to us) until the job's main process ends."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                return 0
-            if pid == self.job_pid:
-                return status
+        """Reap everything (orphans come to us) until the job's main process ends, while
+        the job's memory is watched."""
+        return self.limits.wait(self.job_pid, lambda: self._signal_tree(signal.SIGKILL))
 
     def _signal_tree(self, sig: int) -> None:
         try:
@@ -341,23 +433,44 @@ class Supervisor:
         self._signal_tree(signal.SIGTERM)
         signal.setitimer(signal.ITIMER_REAL, max(self.grace, 0.001), 0.5)
 
+    def _arm_limit(self) -> None:
+        """The job's wall-time limit, counted from its start, on this process's timer."""
+        limit = self.op.get("limit")
+        if limit:
+            left = float(limit) - (time.time() - float(self.op["t"]))
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
+
     def _on_alarm(self, *_: object) -> None:
-        self._signal_tree(signal.SIGKILL)
+        """During a kill: the grace period is over. Before: the time limit is reached."""
+        if self.killing:
+            self._signal_tree(signal.SIGKILL)
+        elif not self.reaped:
+            self.limit_hit = True
+            self._on_term()
 
     def _tell_launcher(self) -> None:
         """Report the end at once, before cleaning up and exiting (the pidfd would only
-        fire after that); a launcher that is gone simply misses it and uses the pidfd."""
+        fire after that); a launcher that is gone simply misses it and uses the pidfd.
+        The job's CPUs are free from now on: the next job may take them."""
+        if self.limits is not None:
+            self.limits.release_cpus()
         try:
             os.write(self.notify, f"{self.op['job']}\n".encode())
         except OSError:
             pass
 
-    def _record(self, result: dict) -> None:
-        """Write the exit record in one pwrite into the second half of the slot."""
-        result["t_end"] = time.time()
-        if "error" in result:
-            result["error"] = result["error"][:80]
-        os.pwrite(self.slots, padded(json.dumps(result), HALF), self.offset + HALF)
+    def _record(self, result: dict, usage: bool = False) -> None:
+        """Write the exit record in one pwrite into the second half of the slot (again,
+        with the usage of what has been reaped by then, if called again)."""
+        result.setdefault("t_end", time.time())
+        if "error" in result:  # the record must fit its half slot
+            result["error"] = result["error"][:64]
+        if usage:  # every process of the tree was reaped here or below: the subreaper
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            result["cpu"] = round(ru.ru_utime + ru.ru_stime, 3)
+            result["rss"] = ru.ru_maxrss  # KB, the largest process of the tree
+        os.pwrite(self.slots, padded(json.dumps(result, separators=(",", ":")), HALF),
+                  self.offset + HALF)
 
     def _clean_up(self) -> None:
         """The job is over: whatever it left running goes too, so its cores are really free.
@@ -456,6 +569,53 @@ class SessionWatch:
             import shutil
 
             shutil.rmtree(self.path(job), ignore_errors=True)
+class Slots:
+    """The slots file of a run directory: which slot holds which job, and the free ones.
+    Written by supervisors (their own slot) and freed here once the master has the end."""
+
+    def __init__(self, run_dir: str) -> None:
+        path = os.path.join(run_dir, "slots")
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.of: dict[int, int] = {}
+        self.free: list[int] = []
+        self.scan()
+
+    def scan(self) -> None:
+        """Learn which slots hold jobs not yet forgotten (started by earlier launchers)."""
+        size = os.fstat(self.fd).st_size // SLOT
+        data = os.pread(self.fd, size * SLOT, 0)
+        self.of, self.free = {}, []
+        for i in range(size):
+            head, _ = parse_slot(data[i * SLOT:(i + 1) * SLOT])
+            if head is None:
+                self.free.append(i)
+            else:
+                self.of[head[0]] = i
+        self.free.reverse()
+
+    def take(self, job: int) -> int:
+        """A slot for ``job``: a free one, or a new one at the end of the file."""
+        if self.free:
+            slot = self.free.pop()
+        else:
+            slot = os.fstat(self.fd).st_size // SLOT
+            os.pwrite(self.fd, BLANK, slot * SLOT)
+        self.of[job] = slot
+        return slot
+
+    def read(self, job: int) -> tuple[tuple[int, int, int, float] | None, dict | None]:
+        """The head and exit record of ``job``'s slot, (None, None) if it has none."""
+        slot = self.of.get(job)
+        if slot is None:
+            return None, None
+        head, result = parse_slot(os.pread(self.fd, SLOT, slot * SLOT))
+        return (head, result) if head is not None and head[0] == job else (None, None)
+
+    def release(self, job: int) -> None:
+        slot = self.of.pop(job, None)
+        if slot is not None:
+            os.pwrite(self.fd, BLANK, slot * SLOT)
+            self.free.append(slot)
 
 
 class Launcher:
@@ -469,34 +629,13 @@ class Launcher:
         self.buf = b""
         self.notify_r, self.notify_w = os.pipe()
         os.set_blocking(self.notify_r, False)
-        path = os.path.join(run_dir, "slots")
-        self.slots = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self.slot_of: dict[int, int] = {}
-        self.free: list[int] = []
+        self.slots = Slots(run_dir)
         self.forgotten: set[int] = set()
         self.envs: dict[int, dict[str, str]] = {}
         self.deferred: dict[int, dict] = {}  # job -> its start, waiting for its old run
         self.spare: tuple[int, int] | None = None
+        self.shell = login_shell()  # once: the password database may be a network service
         self.sessions = SessionWatch(run_dir, self.sel)
-        self._scan()
-
-    def _scan(self) -> None:
-        """Learn which slots hold jobs not yet forgotten (started by earlier launchers)."""
-        self.slot_of, self.free = scan_slots(self.slots)
-
-    def _take_slot(self) -> int:
-        if self.free:
-            return self.free.pop()
-        slot = os.fstat(self.slots).st_size // SLOT
-        os.pwrite(self.slots, BLANK, slot * SLOT)
-        return slot
-
-    def _slot(self, job: int) -> tuple[tuple[int, int, int, float] | None, dict | None]:
-        slot = self.slot_of.get(job)
-        if slot is None:
-            return None, None
-        head, result = parse_slot(os.pread(self.slots, SLOT, slot * SLOT))
-        return (head, result) if head is not None and head[0] == job else (None, None)
 
     def serve(self) -> None:
         os.set_blocking(0, False)
@@ -553,9 +692,9 @@ class Launcher:
             self.kill({"job": job})
             return
         op["env"] = {**self.envs.get(op.get("env_id"), {}), **op.get("vars", {})}
+        limits.prepare_start(op)
         op["t"] = t_start = time.time()
-        op["slot"] = slot = self._take_slot()
-        self.slot_of[job] = slot
+        op["slot"] = self.slots.take(job)
         self.sessions.started(op)
         pid, inbox = self.spare or self._fork_supervisor()
         self.spare = None
@@ -582,7 +721,7 @@ class Launcher:
         else:
             gc.disable()
             try:
-                supervisor = Supervisor(self.slots, self.notify_w, inbox_r)
+                supervisor = Supervisor(self.slots.fd, self.notify_w, inbox_r, self.shell)
                 supervisor.prepare()
                 supervisor.serve()
             finally:
@@ -604,9 +743,9 @@ class Launcher:
         job = int(op["job"])
         if job in self.watched:
             return
-        if job not in self.slot_of:
-            self._scan()  # a supervisor forked just before the old launcher died
-        head, result = self._slot(job)
+        if job not in self.slots.of:
+            self.slots.scan()  # a supervisor forked just before the old launcher died
+        head, result = self.slots.read(job)
         if head is None:
             emit({"ev": "lost", "job": job, "ran": False, "reason": "the job was never started"})
             return
@@ -624,9 +763,9 @@ class Launcher:
         jobs the master no longer runs (the node was declared down while they ran, or the
         master recorded their end but died before freeing the slot)."""
         keep = {int(j) for j in op["keep"]}
-        self._scan()
-        for job in [j for j in self.slot_of if j not in keep and j not in self.watched]:
-            head, result = self._slot(job)
+        self.slots.scan()
+        for job in [j for j in self.slots.of if j not in keep and j not in self.watched]:
+            head, result = self.slots.read(job)
             if head is not None and result is None and proc_start(head[1]) == head[2] \
                     and self._watch(job, head[1], own=False):
                 self.reported.add(job)  # nobody wants to hear of its end
@@ -653,10 +792,7 @@ class Launcher:
 
     def _free_slot(self, job: int) -> None:
         self.sessions.remove(job)
-        slot = self.slot_of.pop(job, None)
-        if slot is not None:
-            os.pwrite(self.slots, BLANK, slot * SLOT)
-            self.free.append(slot)
+        self.slots.release(job)
 
     def _unwatch(self, job: int) -> tuple[int, int, bool]:
         pidfd, pid, own = self.watched.pop(job)
@@ -676,7 +812,6 @@ class Launcher:
             if job in self.watched and job not in self.reported and job not in self.deferred:
                 self.reported.add(job)
                 self._report_end(job)
-                trace("launcher: end sent")
 
     def _ended(self, job: int) -> None:
         _, pid, own = self._unwatch(job)
@@ -691,16 +826,15 @@ class Launcher:
             self._free_slot(job)
             self.start(self.deferred.pop(job))
             return
-        if job in self.reported:
-            self.reported.discard(job)
-        else:
+        if job not in self.reported:
             self._report_end(job)
+        self.reported.discard(job)
         if job in self.forgotten:
             self.forgotten.discard(job)
             self._free_slot(job)
 
     def _report_end(self, job: int) -> None:
-        _, result = self._slot(job)
+        _, result = self.slots.read(job)
         if result is None:
             emit({"ev": "lost", "job": job, "ran": True,
                   "reason": "its supervisor ended without recording an exit status"})
@@ -712,6 +846,7 @@ def main() -> None:
     run_dir = sys.argv[1]
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limits.cgroups.prepare_launcher()
     Launcher(run_dir).serve()
 
 

@@ -1,10 +1,11 @@
 """The master's link to one node's launcher process (``LauncherLink``).
 
-The launcher is stdlib only. On this machine it runs as a child of the master
-(``python3 -S launcher.py RUN_DIR``); on a remote node it runs at the end of an ssh
-session (``ssh NODE python3 -S -c BOOT RUN_DIR``), its source sent down the session first,
-so the node needs python3 and nothing of qpy. Either way ops go down its stdin as JSON
-lines and a reader thread hands each event line to the master.
+The launcher is stdlib only. It is started as ``python3 -S -c BOOT RUN_DIR`` with its
+source (and those of ``qpy/limits.py`` and ``qpy/cgroups.py``) sent down its stdin
+first: on this machine as a child of the master, on a remote node at the end of an ssh
+session (``ssh NODE python3 ...``), so the node needs python3 and nothing of qpy.
+Either way ops go down its stdin as JSON lines and a reader thread hands each event line
+to the master.
 
 Connecting can take seconds (or fail after ``ConnectTimeout``), so it never happens under
 the master's lock: ops posted before the launcher says ``ready`` wait in order in a
@@ -55,7 +56,7 @@ class LauncherLink:
     def __init__(self, node: str, argv: list[str], preamble: bytes | None,
                  on_event: Callable[[str, dict], None],
                  on_ready: Callable[[str, LauncherLink], None],
-                 on_exit: Callable[[str, LauncherLink], None]) -> None:
+                 on_exit: Callable[[str, LauncherLink], None], remote: bool = False) -> None:
         self.node = node
         self.on_event, self.on_ready, self.on_exit = on_event, on_ready, on_exit
         self.closing = False
@@ -65,7 +66,6 @@ class LauncherLink:
         self.pending: list[bytes] = []
         self.errors: collections.deque[str] = collections.deque(maxlen=20)
         self._lock = threading.Lock()
-        remote = preamble is not None
         try:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

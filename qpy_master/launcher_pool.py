@@ -21,19 +21,34 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from qpy import ssh
+from qpy import cgroups, limits, ssh
 from qpy.model import Job
 from qpy_master import launcher as launcher_module
 from qpy_master.launcher_link import LauncherGone, LauncherLink
 
 log = logging.getLogger("qpy.master.launchers")
 LAUNCHER = Path(launcher_module.__file__)
+LIMITS = Path(limits.__file__)
+CGROUPS = Path(cgroups.__file__)
 RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # seconds between attempts to reach an unreachable node
 HEALTHY_AFTER = 1.0  # a session that worked this long ended by accident: reconnect at once
 
 
+def launcher_command(run_dir: str, setting: str | None = None,
+                     python: str = "python3") -> tuple[list[str], bytes]:
+    """The launcher's command line and what to write to its stdin first (its source and
+    those of the modules it imports), the same on this machine (with this ``python``) and at
+    the end of an ssh session; ``setting`` is the node's ``cgroup`` setting, which may put
+    it behind ``systemd-run``."""
+    argv = [*cgroups.launcher_prefix(setting),
+            *ssh.python_stdin_program("qpy-launcher", python), run_dir]
+    return argv, ssh.source_preamble(str(LAUNCHER), str(CGROUPS), str(LIMITS))
+
+
 class PoolOwner(Protocol):
     """What the pool tells the master; each call is made under the master's lock."""
+
+    nodes: dict[str, dict]  # the multiuser's node records by name
 
     def jobs_on(self, node: str) -> list[Job]: ...
 
@@ -149,18 +164,17 @@ class LauncherPool:
     def _connect(self, node: str, address: str) -> LauncherLink:
         """Start the node's launcher (connecting happens in the link's thread). Its first
         op sweeps away whatever of this user's is left there that is not running here."""
-        run_dir = str(self.home / "run" / node)
-        if address in ssh.LOCAL_ADDRESSES or node in ssh.LOCAL_ADDRESSES:
-            argv, preamble = [sys.executable, "-S", "-u", str(LAUNCHER), run_dir], None
-        else:
+        remote = address not in ssh.LOCAL_ADDRESSES and node not in ssh.LOCAL_ADDRESSES
+        argv, preamble = launcher_command(str(self.home / "run" / node),
+                                          self.owner.nodes.get(node, {}).get("cgroup"),
+                                          "python3" if remote else sys.executable)
+        if remote:
             try:
-                argv = ssh.command(address, [*ssh.python_stdin_program("qpy-launcher"),
-                                             run_dir], str(self.home))
+                argv = ssh.command(address, argv, str(self.home))
             except (OSError, subprocess.SubprocessError) as exc:
                 raise LauncherGone(f"cannot run ssh for {node}: {exc}") from None
-            preamble = ssh.source_preamble(str(LAUNCHER))
         link = LauncherLink(node, argv, preamble, self._on_event, self._on_ready,
-                            self._on_exit)
+                            self._on_exit, remote)
         self.links[node] = link
         self.addresses[node] = address
         self.envs_sent[node] = set()

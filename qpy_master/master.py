@@ -2,9 +2,10 @@
 
 Everything that changes jobs holds ``self.lock`` and writes the record before it acts: a
 job is stored as ``running`` before its start op is sent, and stored as finished before
-its slot is released. Three kinds of events drive the scheduler thread, and nothing
-sleeps on a timer: a submission or ``continue``; a job's end reported by a launcher; a
-``wake`` pushed by the multiuser when cores free up.
+its slot is released. Three kinds of events make it ask for slots at once
+(``qpy_master/scheduler.py``), and nothing sleeps on a timer: a submission or
+``continue``; a job's end reported by a launcher; a ``wake`` pushed by the multiuser
+when cores free up.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qpy import config, trace
+from qpy import config, timetext, trace
 from qpy.model import Job
 from qpy.states import DONE, KILLED, LOST, QUEUE, RUNNING
 from qpy_master.launcher_link import LauncherGone
 from qpy_master.launcher_pool import LauncherPool
-from qpy_master.multiuser_link import LinkDown, MultiuserLink
+from qpy_master.multiuser_link import MultiuserLink
 from qpy_master.records import Records
+from qpy_master.scheduler import Scheduler
 from qpy_master.sessions import Sessions
 from qpy_master.store import Store
+from qpy_master.waiting import Waiters
 
 log = logging.getLogger("qpy.master")
 
@@ -43,6 +46,40 @@ def start_error(job: Job, error: object, where: object) -> str | None:
     return f"failed to start: {error}"
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and value >= 0 else None
+
+
+def memory_reason(job: Job, peak: float) -> str:
+    """``memory limit 5 GB (peak 5.3 GB)``: a job its node ended for using more memory
+    than it asked for (peak in GB, as the node measured it)."""
+    shown = f"{peak:.2g}" if peak < 1 else f"{peak:.1f}".removesuffix(".0")
+    return f"memory limit {job.mem:g} GB (peak {shown} GB)"
+
+
+def end_of(job: Job, event: dict) -> tuple[str, dict]:
+    """A run's end from the launcher's ``ended`` event: the job's new status and fields
+    (killed at its time limit or for its memory, its CPU time and peak memory)."""
+    limited = bool(event.get("limit")) or event.get("mem_kill") is not None
+    reason = start_error(job, event.get("error"), event.get("in"))
+    if event.get("mem_kill") is not None:
+        reason = memory_reason(job, float(event["mem_kill"]))
+    elif limited:
+        reason = f"time limit {timetext.format_limit(job.time_limit)}"
+    rss = _number(event.get("rss"))  # KB
+    return (KILLED if job.kill_requested or limited else DONE), {
+        "exit_code": event.get("exit"), "signal": event.get("signal"), "reason": reason,
+        "t_end": event.get("t_end"), "cpu": _number(event.get("cpu")),
+        "peak_mem": None if rss is None else round(rss / 1024 ** 2, 6)}
+
+
+def job_limits(job: Job, node: dict) -> dict:
+    """What the job's node enforces of its allocation (``qpy/limits.py``), with the
+    node's settings from the ``nodes`` file."""
+    return {"cores": job.n_cores, "mem": job.mem, "cgroup": node.get("cgroup"),
+            "rlimit_as": bool(node.get("rlimit_as")), "cpu_lock": node.get("cpu_lock")}
+
+
 class Master:
     """One user's queue, running jobs, launchers and link to the multiuser."""
 
@@ -52,25 +89,27 @@ class Master:
         self.store = Store(home / "jobs.db")
         self.records = Records(self.store)
         self.sessions = Sessions(self)  # interactive jobs (qpy connect)
+        self.waiters = Waiters()
+        self.records.on_end.append(self.waiters.ended)
         self.settings = config.load(self.store.settings())
         self.paused = self.store.setting("paused") == "true"
-        self.release: list[int] = []
         self.nodes: dict[str, dict] = {}
-        self.wake = threading.Event()
         self.stopping = False
         self.pool = LauncherPool(home, self.lock, self)
-        with self.lock:
+        self.scheduler = Scheduler(self, self.records)
+        self.link = MultiuserLink(connect, self._hello, self._on_hello, self._on_event)
+        self.scheduler.link = self.link
+        with self.lock:  # after the scheduler exists: an adopted job may end at once
             for job in list(self.records.running.values()):
                 self._send(job, {"op": "adopt", "job": job.id})
         log.info("restored %d queued and %d running jobs", len(self.records.queue),
                  len(self.records.running))
-        self.link = MultiuserLink(connect, self._hello, self._on_hello, self._on_event)
-        threading.Thread(target=self._schedule_loop, name="scheduler", daemon=True).start()
 
     def shutdown(self) -> None:
         """Stop scheduling and leave the jobs running; the next master adopts them."""
         with self.lock:
             self.stopping = True
+        self.scheduler.stop()
         self.link.close()
         self.pool.close()
         with self.lock:
@@ -81,20 +120,23 @@ class Master:
     def _hello(self) -> dict:
         """Registration: the running jobs are the truth the multiuser reconciles to."""
         with self.lock:
+            self.scheduler.told_queue = len(self.records.queue)
             return {"type": "hello", "queue_size": len(self.records.queue), "running": [
                 {"job": j.id, "node": j.node, "cores": j.n_cores, "mem": j.mem}
                 for j in self.records.running.values()]}
 
     def _on_hello(self, reply: dict) -> None:
+        if reply.get("unaccounted"):
+            log.warning("the multiuser does not count running jobs %s: it did not grant them "
+                        "or they do not fit its nodes", reply["unaccounted"])
         self._set_nodes(reply.get("nodes") or [])
         self.sessions.from_hello(reply)
-        self.wake.set()
 
     def _on_event(self, event: dict) -> None:
         if event.get("type") == "nodes":
             self._set_nodes(event.get("nodes") or [])
         if event.get("type") in ("wake", "nodes"):
-            self.wake.set()
+            self.schedule()
         elif event.get("type") in ("limits", "idle_action"):
             self.sessions.multiuser_event(event)
 
@@ -111,61 +153,26 @@ class Master:
                 elif state == "up" and was == "down":
                     self.pool.node_up(name)
 
-    # -- scheduling ------------------------------------------------------------------------
+    # -- scheduling (qpy_master/scheduler.py asks; these answer) -----------------------
 
-    def _schedule_loop(self) -> None:
-        while True:
-            self.wake.wait()
-            self.wake.clear()
-            if self.stopping:
-                return
-            try:
-                self._schedule_once()
-            except Exception:
-                log.exception("scheduling pass failed")
+    def schedule(self) -> None:
+        """Something changed that may let a job start: ask for slots now."""
+        self.scheduler.poke()
 
-    def _schedule_once(self) -> None:
-        with self.lock:
-            release, self.release = self.release, []
-            want = [] if self.paused else self.pool.avoiding(self.records.queue.want())
-            queue_size = len(self.records.queue)
-        if not release and not want:
-            return
-        trace.mark("master: slots asked")
-        try:
-            reply = self.link.request({"type": "slots", "release": release, "want": want,
-                                       "queue_size": queue_size})
-        except LinkDown:
-            reply = {"ok": False}
-        if not reply.get("ok"):  # a release for a job the hello left out is harmless;
-            if reply.get("error"):  # a release lost would hold its core forever
-                log.error("slot request refused: %s", reply["error"])
-            with self.lock:
-                self.release[:0] = release
-            return
-        grants = reply.get("grants") or []
-        trace.mark("master: slots answered")
-        with self.lock:
-            for grant in grants:
-                self._launch(grant)
-        if grants and reply.get("more"):
-            self.wake.set()
+    def wanted(self) -> tuple[list[dict], int]:
+        """The slot requests to make now, and the queue's size."""
+        want = [] if self.paused else self.pool.avoiding(self.records.queue.want())
+        return want, len(self.records.queue)
 
-    def _launch(self, grant: dict) -> None:
-        """Record the job as running, then start it: it can never run twice."""
-        job = self.records.queue.get(grant.get("job"))
-        if job is None or self.paused:  # killed or paused while the request was in flight
-            self.release.append(grant.get("job"))
-            self.wake.set()
-            return
-        self.records.move(job, RUNNING, node=grant["node"], address=grant.get("address"),
-                          t_start=time.time())
+    def start(self, job: Job) -> None:
+        """Send the start op of a job just recorded as running."""
         self._send(job, {
             "op": "start", "job": job.id, "cmd": self._command(job), "cwd": job.cwd,
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
                      "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}"},
-            "out": job.output("out"), "err": job.output("err"),
+            "out": job.output("out"), "err": job.output("err"), "umask": job.umask,
+            "limit": job.time_limit, "limits": job_limits(job, self.nodes.get(job.node) or {}),
             **self.sessions.op_fields(job)})
         trace.mark("master: start sent")
 
@@ -198,7 +205,7 @@ class Master:
         return self.store.env(env_id)
 
     def reachable(self, node: str) -> None:
-        self.wake.set()
+        self.schedule()
 
     def unreachable(self, node: str, reason: str) -> None:
         if self.nodes.get(node, {}).get("state") == "down":
@@ -220,11 +227,9 @@ class Master:
             job.pid = event.get("pid")
             job.t_start = event.get("t") or job.t_start
         elif kind == "ended":
-            self._finish(job, KILLED if job.kill_requested else DONE,
-                         exit_code=event.get("exit"), signal=event.get("signal"),
-                         reason=start_error(job, event.get("error"), event.get("in"))
-                         or self.sessions.end_reason(job),
-                         t_end=event.get("t_end"))
+            status, fields = end_of(job, event)
+            fields["reason"] = fields["reason"] or self.sessions.end_reason(job)
+            self._finish(job, status, **fields)
         elif kind == "session":
             self.sessions.event(job, event)
         elif kind == "lost" and not event.get("ran"):
@@ -250,7 +255,9 @@ class Master:
         """A running job whose run is gone: queued again if it asked for that, else lost
         (killed, if a kill had been asked for)."""
         if job.requeue and not job.kill_requested:
-            self._requeue(job, why)
+            with self.records.transaction():  # the lost run stays in the history
+                self.records.add_run(job, status=LOST, reason=why, t_end=time.time())
+                self._requeue(job, why)
         else:
             self._finish(job, KILLED if job.kill_requested else LOST, reason=why)
 
@@ -259,20 +266,15 @@ class Master:
         log.warning("job %d goes back to the queue: %s", job.id, why)
         self.pool.tell(job.node, {"op": "forget", "job": job.id})
         self.records.move(job, QUEUE, node=None, address=None, t_start=None, pid=None)
-        self.release.append(job.id)
-        self.wake.set()
+        self.scheduler.freed(job)
 
-    def _finish(self, job: Job, status: str, exit_code: int | None = None,
-                signal: int | None = None, reason: str | None = None,
-                t_end: float | None = None) -> None:
-        """Record a running job's end, then free its slot and its run files."""
-        self.records.move(job, status, exit_code=exit_code, signal=signal, reason=reason,
-                          t_start=job.t_start, t_end=t_end or time.time(), pid=job.pid)
-        if job.script_copy:
-            Path(job.script_copy).unlink(missing_ok=True)
-        self.release.append(job.id)
-        self.wake.set()
+    def _finish(self, job: Job, status: str, **fields: object) -> None:
+        """Record a running job's end (exit_code, signal, reason, t_end, usage), then
+        free its slot. Its script copy stays until ``clean``: it may be requeued."""
+        fields["t_end"] = fields.get("t_end") or time.time()
+        self.records.move(job, status, **fields, t_start=job.t_start, pid=job.pid)
         trace.mark("master: end recorded")
+        self.scheduler.freed(job)
         self.pool.tell(job.node, {"op": "forget", "job": job.id})
 
     # -- operations used by the request handlers -------------------------------------------

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-from qpy import selection
+from qpy import history_view, selection
 from qpy.model import Job
-from qpy.states import QUEUE, RUNNING
+from qpy.states import FINISHED, QUEUE, RUNNING
 from qpy_master.queue import JobQueue
 from qpy_master.store import Store
 
@@ -27,11 +27,16 @@ class Records:
         self.store = store
         self.queue = JobQueue()
         self.running: dict[int, Job] = {}
+        # called with each job that has just ended (done, killed, undone or lost), inside
+        # the transaction that records it, under the master's lock: ``qpy wait`` wakes here
+        self.on_end: list[Callable[[Job], None]] = []
+        # called with each job whose status has just changed, likewise: interactive
+        # sessions' waiters and idle reports (qpy_master/sessions.py)
+        self.on_move: list[Callable[[Job], None]] = []
         queued, running = store.live()
         for job, qpos in queued:
             self.queue.push(job, qpos)
         self.running = {job.id: job for job in running}
-        self.on_move: Callable[[Job], None] | None = None  # told of every status change
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         return self.store.transaction()
@@ -46,16 +51,29 @@ class Records:
             self.queue.push(job, qpos)
             self.store.on_rollback(lambda: self.queue.remove(job.id))
 
-    def move(self, job: Job, status: str, **fields: object) -> None:
+    def move(self, job: Job, status: str, *, last: bool = False, **fields: object) -> None:
         """Change a job's status (and the fields that change with it), in the store and
-        in memory at once."""
+        in memory at once. A run that ends is kept for history; a job queued again goes
+        to the head of the queue, or with ``last`` where a new submission would go."""
         with self.transaction():
             old = job.status
             self.store.transition(job, status, **fields)
             self._leave(job, old)
-            self._enter(job, status)
-            if self.on_move is not None:
-                self.on_move(job)
+            self._enter(job, status, last)
+            for hook in self.on_move:
+                hook(job)
+            if status in FINISHED:
+                if old == RUNNING:
+                    self.add_run(job)
+                for hook in self.on_end:
+                    hook(job)
+
+    def add_run(self, job: Job, **fields: object) -> None:
+        """Keep a run that ended, with its line of ``qpy history``: the job as it is, or
+        with ``fields`` (status, reason, t_end) for a run that ended without ending the
+        job (its node failed and it is queued again)."""
+        run = self.store.run_record(job, **fields)
+        self.store.add_run(run, history_view.render([run], 0.0))
 
     def update(self, job: Job, **fields: object) -> None:
         """Change fields other than the status."""
@@ -70,10 +88,10 @@ class Records:
             del self.running[job.id]
             self.store.on_rollback(lambda: self.running.__setitem__(job.id, job))
 
-    def _enter(self, job: Job, status: str) -> None:
+    def _enter(self, job: Job, status: str, last: bool = False) -> None:
         if status == QUEUE:
-            self.queue.push(job, HEAD)
-            self.store.set_qpos([(HEAD, job.id)])
+            pos = self.queue.push(job, None if last else HEAD)
+            self.store.set_qpos([(pos, job.id)])
             self.store.on_rollback(lambda: self.queue.remove(job.id))
         elif status == RUNNING:
             self.running[job.id] = job

@@ -20,6 +20,7 @@ from qpy import attrs
 from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, RUNNING
 from qpy_master import submit
+from qpy_master.handler_args import refuse_if_removed
 from qpy_master.master import Master
 from qpy_master.sessions import is_local
 
@@ -92,7 +93,8 @@ def connect(m: Master, s: Session, msg: dict) -> dict:
     if gui is not None and (not gui or not gui[0]):
         raise BadRequest("--gui needs a program to run")
     if not m.nodes:  # a fresh master: learn the nodes (and the limits) first
-        m.link.wait_up(10.0)
+        m.link.wait_settled(10.0)
+    refuse_if_removed(m, " (sessions already queued wait until access returns)")
     command = f"xpra: {shlex.join(gui)}" if gui else "tmux session" + (f" {name}" if name else "")
     with m.lock:
         taken = [j.id for j in m.sessions.live() if name is not None and j.name == name]
@@ -111,7 +113,7 @@ def connect(m: Master, s: Session, msg: dict) -> dict:
                 m.records.update(job, session={"program": list(gui)})
             m.records.reorder([job.id], "begin")
         record = m.sessions.record(job, time.time())
-    m.wake.set()
+    m.schedule()
     return {"text": f"Job {job.id} received.\n", "job": job.id, "session": record}
 
 

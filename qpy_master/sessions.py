@@ -70,7 +70,7 @@ class Sessions:
         self.limits: dict = {}  # the multiuser's ``interactive`` policy
         self.notices: list[str] = []  # for the owner's next qpy command
         self._dirty = threading.Event()
-        master.records.on_move = self.moved
+        master.records.on_move.append(self.moved)
         threading.Thread(target=self._send_loop, name="idle-reports", daemon=True).start()
 
     # -- starting --------------------------------------------------------------------------

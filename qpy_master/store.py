@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from qpy import selection
-from qpy.model import Job
+from qpy.model import RUN_FIELDS, Job
 from qpy.states import QUEUE, RUNNING, check_transition
 
 SCHEMA = """
@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     kill_requested INTEGER NOT NULL DEFAULT 0,
     qpos INTEGER NOT NULL DEFAULT 0,
     requeue INTEGER NOT NULL DEFAULT 0,
+    umask INTEGER NOT NULL DEFAULT 18,
+    time_limit INTEGER,
+    cpu REAL,
+    peak_mem REAL,
     kind TEXT,
     name TEXT,
     idle_since REAL,
@@ -53,13 +57,31 @@ CREATE INDEX IF NOT EXISTS notes_job ON notes(job);
 CREATE TABLE IF NOT EXISTS envs (id INTEGER PRIMARY KEY, digest TEXT UNIQUE NOT NULL,
                                  env TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- accounting: one row per run that ended, written with the end, kept by clean
+CREATE TABLE IF NOT EXISTS runs (
+    job INTEGER NOT NULL, run INTEGER NOT NULL, status TEXT NOT NULL, command TEXT NOT NULL,
+    cwd TEXT NOT NULL, n_cores INTEGER NOT NULL, mem REAL NOT NULL, node TEXT,
+    t_queue REAL NOT NULL, t_start REAL, t_end REAL NOT NULL, exit_code INTEGER,
+    signal INTEGER, reason TEXT, time_limit INTEGER, cpu REAL, peak_mem REAL,
+    line TEXT NOT NULL  -- its line of ``qpy history``, written when it ended
+);
+CREATE INDEX IF NOT EXISTS runs_job ON runs(job);
+CREATE INDEX IF NOT EXISTS runs_end ON runs(t_end);
 """
+# Columns later versions added to ``jobs``: a store written before them gets them in place.
+ADDED_COLUMNS = {
+    "requeue": "INTEGER NOT NULL DEFAULT 0",
+    "umask": "INTEGER NOT NULL DEFAULT 18",  # 0o022, what jobs were created with before
+    "time_limit": "INTEGER", "cpu": "REAL", "peak_mem": "REAL",
+    # interactive sessions (qpy connect)
+    "kind": "TEXT", "name": "TEXT", "idle_since": "REAL", "session": "TEXT",
+}
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
            "t_queue",
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
-           "env_id", "pid", "kill_requested", "requeue", "kind", "name", "idle_since",
-           "session")
+           "env_id", "pid", "kill_requested", "requeue", "umask", "time_limit", "cpu",
+           "peak_mem", "kind", "name", "idle_since", "session")
 FIELDS = ", ".join(COLUMNS)
 SELECT = f"SELECT {FIELDS} FROM jobs"
 
@@ -89,19 +111,19 @@ def _job(row: tuple) -> Job:
     return job
 
 
-def _where(sel: dict) -> tuple[str, tuple]:
+def _where(sel: dict, id_column: str = "id") -> tuple[str, tuple]:
     """SQL for a selection that ``qpy.selection.validate`` accepted: criteria are OR-ed."""
     if sel.get("all") or selection.is_empty(sel):
         return "1", ()
     clauses, params = [], []
-    for column, key in (("id", "ids"), ("status", "statuses"), ("cwd", "dirs")):
+    for column, key in ((id_column, "ids"), ("status", "statuses"), ("cwd", "dirs")):
         values = sel.get(key) or []
         for i in range(0, len(values), 500):
             chunk = values[i:i + 500]
             clauses.append(f"{column} IN ({', '.join('?' * len(chunk))})")
             params.extend(map(_db, chunk))
     for low, high in sel.get("ranges") or []:
-        clauses.append("id BETWEEN ? AND ?")
+        clauses.append(f"{id_column} BETWEEN ? AND ?")
         params.extend((low, high))
     return " OR ".join(clauses), tuple(params)
 
@@ -120,12 +142,9 @@ class Store:
     def _add_missing_columns(self) -> None:
         """A store written by an earlier qpy lacks the newer columns: add them in place."""
         have = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
-        if "requeue" not in have:
-            self.db.execute("ALTER TABLE jobs ADD COLUMN requeue INTEGER NOT NULL DEFAULT 0")
-        for column, kind in (("kind", "TEXT"), ("name", "TEXT"), ("idle_since", "REAL"),
-                             ("session", "TEXT")):  # interactive sessions (qpy connect)
-            if column not in have:
-                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in have:
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -186,10 +205,12 @@ class Store:
         """Record a new queued job and return its ID."""
         cur = self.db.execute(
             "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
-            " env_id, qpos, requeue, kind, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " env_id, qpos, requeue, umask, time_limit, kind, name)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             tuple(map(_db, (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr,
                             job.t_queue, job.run_command, job.env_id, qpos,
-                            int(job.requeue), job.kind, job.name))))
+                            int(job.requeue), job.umask, job.time_limit, job.kind,
+                            job.name))))
         return cur.lastrowid
 
     def update(self, job: Job, **fields: object) -> None:
@@ -239,6 +260,47 @@ class Store:
     def delete(self, ids: list[int]) -> None:
         self.db.executemany("DELETE FROM jobs WHERE id = ?", ((i,) for i in ids))
         self.db.executemany("DELETE FROM notes WHERE job = ?", ((i,) for i in ids))
+
+    # -- accounting ---------------------------------------------------------------------------
+
+    def run_record(self, job: Job, **fields: object) -> dict:
+        """The run that just ended, for history: the job's fields as they are now, or as
+        ``fields`` give them; its number follows the job's earlier runs."""
+        return {"job": job.id, "run": self.run_count(job.id) + 1,
+                **{name: fields.get(name, getattr(job, name)) for name in RUN_FIELDS[2:]}}
+
+    def add_run(self, run: dict, line: str) -> None:
+        """Keep a run and its line of the history table (written once, when it ends, so
+        listing 100,000 runs formats nothing)."""
+        names = (*RUN_FIELDS, "line")
+        self.db.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES "
+                        f"({', '.join('?' * len(names))})",
+                        tuple(map(_db, (*(run[n] for n in RUN_FIELDS), line))))
+
+    def run_count(self, job_id: int) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM runs WHERE job = ?",
+                               (job_id,)).fetchone()[0]
+
+    def runs(self, sel: dict, since: float | None, until: float | None,
+             expr: str | None = None) -> list:
+        """Runs that ended (a validated selection; ``since``/``until``: ended at or after,
+        started at or before), in the order they ended: RUN_FIELDS tuples, or with
+        ``expr`` (SQL over the columns: ``line``, or a JSON object) its one text per
+        run (None if a run holds text that is not UTF-8: ask for tuples instead)."""
+        where, params = _where(sel, "job")
+        if since is not None:
+            where, params = f"({where}) AND t_end >= ?", (*params, since)
+        if until is not None:
+            where, params = f"({where}) AND COALESCE(t_start, t_end) <= ?", (*params, until)
+        query = f"FROM runs WHERE {where} ORDER BY rowid"
+        if expr is not None:
+            try:
+                return [_py(row[0]) for row in self.db.execute(f"SELECT {expr} {query}",
+                                                               params)]
+            except sqlite3.OperationalError:  # a command kept as bytes: not UTF-8
+                return None
+        return [tuple(map(_py, row)) for row in self.db.execute(
+            f"SELECT {', '.join(RUN_FIELDS)} {query}", params)]
 
     def add_note(self, job_id: int, t: float, text: str) -> None:
         self.db.execute("INSERT INTO notes (job, t, text) VALUES (?, ?, ?)",

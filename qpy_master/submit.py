@@ -13,7 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
-from qpy import attrs, jobspec
+from qpy import attrs, jobspec, timetext
+from qpy.defaults import DEFAULT_UMASK
 from qpy.model import Job
 from qpy.server import BadRequest, RequestError
 from qpy.states import QUEUE
@@ -27,17 +28,30 @@ def new_job(msg: dict, settings: dict, nodes: dict[str, dict]) -> Job:
                              settings["orAttr"])
     except (jobspec.SpecError, attrs.AttrError) as exc:
         raise BadRequest(str(exc)) from None
+    limit = time_limit(msg)
     cwd = msg["cwd"]
     if not os.path.isabs(cwd):
         raise BadRequest(f"the submission directory must be absolute, not {cwd!r}")
     if any("\0" in (text or "") for text in (msg["command"], msg.get("run"), cwd)):
         raise BadRequest("the command or directory contains a NUL character")
+    umask = DEFAULT_UMASK if msg.get("umask") is None else msg["umask"]
+    if not 0 <= umask <= 0o777:
+        raise BadRequest(f"the umask must be between 0 and 0o777, not {umask:#o}")
     why = never_fits(nodes.values(), cores, mem, attr)
     if why:
         raise RequestError(f"job refused: {why}")
     return Job(id=0, status=QUEUE, command=msg["command"], cwd=cwd, n_cores=cores, mem=mem,
                attr=attr, t_queue=time.time(), run_command=msg.get("run"),
-               requeue=bool(msg.get("requeue")))
+               requeue=bool(msg.get("requeue")), umask=umask, time_limit=limit)
+
+
+def time_limit(msg: dict) -> int | None:
+    """The wall-time limit in seconds (None: none), checked again."""
+    limit = msg.get("time_limit")
+    if limit is not None and not 0 < limit <= timetext.MAX_LIMIT:
+        raise BadRequest(f"time_limit must be 1 to {timetext.MAX_LIMIT} seconds, or null "
+                         f"for none, not {limit}")
+    return limit or None
 
 
 def _cores(n: int) -> str:

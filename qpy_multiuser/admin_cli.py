@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import click
 
@@ -79,8 +80,17 @@ def _simple(name: str, doc: str) -> None:
         say(call(name, []))
 
 
-for _name, _doc in (("finish", "Stop the multiuser (running jobs go on)."),
-                    ("nodes", "Reload the nodes file."),
+@admin.command()
+def finish() -> None:
+    """Stop the multiuser (running jobs go on); returns when it has exited."""
+    import fcntl
+
+    say(call("finish", []))
+    with open(os.path.join(_home(), "multiuser.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held by the multiuser until its process ends
+
+
+for _name, _doc in (("nodes", "Reload the nodes file."),
                     ("distribute", "Reload allowed_users and distribution_rules; reshare."),
                     ("variables", "Show the multiuser's internal state."),
                     ("status", "Show users, nodes and cores.")):
@@ -94,21 +104,42 @@ def save_messages(value: str) -> None:
     say(call("saveMessages", [value]))
 
 
+def _seconds(text: str) -> float:
+    """``24h``, ``30m``, ``90s``, ``2d``, or hours as a plain number."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "h")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise AdminError(f"--valid takes a duration like 24h, 30m or 2d, not {text!r}",
+                         "bad_request") from None
+    return value
+
+
 @admin.command()
 @click.argument("user")
+@click.option("--valid", default="24h", show_default=True,
+              help="How long the enrolment code works (s, m, h or d).")
 @click.option("--out", "out_dir", default=None,
-              help="Directory for the key bundle (default ./qpy-bundle-USER).")
-def adduser(user: str, out_dir: str | None) -> None:
-    """Allow USER and write their key bundle, to be placed in their ~/.qpy/."""
-    reply = call("adduser", [user])
-    target = out_dir or f"qpy-bundle-{user}"
-    paths.ensure_private_dir(target)
-    for name, value in reply["bundle"].items():
-        paths.write_private(os.path.join(target, name), value + "\n")
+              help="Write the key bundle into this directory instead of printing a code.")
+def adduser(user: str, valid: str, out_dir: str | None) -> None:
+    """Allow USER and print a one-time enrolment code for 'qpy join'."""
+    if out_dir is not None:
+        reply = call("adduser", [user])
+        paths.ensure_private_dir(out_dir)
+        for name, value in reply["bundle"].items():
+            paths.write_private(os.path.join(out_dir, name), value + "\n")
+        say(reply)
+        print(f"Key bundle written to {out_dir}/ (mode 0600). Give it to {user} privately; "
+              f"{user} puts the three files into ~/.qpy/ (mode 0700, the files 0600) and "
+              "runs 'qpy restart'.")
+        return
+    seconds = _seconds(valid)
+    reply = call("enrol", [user, repr(seconds)])
     say(reply)
-    print(f"Key bundle written to {target}/ (mode 0600). Give it to {user} privately, e.g. "
-          f"as root: install -o {user} -m 600 {target}/multiuser_connection_* "
-          f"~{user}/.qpy/ ; then {user} runs 'qpy restart'.")
+    until = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + seconds))
+    print(f"Enrolment code for {user} (works once, until {until}): {reply['code']}\n"
+          f"Tell it to {user} privately; {user} runs, on this host: qpy join {reply['code']}")
 
 
 @admin.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from qpy import names, paths, status_view
+from qpy import enrolment, names, paths, status_view
 from qpy.server import BadRequest, NotFound, RequestError
 from qpy_multiuser import interactive
 from qpy_multiuser import nodes as nodes_module
@@ -20,6 +20,12 @@ def _refuse(exc: Exception) -> RequestError:
 
 
 def finish(mu, args: list[str]) -> dict:
+    """Stop the multiuser; with the argument ``unused``, only if no master is connected
+    (``qpy finish`` stops a personal multiuser that way)."""
+    if args and args != ["unused"]:
+        raise BadRequest("finish takes no argument, or 'unused'")
+    if args and mu.masters:
+        raise RequestError(f"masters are connected: {', '.join(sorted(mu.masters))}")
     return {"text": "Finishing qpy-multiuser.\n", "_after": mu.stop}
 
 
@@ -38,20 +44,37 @@ def reload_nodes(mu, args: list[str]) -> dict:
 
 
 def distribute(mu, args: list[str]) -> dict:
+    """Reload ``allowed_users`` and ``distribution_rules``: a name taken out of the file
+    loses access at once, as with ``removeuser``; then every share is computed again."""
     try:
         allowed = nodes_module.load_users(mu.home / "allowed_users")
         rules = rules_module.load(mu.home / "distribution_rules")
         policy = interactive.load(mu.home)
-        mu.alloc.distribute(rules)
+        removed = [user for user in mu.allowed if user not in allowed]
+        rules_module.shares(rules, [u for u in mu.alloc.members() if u not in removed],
+                            mu.alloc.total_cores)
     except (nodes_module.FileError, rules_module.ShareError) as exc:
         raise _refuse(exc) from None
     mu.allowed = allowed
     mu.policy = policy
+    for user in removed:
+        mu.revoke(user)
+    for user in allowed:
+        if user in mu.alloc.users:
+            mu.alloc.user(user)  # back from a removal while their jobs still ran
+    mu.alloc.distribute(rules)
     for user in mu.masters:  # the interactive limits as reloaded
         mu.post_to(user, {"type": "limits", "interactive": policy.public()})
     mu.idle.poke()
     mu.changed()
-    return {"text": "Cores distributed.\n"}
+    keyless = [u for u in allowed if not (mu.home / "keys" / u).exists()]
+    text = "Cores distributed.\n"
+    if removed:
+        text += f"Removed (not in allowed_users any more): {', '.join(removed)}.\n"
+    if keyless:
+        text += (f"Allowed but without a key yet: {', '.join(keyless)} "
+                 "(qpy-admin adduser USER issues one).\n")
+    return {"text": text}
 
 
 def status(mu, args: list[str]) -> dict:
@@ -89,9 +112,9 @@ def _user_arg(args: list[str], command: str) -> str:
     return args[0]
 
 
-def adduser(mu, args: list[str]) -> dict:
-    """Allow a user and issue their own key; the bundle goes back to the admin only."""
-    user = _user_arg(args, "adduser")
+def admit(mu, user: str) -> dict[str, str]:
+    """Allow ``user`` and give them their own key (a removed user gets their old one
+    back); their bundle, for the admin (``adduser``) or for them (``join``)."""
     keys = paths.ensure_private_dir(mu.home / "keys")
     if not (keys / user).exists():
         paths.write_private(keys / user, paths.new_key() + "\n")
@@ -99,24 +122,50 @@ def adduser(mu, args: list[str]) -> dict:
         with open(mu.home / "allowed_users", "a") as f:
             f.write(f"{user}\n")
         mu.allowed.append(user)
-    port = (mu.home / "multiuser_connection_port").read_text().strip()
-    address = mu.address
-    return {"text": f"User {user} added.\n", "bundle": {
-        "multiuser_connection_address": address, "multiuser_connection_port": port,
-        "multiuser_connection_conn_key": (keys / user).read_text().strip()}}
+    if user in mu.alloc.users:
+        mu.alloc.user(user)  # back from a removal while their jobs still ran
+        mu.changed()
+    return {"multiuser_connection_address": mu.address,
+            "multiuser_connection_port": mu.port(),
+            "multiuser_connection_conn_key": (keys / user).read_text().strip()}
+
+
+def adduser(mu, args: list[str]) -> dict:
+    """Allow a user; the bundle goes back to the admin only."""
+    user = _user_arg(args, "adduser")
+    return {"text": f"User {user} added.\n", "bundle": admit(mu, user)}
+
+
+def enrol(mu, args: list[str]) -> dict:
+    """``enrol USER SECONDS``: allow a user and issue a one-time enrolment code valid
+    for SECONDS, with which USER fetches their bundle (``qpy join``)."""
+    if len(args) != 2 or not names.is_user_name(args[0]):
+        raise BadRequest("enrol takes a user name and the seconds its code is valid")
+    try:
+        seconds = float(args[1])
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 366 * 86400:
+        raise BadRequest(f"a code is valid for 1 second to a year, not {args[1]!r}")
+    user = args[0]
+    admit(mu, user)
+    secret = mu.enrolments.issue(user, seconds)
+    return {"text": f"User {user} added.\n",
+            "code": enrolment.code(mu.address, int(mu.port()), secret)}
 
 
 def removeuser(mu, args: list[str]) -> dict:
+    """Take a user out of ``allowed_users``: every session of theirs ends now and their
+    share goes to the others; their key stays on file, so that their master is told
+    why it is refused, and ``adduser`` gives access back."""
     user = _user_arg(args, "removeuser")
     if user not in mu.allowed:
         raise NotFound(f"{user} is not an allowed user")
     mu.allowed.remove(user)
     (mu.home / "allowed_users").write_text("".join(f"{u}\n" for u in mu.allowed))
-    (mu.home / "keys" / user).unlink(missing_ok=True)
-    session = mu.masters.pop(user, None)
-    if session is not None:
-        session.drop()
-    return {"text": f"User {user} removed; their key no longer works.\n"}
+    mu.revoke(user)
+    return {"text": f"User {user} removed: their sessions are ended and their share is "
+                    "freed.\n"}
 
 
 def _user(mu, name: str):
@@ -166,5 +215,6 @@ def repair_remove_job(mu, args: list[str]) -> dict:
 
 OPS = {"finish": finish, "nodes": reload_nodes, "distribute": distribute, "status": status,
        "variables": variables, "saveMessages": save_messages, "adduser": adduser,
+       "enrol": enrol,
        "removeuser": removeuser, "__user": repair_user, "__req_core": repair_req_core,
        "__remove_job": repair_remove_job}

@@ -10,12 +10,13 @@ malformed reaches the allocator.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
-from qpy import attrs, names, trace
+from qpy import attrs, enrolment, names, trace
 from qpy.server import BadRequest, Denied, Handler, RequestError, Session
-from qpy_multiuser import admin_ops
+from qpy_multiuser import admin_ops, allocator
 from qpy_multiuser.state import ADMIN, Multiuser
 
 log = logging.getLogger("qpy.multiuser")
@@ -24,17 +25,26 @@ MultiuserHandler = Callable[[Multiuser, Session, dict], dict]
 
 
 def _master_only(session: Session) -> None:
-    if session.user == ADMIN:
-        raise Denied("this request is for a user's master, not the admin")
+    if session.user.startswith("@"):  # the admin, or an enrolment code
+        raise Denied(f"this request is for a user's master, not {session.user}")
+
+
+def _allowed(mu: Multiuser, session: Session) -> None:
+    """Refuse, and then end, the session of a user who is no longer allowed."""
+    why = mu.not_allowed(session.user)
+    if why is not None:
+        raise Denied(why, after=session.drop)
 
 
 def job_item(item: dict) -> dict:
-    """One running job a master reports in ``hello``; refused unless every field is sane."""
+    """One running job a master reports in ``hello``; refused unless every field is sane
+    (finite sizes: an infinite memory would leave its node's accounting NaN)."""
     ok = (isinstance(item.get("job"), int) and 0 <= item["job"] < 2 ** 63
           and isinstance(item.get("node"), str)
           and names.NODE_NAME.fullmatch(item["node"]) is not None
-          and isinstance(item.get("cores"), int) and item["cores"] > 0
-          and isinstance(item.get("mem"), (int, float)) and item["mem"] >= 0)
+          and isinstance(item.get("cores"), int) and 0 < item["cores"] < 2 ** 63
+          and isinstance(item.get("mem"), (int, float)) and not isinstance(item["mem"], bool)
+          and math.isfinite(item["mem"]) and item["mem"] >= 0)
     if not ok:
         raise BadRequest(f"bad running job entry {str(item)[:100]}")
     return item
@@ -63,20 +73,51 @@ def hello(mu: Multiuser, session: Session, msg: dict) -> dict:
     _master_only(session)
     running = [job_item(item) for item in msg["running"]]
     with mu.lock:
-        old = mu.masters.get(session.user)
-        if old is not None and old is not session:
-            old.drop()
-        mu.masters[session.user] = session
-        user = mu.alloc.user(session.user)
-        mu.alloc.reconcile(user, running)
-        mu.ledger.replace(user.name, user.jobs)
-        user.queue = msg["queue_size"]
-        log.info("master of %s registered with %d running jobs", user.name, len(running))
-        mu.changed()
-        reply = {"nodes": [n.public() for n in mu.alloc.nodes.values()],
-                 "interactive": mu.policy.public()}
+        refused = mu.not_allowed(session.user) is not None
+        if refused:
+            _report_ended(mu, session.user, running)
+        else:
+            reply = _register(mu, session, running, msg["queue_size"])
     mu.flush_wakes()
+    if refused:
+        _allowed(mu, session)
     return reply
+
+
+def _register(mu: Multiuser, session: Session, running: list[dict], queue_size: int) -> dict:
+    """The master of an allowed user registers (under the lock)."""
+    old = mu.masters.get(session.user)
+    if old is not None and old is not session:
+        old.drop()
+    mu.masters[session.user] = session
+    session.persistent = True  # a master's link: it may wait for events for days
+    user = mu.alloc.user(session.user)
+    trust_fit = mu.lost_ledger and user.name not in mu.registered
+    left_out = allocator.reconcile(mu.alloc, user, running, trust_fit)
+    mu.registered.add(user.name)
+    mu.ledger.replace(user.name, user.jobs)
+    mu.alloc.set_queue(user, max(0, queue_size))
+    log.info("master of %s registered with %d running jobs", user.name, len(user.jobs))
+    if left_out:
+        log.warning("master of %s reported %d running jobs this multiuser did not grant "
+                    "or that do not fit its nodes; not counted: %s", user.name,
+                    len(left_out), str(left_out[:20])[1:-1], extra={"rate_key": user.name})
+    mu.changed()
+    return {"nodes": [n.public() for n in mu.alloc.nodes.values()], "unaccounted": left_out,
+            "interactive": mu.policy.public()}
+
+
+def _report_ended(mu: Multiuser, name: str, running: list[dict]) -> None:
+    """A removed user's master says what still runs: the jobs that ended free their
+    cores (nothing new is believed: the user has no share)."""
+    user = mu.alloc.users.get(name)
+    if user is None:
+        return
+    before = user.used
+    allocator.reconcile(mu.alloc, user, running, False)
+    mu.ledger.replace(name, user.jobs)
+    if user.used < before:
+        mu.changed()
 
 
 def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
@@ -84,6 +125,7 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
     were freed for them."""
     _master_only(session)
     trace.mark("multiuser: slots asked")
+    _allowed(mu, session)
     wanted = [want(g) for g in msg["want"]]
     with mu.lock:
         if mu.masters.get(session.user) is not session:
@@ -111,6 +153,7 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
 
 
 def status(mu: Multiuser, session: Session, msg: dict) -> dict:
+    _allowed(mu, session)
     return mu.snapshot()
 
 
@@ -140,7 +183,8 @@ def idle_report(mu: Multiuser, session: Session, msg: dict) -> dict:
 def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
     """An admin command, for the admin key only."""
     if session.user != ADMIN:
-        log.warning("user %s tried admin command %s", session.user, msg["command"])
+        log.warning("user %s tried admin command %s", session.user, msg["command"],
+                    extra={"rate_key": session.user})
         raise Denied("admin commands need the admin key")
     op = admin_ops.OPS.get(msg["command"])
     if op is None:
@@ -152,8 +196,27 @@ def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
         mu.flush_wakes()
 
 
+def join(mu: Multiuser, session: Session, msg: dict) -> dict:
+    """A new user's enrolment code (the session's identity ``@join:USER`` proved it):
+    their bundle, once; then the session ends."""
+    user = enrolment.joining(session.user)
+    if user is None:
+        raise Denied("join is served to an enrolment code only (qpy join CODE)")
+    with mu.lock:
+        if not mu.enrolments.use(user):
+            raise Denied(f"the enrolment code of {user} was already used", after=session.drop)
+        why = mu.not_allowed(user)
+        if why is not None:
+            raise Denied(why, after=session.drop)
+        bundle = admin_ops.admit(mu, user)
+    mu.flush_wakes()
+    log.info("%s fetched their key with an enrolment code (%s)", user, session.peer)
+    return {"bundle": bundle, "_after": session.drop}
+
+
 HANDLERS: dict[str, MultiuserHandler] = {"hello": hello, "slots": slots, "status": status,
-                                         "admin": admin, "idle_report": idle_report}
+                                         "admin": admin, "join": join,
+                                         "idle_report": idle_report}
 
 
 def make_table(mu: Multiuser) -> dict[str, Handler]:
@@ -165,10 +228,11 @@ def make_table(mu: Multiuser) -> dict[str, Handler]:
 def _kept(mu: Multiuser, kind: str, handler: MultiuserHandler) -> Handler:
     """``handler`` bound to ``mu``; while saveMessages is on, each request of a master or
     user and its reply (or refusal) is kept for ``variables``. The admin's own commands
-    are not: they are the admin's, and ``adduser`` replies carry a user's key."""
+    are not: they are the admin's, and ``adduser`` replies carry a user's key; nor are
+    enrolments, whose replies carry one too."""
 
     def serve(session: Session, msg: dict) -> dict:
-        if mu.messages is None or session.user == ADMIN:
+        if mu.messages is None or session.user.startswith("@"):  # admin, enrolment
             return handler(mu, session, msg)
         started = time.time()
         try:

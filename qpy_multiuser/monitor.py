@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qpy import ssh
+from qpy import cgroups, ssh
 from qpy_multiuser import probe
 from qpy_multiuser.nodes import Node
 
@@ -32,6 +32,7 @@ log = logging.getLogger("qpy.multiuser.monitor")
 DEFAULT_INTERVAL = 30.0
 DOWN_AFTER = 2  # failed connections in a row, an interval apart
 PROBE = Path(probe.__file__)
+CGROUPS = Path(cgroups.__file__)
 Report = Callable[[str, str, dict], None]  # (node, address, sample)
 Failure = Callable[[str, str, str], None]  # (node, address, reason)
 
@@ -59,6 +60,7 @@ class RemoteWatch:
     def __init__(self, node: Node, interval: float, home: str, report: Report,
                  failed: Failure) -> None:
         self.name, self.address, self.check_dir = node.name, node.address, node.check_dir
+        self.cgroup = node.cgroup
         self.interval, self.home = interval, home
         self.report, self.failed = report, failed
         self.stopped = threading.Event()
@@ -88,7 +90,7 @@ class RemoteWatch:
     def _session(self) -> tuple[int, str]:
         """Run one probe session; (samples received, why it ended)."""
         remote = [*ssh.python_stdin_program("qpy-probe"), f"{self.interval:g}",
-                  self.check_dir or ""]
+                  self.check_dir or "", self.cgroup or ""]
         try:
             argv = ssh.command(self.address, remote, self.home)
             self.proc = proc = subprocess.Popen(
@@ -104,7 +106,7 @@ class RemoteWatch:
         reader.start()
         samples = 0
         try:
-            proc.stdin.write(ssh.source_preamble(str(PROBE)))
+            proc.stdin.write(probe_preamble())
             proc.stdin.flush()
             samples = self._read_samples(proc)
         except OSError:
@@ -147,11 +149,16 @@ class RemoteWatch:
             self.report(self.name, self.address, sample)
 
 
+def probe_preamble() -> bytes:
+    """What the probe's boot reads first: the cgroups module, then the probe."""
+    return ssh.source_preamble(str(PROBE), str(CGROUPS))
+
+
 class LocalWatch:
     """Samples this machine's nodes in-process."""
 
     def __init__(self, nodes: list[Node], interval: float, report: Report) -> None:
-        self.nodes = [(n.name, n.address) for n in nodes]
+        self.nodes = [(n.name, n.address, n.cgroup) for n in nodes]
         self.interval, self.report = interval, report
         self.sampler = probe.Sampler(next((n.check_dir for n in nodes if n.check_dir), None))
         self.stopped = threading.Event()
@@ -168,8 +175,9 @@ class LocalWatch:
             except OSError as exc:
                 log.error("sampling this machine failed: %s", exc)
             else:
-                for name, address in self.nodes:
-                    self.report(name, address, sample)
+                for name, address, cgroup in self.nodes:  # each its own memory setting
+                    self.report(name, address,
+                                {**sample, "memory_limit": cgroups.node_memory_mode(cgroup)})
             self.stopped.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
 
@@ -187,7 +195,7 @@ class Monitor:
         for name, watch in list(self.remote.items()):
             node = nodes.get(name)
             if node is None or node.address != watch.address \
-                    or node.check_dir != watch.check_dir:
+                    or (node.check_dir, node.cgroup) != (watch.check_dir, watch.cgroup):
                 watch.stop()
                 del self.remote[name]
         for node in nodes.values():

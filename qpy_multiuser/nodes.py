@@ -1,10 +1,13 @@
 """The ``nodes`` file: one node per line, parsed strictly, errors as ``file:line: reason``.
 
     <name> [address=A] [cores=N] [memory=GB] [attributes=a,b]... [pref_multicore=true]
+           [check_dir=PATH] [cgroup=PATH|systemd|off] [rlimit_as=true] [cpu_lock=PATH]
     <name> <n_cores> [M]            (the manual's short form; M = prefers multicore jobs)
 
 ``#`` starts a comment. Cores and memory left out are detected: at once for a local node,
-by node monitoring's first sample for a remote one (which is down until then).
+by node monitoring's first sample for a remote one (which is down until then). ``cgroup``,
+``rlimit_as`` and ``cpu_lock`` say how the node enforces what jobs were granted
+(``qpy/limits.py``, ``qpy/cgroups.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class Node:
     attrs: frozenset[str] = frozenset()
     pref_multicore: bool = False
     check_dir: str | None = None  # whose disk node monitoring reports
+    cgroup: str | None = None  # the users' memory cgroups: a path with %u, systemd or off
+    rlimit_as: bool = False  # ulimit -v at each job's memory too
+    cpu_lock: str | None = None  # the lock file the node's jobs agree on CPUs through
     up: bool = True
     state: str = "up"  # up, down, or unknown: a remote node not checked yet
     reason: str | None = None  # why it is down
@@ -59,15 +65,24 @@ class Node:
                 "mem": self.mem, "attrs": sorted(self.attrs), "up": self.up,
                 "state": self.state, "reason": self.reason,
                 "pref_multicore": self.pref_multicore, "check_dir": self.check_dir,
+                "cgroup": self.cgroup, "rlimit_as": self.rlimit_as, "cpu_lock": self.cpu_lock,
                 "tools": self.measured.get("tools")}
 
 
-def _bool(text: str, where: str) -> bool:
+def _bool(text: str, where: str, key: str = "pref_multicore") -> bool:
     if text.lower() in ("true", "yes", "1"):
         return True
     if text.lower() in ("false", "no", "0"):
         return False
-    raise FileError(f"{where}: pref_multicore must be true or false, not {text!r}")
+    raise FileError(f"{where}: {key} must be true or false, not {text!r}")
+
+
+def _node_path(text: str, where: str, key: str, words: tuple[str, ...] = ()) -> str:
+    """An absolute path on the node (or one of ``words``)."""
+    if text in words or (text.startswith("/") and "\0" not in text):
+        return text
+    also = "".join(f" or {w}" for w in words)
+    raise FileError(f"{where}: {key} must be an absolute path{also}, not {text!r}")
 
 
 def _number(text: str, where: str, what: str, kind: type) -> float:
@@ -103,7 +118,8 @@ def parse_line(words: list[str], where: str) -> Node:
     mem = fields["mem"] or (probe.memory()[0] if local else 0.0)
     detect = frozenset(k for k in ("cores", "mem") if not fields[k] and not local)
     return Node(name, fields["address"], cores, mem, frozenset(fields["attrs"]), fields["pref"],
-                fields.get("check_dir"), detect=detect)
+                fields.get("check_dir"), detect=detect, cgroup=fields.get("cgroup"),
+                rlimit_as=fields.get("rlimit_as", False), cpu_lock=fields.get("cpu_lock"))
 
 
 def _apply(fields: dict, key: str, value: str, where: str) -> None:
@@ -122,9 +138,16 @@ def _apply(fields: dict, key: str, value: str, where: str) -> None:
         fields["pref"] = _bool(value, where)
     elif key == "check_dir":
         fields["check_dir"] = value
+    elif key == "cgroup":
+        fields["cgroup"] = _node_path(value, where, key, ("systemd", "off"))
+    elif key == "rlimit_as":
+        fields["rlimit_as"] = _bool(value, where, key)
+    elif key == "cpu_lock":
+        fields["cpu_lock"] = _node_path(value, where, key)
     else:
         raise FileError(f"{where}: unknown key {key!r} (use address, cores, memory, "
-                        "attributes, pref_multicore or check_dir)")
+                        "attributes, pref_multicore, check_dir, cgroup, rlimit_as or "
+                        "cpu_lock)")
 
 
 def load(path: Path) -> dict[str, Node]:

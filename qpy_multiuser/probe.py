@@ -4,14 +4,16 @@ The multiuser samples its local nodes by calling ``Sampler.sample`` itself, and 
 file on each remote node at the end of one long-lived ssh session (its source is sent down
 the session, so the node needs only python3)::
 
-    python3 -S -u -c BOOT INTERVAL [CHECK_DIR]
+    python3 -S -u -c BOOT INTERVAL [CHECK_DIR [CGROUP]]
 
-It prints one JSON line per ``INTERVAL`` seconds and exits when its stdin closes, so it
-never outlives the multiuser. A sample holds the node's cores, memory (total and in use, in
-GB), 1-minute load, the disk of ``CHECK_DIR`` (total and used, in GB), and *outsiders*: the
-processes that use at least half a core and were not started by qpy. qpy's processes are
-found by their ancestry: every launcher and job supervisor has ``qpy-launcher`` (remote) or
-``qpy_master/launcher.py`` (local) in its command line, and jobs descend from supervisors.
+(``qpy/cgroups.py`` is sent beside it). It prints one JSON line per ``INTERVAL`` seconds and
+exits when its stdin closes, so it never outlives the multiuser. A sample holds the node's
+cores, memory (total and in use, in GB), 1-minute load, the disk of ``CHECK_DIR`` (total
+and used, in GB), what enforces jobs' memory there (per the node's ``CGROUP`` setting), and
+*outsiders*: the processes that use at least half a core and were not started by qpy.
+qpy's processes are found by their ancestry: every launcher and job supervisor has
+``qpy-launcher`` in its command line (``qpy_master/launcher.py`` for launchers started
+before their boot was the same locally and remotely), and jobs descend from supervisors.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ import shutil
 import sys
 import time
 
+if __name__ == "__main__":  # run by its boot (qpy/ssh.py), which put qpy/cgroups.py here
+    import cgroups
+else:
+    from qpy import cgroups
+
 # The protocol: one JSON object per line, a sample, with these fields (checked by
 # ``monitor`` before a sample counts):
 #   cores       int    CPUs this process may run on
@@ -31,8 +38,10 @@ import time
 #   disk        null, {"path", "total", "used"} in GB, or {"error"}: the check_dir's disk
 #   outsiders   int    busy processes not started by qpy
 #   host        str    the node's own host name
+#   memory_limit str   cgroup v1, cgroup v2 or watchdog: what enforces jobs' memory
 #   tools       [str]  which of TOOLS are on the PATH (what interactive sessions need)
-SAMPLE = ("cores", "mem_total", "mem_used", "load", "disk", "outsiders", "host", "tools")
+SAMPLE = ("cores", "mem_total", "mem_used", "load", "disk", "outsiders", "host",
+          "memory_limit", "tools")
 TOOLS = ("tmux", "xpra", "Xvfb")
 MARKERS = (b"qpy-launcher", b"qpy_master/launcher.py")
 BUSY = 0.5  # a process using this share of a core is busy
@@ -108,8 +117,9 @@ def _is_qpy(pid: int, parents: dict[int, int], memo: dict[int, bool]) -> bool:
 class Sampler:
     """Keeps the previous CPU counters: outsiders are measured between two samples."""
 
-    def __init__(self, check_dir: str | None = None, busy: float = BUSY) -> None:
-        self.check_dir, self.busy = check_dir, busy
+    def __init__(self, check_dir: str | None = None, busy: float = BUSY,
+                 cgroup: str | None = None) -> None:
+        self.check_dir, self.busy, self.cgroup = check_dir, busy, cgroup
         self.ticks: dict[int, int] = {}
         self.t = time.monotonic()
         self.hz = os.sysconf("SC_CLK_TCK")
@@ -134,12 +144,13 @@ class Sampler:
         return {"cores": cores(), "mem_total": total, "mem_used": used,
                 "load": round(os.getloadavg()[0], 2), "disk": disk(self.check_dir),
                 "outsiders": self.outsiders(), "host": os.uname().nodename,
-                "tools": tools()}
+                "memory_limit": cgroups.node_memory_mode(self.cgroup), "tools": tools()}
 
 
 def main() -> None:
     interval = float(sys.argv[1])
-    sampler = Sampler(sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None)
+    check_dir, cgroup = ([arg or None for arg in sys.argv[2:4]] + [None, None])[:2]
+    sampler = Sampler(check_dir, cgroup=cgroup)
     while True:
         line = json.dumps(sampler.sample(), separators=(",", ":")) + "\n"
         os.write(1, line.encode())

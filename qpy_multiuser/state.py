@@ -15,14 +15,17 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
-from qpy import paths
+from qpy import cgroups, enrolment, names, paths
+from qpy.peers import Peer
 from qpy.server import Session
-from qpy_multiuser import interactive, monitor, probe
+from qpy_multiuser import allocator, interactive, monitor, probe
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.allocator import Allocator
+from qpy_multiuser.enrol import Enrolments
 from qpy_multiuser.ledger import Ledger
 
 log = logging.getLogger("qpy.multiuser")
@@ -43,15 +46,25 @@ class Multiuser:
         self.alloc = Allocator(self.monitored(nodes_module.load(home / "nodes"), {}),
                                rules_module.load(home / "distribution_rules"))
         self.alloc.distribute()
+        # Without its ledger, the multiuser cannot know what it granted before: each
+        # user's first hello may then report running jobs that fit (see Allocator.reconcile)
+        self.lost_ledger = not (home / "ledger.db").exists()
+        self.registered: set[str] = set()  # users whose master said hello since start
         self.ledger = Ledger(home / "ledger.db")
         for name, running in self.ledger.load().items():  # jobs that run on, unreported yet
-            self.alloc.reconcile(self.alloc.user(name), running)
+            user = self.alloc.user(name)
+            allocator.restore(self.alloc, user, running)
+            if name not in self.allowed:  # removed while their jobs ran: no share
+                self.alloc.leave(user)
         self.masters: dict[str, Session] = {}
         self.epoch = 0
         self.wakes: list[Session] = []
         self.outbox: list[tuple[Session, dict]] = []
+        self.drops: list[Session] = []  # sessions to end once the outbox is sent
+        self.sessions_of: Callable[[str], list[Session]] = lambda user: []  # the server's
         self.messages: deque[dict] | None = None  # kept requests, while saveMessages is on
         self.admin_key = paths.load_or_create_key(home / "admin.key")
+        self.enrolments = Enrolments(home)
         self.address = "127.0.0.1"
         self.stop = lambda: None
         self.monitor = monitor.Monitor(home, self.interval, self.node_report,
@@ -136,16 +149,48 @@ class Multiuser:
 
     # -- identity --------------------------------------------------------------------------
 
-    def key_for(self, user: str) -> bytes | None:
-        """The key a connecting user must prove; None for anyone not allowed."""
+    def key_for(self, user: str, peer: Peer) -> bytes | None:
+        """The key a connecting user must prove; None for anyone without one. A user the
+        admin removed keeps their key on file: they can still prove who they are, so
+        they can be told that they are not allowed (``not_allowed``), and nothing else.
+        ``@join:USER`` proves an enrolment code instead (``qpy_multiuser.enrol``)."""
         if user == ADMIN:
             return self.admin_key
-        if user not in self.allowed:
+        joiner = enrolment.joining(user)
+        if joiner is not None:
+            return self.enrolments.key(joiner, peer) if names.is_user_name(joiner) else None
+        if not names.is_user_name(user):
             return None
         try:
             return paths.read_key(self.home / "keys" / user)
         except (OSError, ValueError):
             return None
+
+    def port(self) -> str:
+        """The port this multiuser listens on, as users' bundles carry it."""
+        return (self.home / "multiuser_connection_port").read_text().strip()
+
+    def not_allowed(self, user: str) -> str | None:
+        """Why ``user`` may not use the cluster, or None if they may."""
+        if user == ADMIN or user in self.allowed:
+            return None
+        return (f"{user} is not allowed on this cluster: the qpy admin removed them "
+                "from allowed_users")
+
+    def revoke(self, user: str) -> None:
+        """``user`` was taken out of ``allowed``: their share goes to the others at once
+        (their running jobs stay counted until their master reports them ended), and
+        every session of theirs ends; their master is told why first."""
+        member = self.alloc.users.get(user)
+        if member is not None:
+            self.alloc.leave(member)
+        self.registered.discard(user)
+        master = self.masters.pop(user, None)
+        if master is not None:
+            self.outbox.append((master, {"type": "bye", "reason": self.not_allowed(user)}))
+        self.drops += self.sessions_of(user)
+        log.warning("%s removed: their sessions end and their share is freed", user)
+        self.changed()
 
     # -- masters and wakes -----------------------------------------------------------------
 
@@ -170,10 +215,13 @@ class Multiuser:
         with self.lock:
             outbox, self.outbox = self.outbox, []
             wakes, self.wakes = self.wakes, []
+            drops, self.drops = self.drops, []
         for session, event in outbox:
             session.post(event)
         for session in wakes:
             session.post({"type": "wake"})
+        for session in drops:
+            session.drop()
 
     def post_to(self, user: str, event: dict) -> None:
         """Queue an event for a user's master, if connected (sent by ``flush_wakes``)."""
@@ -187,13 +235,18 @@ class Multiuser:
 
     def closed(self, session: Session) -> None:
         """A master went away: its jobs keep running, so its allocations stay until its
-        next hello reports what is still running."""
+        next hello reports what is still running. Its queue cannot start meanwhile, so it
+        no longer keeps others from borrowing."""
         with self.lock:
             if self.masters.get(session.user) is session:
                 del self.masters[session.user]
                 user = self.alloc.users.get(session.user)
                 if user is not None:
                     user.waiting = False
+                    if user.queue:
+                        self.alloc.set_queue(user, 0)
+                        self.changed()
+        self.flush_wakes()
 
     # -- what users and the admin see ------------------------------------------------------
 
@@ -240,9 +293,11 @@ def _measured(node: nodes_module.Node) -> dict:
     sample = node.measured
     if not sample and node.local:
         return {"load": round(os.getloadavg()[0], 2), "mem_in_use": probe.memory()[1],
-                "outsiders": None, "disk": None}
+                "outsiders": None, "disk": None,
+                "memory_limit": cgroups.node_memory_mode(node.cgroup)}
     return {"load": sample.get("load"), "mem_in_use": sample.get("mem_used"),
-            "outsiders": sample.get("outsiders"), "disk": sample.get("disk")}
+            "outsiders": sample.get("outsiders"), "disk": sample.get("disk"),
+            "memory_limit": sample.get("memory_limit")}
 
 
 def _positive(value: object, kind: type) -> int | float | None:

@@ -21,10 +21,13 @@ from pathlib import Path
 import pytest
 
 from qpy.selection import FINISHED
+from qpy_master.embedded import node_name
 
 # Every daemon the tests start checks its own replies against qpy.wire.REPLIES.
 os.environ["QPY_CHECK_REPLIES"] = "1"
 BIN = Path(sys.executable).parent
+# The personal multiuser's node: this machine, by its host name (attribute localhost).
+NODE = node_name()
 QPY = str(BIN / "qpy")
 WAIT = 60.0
 
@@ -87,7 +90,7 @@ class Qpy:
         return int(out.split()[1])
 
     def jobs(self, *selection: str) -> list[dict]:
-        return json.loads(self.run("check", "--json", *selection).stdout)
+        return json_payload(self.run("check", "--json", *selection).stdout, "jobs")
 
     def job(self, job_id: int) -> dict:
         found = [j for j in self.jobs(str(job_id)) if j["id"] == job_id]
@@ -121,6 +124,19 @@ class Qpy:
         except (OSError, ValueError):
             return None
         return pid if pid_alive(pid) else None
+
+    def multiuser_address(self) -> tuple[str, int]:
+        """Where the personal (embedded) multiuser listens: always loopback."""
+        from qpy import wire
+
+        port = (self.home / "embedded" / "multiuser_connection_port").read_text()
+        return wire.parse_address("127.0.0.1", port)
+
+    def multiuser_key(self) -> bytes:
+        """This user's own key at the personal multiuser."""
+        from qpy import paths, wire
+
+        return paths.read_key(self.home / "embedded" / "keys" / wire.whoami())
 
     def kill_daemon(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Send ``sig`` to a daemon and wait until it is gone; returns its PID."""
@@ -167,6 +183,14 @@ def _kill_supervisors(run_dir: Path) -> None:
 
 
 # --- helpers shared by several test files --------------------------------------------
+
+def json_payload(text: str, key: str):
+    """The payload of a ``--json`` document: one object, ``version`` 1, then ``key``."""
+    assert text.endswith("\n") and text.count("\n") == 1, text[:200]
+    doc = json.loads(text)
+    assert isinstance(doc, dict) and doc["version"] == 1, text[:200]
+    return doc[key]
+
 
 def on_tty(qpy, *args: str) -> str:
     """Run ``qpy ARGS`` with stdout on a pseudo-terminal; return what it wrote there."""

@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import pid_alive, wait_for
+from conftest import json_payload, pid_alive, wait_for
 
 from qpy import paths, wire
 from qpy.selection import FINISHED
@@ -61,6 +61,130 @@ RULES = "even\n"
 GATED = ('echo "$QPY_NODE" > node_$QPY_JOB_ID; touch started_$QPY_JOB_ID; '
          'while [ ! -e go ] && [ ! -e go_$QPY_JOB_ID ]; do sleep 0.1; done; '
          'exit $((10 + QPY_JOB_ID % 100))')
+
+
+# Run as a test account (``Cluster.wire_as``): the first stdin line is a JSON spec with
+# the multiuser's address and steps. Each step prints one JSON line:
+#   {"connect": {"claim": NAME, "key": HEX}}  both optional: the account's own bundle
+#   {"send": FRAME}      one frame on the current connection, then its reply (events skipped)
+#   {"raw": FRAME}       as send, but the frame is sent as it is (no "v" added)
+#   {"read": SECONDS}    the next frame, if any comes; or how the connection ended
+#   {"wait": TEXT}       print {"waiting": TEXT}, then wait for a line on stdin
+#   {"close": true}
+# Frames are JSON as Python writes it, so NaN and Infinity can be sent.
+WIRE_PROBE = r"""
+import json, os, sys
+from qpy import paths, wire
+spec = json.loads(sys.stdin.readline())
+address = tuple(spec["address"])
+home = os.path.expanduser("~/.qpy")
+conn = None
+def out(result):
+    print(json.dumps(result), flush=True)
+for step in spec["steps"]:
+    if "connect" in step:
+        how = step["connect"] or {}
+        claim = how.get("claim") or wire.whoami()
+        key = how["key"].encode() if how.get("key") else paths.read_key(
+            os.path.join(home, "multiuser_connection_conn_key"))
+        try:
+            conn = wire.connect(address, claim, key)
+            out({"connected": True})
+        except Exception as exc:
+            out({"refused": type(exc).__name__})
+    elif "send" in step or "raw" in step:
+        frame = step.get("raw") or {"v": wire.PROTOCOL, **step["send"]}
+        try:
+            conn.send_bytes(json.dumps(frame).encode())
+            while True:
+                if not conn.poll(60):
+                    out({"timeout": True})
+                    break
+                reply = json.loads(conn.recv_bytes(wire.MAX_MESSAGE))
+                if "re" in reply or reply.get("type") not in wire.EVENTS:
+                    out({"reply": reply})
+                    break
+        except Exception as exc:
+            out({"closed": type(exc).__name__})
+    elif "read" in step:
+        try:
+            if conn.poll(step["read"]):
+                out({"frame": json.loads(conn.recv_bytes(wire.MAX_MESSAGE))})
+            else:
+                out({"timeout": True})
+        except Exception as exc:
+            out({"closed": type(exc).__name__})
+    elif "wait" in step:
+        out({"waiting": step["wait"]})
+        sys.stdin.readline()
+    elif "close" in step and conn is not None:
+        conn.close()
+        out({"closed": "by us"})
+"""
+
+
+# Run as a test account (``Cluster.probe_process``): many connections to the multiuser
+# at once from the account's own process. The spec: "count" connections of "mode"
+#   auth      authenticated with the account's own key, then silent
+#   silent    a TCP connection that sends nothing
+#   trickle   a hello padded to almost HELLO_MAX, one byte per "interval" seconds
+# It prints {"opened": N, "refused": M} once all are open (a connection the multiuser
+# ended or answered with an error at once counts as refused), then {"alive": N} after
+# each round of trickling, and {"alive": 0} when the multiuser has ended them all; a
+# line on stdin ends it.
+HOLD_PROBE = r"""
+import json, os, select, socket, sys, time
+from qpy import paths, wire
+spec = json.loads(sys.stdin.readline())
+address = tuple(spec["address"])
+mode, count = spec["mode"], spec["count"]
+def out(result):
+    print(json.dumps(result), flush=True)
+def ended(sock):
+    try:
+        return not sock.recv(65536, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+socks, refused = [], 0
+key = paths.read_key(os.path.expanduser("~/.qpy/multiuser_connection_conn_key")) \
+    if mode == "auth" else None
+for _ in range(count):
+    try:
+        if mode == "auth":
+            conn = wire.connect(address, wire.whoami(), key)
+            socks.append(socket.socket(fileno=os.dup(conn.fileno())))
+            conn.close()
+        else:
+            socks.append(socket.create_connection(address, timeout=10))
+    except Exception:
+        refused += 1
+time.sleep(1)
+readable = select.select(socks, [], [], 0)[0] if socks else []
+gone = [s for s in readable if mode == "auth" or ended(s)]
+out({"opened": len(socks) - len(gone), "refused": refused + len(gone)})
+live = [s for s in socks if s not in gone]
+if mode == "trickle":
+    hello = json.dumps({"v": 1, "type": "hello", "user": "x" * 4000}).encode()
+    frame = len(hello).to_bytes(4, "big") + hello
+    sent = 0
+    while live and sent < len(frame):
+        for s in list(live):
+            try:
+                s.send(frame[sent:sent + 1])
+            except OSError:
+                live.remove(s)
+        sent += 1
+        ready = select.select([sys.stdin] + live, [], [], spec["interval"])[0]
+        if sys.stdin in ready:
+            break
+        live = [s for s in live if s not in ready or not ended(s)]
+        out({"alive": len(live)})
+    if not live:
+        out({"alive": 0})
+sys.stdin.readline()
+"""
 
 
 def expected_exit(job: int) -> int:
@@ -284,7 +408,7 @@ class Cluster:
                  rules: str = RULES) -> None:
         """``users``: the roles to create accounts for, in registration order; ``nodes``
         and ``rules``: the admin's default files."""
-        tag = secrets.token_hex(2)
+        tag = self.tag = secrets.token_hex(2)
         self.users = tuple(users)
         self.nodes_text, self.rules_text = nodes, rules
         self.venv_root: Path | None = None
@@ -297,6 +421,14 @@ class Cluster:
     def name(self, user: str) -> str:
         """The Unix name of a role (``alice``) or of the admin (``admin``)."""
         return self.admin_account.name if user == "admin" else self.accounts[user].name
+
+    def new_account(self, role: str) -> str:
+        """An account made now, not admitted to the cluster (no bundle, not in
+        ``allowed_users``), removed at tear-down like the others; its role."""
+        account = Account(role, self.admin_account.name.rsplit("_", 1)[1])
+        self.accounts[role] = account
+        account.create()
+        return role
 
     def account(self, user: str) -> Account:
         return self.admin_account if user == "admin" else self.accounts[user]
@@ -361,7 +493,7 @@ class Cluster:
     def tear_down(self) -> None:
         errors = []
         if self.venv_root is not None:
-            for user in self.users:
+            for user in self.accounts:
                 if self.accounts[user].created and self.master_pid(user):
                     self.qpy_as(user, "kill", "all", check=False)
                     self.qpy_as(user, "finish", check=False)
@@ -417,8 +549,10 @@ class Cluster:
         return self.run_as(user, [str(self.bin / "qpy-admin"), *args], check=check)
 
     def status_json(self, user: str) -> dict:
-        """``qpy status --json`` as a user: {"users": [...], "nodes": [...]}."""
-        return json.loads(self.qpy_as(user, "status", "--json").stdout)
+        """``qpy status --json`` as a user: {"version": 1, "users": [...], "nodes": [...]}."""
+        doc = json.loads(self.qpy_as(user, "status", "--json").stdout)
+        assert doc["version"] == 1, doc
+        return doc
 
     def shares(self, user: str = "alice") -> dict[str, tuple[int, int]]:
         """Role -> (minimum, extra) as ``qpy status --json`` shows them to ``user``."""
@@ -430,7 +564,7 @@ class Cluster:
         return json.loads(self.admin("variables").stdout)
 
     def jobs(self, user: str, *selection: str) -> list[dict]:
-        return json.loads(self.qpy_as(user, "check", "--json", *selection).stdout)
+        return json_payload(self.qpy_as(user, "check", "--json", *selection).stdout, "jobs")
 
     def job(self, user: str, job: int) -> dict:
         found = [j for j in self.jobs(user, str(job)) if j["id"] == job]
@@ -467,6 +601,32 @@ class Cluster:
         """A wire connection to the multiuser naming ``claimed`` (a Unix name), proving
         ``key``."""
         return wire.connect(self.multiuser_address(), claimed, key)
+
+    def wire_as(self, user: str, steps: list[dict], *, stdin: str | None = None,
+                timeout: float = COMMAND_TIMEOUT) -> list[dict]:
+        """Run WIRE_PROBE as the account: it connects to the multiuser from the account's
+        own process (so the kernel knows it as that account) and follows ``steps``; one
+        result per step."""
+        spec = json.dumps({"address": list(self.multiuser_address()), "steps": steps})
+        proc = self.run_as(user, [str(self.bin / "python"), "-c", WIRE_PROBE],
+                           input=spec + "\n" + (stdin or ""), timeout=timeout)
+        return [json.loads(line) for line in proc.stdout.splitlines()]
+
+    def wire_process(self, user: str, steps: list[dict]) -> subprocess.Popen:
+        """WIRE_PROBE as the account, left running: it prints one JSON line per step and
+        waits at each ``{"wait": ...}`` step for a line on its stdin."""
+        return self.probe_process(user, WIRE_PROBE, {"steps": steps})
+
+    def probe_process(self, user: str, code: str, spec: dict) -> subprocess.Popen:
+        """Python ``code`` run as the account, left running, with ``spec`` and the
+        multiuser's address as the first line of its stdin (text pipes both ways)."""
+        proc = subprocess.Popen(self.argv_as(user, [str(self.bin / "python"), "-c", code]),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                env=root_env(), cwd=self.account(user).home)
+        proc.stdin.write(json.dumps({"address": list(self.multiuser_address()), **spec})
+                         + "\n")
+        proc.stdin.flush()
+        return proc
 
     def kill(self, pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
@@ -516,6 +676,22 @@ class Cluster:
         path.mkdir()
         account.own(path, 0o755)
         return path
+
+
+class LogTail:
+    """What a daemon's log gains from now on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.start = path.stat().st_size
+
+    def text(self) -> str:
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            return f.read().decode(errors="replace")
+
+    def lines(self) -> list[str]:
+        return self.text().splitlines()
 
 
 def _pid_file(path: Path) -> int | None:

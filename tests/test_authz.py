@@ -70,6 +70,9 @@ def forged_master_requests(alice: Alice) -> dict[str, dict]:
         "status": {"type": "status"},
         "finish": {"type": "finish"},
         "ping": {"type": "ping"},
+        "wait": {"type": "wait", "select": {"all": True}, "timeout": 0.0},
+        "history": {"type": "history", "select": {}},
+        "requeue": {"type": "requeue", "select": {"all": True}},
         # the command server: would run 'qpy kill all' as alice
         "cli": {"type": "cli", "argv": ["kill", "all"], "cwd": str(alice.jobs.dir), "env": {},
                 "tty": False},
@@ -87,7 +90,8 @@ def forged_admin_args(cluster: Cluster, alice: Alice) -> dict[str, list[str]]:
     name = cluster.name("alice")
     return {
         "finish": [], "nodes": [], "distribute": [], "status": [], "variables": [],
-        "saveMessages": ["true"], "adduser": ["mallory"], "removeuser": [name],
+        "saveMessages": ["true"], "adduser": ["mallory"], "enrol": ["mallory", "3600"],
+        "removeuser": [name],
         "__user": [name], "__req_core": [name, "777", "1", "1"],
         "__remove_job": [name, str(alice.running)],
     }
@@ -107,6 +111,8 @@ def forged_multiuser_requests(cluster: Cluster, alice: Alice) -> dict[str, dict]
         "idle_report": {"type": "idle_report", "sessions": [
             {"job": alice.running, "node": "n1", "idle": 1e6, "attached": 0}]},
         "admin": {"type": "admin", "command": "variables", "args": []},
+        # would hand out a bundle, as to a new user's enrolment code
+        "join": {"type": "join"},
     }
     for command, args in forged_admin_args(cluster, alice).items():
         requests[f"admin {command}"] = {"type": "admin", "command": command, "args": args}

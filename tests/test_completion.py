@@ -143,8 +143,9 @@ def test_script_is_valid_bash_and_registers_all_three_programs():
 
 def test_first_word_is_a_command():
     assert words("qpy", "") == QPY_COMMANDS
-    assert QPY_COMMANDS == ["sub", "check", "kill", "clean", "connect", "status", "config",
-                            "ctrlQueue", "notes", "restart", "finish", "tutorial"]
+    assert QPY_COMMANDS == ["sub", "check", "kill", "clean", "requeue", "wait", "log",
+                            "history", "connect", "status", "config", "ctrlQueue", "notes",
+                            "restart", "finish", "join", "tutorial"]
     assert words("qpy", "c") == ["check", "clean", "connect", "config", "ctrlQueue"]
     assert words("qpy", "ctrlQ") == ["ctrlQueue"]
     assert words("qpy", "-") == ["-h", "--help"]
@@ -234,6 +235,15 @@ def test_check_kill_clean_offer_their_statuses(tmp_path):
     for name in ("check", "kill", "clean"):
         assert words("qpy", name, "./b", cwd=tmp_path) == ["./batch1"], name
     assert "batch1" not in words("qpy", "check", "", cwd=tmp_path)
+
+
+def test_requeue_wait_history_offer_their_statuses():
+    assert words("qpy", "requeue", "") == ["done", "killed", "undone", "lost", "all"]
+    assert words("qpy", "wait", "") == [*STATUSES, "all"]
+    assert words("qpy", "wait", "--") == ["--timeout", "--help"]
+    assert words("qpy", "history", "") == ["running", "done", "killed", "lost", "all"]
+    assert words("qpy", "history", "--s") == ["--since"]
+    assert words("qpy", "log", "--") == ["--err", "--lines", "--follow", "--help"]
 
 
 @pytest.mark.parametrize("name", sorted(completion.SELECTIONS))
@@ -340,7 +350,7 @@ def test_question_mark_help_details():
     printed = complete("qpy", "bogus", "?", comp_type=63).printed
     assert printed.startswith("\nqpy: no command 'bogus'\n")
     printed = complete("qpy-access-multiuser.py", "adduser", "?", comp_type=63).printed
-    assert "\nadduser: Allow USER and write their key bundle" in printed
+    assert "\nadduser: Allow USER and print a one-time enrolment code" in printed
     assert "usage: qpy-access-multiuser.py adduser [OPTIONS] USER" in printed
     assert "--out TEXT" in printed
     printed = complete("qpy-admin", "__remove_job", "?", comp_type=63).printed
@@ -359,6 +369,32 @@ def test_question_mark_first_tab_keeps_the_line():
     for type_ in (9, 33, 64):
         result = complete("qpy", "kill", "?", comp_type=type_)
         assert result.printed == "" and result.words == ["?"]
+
+
+@pytest.mark.parametrize("line", [("qpy", "kill"), ("qpy", "sub", "-n", "2"), ("qpy",),
+                                  ("qpy-admin", "adduser"), ("qpy-admin",)])
+def test_question_mark_then_a_space_prints_the_same_help(line):
+    """`qpy kill ? <TAB><TAB>`, as the manual reads, is `qpy kill ?<TAB><TAB>`; `qpy ?
+    <TAB><TAB>` is the overview."""
+    spaced = complete(*line, "?", "", comp_type=63)
+    assert spaced.printed == complete(*line, "?", comp_type=63).printed
+    assert spaced.printed.startswith("\n") and len(spaced.printed.split("\n")) > 3
+    assert spaced.words == ["---"]
+    first = complete(*line, "?", "", comp_type=9)  # the first TAB: nothing to insert
+    assert first.printed == "" and first.words == ["---", ""]
+
+
+def test_question_mark_then_a_space_on_the_overview():
+    printed = complete("qpy", "?", "", comp_type=63).printed
+    assert printed.startswith("\nqpy: submit and control jobs")
+    assert printed.endswith("Help on one command: qpy COMMAND ? <TAB><TAB>")
+    printed = complete("qpy-admin", "?", "", comp_type=63).printed
+    assert printed.startswith("\nqpy-admin: Administer the qpy multiuser")
+
+
+def test_a_question_mark_earlier_on_the_line_is_an_argument(tmp_path):
+    (tmp_path / "data").mkdir()
+    assert words("qpy", "sub", "echo", "?", "x", "", cwd=tmp_path) == ["data"]
 
 
 def test_tutorial_keywords_of_the_help_exist():
@@ -533,3 +569,18 @@ def test_typed_question_mark_shows_help_and_keeps_the_line(terminal):
     # the line is still being edited, unchanged: replace the ? and go on completing
     terminal.send("BSpace", "ru", "Tab", "X")
     terminal.wait_line("qpy kill running X", "running to be completed")
+
+
+@pytest.mark.parametrize("typed", ["qpy kill ? ", "qpy ? "])
+def test_typed_question_mark_and_space_shows_help_and_keeps_the_line(terminal, typed):
+    terminal.send(typed, "Tab")
+    time.sleep(0.3)  # the first TAB must change nothing
+    assert terminal.screen().split("\n") == [terminal.PROMPT + typed.rstrip()]
+    terminal.send("Tab")
+    wait_for(lambda: terminal.screen().count(terminal.PROMPT) == 2, 20, "the help")
+    lines = terminal.screen().split("\n")
+    first = "kill: Kill jobs" if "kill" in typed else "qpy: submit and control jobs"
+    assert lines[1].startswith(first) and lines[-2] == "---", lines
+    assert lines[-1] == terminal.PROMPT + typed.rstrip()
+    terminal.send("X")  # the space is still there, and the cursor after it
+    terminal.wait_line(typed + "X", "the line to be kept")

@@ -3,14 +3,16 @@ checkFMT placeholder, and refusals that leave the setting as it was."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import time
+from pathlib import Path
 
 import pytest
-from conftest import on_tty, wait_for
+from conftest import NODE, on_tty, wait_for
 
-DEFAULT_FMT_SHOWN = "%j (%s):%c (on %n; wd: %d)\\n"
+DEFAULT_FMT_SHOWN = "%j (%s%o):%c (on %n; wd: %d)\\n"
 STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 KEYS = ("copyScripts", "colour", "coloursScheme", "defaultAttr", "andAttr", "orAttr",
         "killGrace", "sourceTheseFiles")
@@ -30,17 +32,19 @@ def setting(qpy, key: str) -> str:
     raise AssertionError(f"{key} not in qpy config output")
 
 
-def finished(qpy, *args: str) -> tuple[int, dict]:
-    job = qpy.sub(*args)
+def finished(qpy, *args: str, cwd: Path | None = None) -> tuple[int, dict]:
+    job = qpy.sub(*args, cwd=cwd)
     return job, qpy.wait_status(job)
 
 
-def out(qpy, job: int) -> str:
-    return (qpy.work / f"job_{job}.out").read_text()
+def out(qpy, job: int, where: Path | None = None) -> str:
+    return ((where or qpy.work) / f"job_{job}.out").read_text()
 
 
-def stamp(t: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+def stamp(t: str) -> str:
+    """A time of ``check --json`` (ISO 8601 in UTC) as checkFMT shows it (local)."""
+    moment = datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment.timestamp()))
 
 
 # --- listing ------------------------------------------------------------------------------
@@ -94,7 +98,7 @@ def test_check_fmt_default_restores(qpy):
     assert proc.stdout == ("Check pattern restored to the default value: "
                            f"'{DEFAULT_FMT_SHOWN}'.\n")
     work = os.path.realpath(qpy.work)
-    assert qpy.run("check").stdout == f"{job} (done):true (on localhost; wd: {work})\n"
+    assert qpy.run("check").stdout == f"{job} (done):true (on {NODE}; wd: {work})\n"
 
 
 def test_check_fmt_tab_and_several_lines(qpy):
@@ -111,7 +115,7 @@ def _fields(qpy, job: int, placeholders: str) -> list[str]:
     return lines[0].split("|")
 
 
-ALL = "%j %s %c %d %n %N %m %a %A %R %Q %S %E %e %%"
+ALL = "%j %s %c %d %n %N %m %a %A %R %Q %S %E %e %o %r %%"
 
 
 def test_every_placeholder_for_a_finished_job(qpy):
@@ -122,11 +126,11 @@ def test_every_placeholder_for_a_finished_job(qpy):
     assert values["%s"] == "done"
     assert values["%c"] == "sh -c 'exit 3'"
     assert values["%d"] == os.path.realpath(qpy.work)
-    assert values["%n"] == "localhost"
+    assert values["%n"] == NODE
     assert values["%N"] == "2"
     assert values["%m"] == "1.5"
     assert values["%a"] == "localhost"
-    assert values["%A"] == "localhost"
+    assert values["%A"] == NODE
     assert re.fullmatch(r"\d+:\d\d:\d\d", values["%R"])
     assert values["%Q"] == stamp(record["t_queue"])
     assert values["%S"] == stamp(record["t_start"])
@@ -134,6 +138,8 @@ def test_every_placeholder_for_a_finished_job(qpy):
     for key in ("%Q", "%S", "%E"):
         assert STAMP.fullmatch(values[key]), values[key]
     assert values["%e"] == "3"
+    assert values["%o"] == ", exit 3"
+    assert values["%r"] == "-"
     assert values["%%"] == "%"
 
 
@@ -142,11 +148,13 @@ def test_placeholders_for_a_queued_job(qpy):
     job = qpy.sub("-a", "localhost", "true")
     values = dict(zip(ALL.split(), _fields(qpy, job, ALL), strict=True))
     assert values["%s"] == "queue"
-    assert values["%n"] == "None"
+    assert values["%n"] == "-"
     assert values["%A"] == "[localhost]"
-    assert values["%S"] == "None"
-    assert values["%E"] == "None"
+    assert values["%S"] == "-"
+    assert values["%E"] == "-"
     assert values["%e"] == "-"
+    assert values["%o"] == ""
+    assert values["%r"] == "-"
     assert re.fullmatch(r"\d+:\d\d:\d\d", values["%R"])
 
 
@@ -338,6 +346,15 @@ def test_kill_grace_zero_allowed(qpy):
     assert float(setting(qpy, "killGrace")) == 0
 
 
+def test_kill_grace_up_to_a_day(qpy):
+    assert qpy.run("config", "killGrace", "86400").stdout == "killGrace set to 86400.0.\n"
+    proc = qpy.run("config", "killGrace", "1e12", check=False)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == ("qpy: killGrace must be at most 86400 seconds (one day), "
+                           "not '1e12'\n")
+    assert float(setting(qpy, "killGrace")) == 86400
+
+
 def test_source_these_files(qpy):
     first = qpy.work / "first.sh"
     second = qpy.work / "second.sh"
@@ -353,6 +370,23 @@ def test_source_these_files(qpy):
         "sourceTheseFiles set to none.\n"
     job, _ = finished(qpy, "sh", "-c", 'echo "[${SRC_VAR-unset}]"')
     assert out(qpy, job) == "[unset]\n"
+
+
+def test_source_these_files_are_stored_absolute_and_must_exist(qpy):
+    env_dir = qpy.work / "env"
+    env_dir.mkdir()
+    (env_dir / "modules.sh").write_text("export SRC_VAR=relative\n")
+    proc = qpy.run("config", "sourceTheseFiles", "env/modules.sh")
+    stored = os.path.realpath(env_dir / "modules.sh")
+    assert proc.stdout == f"sourceTheseFiles set to {stored}.\n"
+    job, _ = finished(qpy, "sh", "-c", 'echo "$SRC_VAR"', cwd=qpy.work / "env")
+    assert out(qpy, job, qpy.work / "env") == "relative\n"  # found from another directory
+    for bad, why in (("/does/not/exist", "no such file"), (str(env_dir), "not a file")):
+        proc = qpy.run("config", "sourceTheseFiles", str(env_dir / "modules.sh"), bad,
+                       check=False)
+        assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
+        assert proc.stderr == f"qpy: sourceTheseFiles: {why}: {bad!r}\n"
+    assert setting(qpy, "sourceTheseFiles") == stored
 
 
 def test_source_these_files_with_shell_line(qpy):
@@ -384,10 +418,13 @@ BAD = [
     ["checkFMT", "%x"],
     ["checkFMT", "%j %"],
     ["checkFMT"],
+    ["checkFMT", ""],
     ["killGrace", "-1"],
     ["killGrace", "abc"],
     ["killGrace", "nan"],
     ["killGrace"],
+    ["killGrace", "1e12"],
+    ["killGrace", "86400.5"],
     ["defaultAttr", "a and"],
     ["defaultAttr", ""],
     ["andAttr", "(a"],
@@ -395,6 +432,7 @@ BAD = [
     ["copyScripts"],
     ["copyScripts", "maybe"],
     ["sourceTheseFiles"],
+    ["sourceTheseFiles", "/does/not/exist"],
     ["sleepTimeSubCtrl", "1"],
     ["sleepTimeCheckRun", "1"],
 ]
@@ -407,6 +445,7 @@ NAMES = {"bogusKey": "bogusKey", "sleepTimeSubCtrl": "sleepTimeSubCtrl",
 def test_bad_value_refused_and_setting_unchanged(qpy, args):
     for key, value in NON_DEFAULTS:
         qpy.run("config", key, *value.split())
+    (qpy.work / "a.sh").write_text("")
     qpy.run("config", "sourceTheseFiles", str(qpy.work / "a.sh"))
     before = settings(qpy)
     proc = qpy.run("config", *args, check=False)
@@ -415,6 +454,8 @@ def test_bad_value_refused_and_setting_unchanged(qpy, args):
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.endswith("\n"), proc.stderr
     assert proc.stderr.startswith("qpy:")
     assert NAMES.get(args[0], args[0]) in proc.stderr  # the error names the key
+    if len(args) == 2 and args[0] in ("checkFMT", "killGrace", "sourceTheseFiles"):
+        assert repr(args[1]) in proc.stderr  # and the value
     assert settings(qpy) == before
     qpy.run("restart")
     assert settings(qpy) == before

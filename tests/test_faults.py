@@ -375,7 +375,7 @@ def test_command_connecting_while_the_master_dies_starts_a_new_master(qpy):
         sigkill_at_once([master])
     out, err = cli.communicate(timeout=WAIT)
     assert (cli.returncode, err) == (0, ""), err
-    assert [j["id"] for j in json.loads(out)] == [job]
+    assert [j["id"] for j in json.loads(out)["jobs"]] == [job]
     assert master_pid(qpy) not in (None, master)
 
 

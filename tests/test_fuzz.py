@@ -50,9 +50,10 @@ from conftest import Qpy, start_daemons, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qpy import config, paths, selection, wire
+from qpy import config, names, paths, selection, wire
 from qpy.server import RequestError
 from qpy_master import handlers
+from qpy_multiuser import __main__ as mu_main
 from qpy_multiuser import admin_ops
 from qpy_multiuser import handlers as mu_handlers
 from qpy_multiuser.state import ADMIN
@@ -64,8 +65,9 @@ USER = wire.whoami()
 MASTER_TYPES = frozenset(handlers.make_table(None, lambda: None))
 MULTIUSER_TYPES = frozenset(mu_handlers.make_table(None))
 # Valid requests that change nothing, so they may be sent valid while fuzzing.
-MASTER_READ_ONLY = {"ping", "check", "status"}
-USER_HARMLESS = {"status", "slots", "admin"}  # slots: no hello on a fuzz connection
+MASTER_READ_ONLY = {"ping", "check", "status", "history"}
+# slots: no hello on a fuzz connection; join: served to an enrolment code only
+USER_HARMLESS = {"status", "slots", "admin", "join"}
 ADMIN_READ_ONLY_OPS = {"status", "variables"}
 
 
@@ -267,11 +269,8 @@ class Daemons:
         self.master_pid, self.multiuser_pid = start_daemons(q)
         self.master_address = str(q.home / "master.sock")
         self.master_key = paths.read_key(q.home / "master.key")
-        self.mu_address = wire.parse_address(
-            (q.home / "multiuser_connection_address").read_text(),
-            (q.home / "multiuser_connection_port").read_text())
-        assert self.mu_address[0] == "127.0.0.1"
-        self.user_key = paths.read_key(q.home / "multiuser_connection_conn_key")
+        self.mu_address = q.multiuser_address()
+        self.user_key = q.multiuser_key()
         self.admin_key = paths.read_key(q.home / "embedded" / "admin.key")
         self.finished = [q.sub("echo", "kept"), q.sub("sh", "-c", "exit 3")]
         for job in self.finished:
@@ -455,6 +454,8 @@ def admin_harmless(msg: dict) -> bool:
         return True
     if command == "saveMessages":
         return not (len(args) == 1 and args[0].lower() in ("true", "false"))
+    if command == "enrol":
+        return not (len(args) == 2 and names.is_user_name(args[0]))
     if command in ("adduser", "removeuser", "__user"):
         try:
             admin_ops._user_arg(args, command)
@@ -545,7 +546,7 @@ def master_semantic_frames(draw, d: Daemons) -> bytes:
 def master_semantic_harmless(d: Daemons):
     def harmless(msg: dict) -> bool:
         kind = msg["type"]
-        if kind in ("kill", "clean"):
+        if kind in ("kill", "clean", "requeue", "wait"):
             try:
                 selection.validate(msg["select"])
             except (selection.SelectionError, TypeError, ValueError):
@@ -566,7 +567,7 @@ def master_semantic_harmless(d: Daemons):
         if kind == "notes":
             text = msg["text"]
             return msg["job"] not in d.jobs or text is None or not text.strip()
-        return kind in ("sub", "check", "ping", "status")
+        return kind in ("sub", "check", "ping", "status", "history")
 
     return harmless
 
@@ -813,19 +814,23 @@ def test_stalled_connections_block_nobody_and_leave_nothing_behind(daemons, daem
     """Many connections at once that stall in every phase: silent, half a hello, a hello
     and no answer to the challenge, and authenticated ones that send half a frame. A
     well-behaved client is served meanwhile; once they hang up, the daemon's threads are
-    back to what they were."""
+    back to what they were. (The multiuser takes only so many connections from one
+    account at once, and here every client is this account: as many as it takes.)"""
     if daemon == "master":
         address, connect, pid = daemons.master_address, daemons.master, daemons.master_pid
         serves = daemons.assert_master_serves
+        rounds = 40
     else:
         address, connect, pid = daemons.mu_address, daemons.multiuser, daemons.multiuser_pid
         serves = daemons.assert_multiuser_serves
+        limits = mu_main.LIMITS
+        rounds = min((limits.pending_own_uid - 2) // 3, limits.per_user - 4)
     baseline = thread_count(pid)
     stallers: list = []
     sent = 0
     try:
         with WellBehaved(daemons):
-            for i in range(40):
+            for i in range(rounds):
                 stallers.append(raw_socket(address))  # silent
                 half = raw_socket(address)
                 half.sendall(hello(USER)[:3 + i % 8])  # half a hello
@@ -938,9 +943,7 @@ def test_a_second_hello_tells_the_replaced_master_at_once(qpy):
     from another thread, while its reader blocks in recv, sends nothing to the master,
     which then found out only when its next request failed."""
     start_daemons(qpy)
-    address = wire.parse_address((qpy.home / "multiuser_connection_address").read_text(),
-                                 (qpy.home / "multiuser_connection_port").read_text())
-    key = paths.read_key(qpy.home / "multiuser_connection_conn_key")
+    address, key = qpy.multiuser_address(), qpy.multiuser_key()
     log = qpy.home / "master.log"
     start = log.stat().st_size
 

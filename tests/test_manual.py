@@ -183,7 +183,7 @@ def test_man_page_renders_without_warnings():
         for opt in opts:
             assert opt in page, opt
     assert "Worked example: explicit rules" in page
-    assert "%j (%s):%c (on %n; wd: %d)\\n" in page
+    assert "%j (%s%o):%c (on %n; wd: %d)\\n" in page
 
 
 @pytest.mark.skipif(shutil.which("man") is None, reason="man is not installed")

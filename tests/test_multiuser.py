@@ -16,12 +16,17 @@ set, that is a failure instead, so CI cannot silently skip these tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from multiprocessing.connection import AuthenticationError
+from pathlib import Path
 
 import pytest
 from conftest import wait_for
+from multiuser import (
+    NODES as NODES_TEXT,
+)
 from multiuser import (
     TOTAL_CORES,
     USERS,
@@ -251,6 +256,130 @@ def test_user_below_share_wins_over_borrowers(cluster, work):
     release(alice, *a, *extra_a)
     release(bob, *b)
     release(carol, *c)
+
+
+def queued_at_multiuser(cluster: Cluster, user: str, size: int) -> None:
+    """Wait until the multiuser knows the user has ``size`` jobs queued."""
+    wait_for(lambda: cluster.variables()["users"][cluster.name(user)]["queue"] == size, WAIT,
+             f"the multiuser to see {size} queued jobs of {user}")
+
+
+def test_idle_minimums_are_lent_and_given_back_first(cluster, work):
+    """Issue 12.6: on a 6-core cluster with 'explicit minimum 1', a 6-core job of alice's
+    runs while bob and carol have nothing queued; once bob queues a job, the cores that
+    free up go to him first, and then alice borrows again."""
+    cluster.write_admin_file("nodes", "big address=localhost cores=6 memory=16\n")
+    cluster.write_admin_file("distribution_rules", "explicit minimum 1\n")
+    cluster.admin("nodes")
+    cluster.admin("distribute")
+    assert cluster.shares() == {"alice": (1, 1), "bob": (1, 1), "carol": (1, 1)}
+    alice, bob = work("alice"), work("bob")
+    big = alice.sub(cores=6)
+    alice.wait_started(big)  # the minimums of bob and carol are lent
+    b = bob.sub()
+    queued_at_multiuser(cluster, "bob", 1)
+    singles = alice.subs(6)
+    queued_at_multiuser(cluster, "alice", 6)
+    assert not bob.started(b)
+
+    release(alice, big)
+    bob.wait_started(b)  # given back: bob's job starts although alice asked for more
+    started = wait_for(lambda: len(alice.started_ids()) == 1 + 5 and alice.started_ids(),
+                       WAIT, "alice to borrow again up to the 6 cores")
+    wait_for(lambda: used(cluster) == {"alice": 5, "bob": 1, "carol": 0}, WAIT,
+             "the multiuser to account 5 + 1 cores")
+    last = [j for j in singles if j not in started]
+    assert len(last) == 1 and alice.status(last[0]) == "queue"
+    release(bob, b)
+    alice.wait_started(last[0])
+    alice.release_all()
+    release(alice, *singles)
+
+
+def test_a_killed_queue_stops_holding_the_minimum(cluster, work):
+    """A user who removes their queued jobs has nothing queued any more: their minimum is
+    lent again at once, not held for jobs that are gone."""
+    cluster.write_admin_file("nodes", "big address=localhost cores=6 memory=16\n")
+    cluster.write_admin_file("distribution_rules", "explicit minimum 1\n")
+    cluster.admin("nodes")
+    cluster.admin("distribute")
+    alice, bob = work("alice"), work("bob")
+    first = alice.subs(6)
+    alice.wait_started_count(6)
+    b = bob.sub()
+    queued_at_multiuser(cluster, "bob", 1)
+    assert cluster.qpy_as("bob", "kill", str(b)).stdout == "1 job removed from the queue.\n"
+    queued_at_multiuser(cluster, "bob", 0)
+    seventh = alice.sub()
+    release(alice, first[0])
+    alice.wait_started(seventh)
+    alice.release_all()
+    release(alice, *first, seventh)
+
+
+# -- the admin's screens ---------------------------------------------------------------------
+
+
+def test_admin_status_says_which_nodes_are_up_and_which_are_not(cluster):
+    text = cluster.admin("status").stdout
+    assert "Up nodes (3 of 3): n1, n2, n3\n" in text and "Down nodes" not in text, text
+    assert text == cluster.qpy_as("alice", "status").stdout
+    # a node monitoring has not reached yet (an address nothing answers on) is not up
+    cluster.write_admin_file("nodes", NODES_TEXT + "n4 address=192.0.2.1 cores=2 memory=4\n")
+    cluster.admin("nodes")
+    text = cluster.admin("status").stdout
+    assert "Up nodes (3 of 4): n1, n2, n3\n" in text, text
+    assert "Down nodes: n4\n" in text, text
+
+
+@contextlib.contextmanager
+def throttled(pid: int):
+    """Run ``pid`` on 1 ms of CPU a second (a cgroup v1 cpu quota), as on a loaded
+    machine: whatever it does after a reply takes a while. Skipped where there is no
+    cgroup v1 cpu controller to use."""
+    base = Path("/sys/fs/cgroup/cpu")
+    if not (base / "cgroup.procs").exists():
+        pytest.skip("no cgroup v1 cpu controller at /sys/fs/cgroup/cpu")
+    group = base / f"qpytest_slow_{os.getpid()}_{pid}"
+    group.mkdir()
+    try:
+        (group / "cpu.cfs_period_us").write_text("1000000")
+        (group / "cpu.cfs_quota_us").write_text("1000")
+        (group / "cgroup.procs").write_text(str(pid))
+        yield
+    finally:
+        for line in (group / "cgroup.procs").read_text().split():
+            (base / "cgroup.procs").write_text(line)  # back to the root group
+        wait_for(lambda: _rmdir(group), WAIT, f"{group} to be removed")
+
+
+def _rmdir(path: Path) -> bool:
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def test_admin_finish_returns_once_the_multiuser_has_exited(cluster):
+    """The manual's upgrade is 'qpy-admin finish' then 'qpy-admin start': the second must
+    find the first gone, also on a loaded machine where the old multiuser is slow to
+    exit. Run in one shell, as the admin types them, reading the state of the old
+    process as soon as finish returns."""
+    pid = cluster.multiuser_pid()
+    assert pid
+    admin = str(cluster.bin / "qpy-admin")
+    script = (f'{admin} finish && echo "[$(sed "s/^[^)]*) //" /proc/{pid}/stat 2>/dev/null '
+              f'| cut -c1)]" && {admin} start')
+    with throttled(pid):
+        proc = cluster.run_as("admin", ["sh", "-c", script], check=False)
+    lines = proc.stdout.split("\n")
+    assert lines[0] == "Finishing qpy-multiuser.", proc.stdout
+    assert lines[1] in ("[]", "[Z]"), (proc.stdout, proc.stderr)  # gone (or a zombie)
+    assert proc.returncode == 0 and lines[2] == "Starting qpy-multiuser driver.", proc.stderr
+    assert cluster.multiuser_pid() not in (None, pid)
 
 
 # -- 3. the queue advances past a job that does not fit -----------------------------------------

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import NODE, wait_for
 
 MANUAL = Path(__file__).resolve().parent.parent / "manual" / "users.md"
 NOTE_HEAD = re.compile(r"----- Note added at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\n")
@@ -105,7 +105,7 @@ def status_json(qpy) -> dict:
 
 
 def localhost(data: dict) -> dict:
-    found = [n for n in data["nodes"] if n["name"] == "localhost"]
+    found = [n for n in data["nodes"] if n["name"] == NODE]
     assert len(found) == 1, data["nodes"]
     return found[0]
 
@@ -117,12 +117,14 @@ def expected_bar(used: int, cores: int) -> str:
 def test_status_as_first_command(qpy):
     proc = qpy.run("status", check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "localhost" in proc.stdout
+    assert NODE in proc.stdout
 
 
 def test_status_json(qpy):
     data = status_json(qpy)
-    assert set(data) == {"users", "nodes", "sessions"}
+    assert list(data) == ["version", "users", "nodes", "allocator", "sessions"]
+    assert data["version"] == 1
+    assert data["allocator"]["kind"] == "personal"
     assert data["sessions"] == []  # interactive sessions (qpy connect), none here
     node = localhost(data)
     assert node["cores"] >= 1
@@ -139,7 +141,7 @@ def test_status_text_tables(qpy):
     text = qpy.run("status").stdout
     lines = text.splitlines()
     assert any(line.split()[:2] == [me(), "0"] for line in lines if line.strip()), text
-    node_lines = [line for line in lines if line.startswith("localhost")]
+    node_lines = [line for line in lines if line.startswith(NODE)]
     assert len(node_lines) == 1, text
     if cores <= 16:
         assert expected_bar(0, cores) in node_lines[0]
@@ -156,7 +158,7 @@ def test_status_while_a_job_runs(qpy):
     assert node["used_cores"] == 1
     assert [u["used"] for u in data["users"] if u["user"] == me()] == [1]
     text = qpy.run("status").stdout
-    node_line = next(line for line in text.splitlines() if line.startswith("localhost"))
+    node_line = next(line for line in text.splitlines() if line.startswith(NODE))
     if node["cores"] <= 16:
         assert expected_bar(1, node["cores"]) in node_line
     assert f"1/{node['cores']}" in node_line

@@ -9,11 +9,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from conftest import wait_for
 
-from qpy_multiuser import probe
+from qpy_multiuser import monitor, probe
 
 BUSY_LOOP = "import time\nend = time.time() + 60\nwhile time.time() < end: pass\n"
 
@@ -85,7 +84,7 @@ def test_the_probe_program_prints_samples_and_ends_with_its_input(tmp_path):
     proc = subprocess.Popen([sys.executable,
                              *ssh.python_stdin_program("qpy-probe")[1:], "0.05", str(tmp_path)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    proc.stdin.write(ssh.source_preamble(str(Path(probe.__file__))))
+    proc.stdin.write(monitor.probe_preamble())
     proc.stdin.flush()
     first, second = json.loads(proc.stdout.readline()), json.loads(proc.stdout.readline())
     assert first["cores"] == second["cores"] == len(os.sched_getaffinity(0))

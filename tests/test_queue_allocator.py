@@ -9,6 +9,7 @@ import pytest
 from qpy.model import Job
 from qpy.states import QUEUE
 from qpy_master.queue import MAX_SHAPES, PER_SHAPE, JobQueue
+from qpy_multiuser import allocator
 from qpy_multiuser.allocator import Allocator
 from qpy_multiuser.nodes import Node
 from qpy_multiuser.rules import Extra, Rules
@@ -196,27 +197,54 @@ def check_consistent(a: Allocator) -> None:
         assert u.used == sum(e[1] for e in u.jobs.values())
 
 
-def test_within_minimum_always_granted_and_minimums_reserved():
-    a = alloc_of(node("n1", 4), rules=Rules("even", minimum=2))
-    alice, bob = a.user("alice"), a.user("bob")
-    assert (alice.minimum, alice.extra, bob.minimum, bob.extra) == (2, 0, 2, 0)
-    grants, refused = a.request(alice, [want(1, 2, 3, 4)], 4)
-    # alice gets her minimum; bob's idle minimum stays reserved for him
-    assert sorted(granted(grants)) == [1, 2]
-    assert refused and alice.waiting
-    grants, refused = a.request(bob, [want(11, 12)], 2)
-    assert sorted(granted(grants)) == [11, 12] and not refused
+def test_idle_minimums_are_lent_while_their_owners_have_nothing_queued():
+    """The issue's case: 'explicit minimum 1' for the others on a 6-core node, nothing
+    queued by them: a 6-core job may use their minimums and starts at once."""
+    a = alloc_of(node("n1", 6), rules=Rules("explicit", minimum=1))
+    alice, bob, carol = a.user("alice"), a.user("bob"), a.user("carol")
+    assert [(u.minimum, u.extra) for u in (alice, bob, carol)] == [(1, 1), (1, 1), (1, 1)]
+    grants, refused = a.request(alice, [want(1, cores=6)], 1)
+    assert granted(grants) == {1: "n1"} and not refused
     check_consistent(a)
 
 
-def test_minimum_granted_even_when_others_are_waiting():
+def test_lent_cores_come_back_to_their_owner_first_as_they_free():
+    """'Given back': nothing running is stopped, but every core that frees goes to the
+    owner of the minimum first, not to the borrower's next job."""
     a = alloc_of(node("n1", 8), rules=Rules("even", minimum=2))
     alice, bob = a.user("alice"), a.user("bob")
-    a.request(bob, [want(*range(100, 110))], 10)  # bob takes his share (4) and waits
-    # his share is 2 + 2; he borrows idle cores but never alice's reserved minimum
-    assert bob.used == 6 and bob.waiting
+    grants, _ = a.request(bob, [want(*range(100, 110))], 10)
+    assert bob.used == 8  # alice has nothing queued: bob borrows all, her minimum too
+    grants, refused = a.request(alice, [want(1, 2)], 2)
+    assert grants == [] and refused and alice.waiting
+    a.remove(bob, 100)
+    a.remove(bob, 101)
+    grants, refused = a.request(bob, [want(*range(108, 110))], 2)  # bob asks again first
+    assert grants == [] and refused
     grants, _ = a.request(alice, [want(1, 2)], 2)
     assert sorted(granted(grants)) == [1, 2]
+    check_consistent(a)
+
+
+def test_worked_example_even_minimum_2():
+    """The admin manual's worked example, step by step (10 cores; ana, ben, cleo)."""
+    a = alloc_of(node("n1", 10), rules=Rules("even", minimum=2))
+    ana, ben, cleo = a.user("ana"), a.user("ben"), a.user("cleo")
+    assert [(u.minimum, u.extra) for u in (ana, ben, cleo)] == [(2, 2), (2, 1), (2, 1)]
+    grants, refused = a.request(ana, [want(*range(1, 11))], 10)
+    assert len(grants) == 10 and not refused  # ben and cleo idle: ana borrows all 10
+    _, refused = a.request(ben, [want(21, 22, 23)], 3)
+    assert refused and ben.used == 0  # nothing is taken back from running jobs
+    for job in (1, 2, 3):  # each core ana frees goes to ben, below his share of 3
+        a.remove(ana, job)
+        grants, _ = a.request(ana, [want(*range(11, 14))], 3)
+        assert grants == []
+        grants, _ = a.request(ben, [want(21, 22, 23)], ben.queue)
+        assert len(grants) == 1
+    assert (ana.used, ben.used, ben.queue) == (7, 3, 0)
+    a.remove(ana, 4)  # ben has nothing queued now: ana may borrow again
+    grants, _ = a.request(ana, [want(11)], 1)
+    assert granted(grants) == {11: "n1"}
     check_consistent(a)
 
 
@@ -224,7 +252,7 @@ def test_above_share_refused_while_another_user_waits_below_share():
     a = alloc_of(node("n1", 10))
     alice, bob = a.user("alice"), a.user("bob")
     assert alice.share == bob.share == 5
-    bob.queue = 3  # bob has jobs queued and uses nothing
+    a.set_queue(bob, 3)  # bob has jobs queued and uses nothing
     grants, refused = a.request(alice, [want(*range(1, 9))], 8)
     assert len(grants) == 5 and refused
     assert alice.used == 5 and alice.waiting
@@ -388,8 +416,9 @@ def test_reconcile_replaces_allocations_exactly():
     u, other = a.user("u"), a.user("other")
     a.request(u, [want(1, 2, cores=2, mem=4.0)], 2)
     a.request(other, [want(50, mem=1.0)], 1)
-    a.reconcile(u, [{"job": 7, "node": "n2", "cores": 3, "mem": 5.0},
-                    {"job": 8, "node": "n1", "cores": 1, "mem": 2.5}])
+    left_out = allocator.reconcile(a, u, [{"job": 7, "node": "n2", "cores": 3, "mem": 5.0},
+                               {"job": 8, "node": "n1", "cores": 1, "mem": 2.5}], True)
+    assert left_out == []
     assert u.jobs == {7: ("n2", 3, 5.0), 8: ("n1", 1, 2.5)}
     assert u.used == 4
     assert other.jobs == {50: (other.jobs[50][0], 1, 1.0)}  # untouched
@@ -399,20 +428,63 @@ def test_reconcile_replaces_allocations_exactly():
     expected[other_node] = (expected[other_node][0] + 1, expected[other_node][1] + 1.0)
     assert used == expected
     check_consistent(a)
-    a.reconcile(u, [])
+    allocator.reconcile(a, u, [], False)
     assert u.jobs == {} and u.used == 0
     check_consistent(a)
 
 
-def test_reconcile_onto_unknown_node_keeps_accounting():
+def test_reconcile_believes_only_what_was_granted():
+    a = alloc_of(node("n1", 4, mem=8.0), node("n2", 2, mem=4.0))
+    u = a.user("u")
+    grants, _ = a.request(u, [want(1, cores=2, mem=3.0)], 1)
+    where = grants[0]["node"]
+    claims = [{"job": 1, "node": where, "cores": 4, "mem": 8.0},  # granted: 2 cores, 3 GB
+              {"job": 1, "node": where, "cores": 1, "mem": 1.0},  # the same job again
+              {"job": 2, "node": "n1", "cores": 1, "mem": 1.0},  # never granted
+              {"job": 3, "node": "nowhere", "cores": 1, "mem": 1.0}]
+    assert allocator.reconcile(a, u, claims, False) == [1, 2, 3]
+    assert u.jobs == {1: (where, 2, 3.0)} and u.used == 2
+    assert set(a.nodes) == {"n1", "n2"}
+    check_consistent(a)
+
+
+def test_reconcile_without_a_ledger_believes_what_fits():
+    """A multiuser that lost its ledger accounts reported jobs that fit on a real node,
+    in report order; not one beyond a node's cores or memory, nor on an unknown node."""
+    a = alloc_of(node("n1", 4, mem=8.0), node("n2", 2, mem=4.0))
+    u = a.user("u")
+    claims = [{"job": 1, "node": "n1", "cores": 3, "mem": 2.0},
+              {"job": 2, "node": "n1", "cores": 2, "mem": 1.0},  # 5 cores > 4
+              {"job": 3, "node": "n2", "cores": 1, "mem": 5.0},  # 5 GB > 4
+              {"job": 4, "node": "n2", "cores": 1_000_000, "mem": 1.0},
+              {"job": 5, "node": "fake", "cores": 1, "mem": 1.0},
+              {"job": 6, "node": "n2", "cores": 2, "mem": 4.0}]
+    assert allocator.reconcile(a, u, claims, True) == [2, 3, 4, 5]
+    assert u.jobs == {1: ("n1", 3, 2.0), 6: ("n2", 2, 4.0)}
+    assert set(a.nodes) == {"n1", "n2"}
+    check_consistent(a)
+
+
+def test_restore_from_the_ledger_keeps_a_removed_node():
     a = alloc_of(node("n1", 4))
     u = a.user("u")
-    a.reconcile(u, [{"job": 3, "node": "gone", "cores": 2, "mem": 1.0}])
-    assert u.used == 2 and u.jobs[3][0] == "gone"
+    allocator.restore(a, u, [{"job": 3, "node": "gone", "cores": 2, "mem": 1.0},
+                  {"job": 4, "node": "n1", "cores": 1, "mem": float("inf")}])
+    assert u.used == 2 and u.jobs == {3: ("gone", 2, 1.0)}
     assert a.nodes["gone"].up is False
     assert a.total_cores == 4  # a down node adds no capacity
     a.remove(u, 3)
     assert "gone" not in a.nodes
+
+
+def test_a_granted_job_on_a_removed_node_is_still_believed():
+    a = alloc_of(node("n1", 4), node("n2", 4))
+    u = a.user("u")
+    a.add(u, 1, a.nodes["n2"], 2, 1.0)
+    a.set_nodes({"n1": node("n1", 4)})
+    claim = [{"job": 1, "node": "n2", "cores": 2, "mem": 1.0}]
+    assert allocator.reconcile(a, u, claim, False) == []
+    assert u.jobs == {1: ("n2", 2, 1.0)} and a.nodes["n2"].up is False
 
 
 def test_set_nodes_keeps_running_jobs_and_drains_removed_node():
@@ -466,3 +538,21 @@ def test_explicit_rules_in_allocator():
                                                              "u2": Extra(None, percent=50.0)}))
     u1, u2, u3 = a.user("u1"), a.user("u2"), a.user("u3")
     assert [(u.minimum, u.extra) for u in (u1, u2, u3)] == [(0, 6), (0, 12), (0, 2)]
+
+
+def test_a_removed_user_has_no_share_and_is_forgotten_when_their_jobs_end():
+    a = alloc_of(node("n1", 4), node("n2", 4))
+    u, other = a.user("u"), a.user("other")
+    a.request(u, [want(1, 2)], 2)
+    a.leave(u)
+    assert (u.minimum, u.extra, u.queue) == (0, 0, 0)
+    assert other.share == 8 and u.used == 2  # its running jobs stay counted
+    grants, refused = a.request(u, [want(3)], 1)
+    assert grants == [] and refused  # removed: nothing new, not even idle cores
+    assert allocator.reconcile(a, u, [{"job": 1, "node": u.jobs[1][0], "cores": 1, "mem": 1.0}],
+                       False) == []
+    assert "u" in a.users and u.used == 1  # one of its jobs ended
+    a.remove(u, 1)
+    assert "u" not in a.users
+    check_consistent(a)
+    assert a.user("u").share == 4  # admitted again: a member with a share

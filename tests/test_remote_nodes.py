@@ -9,8 +9,12 @@ Needs root; skipped otherwise, except under CI, where a missing prerequisite fai
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -132,6 +136,21 @@ def test_kill_ends_the_whole_remote_process_tree(cluster, work):
     wait_for(lambda: not any(pid_alive(p) for p in pids), WAIT, "every process to end")
 
 
+def test_a_time_limit_ends_a_remote_job(cluster, work):
+    """The limit is kept by the job's supervisor on the node itself."""
+    qpy, nodes = cluster
+    job = sub(qpy, work.dir, "-a", "node2", "-m", "1", "-t", "0:1", "sh", "-c",
+              "echo $$ > main; exec sleep 300")
+    wait_for(lambda: (work.dir / "main").exists() and (work.dir / "main").read_text().strip(),
+             WAIT, "the job to start")
+    main = int((work.dir / "main").read_text())
+    assert main in nodes.node_pids("node2")
+    done = finished(qpy, job)
+    assert (done["status"], done["node"], done["reason"]) == \
+        ("killed", "node2", "time limit 00:00:01"), done
+    wait_for(lambda: not pid_alive(main), WAIT, "the job's process to end")
+
+
 # -- the master dies while remote jobs run ---------------------------------------------------
 
 
@@ -184,6 +203,64 @@ def test_node_down_marks_its_jobs_requeues_on_request_and_comes_back(cluster, wo
     for record in work.wait_finished(elsewhere, requeued):
         assert (record["status"], record["exit_code"]) == ("done", expected_exit(record["id"]))
     assert qpy.job("alice", plain)["status"] == "lost"
+
+
+# -- ssh control sockets ----------------------------------------------------------------------
+
+
+def test_a_long_qpy_home_reaches_the_nodes_though_bob_took_the_old_tmp_name(cluster, work):
+    """alice's qpy home is too long for ssh's control sockets below it, and her ssh config
+    leaves multiplexing to qpy. qpy used to put the sockets in /tmp/qpy-ssh-UID-DIGEST, a
+    name bob can work out and create first, which cut alice off every node; now they go
+    to a private directory of a random name, and her jobs reach the nodes."""
+    qpy, nodes = cluster
+    alice = qpy.account("alice")
+    top = alice.home / ("a-long-project-name-" * 2)
+    home = top / ".qpy"
+    for path, mode in ((top, 0o755), (home, 0o700)):
+        path.mkdir(mode=mode)
+        alice.own(path, mode)
+    for bundle in qpy.qpy_home("alice").glob("multiuser_connection_*"):
+        shutil.copy(bundle, home / bundle.name)
+        alice.own(home / bundle.name, 0o600)
+    digest = hashlib.sha1(os.fsencode(str(home))).hexdigest()[:12]
+    trap = Path(f"/tmp/qpy-ssh-{alice.uid}-{digest}")
+    qpy.run_as("bob", ["mkdir", "-m", "777", str(trap)])
+    config = nodes.account(qpy.name("alice")).config
+    saved = config.read_text()
+    config.write_text("".join(line for line in saved.splitlines(True)
+                              if not line.strip().startswith("Control")))
+    qpy.qpy_as("alice", "finish")  # one master of alice's at a time
+    qpy_there = ["/usr/bin/env", f"QPY_HOME={home}", str(qpy.bin / "qpy")]
+    used = None
+    try:
+        out = qpy.run_as("alice", [*qpy_there, "sub", "-a", "node1", "-m", "1", "hostname"],
+                         cwd=work.dir).stdout
+        job = int(out.split()[1])
+
+        def ended():
+            check = qpy.run_as("alice", [*qpy_there, "check", "--json", str(job)]).stdout
+            record = json.loads(check)["jobs"][0]
+            return record["status"] not in ("queue", "running") and record
+
+        record = wait_for(ended, WAIT, f"job {job} to end")
+        assert (record["status"], record["exit_code"], record["node"]) == ("done", 0, "node1")
+        assert (work.dir / f"job_{job}.out").read_text() == "node1\n"
+        used = Path((home / "ssh_dir").read_text().strip())
+        st = used.lstat()
+        assert stat.S_ISDIR(st.st_mode) and (st.st_uid, stat.S_IMODE(st.st_mode)) == \
+            (alice.uid, 0o700), used
+        assert used.parent == Path("/tmp") and used != trap
+        wait_for(lambda: any(p.is_socket() for p in used.iterdir()), WAIT,
+                 "the launcher's ssh session to hold its control socket there")
+        assert not list(trap.iterdir())
+    finally:
+        qpy.run_as("alice", [*qpy_there, "finish"], check=False)
+        config.write_text(saved)
+        shutil.rmtree(trap, ignore_errors=True)
+        shutil.rmtree(top, ignore_errors=True)
+        if used is not None:
+            shutil.rmtree(used, ignore_errors=True)
 
 
 # -- host keys --------------------------------------------------------------------------------

@@ -61,8 +61,47 @@ def test_default_format() -> None:
     assert fmt(DEFAULT_FMT) == "42 (done):python run.py (on node3; wd: /home/u/w)\n"
 
 
-def test_default_format_without_node_prints_none() -> None:
-    assert fmt(DEFAULT_FMT, status="queue", node=None).endswith("(on None; wd: /home/u/w)\n")
+def test_default_format_without_node_prints_a_dash() -> None:
+    line = fmt(DEFAULT_FMT, status="queue", node=None, exit_code=None, t_start=None, t_end=None)
+    assert line == "42 (queue):python run.py (on -; wd: /home/u/w)\n"
+
+
+@pytest.mark.parametrize(
+    ("changes", "line"),
+    [
+        ({}, "42 (done):python run.py (on node3; wd: /home/u/w)\n"),
+        ({"exit_code": 3}, "42 (done, exit 3):python run.py (on node3; wd: /home/u/w)\n"),
+        ({"status": "killed", "exit_code": None, "signal": 15},
+         "42 (killed, signal 15):python run.py (on node3; wd: /home/u/w)\n"),
+        ({"exit_code": None, "reason": "failed to start: Permission denied: /w/job_42.out"},
+         "42 (done, failed to start: Permission denied: /w/job_42.out):python run.py "
+         "(on node3; wd: /home/u/w)\n"),
+        ({"status": "lost", "exit_code": None, "reason": "node node3 went down: refused"},
+         "42 (lost, node node3 went down: refused):python run.py (on node3; wd: /home/u/w)\n"),
+        ({"status": "undone", "node": None, "exit_code": None, "t_start": None},
+         "42 (undone):python run.py (on -; wd: /home/u/w)\n"),
+        # a live job never shows an outcome, even one left from an earlier attempt
+        ({"status": "queue", "node": None, "exit_code": None, "reason": "requeued"},
+         "42 (queue):python run.py (on -; wd: /home/u/w)\n"),
+    ],
+)
+def test_default_format_shows_how_a_job_ended_when_not_cleanly(changes: dict, line: str) -> None:
+    assert fmt(DEFAULT_FMT, **changes) == line
+
+
+@pytest.mark.parametrize(
+    ("changes", "outcome", "reason"),
+    [
+        ({}, "", "-"),
+        ({"exit_code": 1}, ", exit 1", "-"),
+        ({"exit_code": 137, "signal": 9, "status": "killed"}, ", signal 9", "-"),
+        ({"exit_code": 2, "reason": "why"}, ", exit 2, why", "why"),
+        ({"status": "running", "exit_code": None, "reason": "why"}, "", "why"),
+    ],
+)
+def test_outcome_and_reason_placeholders(changes: dict, outcome: str, reason: str) -> None:
+    assert fmt("%o", **changes) == outcome
+    assert fmt("%r", **changes) == reason
 
 
 @pytest.mark.parametrize(
@@ -98,7 +137,7 @@ def test_memory(mem: float, text: str) -> None:
 
 def test_missing_optional_fields() -> None:
     job = {"status": "queue", "node": None, "attr": None, "t_start": None, "t_end": None}
-    assert fmt("%n|%a|%A|%S|%E", **job) == "None||[]|None|None"
+    assert fmt("%n|%a|%A|%S|%E|%r", **job) == "-|-|-|-|-|-"
 
 
 def test_node_or_attr_shows_attr_in_brackets_without_node() -> None:
@@ -168,7 +207,7 @@ def test_validate_fmt_leaves_other_text_alone() -> None:
 
 
 def test_validate_fmt_accepts_every_placeholder() -> None:
-    every = "%j%s%c%d%n%N%m%a%A%R%Q%S%E%K%e%%"
+    every = "%j%s%c%d%n%N%m%a%A%R%Q%S%E%K%e%o%r%%"
     assert validate_fmt(every) == every
 
 

@@ -15,8 +15,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 
-from conftest import job_processes, pid_alive, supervisors, wait_for
+from conftest import job_processes, pid_alive, start_daemons, supervisors, wait_for
+
+from qpy import paths, wire
 
 CORES = len(os.sched_getaffinity(0))
 
@@ -99,14 +102,16 @@ def assert_all_ran_once_and_done(qpy, ids: list[int]) -> None:
 # -- finish --------------------------------------------------------------------------------
 
 
-def test_finish_stops_the_master(qpy):
-    qpy.run("check")
-    pid = qpy.pid("master")
-    assert pid
+def test_finish_stops_the_master_and_the_personal_multiuser(qpy):
+    """On a single machine nothing is left running after ``qpy finish``: the personal
+    multiuser stops too, since no master uses it (issue 12 item 12)."""
+    pid, multiuser = start_daemons(qpy)
+    assert pid and multiuser
     proc = qpy.run("finish")
-    assert proc.stdout == "Stopping qpy-master driver.\n"
+    assert proc.stdout == "Stopping qpy-master driver.\nStopping the personal multiuser.\n"
     wait_for(lambda: not pid_alive(pid), what="the master to exit")
-    assert qpy.pid("master") is None
+    wait_for(lambda: not pid_alive(multiuser), what="the personal multiuser to exit")
+    assert qpy.pid("master") is None and qpy.pid("multiuser") is None
     assert not (qpy.home / "master.sock").exists()
 
     again = qpy.run("finish")
@@ -115,6 +120,48 @@ def test_finish_stops_the_master(qpy):
 
     assert qpy.jobs() == []  # any other command starts it again
     assert qpy.pid("master") not in (None, pid)
+    assert qpy.sub("true") and qpy.wait_status(1)["status"] == "done"
+    assert qpy.pid("multiuser") not in (None, multiuser)
+
+
+def test_restart_keeps_the_personal_multiuser(qpy):
+    _, multiuser = start_daemons(qpy)
+    assert qpy.run("restart").stdout == "Stopping qpy-master driver.\nqpy-master started.\n"
+    assert qpy.pid("multiuser") == multiuser
+
+
+def test_the_single_machine_is_named_after_the_host(qpy):
+    """``-a $(hostname)`` selects this machine and QPY_NODE names it; ``localhost`` is
+    still one of its attributes (issue 12 item 12)."""
+    host = socket.gethostname()
+    job = qpy.sub("-a", host, "sh", "-c", 'echo "$QPY_NODE"')
+    assert qpy.wait_status(job)["node"] == host
+    assert (qpy.work / f"job_{job}.out").read_text() == f"{host}\n"
+    other = qpy.sub("-a", "localhost", "true")
+    assert qpy.wait_status(other)["node"] == host
+    nodes = json.loads(qpy.run("status", "--json").stdout)["nodes"]
+    assert [(n["name"], n["attrs"]) for n in nodes] == [(host, ["localhost"])]
+
+
+def test_an_older_personal_multiuser_is_renamed_and_no_bundle_is_written(qpy):
+    """Homes set up by older versions: the node called localhost gets the host's name,
+    and the personal multiuser's address and key that were copied into the bundle
+    files are not taken for a cluster's."""
+    start_daemons(qpy)
+    qpy.run("finish")
+    embedded = qpy.home / "embedded"
+    (embedded / "nodes").write_text("# the embedded default: this machine only\nlocalhost\n")
+    key = (embedded / "keys" / wire.whoami()).read_text()
+    for name, value in (("multiuser_connection_address", "127.0.0.1\n"),
+                        ("multiuser_connection_port",
+                         (embedded / "multiuser_connection_port").read_text()),
+                        ("multiuser_connection_conn_key", key)):
+        paths.write_private(qpy.home / name, value)
+    before = {name: (qpy.home / name).read_bytes() for name in paths.BUNDLE}
+    status = json.loads(qpy.run("status", "--json").stdout)
+    assert status["allocator"]["kind"] == "personal"
+    assert [n["name"] for n in status["nodes"]] == [socket.gethostname()]
+    assert {name: (qpy.home / name).read_bytes() for name in paths.BUNDLE} == before
 
 
 def test_running_job_outlives_finish_and_its_end_is_recorded(qpy):
@@ -124,7 +171,7 @@ def test_running_job_outlives_finish_and_its_end_is_recorded(qpy):
     assert leader
     master = qpy.pid("master")
 
-    assert qpy.run("finish").stdout == "Stopping qpy-master driver.\n"
+    assert qpy.run("finish").stdout.startswith("Stopping qpy-master driver.\n")
     wait_for(lambda: not pid_alive(master), what="the master to exit")
     assert pid_alive(leader), "finish ended the running job"
 
@@ -287,3 +334,32 @@ def test_multiuser_sigkill_master_reconnects_and_all_jobs_complete(qpy):
         return user if user["used"] == 0 and user["queue"] == 0 else None
 
     wait_for(released, what="the user's cores to be released")
+
+
+OLD_JOBS_TABLE = """
+CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, status TEXT NOT NULL,
+    command TEXT NOT NULL, cwd TEXT NOT NULL, n_cores INTEGER NOT NULL, mem REAL NOT NULL,
+    attr TEXT, node TEXT, address TEXT, t_queue REAL NOT NULL, t_start REAL, t_end REAL,
+    exit_code INTEGER, signal INTEGER, reason TEXT, script_copy TEXT, run_command TEXT,
+    env_id INTEGER, pid INTEGER, kill_requested INTEGER NOT NULL DEFAULT 0,
+    qpos INTEGER NOT NULL DEFAULT 0);
+"""
+
+
+def test_a_job_queued_by_an_older_qpy_runs_after_the_upgrade(qpy):
+    """A store from before the ``requeue`` and ``umask`` columns: the master adds them,
+    and the queued job runs with umask 022, as jobs did then."""
+    import sqlite3
+    import stat
+
+    qpy.home.mkdir(mode=0o700)
+    db = sqlite3.connect(qpy.home / "jobs.db")
+    db.executescript(OLD_JOBS_TABLE)
+    db.execute("INSERT INTO jobs (status, command, cwd, n_cores, mem, t_queue)"
+               " VALUES ('queue', 'umask', ?, 1, 1.0, 0)", (str(qpy.work),))
+    db.commit()
+    db.close()
+    record = qpy.wait_status(1)
+    assert (record["status"], record["exit_code"]) == ("done", 0), record
+    assert (qpy.work / "job_1.out").read_text() == "0022\n"
+    assert stat.S_IMODE((qpy.work / "job_1.out").stat().st_mode) == 0o644

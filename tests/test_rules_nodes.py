@@ -92,6 +92,16 @@ def test_nodes_pref_multicore_spellings(tmp_path):
     assert [n.pref_multicore for n in found.values()] == [False, True, False]
 
 
+def test_nodes_enforcement_settings(tmp_path):
+    found = nodes.load(write(tmp_path, "nodes", "a cores=1 cgroup=/sys/fs/cgroup/memory/qpy/%u "
+                             "rlimit_as=yes cpu_lock=/var/lib/qpy/cpus\nb cores=1 cgroup=systemd\n"
+                             "c cores=1 cgroup=off rlimit_as=false\nd 1\n"))
+    assert [(n.cgroup, n.rlimit_as, n.cpu_lock) for n in found.values()] == [
+        ("/sys/fs/cgroup/memory/qpy/%u", True, "/var/lib/qpy/cpus"), ("systemd", False, None),
+        ("off", False, None), (None, False, None)]
+    assert found["a"].public()["cgroup"] == "/sys/fs/cgroup/memory/qpy/%u"
+
+
 @pytest.mark.parametrize(("line", "words"), [
     ("node1 cores=4 colour=red", ["unknown key", "colour"]),
     ("node1 cores=x", ["cores", "'x'"]),
@@ -104,6 +114,10 @@ def test_nodes_pref_multicore_spellings(tmp_path):
     ("node1 cores=4 memory=nan", ["memory"]),
     ("node1 cores=4 memory=inf", ["memory"]),
     ("node1 cores=4 pref_multicore=maybe", ["pref_multicore", "maybe"]),
+    ("node1 cores=4 cgroup=qpy/%u", ["cgroup", "absolute path or systemd or off", "qpy/%u"]),
+    ("node1 cores=4 cgroup=on", ["cgroup", "'on'"]),
+    ("node1 cores=4 rlimit_as=sometimes", ["rlimit_as", "true or false", "sometimes"]),
+    ("node1 cores=4 cpu_lock=cpus.lock", ["cpu_lock", "absolute path", "cpus.lock"]),
     ("node1 4 X", ["short form"]),
     ("node1 4 M extra", ["short form"]),
     ("node1 x", ["cores", "'x'"]),

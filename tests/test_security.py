@@ -13,7 +13,7 @@ import stat
 from multiprocessing.connection import AuthenticationError, Client
 
 import pytest
-from conftest import start_daemons
+from conftest import NODE, start_daemons
 
 from qpy import paths, wire
 
@@ -37,7 +37,7 @@ def master_key(qpy) -> bytes:
 
 
 def user_key(qpy) -> bytes:
-    return paths.read_key(qpy.home / "multiuser_connection_conn_key")
+    return qpy.multiuser_key()
 
 
 def admin_key(qpy) -> bytes:
@@ -45,10 +45,7 @@ def admin_key(qpy) -> bytes:
 
 
 def multiuser_address(qpy) -> tuple[str, int]:
-    address = wire.parse_address((qpy.home / "multiuser_connection_address").read_text(),
-                                 (qpy.home / "multiuser_connection_port").read_text())
-    assert address[0] == "127.0.0.1"
-    return address
+    return qpy.multiuser_address()
 
 
 def mode(path) -> int:
@@ -83,9 +80,8 @@ def test_private_file_modes(qpy):
     home = qpy.home
     assert mode(home) == 0o700
     assert mode(home / "master.key") == 0o600
-    for name in ("multiuser_connection_address", "multiuser_connection_port",
-                 "multiuser_connection_conn_key"):
-        assert mode(home / name) == 0o600, name
+    for name in paths.BUNDLE:  # the personal multiuser hands out no bundle
+        assert not (home / name).exists(), name
     admin = admin_home(qpy)
     assert mode(admin) == 0o700
     assert mode(admin / "keys") == 0o700
@@ -101,12 +97,11 @@ def test_private_file_modes(qpy):
             assert mode(path) & 0o077 == 0, path
 
 
-def test_user_bundle_holds_the_users_own_key(qpy):
+def test_the_personal_multiuser_gives_the_user_their_own_key(qpy):
     start_daemons(qpy)
-    bundle_key = (qpy.home / "multiuser_connection_conn_key").read_text().strip()
-    assert bundle_key == (admin_home(qpy) / "keys" / wire.whoami()).read_text().strip()
-    assert bundle_key != (admin_home(qpy) / "admin.key").read_text().strip()
-    assert bundle_key != (qpy.home / "master.key").read_text().strip()
+    key = (admin_home(qpy) / "keys" / wire.whoami()).read_text().strip()
+    assert key != (admin_home(qpy) / "admin.key").read_text().strip()
+    assert key != (qpy.home / "master.key").read_text().strip()
 
 
 # -- the master ----------------------------------------------------------------------------
@@ -224,7 +219,7 @@ def test_admin_key_status_and_variables(qpy):
     status = admin_call(qpy, "status")
     assert status["ok"] is True
     assert wire.whoami() in [u["user"] for u in status["users"]]
-    assert status["nodes"] and status["nodes"][0]["name"] == "localhost"
+    assert status["nodes"] and status["nodes"][0]["name"] == NODE
     variables = admin_call(qpy, "variables")
     assert variables["ok"] is True
     data = variables["variables"]
@@ -249,6 +244,8 @@ def test_admin_session_is_not_a_master(qpy):
 
 
 def test_removed_user_key_no_longer_works(qpy):
+    """A removed user's key still proves who they are, so that they can be told why
+    nothing is served: every request is denied with the reason, and the session ends."""
     _, multiuser_pid = start_daemons(qpy)
     added = admin_call(qpy, "adduser", ["mallory"])
     assert added["ok"] is True
@@ -257,8 +254,14 @@ def test_removed_user_key_no_longer_works(qpy):
     with wire.connect(multiuser_address(qpy), "mallory", key) as conn:
         assert wire.call(conn, {"type": "status"}, REPLY_WAIT)["ok"] is True
     assert admin_call(qpy, "removeuser", ["mallory"])["ok"] is True
-    with pytest.raises(REFUSED):
-        wire.connect(multiuser_address(qpy), "mallory", key)
+    for request in ({"type": "status"}, {"type": "hello", "running": [], "queue_size": 0},
+                    {"type": "slots", "release": [], "want": [], "queue_size": 0}):
+        with wire.connect(multiuser_address(qpy), "mallory", key) as conn:
+            reply = wire.call(conn, request, REPLY_WAIT)
+            assert reply["ok"] is False and reply["code"] == "denied", reply
+            assert "mallory is not allowed" in reply["error"], reply
+            with pytest.raises((EOFError, OSError)):
+                wire.call(conn, {"type": "status"}, REPLY_WAIT)
     assert_multiuser_serves(qpy, multiuser_pid)
 
 
@@ -361,3 +364,46 @@ def test_write_private_replaces_a_readable_file(tmp_path):
     assert path.read_text() == "new"
     assert mode(path) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["secret"]  # no temporary file left
+
+
+# -- where the daemons import from ---------------------------------------------------------
+
+PLANTED = "import pathlib; pathlib.Path({marker!r}).write_text(__file__)\n"
+
+
+def plant_packages(where, marker, packages=("qpy", "qpy_master", "qpy_multiuser")) -> None:
+    """Packages named like qpy's in ``where`` whose import writes ``marker``: what another
+    user could leave in a shared directory."""
+    for package in packages:
+        (where / package).mkdir()
+        for name in ("__init__.py", "__main__.py"):
+            (where / package / name).write_text(PLANTED.format(marker=str(marker)))
+
+
+def test_daemons_never_import_from_the_callers_directory_or_pythonpath(qpy):
+    """``qpy sub`` typed in a directory holding a package named like a daemon's, with
+    PYTHONPATH naming another such directory: the master and the embedded multiuser
+    start from their installation all the same, and nothing planted runs."""
+    planted = qpy.root / "planted"
+    planted.mkdir()
+    marker = qpy.root / "planted_code_ran"
+    plant_packages(qpy.work, marker)
+    plant_packages(planted, marker, ("qpy_master", "qpy_multiuser"))  # the CLI's own
+    env = {**qpy.env, "PYTHONPATH": str(planted)}  # PYTHONPATH is the user's to choose
+    job = int(qpy.run("sub", "echo", "hi", env=env).stdout.split()[1])
+    record = qpy.wait_status(job)
+    assert record["exit_code"] == 0, record
+    assert (qpy.work / f"job_{job}.out").read_text() == "hi\n"
+    assert not marker.exists(), marker.read_text()
+    for name in ("master", "multiuser"):
+        cwd = os.readlink(f"/proc/{qpy.pid(name)}/cwd")
+        assert cwd == "/", (name, cwd)
+
+
+def test_a_relative_qpy_home_names_the_same_home_for_the_daemons(qpy):
+    """The daemons run in /, so a relative QPY_HOME is made absolute before they start."""
+    env = {**qpy.env, "QPY_HOME": "home"}
+    job = int(qpy.run("sub", "pwd", env=env, cwd=qpy.root).stdout.split()[1])
+    assert qpy.wait_status(job)["exit_code"] == 0
+    assert (qpy.root / f"job_{job}.out").read_text() == f"{qpy.root}\n"
+    assert qpy.pid("master") and qpy.pid("multiuser")

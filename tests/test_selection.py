@@ -106,6 +106,10 @@ def test_empty_args() -> None:
         (",", "invalid job selection ',': not an ID, range, status, 'all' or directory"),
         ("", "invalid job selection '': not an ID, range, status, 'all' or directory"),
         ("Done", "invalid job selection 'Done': not an ID, range, status, 'all' or directory"),
+        ("9223372036854775808", "invalid job ID '9223372036854775808': IDs go up to "
+                                "9223372036854775807"),
+        ("1-99999999999999999999", "invalid job ID '99999999999999999999' in "
+                                   "'1-99999999999999999999': IDs go up to 9223372036854775807"),
     ],
 )
 def test_bad_arguments(arg: str, message: str, tmp_path: Path) -> None:
@@ -228,6 +232,8 @@ def test_validate_accepts_single_id_range() -> None:
         ({"ranges": [[1, 2, 3]]}, "[1, 2, 3]"),
         ({"ranges": [[3, 2]]}, "[3, 2]"),
         ({"ranges": [[0, 2]]}, "[0, 2]"),
+        ({"ranges": [[1, 2 ** 63]]}, str(2 ** 63)),
+        ({"ids": [2 ** 63]}, str(2 ** 63)),
         ({"ranges": [[1, False]]}, "[1, False]"),
         ({"ranges": [(1, 2)]}, "(1, 2)"),
         ({"ranges": [[1, "2"]]}, "[1, '2']"),

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import NODE, QPY, wait_for
+
+from qpy import paths, wire
 
 RECEIVED = re.compile(r"Job (\d+) received\.\n")
 
@@ -67,6 +71,19 @@ def test_single_argument_is_a_shell_line(qpy):
     assert out(qpy, job) == "y\n"
 
 
+def test_a_shell_line_runs_in_the_users_login_shell(qpy):
+    """The account's shell from the password database runs the line (here: the test
+    runner's own account; tests/test_shared_dirs.py switches real accounts' shells)."""
+    import pwd
+
+    shell = pwd.getpwuid(os.getuid()).pw_shell
+    if os.path.basename(shell) not in ("bash", "dash", "sh", "zsh", "ksh"):
+        pytest.skip(f"this account's shell is {shell}")
+    job, record = finished(qpy, "readlink /proc/$$/exe; :")
+    assert record["exit_code"] == 0
+    assert out(qpy, job) == os.path.realpath(shell) + "\n"
+
+
 def test_output_files_in_submission_directory_and_job_runs_there(qpy):
     subdir = qpy.work / "runs" / "a"
     subdir.mkdir(parents=True)
@@ -78,10 +95,66 @@ def test_output_files_in_submission_directory_and_job_runs_there(qpy):
     assert not (qpy.work / f"job_{job}.err").exists()
 
 
+def test_output_files_and_the_job_get_the_submitters_umask(qpy):
+    """``umask 077; qpy sub ...``: the output files are 0600 and the job runs with 077,
+    as it would have run in that shell; another umask gives other modes."""
+    for mask, mode in ((0o077, 0o600), (0o027, 0o640), (0o002, 0o664)):
+        proc = subprocess.run([QPY, "sub", "sh", "-c", "umask; touch made"], cwd=qpy.work,
+                              env=qpy.env, capture_output=True, text=True, umask=mask,
+                              stdin=subprocess.DEVNULL, timeout=120)
+        job = received(proc.stdout)
+        assert qpy.wait_status(job)["exit_code"] == 0
+        assert out(qpy, job) == f"{mask:04o}\n"
+        for name in (f"job_{job}.out", f"job_{job}.err"):
+            assert stat.S_IMODE((qpy.work / name).stat().st_mode) == mode, (name, oct(mask))
+        assert stat.S_IMODE((qpy.work / "made").stat().st_mode) == mode
+        (qpy.work / "made").unlink()
+
+
+def raw_sub(qpy, **extra) -> dict:
+    """A ``sub`` request as the wire carries it, with ``extra`` fields; the reply."""
+    qpy.run("status")
+    key = paths.read_key(qpy.home / "master.key")
+    with wire.connect(str(qpy.home / "master.sock"), wire.whoami(), key) as conn:
+        return wire.call(conn, {"type": "sub", "command": "umask", "cwd": str(qpy.work),
+                                "env": {"PATH": os.environ["PATH"]}, "n_cores": 1,
+                                "mem": 1.0, "attr": None, "copy": None, "script": None,
+                                **extra}, 60.0)
+
+
+def test_a_umask_out_of_range_is_refused(qpy):
+    for bad in (0o1000, -1):
+        reply = raw_sub(qpy, umask=bad)
+        assert (reply["ok"], reply["code"]) == (False, "bad_request"), reply
+        assert reply["error"] == f"the umask must be between 0 and 0o777, not {bad:#o}"
+    assert qpy.jobs() == []
+
+
+def test_a_client_that_sends_no_umask_gets_022(qpy):
+    """A ``sub`` request of an older client, without the umask: output files are 0644."""
+    reply = raw_sub(qpy)
+    assert reply["ok"], reply
+    job = reply["job"]
+    assert qpy.wait_status(job)["exit_code"] == 0
+    assert out(qpy, job) == "0022\n"
+    assert stat.S_IMODE((qpy.work / f"job_{job}.out").stat().st_mode) == 0o644
+
+
+def test_an_output_file_of_the_users_own_is_replaced(qpy):
+    """An existing ``job_<ID>.out`` of the user's own (a home made anew, say) is truncated
+    and written, as before."""
+    qpy.run("ctrlQueue", "pause")
+    job = qpy.sub("echo", "new")
+    (qpy.work / f"job_{job}.out").write_text("an old and longer text\n")
+    qpy.run("ctrlQueue", "continue")
+    assert qpy.wait_status(job)["exit_code"] == 0
+    assert out(qpy, job) == "new\n"
+
+
 def test_qpy_variables_are_set(qpy):
     job, _ = finished(qpy, "-n", "2", "-m", "1.5", "sh", "-c",
                       'echo "$QPY_JOB_ID|$QPY_NODE|$QPY_N_CORES|$QPY_MEM"')
-    assert out(qpy, job) == f"{job}|localhost|2|1.5\n"
+    assert out(qpy, job) == f"{job}|{NODE}|2|1.5\n"
 
 
 def test_default_resources_reach_the_job(qpy):
@@ -248,6 +321,35 @@ def test_bad_option_refused(qpy, options, names):
     _assert_refused(qpy, qpy.run("sub", *options, "true", check=False), *names)
 
 
+@pytest.mark.parametrize(("words", "why"), [
+    (["./missing.sh"], "no such file"),
+    (["./missing.sh", "arg"], "no such file"),
+    (["sub/missing.sh --flag > log"], "no such file"),
+    (["./plain.txt"], "not executable"),
+    (["./adir"], "it is a directory"),
+])
+def test_a_script_path_that_cannot_run_is_refused(qpy, words, why):
+    (qpy.work / "adir").mkdir()
+    script(qpy.work / "plain.txt", "echo hi\n", executable=False)
+    proc = qpy.run("sub", *words, check=False)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    path = words[0].split()[0]
+    assert proc.stderr.startswith(f"qpy: cannot run {path!r}: {why}"), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+    assert not (qpy.home / "jobs.db").exists() or qpy.jobs() == []
+
+
+@pytest.mark.parametrize("words", [
+    ["echo hi"], ["cd sub && ./run.sh"], ["./run.sh;true"], ["$HOME/missing"],
+    ["bash", "./run.sh"], ["FOO=1 ./missing"], ["sub/run.sh"], ["./run.sh", "x"],
+])
+def test_shell_lines_and_runnable_paths_are_accepted(qpy, words):
+    (qpy.work / "sub").mkdir()
+    script(qpy.work / "sub" / "run.sh", "#!/bin/sh\necho ran\n")
+    script(qpy.work / "run.sh", "#!/bin/sh\necho ran\n")
+    assert qpy.run("sub", *words).stdout.endswith("received.\n")
+
+
 def test_no_command_refused(qpy):
     _assert_refused(qpy, qpy.run("sub", check=False), "command")
 
@@ -284,14 +386,14 @@ def _start(qpy, master_running: bool) -> None:
 def test_more_cores_than_any_node_refused(qpy, master_running):
     _start(qpy, master_running)
     proc = qpy.run("sub", "-n", "10000", "true", check=False)
-    _assert_refused(qpy, proc, "10000", "largest node", "localhost")
+    _assert_refused(qpy, proc, "10000", "largest node", NODE)
 
 
 @START
 def test_more_memory_than_any_node_refused(qpy, master_running):
     _start(qpy, master_running)
     proc = qpy.run("sub", "-m", "100000", "true", check=False)
-    _assert_refused(qpy, proc, "100000", "largest node", "localhost")
+    _assert_refused(qpy, proc, "100000", "largest node", NODE)
 
 
 @START

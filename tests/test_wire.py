@@ -17,6 +17,7 @@ import pytest
 from conftest import start_daemons
 
 from qpy import paths, wire
+from qpy_multiuser import __main__ as mu_main
 
 REPLY_WAIT = 60.0  # only a guard against a hang; no test asserts a duration
 
@@ -34,15 +35,11 @@ def master_connect(qpy):
 
 
 def multiuser_address(qpy) -> tuple[str, int]:
-    address = wire.parse_address((qpy.home / "multiuser_connection_address").read_text(),
-                                 (qpy.home / "multiuser_connection_port").read_text())
-    assert address[0] == "127.0.0.1"
-    return address
+    return qpy.multiuser_address()
 
 
 def multiuser_connect(qpy):
-    key = paths.read_key(qpy.home / "multiuser_connection_conn_key")
-    return wire.connect(multiuser_address(qpy), wire.whoami(), key)
+    return wire.connect(multiuser_address(qpy), wire.whoami(), qpy.multiuser_key())
 
 
 def reply_to(conn, raw: bytes) -> dict:
@@ -330,8 +327,10 @@ def test_stalled_client_blocks_nobody(qpy, daemon):
 
 @pytest.mark.parametrize("daemon", ["master", "multiuser"])
 def test_many_concurrent_clients_all_served(qpy, daemon):
+    """As many sessions at once as one user may hold (the multiuser caps them per user,
+    its master's link among them) are all served."""
     master_pid, multiuser_pid = start_daemons(qpy)
-    n = 50
+    n = 50 if daemon == "master" else mu_main.LIMITS.per_user - 1
     all_connected = threading.Barrier(n, timeout=REPLY_WAIT)
 
     def one_client(i: int) -> dict:
@@ -348,6 +347,25 @@ def test_many_concurrent_clients_all_served(qpy, daemon):
     assert [r["re"] for r in replies] == [1000 + i for i in range(n)]
     if daemon == "master":
         assert {r["pid"] for r in replies} == {master_pid}
+    assert_still_running(qpy, master_pid, multiuser_pid)
+
+
+def test_sessions_beyond_the_per_user_limit_are_refused(qpy):
+    """One more session than a user may hold gets an error naming the limit; the others,
+    and the user's master, go on being served."""
+    master_pid, multiuser_pid = start_daemons(qpy)
+    held = [multiuser_connect(qpy) for _ in range(mu_main.LIMITS.per_user - 1)]
+    try:
+        for conn in held:
+            assert wire.call(conn, {"type": "status"}, REPLY_WAIT)["ok"] is True
+        with multiuser_connect(qpy) as extra:
+            assert extra.poll(REPLY_WAIT)
+            reply = wire.decode(extra.recv_bytes(wire.MAX_MESSAGE))
+        assert reply["ok"] is False and "too many connections" in reply["error"], reply
+        assert qpy.run("status").returncode == 0
+    finally:
+        for conn in held:
+            conn.close()
     assert_still_running(qpy, master_pid, multiuser_pid)
 
 
@@ -454,4 +472,5 @@ def test_an_unreachable_multiuser_exits_4(qpy):
             paths.write_private(qpy.home / name, value + "\n")
         proc = qpy.run("status", check=False)
     assert proc.returncode == 4, proc.stderr
-    assert proc.stderr.startswith("qpy: the multiuser is not reachable")
+    assert proc.stderr.startswith(
+        f"qpy: the cluster's multiuser at 127.0.0.1:{port} is not reachable"), proc.stderr

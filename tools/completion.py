@@ -17,6 +17,7 @@ import os
 import re
 import sys
 
+from qpy.commands.runs import RUN_STATUSES
 from qpy.states import FINISHED, STATUSES
 
 SCRIPT_NAME = "bash_completion.sh"
@@ -24,12 +25,15 @@ INTERNAL = ("_complete",)  # commands for the script itself: neither completed n
 
 # --- what the generator needs to know beyond the click trees ---------------------------
 
-# Selections (see qpy/cli.py; `check` takes every status): the words each command accepts
-# besides IDs, ranges and directories, and which jobs' IDs are worth offering.
+# Selections (see qpy/commands/): the words each command accepts besides IDs, ranges and
+# directories, and which jobs' IDs are worth offering.
 SELECTIONS = {
     "kill": (("queue", "running", "all"), ("queue", "running")),
     "clean": ((*FINISHED, "all"), FINISHED),
+    "requeue": ((*FINISHED, "all"), FINISHED),
 }
+# Selections that offer every job's ID, with the words each accepts.
+ANY_JOB = {"check": STATUSES, "wait": (*STATUSES, "all"), "history": (*RUN_STATUSES, "all")}
 
 # Bash snippets for positional arguments that click's types cannot describe. They run in
 # __qpy_complete with ``cur`` (the word at the cursor), ``args`` (the arguments before
@@ -38,6 +42,7 @@ SELECTIONS = {
 QPY_ARGS = {
     "sub": "if (( n == 0 )); then __qpy_command; else __qpy_files; fi",
     "notes": "if (( n == 0 )); then __qpy_ids; fi",
+    "log": "if (( n == 0 )); then __qpy_ids; fi",
     "ctrlQueue": "if (( n == 0 )); then __qpy_words {actions}\n"
                  "elif [[ ${{args[0]}} == jump ]]; then\n"
                  "    __qpy_ids queue\n"
@@ -48,6 +53,7 @@ QPY_ARGS = {
     "connect": "if [[ \" ${{COMP_WORDS[*]:0:COMP_CWORD}} \" == *' --gui '* ]]; then\n"
                "    if (( n == 0 )); then __qpy_command; else __qpy_files; fi\n"
                "elif (( n == 0 )); then __qpy_ids queue running; fi",
+    "join": ":  # the enrolment code: nothing to offer",
 }
 ADMIN_ARGS = {name: "if (( n == 0 )); then __qpy_users; fi"
               for name in ("adduser", "removeuser", "__user", "__req_core", "__remove_job")}
@@ -171,7 +177,8 @@ def _qpy_snippets() -> dict[str, str]:
                                   keywords=_words([*commands, *config.KEYS]))
                 for name, text in QPY_ARGS.items()}
     snippets["config"] = _config_snippet()
-    for name, (words, id_statuses) in {"check": (STATUSES, ()), **SELECTIONS}.items():
+    for name, (words, id_statuses) in {**{n: (w, ()) for n, w in ANY_JOB.items()},
+                                       **SELECTIONS}.items():
         snippets[name] = (f"__qpy_words {_words(words)}\n__qpy_ids {' '.join(id_statuses)}"
                           .rstrip() + "\n__qpy_dirs")
     return snippets
@@ -252,7 +259,8 @@ HEADER = """\
 # Bash completion for qpy, qpy-admin and qpy-access-multiuser.py.
 #
 # Enable it with `source /path/to/bash_completion.sh`, e.g. in ~/.bashrc.
-# `qpy COMMAND ? <TAB><TAB>` prints a short help and leaves the line as it is.
+# `qpy COMMAND ? <TAB><TAB>` (or `?<TAB><TAB>`) prints a short help and leaves the line
+# as it is; `qpy ? <TAB><TAB>` lists the commands.
 #
 # GENERATED from the click commands by `python -m tools.completion`: do not edit by hand.
 # tests/test_completion.py fails when this file differs from what the generator writes.
@@ -319,16 +327,26 @@ __qpy_say() {  # LINE...: print the lines, without a newline after the last one
     printf '%s' "$*"
 }
 
-__qpy_help() {  # PROG COMMAND: the help for `? <TAB><TAB>`, keeping the line unchanged
-    if [[ ${COMP_TYPE:-} != 63 ]]; then
-        # First TAB: the word itself, so nothing changes and the next TAB lists.
-        COMPREPLY=('?')
-        compopt -o nospace 2>/dev/null
-        return 0
-    fi
+__qpy_help() {  # PROG COMMAND [spaced]: the help for `?<TAB><TAB>` or `? <TAB><TAB>`,
+    # keeping the line unchanged
+    case ${COMP_TYPE:-}:${3:-} in
+        63:* | 33:spaced | 64:spaced) ;;  # a listing: the help is printed
+        *:spaced)
+            # First TAB after `? `: two words with nothing in common insert nothing,
+            # and the next TAB lists.
+            COMPREPLY=('---' '')
+            return 0
+            ;;
+        *)
+            # First TAB on `?`: the word itself, so nothing changes and the next TAB lists.
+            COMPREPLY=('?')
+            compopt -o nospace 2>/dev/null
+            return 0
+            ;;
+    esac
     printf '\n'
     "__qpy_help_$1" "$2" "${COMP_WORDS[0]##*/}"
-    COMPREPLY=('---')
+    if [[ ${COMP_TYPE:-} == 63 ]]; then COMPREPLY=('---'); else COMPREPLY=('---' ''); fi
 }
 
 # --- the engine, shared by qpy and qpy-admin ---
@@ -347,8 +365,13 @@ __qpy_complete() {  # PROG: complete COMP_WORDS[COMP_CWORD] for program PROG
         fi
         (( i++ ))
     done
+    [[ $cmd == '?' ]] && cmd=''  # `qpy ? <TAB><TAB>`: the overview
     if [[ $cur == '?' ]]; then
         __qpy_help "$prog" "$cmd"
+        return 0
+    fi
+    if [[ -z $cur ]] && (( COMP_CWORD > 1 )) && [[ ${COMP_WORDS[COMP_CWORD-1]} == '?' ]]; then
+        __qpy_help "$prog" "$cmd" spaced
         return 0
     fi
     if [[ -z $cmd ]]; then

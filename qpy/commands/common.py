@@ -40,3 +40,15 @@ def parse_selection(args: tuple[str, ...], statuses: tuple[str, ...], what: str,
                                cwd=current().cwd)
     except selection.SelectionError as exc:
         fail(str(exc))
+
+
+def parse_id(text: str, what: str) -> int:
+    """One job ID from the command line; bad input names it."""
+    from qpy import selection
+
+    if not text.isdigit():
+        fail(f"{what} takes a job ID, not {text!r}")
+    try:
+        return selection.job_id(text)
+    except selection.SelectionError as exc:
+        fail(str(exc))

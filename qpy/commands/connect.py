@@ -23,7 +23,8 @@ def _create(n_cores: str | None, mem: str | None, attr: str | None, name: str | 
         fail(str(exc))
     inv = current()
     return request({"type": "connect", "cwd": inv.cwd, "env": inv.env, "n_cores": cores,
-                    "mem": memory, "attr": expr, "name": name, "gui": gui})
+                    "mem": memory, "attr": expr, "name": name, "gui": gui,
+                    "umask": inv.umask})
 
 
 def _find(sessions: list[dict], word: str) -> dict:

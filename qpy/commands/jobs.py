@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from qpy.client import ClientError
 from qpy.commands.common import CONTEXT, echo, fail, parse_selection, request, say
 from qpy.invocation import current
 from qpy.states import FINISHED, STATUSES
@@ -21,9 +22,13 @@ from qpy.states import FINISHED, STATUSES
               help="Run the original script even if copyScripts is on.")
 @click.option("--requeue", "requeue", is_flag=True, default=None,
               help="Queue the job again if its node fails while it runs (else: lost).")
+@click.option("-t", "--time", "time", metavar="TIME",
+              help="Wall-time limit: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S; 0 or UNLIMITED: "
+                   "none.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def sub(n_cores: str | None, mem: str | None, attr: str | None, copy_flag: bool,
-        original_flag: bool, requeue: bool | None, command: tuple[str, ...]) -> None:
+        original_flag: bool, requeue: bool | None, time: str | None,
+        command: tuple[str, ...]) -> None:
     """Submit COMMAND as a job. Options go before the command."""
     from qpy import jobspec
 
@@ -32,10 +37,10 @@ def sub(n_cores: str | None, mem: str | None, attr: str | None, copy_flag: bool,
     copy = True if copy_flag else False if original_flag else None
     inv = current()
     try:
-        spec = jobspec.build(list(command), inv.cwd, n_cores, mem, attr, copy, requeue)
+        spec = jobspec.build(list(command), inv.cwd, n_cores, mem, attr, copy, requeue, time)
     except jobspec.SpecError as exc:
         fail(str(exc))
-    say(request({"type": "sub", **spec, "env": inv.env}))
+    say(request({"type": "sub", **spec, "env": inv.env, "umask": inv.umask}))
 
 
 @click.command(context_settings=CONTEXT)
@@ -47,10 +52,12 @@ def check(as_json: bool, jobs: tuple[str, ...]) -> None:
 
     sel = parse_selection(jobs, STATUSES, "check") if jobs else {}
     reply = request({"type": "check", "select": sel})
+    if jobs and not reply["jobs"]:
+        raise ClientError(f"no job matches {' '.join(jobs)}", "not_found")
     if as_json:
-        import json
+        from qpy import jsonout
 
-        echo(json.dumps(reply["jobs"], indent=1) + "\n")
+        echo(jsonout.document(jobs=[jsonout.job(j) for j in reply["jobs"]]))
         return
     from qpy import render
 

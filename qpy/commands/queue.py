@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from qpy.commands.common import CONTEXT, fail, parse_selection, request, say
+from qpy.commands.common import CONTEXT, fail, parse_id, parse_selection, request, say
 
 
 @click.command(name="ctrlQueue", context_settings={**CONTEXT, "ignore_unknown_options": True})
@@ -20,7 +20,9 @@ def ctrl_queue(action: str, args: tuple[str, ...]) -> None:
     if len(args) < 2:
         fail("ctrlQueue jump needs job IDs and a target: a job ID, begin or end")
     target = args[-1]
-    if target not in ("begin", "end") and not target.isdigit():
-        fail(f"jump target must be a job ID, begin or end, not {target!r}")
+    if target not in ("begin", "end"):
+        if not target.isdigit():
+            fail(f"jump target must be a job ID, begin or end, not {target!r}")
+        parse_id(target, "jump")
     sel = parse_selection(args[:-1], (), "jump", allow_dirs=False)
     say(request({"type": "ctrl", "action": "jump", "select": sel, "target": target}))
