@@ -4,6 +4,7 @@ multiuser and the jobs are the real ones of the embedded default."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pwd
@@ -12,7 +13,7 @@ import shutil
 import signal
 
 import pytest
-from conftest import BIN, QPY, assert_one_line_error, job_processes, pid_alive, wait_for
+from conftest import BIN, NODE, QPY, assert_one_line_error, job_processes, pid_alive, wait_for
 from terminal import Terminal
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -129,7 +130,7 @@ def test_kill_ends_an_attached_session_and_its_whole_tree(qpy, term):
     job = qpy.wait_status(1)
     assert (job["status"], job["signal"]) == ("killed", signal.SIGTERM)
     wait_for(lambda: not pid_alive(server), what="the tmux server to end")
-    assert not (qpy.home / "run" / "localhost" / "s1").exists()  # its directory is freed
+    assert not (qpy.home / "run" / NODE / "s1").exists()  # its directory is freed
 
 
 def test_without_a_terminal_connect_refuses_in_one_line_and_submits_nothing(qpy):
@@ -157,8 +158,8 @@ def test_detach_names_list_json_and_idle_placeholder(qpy, term):
     lines = qpy.run("connect", "-l").stdout.splitlines()
     assert lines[0].split() == ["ID", "NAME", "KIND", "NODE", "CORES", "MEM", "STATUS",
                                 "ATTACHED", "IDLE"]
-    assert lines[1].split()[:8] == ["1", "dev", "tmux", "localhost", "1", "5", "running", "0"]
-    assert lines[2].split()[:8] == ["2", "-", "tmux", "localhost", "1", "3", "running", "0"]
+    assert lines[1].split()[:8] == ["1", "dev", "tmux", NODE, "1", "5", "running", "0"]
+    assert lines[2].split()[:8] == ["2", "-", "tmux", NODE, "1", "3", "running", "0"]
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d", line.split()[8]) for line in lines[1:])
     assert len(lines) == 3
     qpy.run("config", "checkFMT", r"%j %s %I\n")
@@ -179,6 +180,12 @@ def test_detach_names_list_json_and_idle_placeholder(qpy, term):
         in term.screen("c")
 
 
+def idle_since(qpy, job: int) -> float:
+    """The session's idle_since of check --json (ISO 8601 in UTC), in seconds."""
+    stamp = qpy.job(job)["idle_since"]
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 def test_idle_time_grows_and_resets_on_input_and_on_cpu_use(qpy, term):
     job = detached(qpy)
     ready(qpy, job)
@@ -189,9 +196,9 @@ def test_idle_time_grows_and_resets_on_input_and_on_cpu_use(qpy, term):
     term.run("a", [QPY, "connect", str(job)], qpy.work)
     attached_prompt(term, "a", "ACTIVE")
     wait_for(lambda: session(qpy, job)["idle"] < 2.0, what="idle time to reset on input")
-    since = qpy.job(job)["idle_since"]
+    since = idle_since(qpy, job)
     term.type("a", "yes > /dev/null")  # busy, without any input
-    wait_for(lambda: qpy.job(job)["idle_since"] > since + 2.5,
+    wait_for(lambda: idle_since(qpy, job) > since + 2.5,
              what="a busy session to stay active without input")
     term.send("a", "C-c")
     term.type("a", "exit 0")
@@ -252,7 +259,7 @@ def test_the_wait_is_one_line_with_the_reason_and_ctrl_c_withdraws(qpy, term):
 def test_a_garbled_state_file_neither_stops_the_launcher_nor_the_master(qpy):
     job = detached(qpy)
     directory = ready(qpy, job)["dir"]
-    run_dir = str(qpy.home / "run" / "localhost").encode()
+    run_dir = str(qpy.home / "run" / NODE).encode()
     launcher = [p for p in job_processes(qpy, lambda argv, env: argv[-1] == run_dir)
                 if parent(p) == qpy.pid("master")]  # not its supervisors: they are forks
     assert len(launcher) == 1, launcher
