@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from common import QPY, Bench, timed
+from common import QPY, Bench, install_note, timed
 
 RUNS = 30
 LOOP = 200
@@ -37,7 +37,7 @@ def main() -> None:
     print(f"cli: qpy sub {sub:.1f} ms ({sub / base:.2f}x), qpy check of 100 jobs {check:.1f} ms "
           f"({check / base:.2f}x), qpy kill {kill:.1f} ms ({kill / base:.2f}x); a loop of "
           f"qpy sub {rate:.0f} jobs/s; baseline python -c pass {base:.1f} ms "
-          f"(medians of {RUNS})")
+          f"(medians of {RUNS}){install_note()}")
 
 
 if __name__ == "__main__":

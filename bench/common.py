@@ -30,6 +30,15 @@ def compile_packages() -> None:
 compile_packages()
 
 
+def install_note() -> str:
+    """Said beside start-up figures when qpy comes through an editable install's import
+    hook, which costs every command ~16 ms here before qpy runs (README: compat mode)."""
+    site = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    hooks = list((site / "site-packages").glob("__editable___qpy*_finder.py"))
+    return "; NOTE: qpy is an editable install with an import hook (figures include it)" \
+        if hooks else ""
+
+
 def nodes_option(argv: list[str]) -> int:
     """``--nodes N``: run the jobs on N network-namespace nodes over ssh (root only)."""
     if "--nodes" not in argv:

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from common import QPY, Bench, timed
+from common import QPY, Bench, install_note, timed
 from latency import first_instruction
 
 RUNS = 20
@@ -147,7 +147,7 @@ def main() -> None:
           f"{ratio['next']:.2f}x tsp {tsp['next']:.2f} ms; {LOOP}-sub loop qpy "
           f"{qpy['loop']:.0f}/s = {qpy['loop'] / tsp['loop']:.2f}x tsp {tsp['loop']:.0f}/s; "
           f"floor python -c pass {floor:.2f} ms (qpy sub {qpy['sub'] / floor:.2f}x); "
-          f"medians of {RUNS}")
+          f"medians of {RUNS}{install_note()}")
 
 
 if __name__ == "__main__":

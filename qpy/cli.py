@@ -78,7 +78,7 @@ def run(argv: list[str] | None = None) -> int:
 
 def main() -> None:
     """The full command line in this process (``python -m qpy.cli``)."""
-    from qpy.exiting import exit_now
+    from qpy.quick_exit import exit_now
 
     exit_now(run())
 

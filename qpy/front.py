@@ -224,11 +224,11 @@ def _deadline() -> None:
 
 def main() -> None:
     """The ``qpy`` console script."""
-    from qpy.exiting import exit_now
-
     code = served(sys.argv[1:])
     if code is None:
         from qpy import cli
 
         code = cli.run()
+    from qpy.quick_exit import exit_now
+
     exit_now(code)

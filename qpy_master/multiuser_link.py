@@ -24,6 +24,7 @@ from qpy.server import shut
 
 log = logging.getLogger("qpy.master.link")
 REFUSED_RETRY = 10.0  # seconds between attempts while the multiuser refuses this user
+RECONNECT_WAIT = 3.0  # how long a request waits for a link that is reconnecting
 KEY_REFUSED = ("the cluster's multiuser does not accept your key "
                "(multiuser_connection_conn_key): ask your qpy admin for a new one")
 
@@ -48,6 +49,7 @@ class MultiuserLink:
         self._up = threading.Event()
         self._settled = threading.Event()  # registered or refused: the answer is known
         self._closed = threading.Event()
+        self._retry = threading.Event()  # cuts the back-off short: someone is waiting
         self.refusal: str | None = None  # why the multiuser refuses this user, if it does
         threading.Thread(target=self._run, name="multiuser-link", daemon=True).start()
 
@@ -69,7 +71,14 @@ class MultiuserLink:
         self._settled.set()
 
     def request(self, msg: dict, timeout: float = 30.0) -> dict:
-        """Send a request and wait for its reply; raises LinkDown when disconnected."""
+        """Send a request and wait for its reply; raises LinkDown when disconnected.
+
+        A link that is down but not refused is retried at once and given a moment: a
+        user's ``qpy status`` just after the admin restarted the multiuser should find it,
+        not the back-off of a master that lost it a while ago."""
+        if not self._up.is_set() and self.refusal is None and not self._closed.is_set():
+            self._retry.set()
+            self._up.wait(RECONNECT_WAIT)
         return self._wait(self._current(), msg, timeout)
 
     def _wait(self, conn, msg: dict, timeout: float) -> dict:
@@ -114,6 +123,7 @@ class MultiuserLink:
 
     def close(self) -> None:
         self._closed.set()
+        self._retry.set()
         conn = self._conn
         if conn is not None:
             shut(conn)
@@ -129,8 +139,11 @@ class MultiuserLink:
                 continue
             except Exception as exc:
                 log.warning("cannot reach the multiuser: %s", exc)
-                self._closed.wait(delay)
-                delay = min(delay * 2, 5.0)
+                if self._retry.wait(delay):
+                    self._retry.clear()
+                    delay = 0.05
+                else:
+                    delay = min(delay * 2, 5.0)
                 continue
             delay = 0.05
             self._serve(conn)

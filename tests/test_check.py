@@ -234,12 +234,12 @@ def test_default_format_shows_failures(qpy):
         qpy.wait_status(job)
     lines = qpy.run("check").stdout.splitlines()
     assert lines[:3] == [
-        f"{clean} (done):true (on localhost; wd: {work})",
-        f"{three} (done, exit 3):exit 3 (on localhost; wd: {work})",
-        f"{signalled} (done, signal 9):kill -9 $$ (on localhost; wd: {work})"]
+        f"{clean} (done):true (on {NODE}; wd: {work})",
+        f"{three} (done, exit 3):exit 3 (on {NODE}; wd: {work})",
+        f"{signalled} (done, signal 9):kill -9 $$ (on {NODE}; wd: {work})"]
     reason = qpy.job(never)["reason"]
     assert reason.startswith("failed to start: ") and str(gone) in reason
-    assert lines[3] == f"{never} (done, {reason}):true (on localhost; wd: {gone})"
+    assert lines[3] == f"{never} (done, {reason}):true (on {NODE}; wd: {gone})"
     assert len(lines) == 4
 
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import QPY, assert_one_line_error, json_payload, wait_for
+from conftest import NODE, QPY, assert_one_line_error, json_payload, wait_for
 
 from qpy import history_view, jsonout, wire
 from qpy.model import RUN_FIELDS, Job
@@ -51,7 +51,7 @@ def test_a_run_with_its_accounting(qpy):
     assert (run["job"], run["run"], run["status"], run["exit_code"], run["signal"]) == \
         (job, 1, "done", 3, None)
     assert (run["n_cores"], run["mem"], run["node"], run["time_limit"]) == \
-        (2, 1.5, "localhost", 300)
+        (2, 1.5, NODE, 300)
     assert run["command"] == shlex.join(["sh", "-c", WORK])
     assert run["cwd"] == str(qpy.work.resolve())
     assert run["cpu"] >= 0.4, run  # the busy loop, and what the child used
@@ -66,7 +66,7 @@ def test_a_run_with_its_accounting(qpy):
                                "SUBMITTED", "STARTED", "ENDED", "ELAPSED", "CPU", "PEAK_GB",
                                "COMMAND"]
     words = text[1].split()
-    assert words[:7] == [str(job), "1", "done", "3", "localhost", "2", "1.5"]
+    assert words[:7] == [str(job), "1", "done", "3", NODE, "2", "1.5"]
     assert words[15] == f"{run['peak_mem']:.3f}"  # times are two words each
     qpy.run("config", "checkFMT", "%j %M %U\\n")
     cpu = int(run["cpu"])
@@ -166,7 +166,11 @@ def test_json_documents_and_their_schema_in_the_manual(qpy):
                       what="qpy status")
     assert list(check) == ["version", "jobs"] and check["version"] == 1
     assert list(history) == ["version", "runs"] and history["version"] == 1
-    assert list(status) == ["version", "users", "nodes"] and status["version"] == 1
+    assert list(status) == ["version", "users", "nodes", "allocator"] and status["version"] == 1
+    assert set(status["allocator"]) == {"kind", "address"}
+    for command, document in (("check", check), ("history", history), ("status", status)):
+        shown, = re.findall(rf"^(\{{.*\}}) +qpy {command} --json$", MANUAL, re.MULTILINE)
+        assert re.findall(r'"(\w+)":', shown) == list(document), shown
     jobs_doc, = documented("JSON: jobs (check)")
     runs_doc, = documented("JSON: runs (history)")
     users_doc, nodes_doc = documented("JSON: users and nodes (status)")

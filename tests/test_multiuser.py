@@ -33,6 +33,7 @@ from multiuser import (
     WAIT,
     Cluster,
     Jobs,
+    LogTail,
     expected_exit,
     started_cluster,
     unavailable,
@@ -323,7 +324,9 @@ def test_a_killed_queue_stops_holding_the_minimum(cluster, work):
 def test_admin_status_says_which_nodes_are_up_and_which_are_not(cluster):
     text = cluster.admin("status").stdout
     assert "Up nodes (3 of 3): n1, n2, n3\n" in text and "Down nodes" not in text, text
-    assert text == cluster.qpy_as("alice", "status").stdout
+    host, port = cluster.multiuser_address()
+    allocator = f"Allocator: the cluster's multiuser at {host}:{port}\n"
+    assert cluster.qpy_as("alice", "status").stdout == allocator + text  # a user's says whose
     # a node monitoring has not reached yet (an address nothing answers on) is not up
     cluster.write_admin_file("nodes", NODES_TEXT + "n4 address=192.0.2.1 cores=2 memory=4\n")
     cluster.admin("nodes")
@@ -381,6 +384,20 @@ def test_admin_finish_returns_once_the_multiuser_has_exited(cluster):
     assert proc.returncode == 0 and lines[2] == "Starting qpy-multiuser driver.", proc.stderr
     assert cluster.multiuser_pid() not in (None, pid)
 
+
+
+def test_status_finds_a_multiuser_just_restarted(cluster):
+    """A master that lost the multiuser a while ago retries every few seconds; a user
+    who types ``qpy status`` right after the admin's ``qpy-admin start`` must not get
+    'not reachable' because the master's next retry is still seconds away."""
+    cluster.admin("finish")
+    log = LogTail(cluster.qpy_home("alice") / "master.log")
+    wait_for(lambda: log.text().count("cannot reach the multiuser") >= 8, WAIT,
+             "alice's master to back off to its longest wait")
+    cluster.start_multiuser()
+    proc = cluster.qpy_as("alice", "status", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Allocator: the cluster's multiuser at "), proc.stdout
 
 # -- 3. the queue advances past a job that does not fit -----------------------------------------
 

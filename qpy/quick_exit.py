@@ -1,8 +1,9 @@
-"""How every ``qpy`` command line ends, served by the master or run in this process.
+"""The one way a ``qpy`` command line ends, for the front and the full command line alike.
 
-Its own module, of built-in modules only, so that both ``qpy/front.py`` (which must stay
-light) and ``qpy/cli.py`` use it without importing each other (an import circle).
+Built-in modules only: the front (``qpy/front.py``) imports this without click.
 """
+
+from __future__ import annotations
 
 import os
 import sys
