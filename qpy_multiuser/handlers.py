@@ -171,10 +171,14 @@ def session_item(item: dict) -> dict:
 
 def idle_report(mu: Multiuser, session: Session, msg: dict) -> dict:
     """A master's interactive sessions and their idle times, for the idle policy and the
-    status; only jobs this user holds cores for count."""
+    status; only jobs this user holds cores for count. As for ``slots``, only from the
+    user's registered master (``alloc.user`` would make anyone else a member again)."""
     _master_only(session)
+    _allowed(mu, session)
     items = [session_item(item) for item in msg["sessions"]]
     with mu.lock:
+        if mu.masters.get(session.user) is not session:
+            raise RequestError("register with hello first")
         held = mu.alloc.user(session.user).jobs
         mu.idle.report(session.user, [i for i in items if i["job"] in held], time.time())
     return {}
