@@ -119,6 +119,19 @@ def test_detach_and_reattach_from_another_shell_then_exit(qpy, term):
     assert qpy.wait_status(1)["status"] == "done"
 
 
+def test_new_makes_another_session_whose_run_history_keeps(qpy, term):
+    assert detached(qpy) == 1
+    term.run("a", [QPY, "connect", "--new"], qpy.work)  # not the one there is
+    attached_prompt(term, "a", "NEW")
+    term.type("a", "echo JOB=$QPY_JOB_ID; exit 3")
+    assert term.wait_status("a") == 3
+    job = qpy.wait_status(2)
+    assert (job["status"], job["exit_code"], job["kind"]) == ("done", 3, "tmux")
+    runs = json.loads(qpy.run("history", "2", "--json").stdout)["runs"]
+    assert [(r["job"], r["status"], r["exit_code"]) for r in runs] == [(2, "done", 3)]
+    assert qpy.job(1)["status"] == "running"
+
+
 def test_kill_ends_an_attached_session_and_its_whole_tree(qpy, term):
     term.run("a", [QPY, "connect"], qpy.work)
     attached_prompt(term, "a", "UP")
