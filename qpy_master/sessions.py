@@ -25,7 +25,6 @@ import base64
 import functools
 import logging
 import shlex
-import subprocess
 import sys
 import threading
 import time
@@ -193,14 +192,6 @@ class Sessions:
         then = f"; sessions idle for {render.idle_text(limit)} are ended" if limit else ""
         self.notices.append(f"{label} has been idle for {render.idle_text(idle)}{then} "
                             f"(qpy connect {job.id}, or qpy kill {job.id})")
-        hook = self.m.settings.get("notify")  # the user's notification hook, if any
-        if isinstance(hook, str) and hook:
-            env = {**self.m.env(job.env_id), "QPY_JOB_ID": str(job.id), "QPY_STATUS": "idle",
-                   "QPY_IDLE": str(int(idle)), "QPY_NODE": job.node or ""}
-            proc = subprocess.Popen(["/bin/sh", "-c", hook], env=env, cwd=job.cwd,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, start_new_session=True)
-            threading.Thread(target=proc.wait, daemon=True).start()
 
     def report(self) -> None:
         """Send the idle times to the multiuser soon (from the sender thread)."""
