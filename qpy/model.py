@@ -35,6 +35,12 @@ class Job:
     pid: int | None = None
     kill_requested: bool = False
     requeue: bool = False  # run it again from the queue if its node fails (sub --requeue)
+    umask: int = DEFAULT_UMASK  # the submitter's: the job and its output files get it
+    # limits and accounting: wall-time limit (s, None: none); the last run's CPU time (s)
+    # and peak memory (GB, max RSS of its tree)
+    time_limit: int | None = None
+    cpu: float | None = None
+    peak_mem: float | None = None
     # interactive sessions (qpy connect): kind "tmux" or "gui" (None: a batch job), the
     # session's name, since when it is idle (this host's clock), and what its node reported
     # of it (socket, display, attached clients, ready, error)
@@ -42,12 +48,6 @@ class Job:
     name: str | None = None
     idle_since: float | None = None
     session: dict | None = None
-    umask: int = DEFAULT_UMASK  # the submitter's: the job and its output files get it
-    # limits and accounting: wall-time limit (s, None: none); the last run's CPU time (s)
-    # and peak memory (GB, max RSS of its tree)
-    time_limit: int | None = None
-    cpu: float | None = None
-    peak_mem: float | None = None
 
     def move(self, status: str) -> None:
         """Change status, refusing transitions the table forbids (only ``Records.move``
