@@ -171,7 +171,7 @@ __qpy_complete() {  # PROG: complete COMP_WORDS[COMP_CWORD] for program PROG
 __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
     case $1 in
         '')
-            commands='sub check why kill hold release clean requeue wait log history status config ctrlQueue notes restart finish join tutorial'
+            commands='sub check why kill hold release clean requeue wait log history connect status config ctrlQueue notes restart finish join tutorial'
             hidden=''
             opts='-h --help'
             ;;
@@ -229,6 +229,11 @@ __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
             opts='--since --until --json -h --help'
             valopts='--since --until'
             interspersed=1
+            ;;
+        'connect')
+            opts='-n --cores -m --mem --memory -a --node_attr --attributes --name --new --detach -l --list --json --gui --gui-attach -h --help'
+            valopts='-n --cores -m --mem --memory -a --node_attr --attributes --name --gui-attach'
+            interspersed=''
             ;;
         'status')
             opts='--json -h --help'
@@ -327,6 +332,11 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             __qpy_ids
             __qpy_dirs
             ;;
+        'connect')
+            if [[ " ${COMP_WORDS[*]:0:COMP_CWORD} " == *' --gui '* ]]; then
+                if (( n == 0 )); then __qpy_command; else __qpy_files; fi
+            elif (( n == 0 )); then __qpy_ids queue running; fi
+            ;;
         'status')
             :
             ;;
@@ -378,7 +388,7 @@ __qpy_args_qpy() {  # COMMAND: complete its argument number $n
             :  # the enrolment code: nothing to offer
             ;;
         'tutorial')
-            if (( n == 0 )); then __qpy_words 'sub check why kill hold release clean requeue wait log history status config ctrlQueue notes restart finish join tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles notify'; fi
+            if (( n == 0 )); then __qpy_words 'sub check why kill hold release clean requeue wait log history connect status config ctrlQueue notes restart finish join tutorial checkFMT copyScripts colour coloursScheme defaultAttr andAttr orAttr killGrace sourceTheseFiles notify'; fi
             ;;
     esac
     return 0
@@ -393,6 +403,11 @@ __qpy_value_qpy() {  # COMMAND OPTION: complete the option's value
                 --afterok) __qpy_ids ;;
                 --priority) __qpy_words 'low normal high' ;;
                 --file) __qpy_files ;;
+            esac
+            ;;
+        'connect')
+            case $2 in
+                --gui-attach) __qpy_ids running ;;
             esac
             ;;
     esac
@@ -415,6 +430,7 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '  wait       Wait until jobs have ended; print each that did not end...' \
                 '  log        Print a job'\''s output; with -f, follow it until the job ends.' \
                 '  history    List every run of every job, cleaned ones too: times,...' \
+                '  connect    Open a tmux session on a node and attach to it, or attach...' \
                 '  status     Show users, nodes and cores of the multiuser.' \
                 '  config     Show the settings, or set KEY to VALUES.' \
                 '  ctrlQueue  Pause or continue the queue, or jump jobs to run after...' \
@@ -521,6 +537,26 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '  --json        Print the runs as JSON.' \
                 'More: '"$2"' history --help; qpy tutorial '\''history'\'
             ;;
+        'connect')
+            __qpy_say 'connect: Open a tmux session on a node and attach to it, or attach to one you have.' \
+                'usage: '"$2"' connect [OPTIONS] [ID|NAME]' \
+                '  -n, --cores N                   Cores of a new session (default 1).' \
+                '  -m, --mem, --memory GB          Memory of a new session in GB (default 5).' \
+                '  -a, --node_attr, --attributes EXPR' \
+                '                                  Node attributes of a new session: names with' \
+                '                                  and/or/not and parentheses.' \
+                '  --name NAME                     The session named NAME: attach, or make it.' \
+                '  --new                           Make a new session even if you have one.' \
+                '  --detach                        Make a new session without attaching; print' \
+                '                                  its job ID.' \
+                '  -l, --list                      List your sessions.' \
+                '  --json                          With -l: the sessions as JSON.' \
+                '  --gui                           Run PROGRAM [ARGS]... (the arguments) under' \
+                '                                  xpra on a node and show it.' \
+                '  --gui-attach ID                 Show the GUI of session ID here (xpra' \
+                '                                  attach).' \
+                'More: '"$2"' connect --help; qpy tutorial '\''connect'\'
+            ;;
         'status')
             __qpy_say 'status: Show users, nodes and cores of the multiuser.' \
                 'usage: '"$2"' status [OPTIONS]' \
@@ -575,6 +611,7 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '  wait       Wait until jobs have ended; print each that did not end...' \
                 '  log        Print a job'\''s output; with -f, follow it until the job ends.' \
                 '  history    List every run of every job, cleaned ones too: times,...' \
+                '  connect    Open a tmux session on a node and attach to it, or attach...' \
                 '  status     Show users, nodes and cores of the multiuser.' \
                 '  config     Show the settings, or set KEY to VALUES.' \
                 '  ctrlQueue  Pause or continue the queue, or jump jobs to run after...' \

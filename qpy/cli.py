@@ -14,7 +14,7 @@ import sys
 import click
 
 from qpy.client import ClientError
-from qpy.commands import cluster, daemons, help, jobs, queue, runs, settings
+from qpy.commands import cluster, connect, daemons, help, jobs, queue, runs, settings
 from qpy.commands.common import CONTEXT
 from qpy.invocation import Invocation, RunLocally, using
 
@@ -32,7 +32,8 @@ def cli() -> None:
 
 
 for _command in (jobs.sub, jobs.check, queue.why, jobs.kill, queue.hold, queue.release,
-                 jobs.clean, runs.requeue, runs.wait, runs.log, runs.history, daemons.status,
+                 jobs.clean, runs.requeue, runs.wait, runs.log, runs.history, connect.connect,
+                 daemons.status,
                  settings.config, queue.ctrl_queue, settings.notes, daemons.restart,
                  daemons.finish, cluster.join, help.tutorial, help.complete):
     cli.add_command(_command)

@@ -22,6 +22,7 @@ import os
 import sys
 
 LOCAL = frozenset({"restart", "finish", "tutorial", "-h", "--help"})
+SERVED_CONNECT = frozenset({"-l", "--list", "--detach"})  # qpy connect without a terminal
 CHALLENGE, WELCOME, FAILURE = b"#CHALLENGE#", b"#WELCOME#", b"#FAILURE#"
 LEGACY_LENGTH = 20  # a challenge without a digest name: HMAC-MD5, as before Python 3.12
 HANDSHAKE_TIMEOUT = 5.0  # seconds for the master to answer at all (as qpy.wire's)
@@ -180,6 +181,8 @@ def served(argv: list[str]) -> int | None:
     """Run ``argv`` in the master: its exit status, or None for the full command line."""
     if not argv or not LOCAL.isdisjoint(argv):
         return None
+    if argv[0] == "connect" and SERVED_CONNECT.isdisjoint(argv):
+        return None  # it attaches this terminal: straight to the full command line
     if argv[0] == "_complete":  # completion never hangs the shell
         _deadline()
     try:

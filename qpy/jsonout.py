@@ -36,6 +36,8 @@ def job(record: dict) -> dict:
     out = dict(record)
     for name in TIMES:
         out[name] = iso(record.get(name))
+    if record.get("idle_since") is not None:  # an interactive session's (qpy connect)
+        out["idle_since"] = iso(record["idle_since"])
     return out
 
 

@@ -52,6 +52,13 @@ class Job:
     mail: str | None = None  # sub --mail: "end", "fail" or "end,fail"
     # sub --exclusive: a whole node; n_cores and mem become the node's when it starts
     exclusive: bool = False
+    # interactive sessions (qpy connect): kind "tmux" or "gui" (None: a batch job), the
+    # session's name, since when it is idle (this host's clock), and what its node reported
+    # of it (socket, display, attached clients, ready, error)
+    kind: str | None = None
+    name: str | None = None
+    idle_since: float | None = None
+    session: dict | None = None
 
     def move(self, status: str) -> None:
         """Change status, refusing transitions the table forbids (only ``Records.move``

@@ -31,6 +31,19 @@ class FormatError(ValueError):
     """A bad checkFMT pattern; rejected when configured, not when every job is printed."""
 
 
+def idle_text(seconds: float) -> str:
+    """An interactive session's idle time as ``[D-]HH:MM:SS`` (``2-04:00:00``), the form
+    of ``qpy connect -l``, ``%I``, the admin's status and the reason ``idle ...``: a time
+    limit's form, since the admin's idle_limit is one."""
+    return format_limit(max(0, int(seconds)))
+
+
+def _idle(job: dict, now: float) -> str:
+    """Idle time of a running interactive session; ``-`` for anything else."""
+    since = job.get("idle_since")
+    return NONE if since is None or job["status"] != "running" else idle_text(now - since)
+
+
 def _elapsed(job: dict, now: float) -> float:
     """Time in the queue for queued jobs, otherwise run time (or queue-to-end if never run)."""
     if job["status"] == "queue":
@@ -118,6 +131,7 @@ _FIELDS = {
     "U": lambda job, now: duration(job.get("cpu")),
     "T": lambda job, now: format_limit(job.get("time_limit")),
     "P": lambda job, now: _or_none(job.get("position")),
+    "I": _idle,
     "%": lambda job, now: "%",
 }
 

@@ -155,6 +155,14 @@ def command(address: str, remote: list[str], home: str) -> list[str]:
     return [ssh_binary(), *options(address, home), address, shlex.join(remote)]
 
 
+def terminal_command(address: str, remote: list[str], home: str) -> list[str]:
+    """argv that runs ``remote`` on ``address`` on the user's terminal (``ssh -t``, for
+    ``qpy connect``), with qpy's options otherwise: it rides on the master's connection
+    to the node when there is one."""
+    opts = [option for option in options(address, home) if option != "-T"]
+    return [ssh_binary(), "-t", *opts, address, shlex.join(remote)]
+
+
 # Run by the boot below: puts each module sent in ``sys.modules`` under its name, then
 # runs the program (sent last, as ``__main__``). One line per module: NAME LENGTH.
 _LOADER = b"""\

@@ -113,6 +113,18 @@ def drained_lines(nodes: list[dict]) -> list[str]:
         why = f": {n['drain_reason']}" if n.get("drain_reason") else ""
         lines.append(f"  {n['name']}: {drain_state(n)} since {since}{why}")
     return lines
+def sessions_table(sessions: list[dict]) -> str:
+    """Interactive sessions (``qpy connect``) with their idle times, if there are any."""
+    if not sessions:
+        return ""
+    from qpy.render import idle_text
+
+    lines = ["", f"{'interactive session':<24} {'job':>8}  {'node':<20} {'attached':>8} "
+             f"{'idle':>12}", "-" * 88]
+    lines += [f"{s['user']:<24} {s['job']:>8}  {s['node']:<20} "
+              f"{'-' if s['attached'] is None else s['attached']:>8} "
+              f"{'-' if s['idle'] is None else idle_text(s['idle']):>12}" for s in sessions]
+    return "\n".join(lines) + "\n"
 
 
 def memory_limits(nodes: list[dict]) -> str:
@@ -126,5 +138,5 @@ def memory_limits(nodes: list[dict]) -> str:
     return "; ".join(f"{mode} ({', '.join(names)})" for mode, names in by_mode.items())
 
 
-def render(users: list[dict], nodes: list[dict]) -> str:
-    return users_table(users) + "\n" + nodes_table(nodes)
+def render(users: list[dict], nodes: list[dict], sessions: list[dict] | None = None) -> str:
+    return users_table(users) + "\n" + nodes_table(nodes) + sessions_table(sessions or [])

@@ -74,12 +74,18 @@ SCHEMAS: dict[str, Schema] = {
     "wait": {"select": "dict", "timeout": "float"},
     "history": {"select": "dict", "since": "?float=", "until": "?float=", "json": "bool="},
     "requeue": {"select": "dict"},
+    # qpy connect -> master: interactive sessions (qpy_master/sessions.py)
+    "sessions": {},
+    "connect": {"cwd": "str", "env": "{str}", "n_cores": "int", "mem": "float",
+                "attr": "?str", "name": "?str", "gui": "?[str]", "umask": "?int="},
+    "session_wait": {"job": "int", "until": "str", "timeout": "float"},
     # qpy/front.py -> master: a whole command line, run by the master (command server)
     "cli": {"argv": "[str]", "cwd": "str", "env": "{str}", "tty": "bool", "umask": "?int="},
     # master -> multiuser
     "hello": {"running": "[dict]", "queue_size": "int"},
     "slots": {"release": "[int]", "want": "[dict]", "queue_size": "int"},
     "explain": {"cores": "int", "mem": "float", "attr": "?str"},
+    "idle_report": {"sessions": "[dict]"},
     # admin -> multiuser
     "admin": {"command": "str", "args": "[str]"},
     # a new user's enrolment code -> multiuser (qpy join)
@@ -92,12 +98,13 @@ RECORDS: dict[str, Schema] = {
         "id": "int", "status": "str", "command": "str", "cwd": "str", "n_cores": "int",
         "mem": "float", "attr": "?str", "node": "?str", "t_queue": "float",
         "t_start": "?float", "t_end": "?float", "exit_code": "?int", "signal": "?int",
-        "reason": "?str", "notes": "?str", "requeue": "bool",
+        "reason": "?str", "notes": "?str", "requeue": "bool", "exclusive": "bool=",
         "time_limit": "?int", "cpu": "?float", "peak_mem": "?float", "mail": "?str=",
-        "exclusive": "bool=",
         # the queue's semantics (issue 13); position: a queued job's place, 1 starts next
         "priority": "int", "held": "bool", "after": "[int]", "afterok": "[int]",
         "array_id": "?int", "array_index": "?int", "array_max": "?int", "position": "?int",
+        # interactive sessions (qpy connect)
+        "kind": "?str=", "name": "?str=", "idle_since": "?float=", "session": "?dict=",
     },
     "spec": SPEC,
     "user": {"user": "str", "used": "int", "minimum": "int", "extra": "int", "queue": "int",
@@ -106,11 +113,10 @@ RECORDS: dict[str, Schema] = {
         "name": "str", "address": "str", "cores": "int", "mem": "float", "attrs": "[str]",
         "up": "bool", "state": "str", "reason": "?str", "pref_multicore": "bool",
         "check_dir": "?str", "used_cores": "int=", "used_mem": "float=", "load": "?float=",
-        "mem_in_use": "?float=", "outsiders": "?int=", "disk": "?dict=",
+        "mem_in_use": "?float=", "outsiders": "?int=", "disk": "?dict=", "tools": "?[str]=",
         # how the node enforces allocations (qpy/limits.py): the nodes file's settings,
         # and the memory limit in force as monitoring found it
-        "cgroup": "?str=", "rlimit_as": "bool=", "cpu_lock": "?str=",
-        "memory_limit": "?str=",
+        "cgroup": "?str=", "rlimit_as": "bool=", "cpu_lock": "?str=", "memory_limit": "?str=",
         # drained by the admin (qpy-admin drain): since when (None: not), and why
         "drain_since": "?float=", "drain_reason": "?str=",
     },
@@ -118,6 +124,12 @@ RECORDS: dict[str, Schema] = {
     "grant": {"job": "int", "node": "str", "address": "str", "cores": "int=", "mem": "float="},
     "share": {"user": "str", "used": "int", "share": "int"},  # explain: who waits
     "closest": {"name": "str", "free_cores": "int", "free_mem": "float"},
+    "session": {  # an interactive job as qpy connect sees it (qpy_master/sessions.py)
+        "id": "int", "name": "?str", "kind": "str", "status": "str", "node": "?str",
+        "address": "?str", "n_cores": "int", "mem": "float", "ready": "bool",
+        "dir": "?str", "socket": "?str", "display": "?int", "attached": "?int", "idle": "?float",
+        "xpra": "?str", "reason": "?str", "waiting": "?str", "exit_code": "?int", "signal": "?int",
+    },
 }
 
 # What a successful reply to each request carries besides "ok" (and "re", "v"). Every
@@ -137,27 +149,31 @@ REPLIES: dict[str, Schema] = {
     "config": {"settings": "dict="},
     "ctrl": {},
     "notes": {},
-    "status": {"users": "[user]", "nodes": "[node]", "allocator": "{str}="},
+    "status": {"users": "[user]", "nodes": "[node]", "allocator": "{str}=", "sessions": "[dict]="},
     "finish": {},
     "wait": {"jobs": "[job]", "pending": "[int]"},
     "history": {"table": "str=", "runs_json": "str="},  # the text qpy history prints
     "requeue": {"requeued": "[int]"},
+    "sessions": {"sessions": "[session]", "notices": "[str]"},
+    "connect": {"job": "int", "session": "session"},
+    "session_wait": {"session": "session"},
     "cli": {"exit": "int=", "out": "str=", "err": "str=", "local": "bool="},
-    "hello": {"nodes": "[node]", "unaccounted": "[int]="},
+    "hello": {"nodes": "[node]", "unaccounted": "[int]=", "interactive": "dict="},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool",
               "limit": "?str="},  # the user limit that keeps queued jobs waiting
     # what keeps such a job from starting now, as the allocator sees it (qpy why)
     "explain": {"used": "int", "minimum": "int", "extra": "int", "grow": "bool",
                 "above_share": "bool", "waiting": "[share]", "free": "int", "free_for": "int",
                 "node": "?str", "closest": "?closest", "matching": "int", "down": "[str]"},
+    "idle_report": {},
     "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
-              "nodes": "[node]=", "code": "str="},
+              "nodes": "[node]=", "code": "str=", "sessions": "[dict]="},
     "join": {"bundle": "{str}"},
 }
 
-# Events: frames without "re", pushed on a master's connection to the multiuser (wake,
-# nodes, bye) or on a client's connection to the master (output of a command it runs).
-EVENTS = ("wake", "nodes", "bye", "output")
+# Events: frames without "re" pushed to a master by the multiuser (wake, nodes, bye; limits
+# and idle_action for interactive sessions) or to a client by the master (output).
+EVENTS = ("wake", "nodes", "bye", "output", "limits", "idle_action")
 
 # The kinds of failure an error reply names in "code", and the exit status each gives the
 # CLIs (the manual's "Errors and exit status").

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+from collections.abc import Callable
 
 from qpy.client import ClientError
 from qpy.invocation import Invocation, RunLocally
@@ -56,8 +57,10 @@ def _asker(table: dict[str, Handler], session: Session):
     return ask
 
 
-def serve(table: dict[str, Handler], session: Session, msg: dict) -> dict:
-    """The ``cli`` request: the command's exit status and output, or ``local``."""
+def serve(table: dict[str, Handler], session: Session, msg: dict,
+          notices: Callable[[], list[str]] | None = None) -> dict:
+    """The ``cli`` request: the command's exit status and output, or ``local``. Lines
+    waiting for the user (``notices``: an idle session's warning) end its stderr."""
     from qpy import cli
 
     out, err = _Stream(session, "out"), _Stream(session, "err")
@@ -71,6 +74,8 @@ def serve(table: dict[str, Handler], session: Session, msg: dict) -> dict:
         log.exception("command %s failed", msg["argv"][:1])
         err.write(f"qpy: internal error: {type(exc).__name__}: {exc}\n")
         code = 1
+    if notices is not None:
+        err.write("".join(f"qpy: {line}\n" for line in notices()))
     return {"exit": code, "out": out.take(), "err": err.take()}
 
 

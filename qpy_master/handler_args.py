@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from qpy import selection
-from qpy.server import BadRequest
+from qpy.server import BadRequest, Denied
 
 
 def plural(n: int, word: str = "job") -> str:
@@ -16,3 +16,9 @@ def selection_of(msg: dict) -> dict:
         return selection.validate(msg.get("select", {}))
     except selection.SelectionError as exc:
         raise BadRequest(str(exc)) from None
+
+
+def refuse_if_removed(m, what: str = "") -> None:
+    """Denied, with the multiuser's reason, while it refuses this user."""
+    if m.link.refusal:
+        raise Denied(f"{m.link.refusal}{what}")

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 from qpy import config
-from qpy.server import BadRequest, Denied, NotFound, RequestError, Session, Unreachable
+from qpy.server import BadRequest, NotFound, RequestError, Session, Unreachable
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
-from qpy_master import command_server, embedded, notify, run_handlers, submit, why
-from qpy_master.handler_args import plural
+from qpy_master import command_server, embedded, notify, run_handlers, session_requests, submit, why
+from qpy_master.handler_args import plural, refuse_if_removed
 from qpy_master.handler_args import selection_of as _selection
 from qpy_master.master import Master
 from qpy_master.multiuser_link import LinkDown
@@ -37,7 +37,7 @@ def _submit(m: Master, msg: dict, specs: list[dict]) -> dict:
     consecutive IDs in the order asked for."""
     if not m.nodes:  # a fresh master: learn the nodes first, so impossible jobs are refused
         m.link.wait_settled(10.0)
-    _refuse_if_removed(m, " (jobs already queued wait until access returns)")
+    refuse_if_removed(m, " (jobs already queued wait until access returns)")
     with m.lock:
         jobs = submit.new_jobs(specs, msg, m.settings, m.nodes)
         failed = submit.dependencies([(job, spec.get("where")) for job, spec in jobs],
@@ -227,17 +227,11 @@ def notes(m: Master, s: Session, msg: dict) -> dict:
     return {"text": "Note stored.\n"}
 
 
-def _refuse_if_removed(m: Master, what: str = "") -> None:
-    """Denied, with the multiuser's reason, while it refuses this user."""
-    if m.link.refusal:
-        raise Denied(f"{m.link.refusal}{what}")
-
-
 def status(m: Master, s: Session, msg: dict) -> dict:
     """The multiuser's status as it answers, and which multiuser it is; Unreachable
     when it cannot answer."""
     m.link.wait_settled(10.0)  # a fresh master may still be connecting
-    _refuse_if_removed(m)
+    refuse_if_removed(m)
     allocator = embedded.describe(m.home, m.user)
     which = ("the cluster's multiuser at " + allocator["address"]
              if allocator["kind"] == "cluster" else "the personal multiuser")
@@ -269,8 +263,9 @@ def make_table(m: Master, stop) -> dict:
         "ctrl": ctrl, "notes": notes, "status": status, "ping": ping,
         # the queue's semantics (issue 13)
         "bulk": bulk, "hold": hold, "why": lambda m, s, msg: why.why(m, msg["job"]),
-    }.items()}
+        **session_requests.HANDLERS}.items()}
     table.update(run_handlers.make_table(m))
     table["finish"] = finish
-    table["cli"] = lambda session, msg: command_server.serve(table, session, msg)
+    table["cli"] = lambda session, msg: command_server.serve(table, session, msg,
+                                                             m.sessions.take_notices)
     return table

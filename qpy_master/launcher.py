@@ -29,6 +29,11 @@ previous launcher started too: that is how a restarted master re-adopts running 
 no polling. Killing sends SIGTERM to the supervisor, which passes it to the whole tree and
 escalates to SIGKILL after the job's grace period.
 
+An interactive job (``qpy connect``) gets a private directory ``RUN_DIR/sJOB`` where its
+session program (``session_node.py``) writes its state; the launcher watches those
+directories with inotify and sends each new state on (``SessionWatch``), also for jobs it
+adopts, and removes the directory when the job's slot is freed.
+
 The protocol is one JSON object per line, ops on stdin and events on stdout; ``OPS`` and
 ``EVENTS`` below are its schema (the fields each must carry), checked by the launcher for
 ops and by the master (``launcher_link``) for events:
@@ -39,11 +44,12 @@ op        fields                               what the launcher does
 env       id, env                              keeps a submission environment
 start     job, cmd, cwd, env_id, grace, vars,  runs the job under a supervisor, with the
           out, err, umask, limit, limits       submitter's umask (limit: seconds of wall
-                                               time, or null), within limits (cores,
+          [, session]                          time, or null), within limits (cores,
                                                mem, cgroup, rlimit_as, cpu_lock: see
                                                qpy/limits.py); a job whose slot already
                                                holds its own end: that end is reported
-                                               as ``ended``, nothing runs
+                                               as ``ended``, nothing runs; with
+                                               session: an interactive job (below)
 kill      job                                  SIGTERM to the tree, SIGKILL after grace
 adopt     job                                  watches a job an earlier launcher started
 forget    job                                  frees the job's slot: its end is recorded
@@ -70,6 +76,7 @@ fate      job, ran; t, and an end as for       what became of a run the master g
           ended (if it had ended)              on: never started (ran false), ended
                                                (the slot kept until ``forget``), or
                                                still running (killed now, no end)
+session   job, state, idle                     an interactive job's session changed
 error     text, op                             an op could not be handled
 ========  ===================================  ========================================
 
@@ -93,6 +100,7 @@ import resource
 import selectors
 import signal
 import stat
+import struct
 import sys
 import time
 
@@ -118,6 +126,7 @@ EVENTS = {
     "lost": ("job", "ran", "reason"),
     "fate": ("job", "ran"),
     "error": ("text", "op"),
+    "session": ("job", "state", "idle"),
 }
 LINK_TIMEOUT = 30.0  # seconds without a line from the master: the link is gone
 PR_SET_CHILD_SUBREAPER = 36
@@ -516,6 +525,79 @@ class Supervisor:
                     break
 
 
+IN_NONBLOCK, IN_CLOEXEC, IN_MOVED_TO = 0o4000, 0o2000000, 0x80
+INOTIFY_EVENT = 16  # int wd, uint32 mask, cookie, len; then len bytes of name
+
+
+class SessionWatch:
+    """The session directories of interactive jobs, watched with inotify: each time a
+    session program renames a new ``state`` into place, it goes to the master."""
+
+    def __init__(self, run_dir: str, sel: selectors.BaseSelector) -> None:
+        self.run_dir = run_dir
+        self.fd = LIBC.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        self.jobs: dict[int, int] = {}  # watch descriptor -> job
+        if self.fd >= 0:
+            sel.register(self.fd, selectors.EVENT_READ, "sessions")
+
+    def path(self, job: int) -> str:
+        return os.path.join(self.run_dir, f"s{job}")
+
+    def started(self, op: dict) -> None:
+        """A start op: an interactive job gets its directory, fresh, and is watched."""
+        if op.get("session"):
+            path = self.path(int(op["job"]))
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            for name in ("state", "status"):
+                try:
+                    os.unlink(os.path.join(path, name))
+                except FileNotFoundError:
+                    pass
+            self.watch(int(op["job"]))
+
+    def watch(self, job: int) -> None:
+        """Watch the job's session directory if it has one, and report its state now."""
+        if self.fd < 0 or not os.path.isdir(self.path(job)) or job in self.jobs.values():
+            return
+        wd = LIBC.inotify_add_watch(self.fd, os.fsencode(self.path(job)), IN_MOVED_TO)
+        if wd >= 0:
+            self.jobs[wd] = job
+        self.report(job)
+
+    def read(self) -> None:
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return
+        seen = set()
+        while len(data) >= INOTIFY_EVENT:
+            wd, _, _, size = struct.unpack("iIII", data[:INOTIFY_EVENT])
+            name, data = data[INOTIFY_EVENT:INOTIFY_EVENT + size], data[INOTIFY_EVENT + size:]
+            if name.rstrip(b"\0") == b"state" and wd in self.jobs:
+                seen.add(self.jobs[wd])
+        for job in seen:
+            self.report(job)
+
+    def report(self, job: int) -> None:
+        """The job's state as its session program last wrote it; one that does not parse
+        is left out (the directory is the user's, but the launcher must go on)."""
+        try:
+            with open(os.path.join(self.path(job), "state")) as f:
+                state = json.loads(f.read())
+            idle = max(0.0, time.time() - float(state.get("since") or time.time()))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return
+        emit({"ev": "session", "job": job, "state": state, "idle": round(idle, 1)})
+
+    def remove(self, job: int) -> None:
+        """The job's slot is free: stop watching, and remove its session directory."""
+        for wd in [wd for wd, j in self.jobs.items() if j == job]:
+            LIBC.inotify_rm_watch(self.fd, wd)
+            del self.jobs[wd]
+        if os.path.isdir(self.path(job)):
+            import shutil
+
+            shutil.rmtree(self.path(job), ignore_errors=True)
 class Slots:
     """The slots file of a run directory: which slot holds which job (those not yet
     forgotten, some started by earlier launchers), and the free ones. Written by
@@ -573,6 +655,30 @@ class Slots:
             self.free.append(slot)
 
 
+def fork_supervisor(slots_fd: int, notify_w: int, shell: str) -> tuple[int, int]:
+    """A prepared supervisor waiting on a pipe for its job."""
+    inbox_r, inbox_w = os.pipe()
+    gc.freeze()  # keep the collector off the parent's objects: fewer copied pages per fork
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # for the child
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        raise
+    if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    else:
+        gc.disable()
+        try:
+            supervisor = Supervisor(slots_fd, notify_w, inbox_r, shell)
+            supervisor.prepare()
+            supervisor.serve()
+        finally:
+            os._exit(1)
+    os.close(inbox_r)
+    return pid, inbox_w
+
+
 class Launcher:
     """The launcher's event loop: ops from stdin, job ends from pidfds."""
 
@@ -590,13 +696,14 @@ class Launcher:
         self.deferred: dict[int, dict] = {}  # job -> its start, waiting for its old run
         self.spare: tuple[int, int] | None = None
         self.shell = login_shell()  # once: the password database may be a network service
+        self.sessions = SessionWatch(run_dir, self.sel)
 
     def serve(self) -> None:
         os.set_blocking(0, False)
         self.sel.register(0, selectors.EVENT_READ, None)
         self.sel.register(self.notify_r, selectors.EVENT_READ, "notify")
         emit({"ev": "ready", "pid": os.getpid()})
-        self.spare = self._fork_supervisor()
+        self.spare = self._fork()
         heard = time.monotonic()
         while True:
             ready = self.sel.select(max(0.0, heard + LINK_TIMEOUT - time.monotonic()))
@@ -609,6 +716,8 @@ class Launcher:
                         return
                 elif key.data == "notify":
                     self._notified()
+                elif key.data == "sessions":
+                    self.sessions.read()
                 else:
                     self._ended(key.data)
 
@@ -654,43 +763,24 @@ class Launcher:
             emit({"ev": "ended", "job": job, "t": head[3], **result})  # master gave up on)
             return
         if head is not None and result is not None:  # a run qpy killed: this one replaces it
-            self.slots.release(job)
+            self._free_slot(job)
         op["env"] = {**self.envs.get(op.get("env_id"), {}), **op.get("vars", {})}
         limits.prepare_start(op)
         op["t"] = t_start = time.time()
-        pid, inbox = self.spare or self._fork_supervisor()
+        pid, inbox = self.spare or self._fork()
         self.spare = None
         op["slot"] = self.slots.take(job, pid)
+        self.sessions.started(op)
         data = (json.dumps(op, separators=(",", ":")) + "\n").encode()
         while data:
             data = data[os.write(inbox, data):]
         os.close(inbox)
         self._watch(job, pid, own=True)
         emit({"ev": "started", "job": job, "pid": pid, "t": t_start})
-        self.spare = self._fork_supervisor()
+        self.spare = self._fork()
 
-    def _fork_supervisor(self) -> tuple[int, int]:
-        """A prepared supervisor waiting on a pipe for its job."""
-        inbox_r, inbox_w = os.pipe()
-        gc.freeze()  # keep the collector off the parent's objects: fewer copied pages per fork
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # for the child
-        try:
-            pid = os.fork()
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            raise
-        if pid:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        else:
-            gc.disable()
-            try:
-                supervisor = Supervisor(self.slots.fd, self.notify_w, inbox_r, self.shell)
-                supervisor.prepare()
-                supervisor.serve()
-            finally:
-                os._exit(1)
-        os.close(inbox_r)
-        return pid, inbox_w
+    def _fork(self) -> tuple[int, int]:
+        return fork_supervisor(self.slots.fd, self.notify_w, self.shell)
 
     def _watch(self, job: int, pid: int, own: bool) -> bool:
         try:
@@ -714,6 +804,7 @@ class Launcher:
             return
         _, pid, start, t = head
         emit({"ev": "started", "job": job, "pid": pid, "t": t})
+        self.sessions.watch(job)
         if result is None and proc_start(pid) == start and self._watch(job, pid, own=False):
             if proc_start(pid) == start:  # still the same process now that the pidfd holds it
                 return
@@ -737,7 +828,7 @@ class Launcher:
                 self.forgotten.add(job)
                 self.kill({"job": job})
             elif job not in ask or head is None or result is None:
-                self.slots.release(job)
+                self._free_slot(job)
             if job in ask:  # an end stays in its slot until the master has recorded it
                 emit({"ev": "fate", "job": job, "ran": bool(head and head[3]),
                       **({"t": head[3], **result} if head and result else {})})
@@ -765,6 +856,10 @@ class Launcher:
         if job in self.watched:  # its supervisor is still cleaning up: free it at its exit
             self.forgotten.add(job)
             return
+        self._free_slot(job)
+
+    def _free_slot(self, job: int) -> None:
+        self.sessions.remove(job)
         self.slots.release(job)
 
     def _unwatch(self, job: int) -> tuple[int, int, bool]:
@@ -801,7 +896,7 @@ class Launcher:
             if head is not None and ended_by_itself(result):
                 emit({"ev": "ended", "job": job, "t": head[3], **result})
                 return
-            self.slots.release(job)
+            self._free_slot(job)
             self.start(op)
             return
         if job not in self.reported:
@@ -809,7 +904,7 @@ class Launcher:
         self.reported.discard(job)
         if job in self.forgotten:
             self.forgotten.discard(job)
-            self.slots.release(job)
+            self._free_slot(job)
 
     def _report_end(self, job: int) -> None:
         head, result = self.slots.read(job)

@@ -29,16 +29,18 @@ from qpy_master.notify import Notifier
 from qpy_master.reconcile import Reconciler
 from qpy_master.records import Records
 from qpy_master.scheduler import Scheduler
+from qpy_master.sessions import Sessions
 from qpy_master.store import Store
 from qpy_master.waiting import Waiters
 
 log = logging.getLogger("qpy.master")
 
 
-def command(job: Job, settings: dict) -> str:
-    """The shell command of a job, after the files ``sourceTheseFiles`` names."""
+def command(job: Job, settings: dict, session: str | None = None) -> str:
+    """The shell command of a job (or ``session``'s, for an interactive one), after the
+    files ``sourceTheseFiles`` names."""
     sources = "".join(f". {shlex.quote(f)}; " for f in settings["sourceTheseFiles"])
-    return sources + (job.run_command or job.command)
+    return sources + (session or job.run_command or job.command)
 
 
 def job_limits(job: Job, node: dict) -> dict:
@@ -63,6 +65,7 @@ class Master:
         self.lock = threading.RLock()
         self.store = Store(home / "jobs.db")
         self.records = Records(self.store)
+        self.sessions = Sessions(self)  # interactive jobs (qpy connect)
         self.waiters = Waiters()
         self.records.on_end.append(self.waiters.ended)
         self.notifier = Notifier(self.lock, user, lambda: self.settings, self.store.on_rollback)
@@ -109,12 +112,15 @@ class Master:
             log.warning("the multiuser does not count running jobs %s: it did not grant them "
                         "or they do not fit its nodes", reply["unaccounted"])
         self._set_nodes(reply.get("nodes") or [])
+        self.sessions.from_hello(reply)
 
     def _on_event(self, event: dict) -> None:
         if event.get("type") == "nodes":
             self._set_nodes(event.get("nodes") or [])
         if event.get("type") in ("wake", "nodes"):
             self.schedule()
+        elif event.get("type") in ("limits", "idle_action"):
+            self.sessions.multiuser_event(event)
 
     def _set_nodes(self, nodes: list) -> None:
         """The multiuser's view of the nodes. A node it now declares down takes its jobs
@@ -143,13 +149,15 @@ class Master:
     def start(self, job: Job) -> None:
         """Send the start op of a job just recorded as running."""
         self._send(job, {
-            "op": "start", "job": job.id, "cmd": command(job, self.settings), "cwd": job.cwd,
+            "op": "start", "job": job.id, "cwd": job.cwd,
+            "cmd": command(job, self.settings, self.sessions.command(job) if job.kind else None),
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
                      "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}",
                      **array_vars(job)},
             "out": job.output("out"), "err": job.output("err"), "umask": job.umask,
-            "limit": job.time_limit, "limits": job_limits(job, self.nodes.get(job.node) or {})})
+            "limit": job.time_limit, "limits": job_limits(job, self.nodes.get(job.node) or {}),
+            **self.sessions.op_fields(job)})
         trace.mark("master: start sent")
 
     def _send(self, job: Job, op: dict) -> None:
@@ -205,7 +213,10 @@ class Master:
         elif kind == "ended":
             job.t_start = event.get("t") or job.t_start  # a start answered by an old run
             status, fields = end_of(job, event)
+            fields["reason"] = fields["reason"] or self.sessions.end_reason(job)
             self._finish(job, status, **fields)
+        elif kind == "session":
+            self.sessions.event(job, event)
         elif kind == "lost" and not event.get("ran"):
             self._requeue(job, "its start never reached the node")
         elif kind == "lost":

@@ -44,6 +44,9 @@ class Records:
         # the transaction that records it, under the master's lock: the one notification
         # point of an end (its dependents are resolved here, ``qpy wait`` wakes here)
         self.on_end: list[Callable[[Job], None]] = [self._resolve]
+        # called with each job whose status has just changed, likewise: interactive
+        # sessions' waiters and idle reports (qpy_master/sessions.py)
+        self.on_move: list[Callable[[Job], None]] = []
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Group changes; if one fails, the store and the jobs in memory are taken back,
@@ -96,6 +99,8 @@ class Records:
         self._leave(job, old)
         self._enter(job, status, last)
         self.gates.moved(job, old)
+        for hook in self.on_move:
+            hook(job)
         if status in FINISHED:
             if old == RUNNING:
                 self.add_run(job)

@@ -53,7 +53,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     array_index INTEGER,
     array_max INTEGER,
     mail TEXT,
-    exclusive INTEGER NOT NULL DEFAULT 0
+    exclusive INTEGER NOT NULL DEFAULT 0,
+    kind TEXT,
+    name TEXT,
+    idle_since REAL,
+    session TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs(status) WHERE status IN ('queue', 'running');
 CREATE TABLE IF NOT EXISTS notes (job INTEGER NOT NULL, t REAL NOT NULL, text TEXT NOT NULL);
@@ -88,6 +92,8 @@ ADDED_COLUMNS = {
     "array_index": "INTEGER",
     "array_max": "INTEGER",
     "mail": "TEXT", "exclusive": "INTEGER NOT NULL DEFAULT 0",
+    # interactive sessions (qpy connect)
+    "kind": "TEXT", "name": "TEXT", "idle_since": "REAL", "session": "TEXT",
 }
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
@@ -95,7 +101,7 @@ COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
            "env_id", "pid", "kill_requested", "requeue", "umask", "time_limit", "cpu",
            "peak_mem", "priority", "held", "array_id", "array_index", "array_max", "mail",
-           "exclusive")
+           "exclusive", "kind", "name", "idle_since", "session")
 FLAGS = ("kill_requested", "requeue", "held", "exclusive")  # stored as 0/1
 FIELDS = ", ".join(COLUMNS)
 SELECT = f"SELECT {FIELDS} FROM jobs"
@@ -108,7 +114,10 @@ def _job(row: tuple) -> Job:
         fields = {name: from_db(value) for name, value in fields.items()}
     for flag in FLAGS:
         fields[flag] = bool(fields[flag])
-    return Job(**fields)
+    job = Job(**fields)
+    if job.session is not None:  # an interactive job's session, kept as JSON text
+        job.session = json.loads(job.session)
+    return job
 
 
 def _where(sel: dict, id_column: str = "id") -> tuple[str, tuple]:
@@ -211,13 +220,13 @@ class Store(SideTables):
         cur = self.db.execute(
             "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
             " env_id, qpos, requeue, umask, time_limit, priority, held, array_id,"
-            " array_index, array_max, mail, exclusive)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " array_index, array_max, mail, exclusive, kind, name)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             tuple(map(to_db, (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr,
                               job.t_queue, job.run_command, job.env_id, qpos,
                               int(job.requeue), job.umask, job.time_limit, job.priority,
                               int(job.held), job.array_id, job.array_index, job.array_max,
-                              job.mail, int(job.exclusive)))))
+                              job.mail, int(job.exclusive), job.kind, job.name))))
         if job.after or job.afterok:
             self.db.executemany("INSERT OR IGNORE INTO deps (job, dep, ok) VALUES (?, ?, ?)",
                                 [(cur.lastrowid, dep, 0) for dep in job.after]
@@ -238,7 +247,8 @@ class Store(SideTables):
         unknown = set(fields) - set(COLUMNS)
         if unknown:
             raise ValueError(f"no such job field: {sorted(unknown)[0]}")
-        values = [int(v) if isinstance(v, bool) else to_db(v) for v in fields.values()]
+        values = [int(v) if isinstance(v, bool) else json.dumps(v) if isinstance(v, dict)
+                  else to_db(v) for v in fields.values()]
         sets = ", ".join(f"{n} = ?" for n in fields)
         self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
 

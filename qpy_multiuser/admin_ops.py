@@ -10,7 +10,7 @@ import json
 
 from qpy import enrolment, names, paths, status_view
 from qpy.server import BadRequest, NotFound, RequestError
-from qpy_multiuser import drain, user_limits
+from qpy_multiuser import drain, interactive, user_limits
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 
@@ -52,12 +52,14 @@ def distribute(mu, args: list[str]) -> dict:
         allowed = nodes_module.load_users(mu.home / "allowed_users")
         rules = rules_module.load(mu.home / "distribution_rules")
         limits = user_limits.load(mu.home / "limits")
+        policy = interactive.load(mu.home)
         removed = [user for user in mu.allowed if user not in allowed]
         rules_module.shares(rules, [u for u in mu.alloc.members() if u not in removed],
                             mu.alloc.total_cores)
     except (nodes_module.FileError, rules_module.ShareError) as exc:
         raise _refuse(exc) from None
     mu.allowed = allowed
+    mu.policy = policy
     for user in removed:
         mu.revoke(user)
     for user in allowed:
@@ -65,6 +67,9 @@ def distribute(mu, args: list[str]) -> dict:
             mu.alloc.user(user)  # back from a removal while their jobs still ran
     mu.alloc.set_limits(limits)
     mu.alloc.distribute(rules)
+    for user in mu.masters:  # the interactive limits as reloaded
+        mu.post_to(user, {"type": "limits", "interactive": policy.public()})
+    mu.idle.poke()
     mu.changed()
     keyless = [u for u in allowed if not (mu.home / "keys" / u).exists()]
     text = "Cores distributed.\n"
@@ -78,7 +83,8 @@ def distribute(mu, args: list[str]) -> dict:
 
 def status(mu, args: list[str]) -> dict:
     reply = mu.snapshot()
-    return {**reply, "text": status_view.render(reply["users"], reply["nodes"])}
+    return {**reply, "text": status_view.render(reply["users"], reply["nodes"],
+                                                reply["sessions"])}
 
 
 def variables(mu, args: list[str]) -> dict:
@@ -92,7 +98,7 @@ def variables(mu, args: list[str]) -> dict:
                       for u in mu.alloc.users.values()},
             "nodes": {n.name: {**n.public(), "used_cores": n.used_cores,
                                "used_mem": n.used_mem} for n in mu.alloc.nodes.values()},
-            "messages": list(mu.messages or ())}
+            "messages": mu.messages.entries}
     return {"text": json.dumps(data, indent=2) + "\n", "variables": data}
 
 
@@ -101,7 +107,7 @@ def save_messages(mu, args: list[str]) -> dict:
     drop them."""
     if len(args) != 1 or args[0].lower() not in ("true", "false"):
         raise BadRequest("saveMessages takes true or false")
-    mu.keep_messages(args[0].lower() == "true")
+    mu.messages.keep(args[0].lower() == "true")
     return {"text": f"Save messages set to {args[0].lower()}.\n"}
 
 

@@ -105,7 +105,8 @@ def _register(mu: Multiuser, session: Session, running: list[dict], queue_size: 
                     "or that do not fit its nodes; not counted: %s", user.name,
                     len(left_out), str(left_out[:20])[1:-1], extra={"rate_key": user.name})
     mu.changed()
-    return {"nodes": [n.public() for n in mu.alloc.nodes.values()], "unaccounted": left_out}
+    return {"nodes": [n.public() for n in mu.alloc.nodes.values()], "unaccounted": left_out,
+            "interactive": mu.policy.public()}
 
 
 def _report_ended(mu: Multiuser, name: str, running: list[dict]) -> None:
@@ -135,6 +136,7 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
         user = mu.alloc.user(session.user)
         had_queue = user.queue > 0
         released = [job for job in msg["release"] if mu.alloc.remove(user, job)]
+        mu.idle.forget(user.name, released)
         grants, refused = mu.alloc.request(user, wanted, msg["queue_size"])
         decided = time.perf_counter() - started
         limit = user.limited
@@ -145,6 +147,8 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
             mu.changed(skip=user.name)
         elif refused and mu.alloc.free_cores > 0:  # idle cores this user cannot use
             mu.wake(skip=user.name)
+        if refused:  # idle sessions of others may have to make room (idle_action preempt)
+            mu.idle.poke()
     mu.flush_wakes()
     trace.mark("multiuser: slots decided")
     asked = sum(len(g["jobs"]) for g in wanted)
@@ -173,6 +177,32 @@ def explain(mu: Multiuser, session: Session, msg: dict) -> dict:
         return allocator.explain(mu.alloc, user, group["cores"], float(group["mem"]),
                                  group["attr"])
 
+
+def session_item(item: dict) -> dict:
+    """One running session of an ``idle_report``; refused unless every field is sane."""
+    ok = (isinstance(item.get("job"), int) and 0 <= item["job"] < 2 ** 63
+          and isinstance(item.get("node"), str)
+          and (item.get("idle") is None or isinstance(item["idle"], (int, float))
+               and 0 <= item["idle"] < 1e10)
+          and (item.get("attached") is None or isinstance(item["attached"], int)))
+    if not ok:
+        raise BadRequest(f"bad session entry {str(item)[:100]}")
+    return item
+
+
+def idle_report(mu: Multiuser, session: Session, msg: dict) -> dict:
+    """A master's interactive sessions and their idle times, for the idle policy and the
+    status; only jobs this user holds cores for count. As for ``slots``, only from the
+    user's registered master (``alloc.user`` would make anyone else a member again)."""
+    _master_only(session)
+    _allowed(mu, session)
+    items = [session_item(item) for item in msg["sessions"]]
+    with mu.lock:
+        if mu.masters.get(session.user) is not session:
+            raise RequestError("register with hello first")
+        held = mu.alloc.user(session.user).jobs
+        mu.idle.report(session.user, [i for i in items if i["job"] in held], time.time())
+    return {}
 
 def admin(mu: Multiuser, session: Session, msg: dict) -> dict:
     """An admin command, for the admin key only."""
@@ -211,7 +241,8 @@ def join(mu: Multiuser, session: Session, msg: dict) -> dict:
 
 
 HANDLERS: dict[str, MultiuserHandler] = {"hello": hello, "slots": slots, "status": status,
-                                         "explain": explain, "admin": admin, "join": join}
+                                         "explain": explain, "admin": admin, "join": join,
+                                         "idle_report": idle_report}
 
 
 def make_table(mu: Multiuser) -> dict[str, Handler]:
@@ -227,7 +258,7 @@ def _kept(mu: Multiuser, kind: str, handler: MultiuserHandler) -> Handler:
     enrolments, whose replies carry one too."""
 
     def serve(session: Session, msg: dict) -> dict:
-        if mu.messages is None or session.user.startswith("@"):  # admin, enrolment
+        if not mu.messages.on or session.user.startswith("@"):  # admin, enrolment
             return handler(mu, session, msg)
         started = time.time()
         try:
@@ -235,9 +266,9 @@ def _kept(mu: Multiuser, kind: str, handler: MultiuserHandler) -> Handler:
         except Exception as exc:  # kept as the error reply the server will send
             error = str(exc) if isinstance(exc, RequestError) else \
                 f"internal error: {type(exc).__name__}: {exc}"
-            mu.keep_message(started, session.user, kind, msg, {"error": error})
+            mu.messages.add(started, session.user, kind, msg, {"error": error})
             raise
-        mu.keep_message(started, session.user, kind, msg, reply)
+        mu.messages.add(started, session.user, kind, msg, reply)
         return reply
 
     return serve

@@ -73,7 +73,8 @@ class Node:
                 "state": self.state, "reason": self.reason,
                 "pref_multicore": self.pref_multicore, "check_dir": self.check_dir,
                 "cgroup": self.cgroup, "rlimit_as": self.rlimit_as, "cpu_lock": self.cpu_lock,
-                "drain_since": self.drain_since, "drain_reason": self.drain_reason}
+                "drain_since": self.drain_since, "drain_reason": self.drain_reason,
+                "tools": self.measured.get("tools")}
 
 
 def _bool(text: str, where: str, key: str = "pref_multicore") -> bool:

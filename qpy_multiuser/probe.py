@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import sys
 import time
 
@@ -38,8 +39,10 @@ else:
 #   outsiders   int    busy processes not started by qpy
 #   host        str    the node's own host name
 #   memory_limit str   cgroup v1, cgroup v2 or watchdog: what enforces jobs' memory
+#   tools       [str]  which of TOOLS are on the PATH (what interactive sessions need)
 SAMPLE = ("cores", "mem_total", "mem_used", "load", "disk", "outsiders", "host",
-          "memory_limit")
+          "memory_limit", "tools")
+TOOLS = ("tmux", "xpra", "Xvfb")
 MARKERS = (b"qpy-launcher", b"qpy_master/launcher.py")
 BUSY = 0.5  # a process using this share of a core is busy
 GB = 1024 ** 3
@@ -73,6 +76,11 @@ def disk(path: str | None) -> dict | None:
     total = st.f_blocks * st.f_frsize
     return {"path": path, "total": round(total / GB, 1),
             "used": round((total - st.f_bavail * st.f_frsize) / GB, 1)}
+
+
+def tools() -> list[str]:
+    """Which programs of interactive sessions (``qpy connect``) this node has."""
+    return [name for name in TOOLS if shutil.which(name)]
 
 
 def _stat(pid: str) -> tuple[int, int] | None:
@@ -136,7 +144,7 @@ class Sampler:
         return {"cores": cores(), "mem_total": total, "mem_used": used,
                 "load": round(os.getloadavg()[0], 2), "disk": disk(self.check_dir),
                 "outsiders": self.outsiders(), "host": os.uname().nodename,
-                "memory_limit": cgroups.node_memory_mode(self.cgroup)}
+                "memory_limit": cgroups.node_memory_mode(self.cgroup), "tools": tools()}
 
 
 def main() -> None:

@@ -9,30 +9,27 @@ delays nobody's decision.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 from qpy import cgroups, enrolment, names, paths
 from qpy.peers import Peer
 from qpy.server import Session
-from qpy_multiuser import allocator, drain, monitor, probe, user_limits
+from qpy_multiuser import allocator, drain, interactive, monitor, probe, user_limits
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.allocator import Allocator
 from qpy_multiuser.enrol import Enrolments
 from qpy_multiuser.ledger import Ledger
+from qpy_multiuser.messages import MessageLog
 
 log = logging.getLogger("qpy.multiuser")
 ADMIN = "@admin"
 WAKE_BATCH = 8
-MESSAGES_KEPT = 1000  # saveMessages keeps this many of the last requests
-MESSAGE_CHARS = 2000  # and this much of each request's and reply's JSON
 
 
 class Multiuser:
@@ -64,18 +61,22 @@ class Multiuser:
         self.outbox: list[tuple[Session, dict]] = []
         self.drops: list[Session] = []  # sessions to end once the outbox is sent
         self.sessions_of: Callable[[str], list[Session]] = lambda user: []  # the server's
-        self.messages: deque[dict] | None = None  # kept requests, while saveMessages is on
+        self.messages = MessageLog()  # kept requests, while saveMessages is on
         self.admin_key = paths.load_or_create_key(home / "admin.key")
         self.enrolments = Enrolments(home)
         self.address = "127.0.0.1"
         self.stop = lambda: None
         self.monitor = monitor.Monitor(home, self.interval, self.node_report,
                                        self.node_failed) if self.interval else None
+        self.policy = interactive.load(home)  # interactive sessions: limits, idle policy
+        self.idle = interactive.IdlePolicy(self.lock, lambda: self.policy, self.other_waits,
+                                           self.post_to, self.flush_wakes)
 
     def shutdown(self) -> None:
         """After the server stopped: end node monitoring (running jobs go on)."""
         if self.monitor is not None:
             self.monitor.stop()
+        self.idle.stop()
 
     # -- nodes -----------------------------------------------------------------------------
 
@@ -113,12 +114,13 @@ class Multiuser:
 
     def node_report(self, name: str, address: str, sample: dict) -> None:
         """A sample from monitoring: the node is up, with its measured size if detected.
-        A removed node that drains stays out of the pool."""
+        A removed node that drains stays out of the pool. The masters hear of it when that
+        changes, or the tools interactive sessions need."""
         with self.lock:
             node = self.alloc.nodes.get(name)
             if self._unwatched(name) or node.address != address:
                 return
-            node.measured = sample
+            tools, node.measured = node.measured.get("tools"), sample
             if name not in self.alloc.configured:
                 if node.state == "down":
                     node.state, node.reason = "draining", None
@@ -128,14 +130,14 @@ class Multiuser:
             mem = _positive(sample.get("mem_total"), float) if "mem" in node.detect else None
             size = (cores or node.cores, mem or node.mem)
             if node.up and size == (node.cores, node.mem):
-                return
-            if not size[0] or not size[1]:
-                return  # nothing to run jobs with yet
-            log.info("node %s is up (%d cores, %g GB)", name, *size)
-            node.state, node.reason = "up", None
-            self.alloc.update_node(node, True, *size)
-            self.announce_nodes()
-            self.changed()
+                if tools != sample.get("tools"):
+                    self.announce_nodes()
+            elif size[0] and size[1]:  # else nothing to run jobs with yet
+                log.info("node %s is up (%d cores, %g GB)", name, *size)
+                node.state, node.reason = "up", None
+                self.alloc.update_node(node, True, *size)
+                self.announce_nodes()
+                self.changed()
         self.flush_wakes()
 
     def node_failed(self, name: str, address: str, reason: str) -> None:
@@ -235,6 +237,16 @@ class Multiuser:
         for session in drops:
             session.drop()
 
+    def post_to(self, user: str, event: dict) -> None:
+        """Queue an event for a user's master, if connected (sent by ``flush_wakes``)."""
+        session = self.masters.get(user)
+        if session is not None:
+            self.outbox.append((session, event))
+
+    def other_waits(self, user: str) -> bool:
+        """Whether another user has jobs waiting for cores (idle_action preempt)."""
+        return any(u.name != user and u.queue > 0 for u in self.alloc.users.values())
+
     def closed(self, session: Session) -> None:
         """A master went away: its jobs keep running, so its allocations stay until its
         next hello reports what is still running. Its queue cannot start meanwhile, so it
@@ -260,33 +272,9 @@ class Multiuser:
                      for u in self.alloc.users.values()]
             nodes = [{**n.public(), "used_cores": n.used_cores, "used_mem": n.used_mem,
                       **_measured(n)} for n in self.alloc.nodes.values()]
-        return {"users": users, "nodes": nodes}
+            sessions = self.idle.public(time.time())
+        return {"users": users, "nodes": nodes, "sessions": sessions}
 
-    # -- saveMessages ----------------------------------------------------------------------
-
-    def keep_messages(self, on: bool) -> None:
-        """Start keeping the requests served (for ``variables``), or stop and drop them."""
-        if not on:
-            self.messages = None  # a request in flight may still add to the dropped deque
-        elif self.messages is None:
-            self.messages = deque(maxlen=MESSAGES_KEPT)
-
-    def keep_message(self, started: float, user: str, kind: str, request: dict,
-                     reply: dict) -> None:
-        """Keep one request and its reply, if saveMessages is on; each cut to a bounded
-        size, so a thousand of them stay small whatever the masters send."""
-        kept = self.messages
-        if kept is None:
-            return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-        kept.append({"time": f"{stamp}.{int(started % 1 * 1000):03d}", "user": user,
-                     "type": kind, "request": _cut(request), "reply": _cut(reply)})
-
-
-def _cut(value: dict) -> str:
-    """``value`` as JSON, at most MESSAGE_CHARS long (what is cut off ends in ``...``)."""
-    text = json.dumps(value, default=repr)
-    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + "..."
 
 
 def _measured(node: nodes_module.Node) -> dict:

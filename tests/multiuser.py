@@ -227,6 +227,27 @@ def started_cluster(**kwargs) -> Iterator[Cluster]:
         cluster.tear_down()
 
 
+@contextlib.contextmanager
+def remote_cluster(n: int, nodes: str, interval: str = "0.5",
+                   **kwargs) -> Iterator[tuple[Cluster, object]]:
+    """(cluster, ssh nodes): a set-up cluster (``Cluster(**kwargs)``) whose nodes are ``n``
+    network-namespace nodes (tests/netns_nodes.py) that alice and the admin reach over
+    ssh, with ``nodes`` as the admin's nodes file and monitoring every ``interval``
+    seconds; torn down after. Skipped (or failed under CI) where it cannot run."""
+    import netns_nodes
+
+    netns_nodes.require()
+    with started_cluster(**kwargs) as qpy, netns_nodes.Cluster(
+            n, user=qpy.name("alice"), home_config=True) as ssh_nodes:
+        ssh_nodes.authorize(qpy.name("admin"), home_config=True)
+        qpy.write_admin_file("nodes", nodes)
+        qpy.write_admin_file("node_check_interval", interval + "\n")
+        qpy.admin("finish")
+        wait_for(lambda: not qpy.multiuser_pid(), WAIT, "the multiuser to stop")
+        qpy.start_multiuser()
+        yield qpy, ssh_nodes
+
+
 def _tool(name: str) -> str:
     found = shutil.which(name, path=SBIN_PATH)
     assert found, f"{name} is missing"

@@ -82,6 +82,12 @@ def forged_master_requests(alice: Alice) -> dict[str, dict]:
              "copy": False, "script": None}]},
         "hold": {"type": "hold", "select": {"all": True}, "held": True},
         "why": {"type": "why", "job": alice.running},
+        # qpy connect: would list alice's sessions, make one in her name, wait on one
+        "sessions": {"type": "sessions"},
+        "connect": {"type": "connect", "cwd": str(alice.jobs.dir), "env": {}, "n_cores": 1,
+                    "mem": 1.0, "attr": None, "name": None, "gui": None},
+        "session_wait": {"type": "session_wait", "job": alice.running, "until": "end",
+                         "timeout": 0.0},
     }
 
 
@@ -111,6 +117,9 @@ def forged_multiuser_requests(cluster: Cluster, alice: Alice) -> dict[str, dict]
         "status": {"type": "status"},
         # would tell what alice's share and usage are, as alice sees them
         "explain": {"type": "explain", "cores": 1, "mem": 1.0, "attr": None},
+        # would report alice's running job as an idle session (for the idle policy)
+        "idle_report": {"type": "idle_report", "sessions": [
+            {"job": alice.running, "node": "n1", "idle": 1e6, "attached": 0}]},
         "admin": {"type": "admin", "command": "variables", "args": []},
         # would hand out a bundle, as to a new user's enrolment code
         "join": {"type": "join"},

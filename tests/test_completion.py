@@ -144,9 +144,9 @@ def test_script_is_valid_bash_and_registers_all_three_programs():
 def test_first_word_is_a_command():
     assert words("qpy", "") == QPY_COMMANDS
     assert QPY_COMMANDS == ["sub", "check", "why", "kill", "hold", "release", "clean",
-                            "requeue", "wait", "log", "history", "status", "config",
+                            "requeue", "wait", "log", "history", "connect", "status", "config",
                             "ctrlQueue", "notes", "restart", "finish", "join", "tutorial"]
-    assert words("qpy", "c") == ["check", "clean", "config", "ctrlQueue"]
+    assert words("qpy", "c") == ["check", "clean", "connect", "config", "ctrlQueue"]
     assert words("qpy", "ctrlQ") == ["ctrlQueue"]
     assert words("qpy", "-") == ["-h", "--help"]
     assert words("qpy", "_") == []  # the hidden _complete is for the script only
@@ -209,6 +209,15 @@ def test_sub_options_then_command_then_files(tmp_path):
     assert sorted(words("qpy", "sub", "bash", "run", cwd=tmp_path)) == ["run.sh", "runs"]
     # options end at the command: what follows belongs to it
     assert words("qpy", "sub", "bash", "-", cwd=tmp_path) == []
+
+
+def test_connect_offers_a_command_after_gui_and_nothing_else_without(tmp_path):
+    (tmp_path / "plot.py").write_text("")
+    assert "echo" in words("qpy", "connect", "--gui", "ec", cwd=tmp_path)
+    assert words("qpy", "connect", "--gui", "python3", "pl", cwd=tmp_path) == ["plot.py"]
+    assert words("qpy", "connect", "ec", cwd=tmp_path) == []  # an ID: none without a master
+    assert words("qpy", "connect", "--name", "") == []
+    assert words("qpy", "connect", "--gui-attach", "x") == []
 
 
 def test_check_kill_clean_offer_their_statuses(tmp_path):

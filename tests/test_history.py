@@ -166,7 +166,8 @@ def test_json_documents_and_their_schema_in_the_manual(qpy):
                       what="qpy status")
     assert list(check) == ["version", "jobs"] and check["version"] == 1
     assert list(history) == ["version", "runs"] and history["version"] == 1
-    assert list(status) == ["version", "users", "nodes", "allocator"] and status["version"] == 1
+    assert list(status) == ["version", "users", "nodes", "allocator", "sessions"]
+    assert status["version"] == 1
     assert set(status["allocator"]) == {"kind", "address"}
     for command, document in (("check", check), ("history", history), ("status", status)):
         shown, = re.findall(rf"^(\{{.*\}}) +qpy {command} --json$", MANUAL, re.MULTILINE)

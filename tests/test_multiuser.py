@@ -891,3 +891,16 @@ def test_priorities_order_a_users_own_jobs_and_never_change_fair_share(cluster, 
     alice.wait_started(low)
     alice.release_all()
     release(alice, *first, high, low)
+
+
+def test_an_idle_report_needs_the_users_registered_master(cluster):
+    """As ``slots``: an idle report on a connection that did not register with ``hello``
+    (a script with the user's key, or a user the admin removed, whom any request naming
+    them would otherwise make a member again) is refused."""
+    bob = cluster.name("bob")
+    cluster.qpy_as("bob", "finish")  # so bob's master does not take the session back
+    wait_for(lambda: bob not in cluster.variables()["connected"], WAIT,
+             "bob's master to disconnect")
+    with cluster.connect(bob, cluster.user_key("bob")) as conn:
+        reply = wire_call(conn, {"type": "idle_report", "sessions": []})
+    assert reply["ok"] is False and reply["error"] == "register with hello first", reply

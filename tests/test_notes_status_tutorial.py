@@ -122,8 +122,10 @@ def test_status_as_first_command(qpy):
 
 def test_status_json(qpy):
     data = status_json(qpy)
-    assert list(data) == ["version", "users", "nodes", "allocator"] and data["version"] == 1
+    assert list(data) == ["version", "users", "nodes", "allocator", "sessions"]
+    assert data["version"] == 1
     assert data["allocator"]["kind"] == "personal"
+    assert data["sessions"] == []  # interactive sessions (qpy connect), none here
     node = localhost(data)
     assert node["cores"] >= 1
     assert node["used_cores"] == 0

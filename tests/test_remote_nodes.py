@@ -20,10 +20,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import netns_nodes
 import pytest
 from conftest import pid_alive, wait_for
-from multiuser import GATED, WAIT, Cluster, Jobs, expected_exit, started_cluster
+from multiuser import GATED, WAIT, Cluster, Jobs, expected_exit, remote_cluster
 
 NODES = """\
 # three namespace nodes; node3's cores and memory are detected by monitoring
@@ -37,15 +36,7 @@ INTERVAL = "0.5"  # seconds between samples: a node that is back is seen quickly
 @pytest.fixture(scope="module")
 def world():
     """(qpy cluster, ssh nodes): alice and the admin can ssh to node1..3."""
-    netns_nodes.require()
-    with started_cluster() as qpy, netns_nodes.Cluster(3, user=qpy.name("alice"),
-                                               home_config=True) as nodes:
-        nodes.authorize(qpy.name("admin"), home_config=True)
-        qpy.write_admin_file("nodes", NODES)
-        qpy.write_admin_file("node_check_interval", INTERVAL + "\n")
-        qpy.admin("finish")
-        wait_for(lambda: not qpy.multiuser_pid(), WAIT, "the multiuser to stop")
-        qpy.start_multiuser()
+    with remote_cluster(3, NODES, INTERVAL) as (qpy, nodes):
         yield qpy, nodes
 
 

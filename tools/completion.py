@@ -54,6 +54,10 @@ QPY_ARGS = {
                  "fi",
     "tutorial": "if (( n == 0 )); then __qpy_words {keywords}; fi",
     "why": "if (( n == 0 )); then __qpy_ids queue; fi",
+    # a session's ID; with --gui, the program to run and its arguments
+    "connect": "if [[ \" ${{COMP_WORDS[*]:0:COMP_CWORD}} \" == *' --gui '* ]]; then\n"
+               "    if (( n == 0 )); then __qpy_command; else __qpy_files; fi\n"
+               "elif (( n == 0 )); then __qpy_ids queue running; fi",
     "join": ":  # the enrolment code: nothing to offer",
 }
 ADMIN_ARGS = {name: "if (( n == 0 )); then __qpy_users; fi"
@@ -68,6 +72,7 @@ OPTION_VALUES = {
     ("sub", "afterok"): "__qpy_ids",
     ("sub", "file"): "__qpy_files",
     ("sub", "mail"): "__qpy_words 'end fail end,fail none'",
+    ("connect", "gui_attach"): "__qpy_ids running",
 }
 
 JUMP_TARGETS = ("begin", "end")

@@ -19,7 +19,7 @@ def status(as_json: bool) -> None:
 
         echo(jsonout.document(users=reply["users"],
                               nodes=[jsonout.node(n) for n in reply["nodes"]],
-                              allocator=allocator))
+                              allocator=allocator, sessions=reply.get("sessions") or []))
         return
     from qpy import status_view
 
@@ -28,7 +28,7 @@ def status(as_json: bool) -> None:
     elif allocator:
         echo("Allocator: your personal multiuser (this machine only; no cluster bundle "
              "in your qpy home)\n")
-    echo(status_view.render(reply["users"], reply["nodes"]))
+    echo(status_view.render(reply["users"], reply["nodes"], reply.get("sessions")))
 
 
 def stop_master() -> bool:
