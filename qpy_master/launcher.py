@@ -598,6 +598,8 @@ class SessionWatch:
             import shutil
 
             shutil.rmtree(self.path(job), ignore_errors=True)
+
+
 class Slots:
     """The slots file of a run directory: which slot holds which job (those not yet
     forgotten, some started by earlier launchers), and the free ones. Written by

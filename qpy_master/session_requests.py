@@ -103,12 +103,12 @@ def connect(m: Master, s: Session, msg: dict) -> dict:
                                f"qpy connect {name} attaches to it")
         need = ("xpra", "Xvfb") if gui else ("tmux",)
         attr = with_tools(m, msg["attr"], need, msg["env"].get("PATH"))
-        job = submit.new_job({**msg, "command": command, "attr": attr, "copy": None},
-                             m.settings, m.nodes)
+        spec = {"command": command, "n_cores": msg["n_cores"], "mem": msg["mem"], "attr": attr}
+        (job, _), = submit.new_jobs([spec], msg, m.settings, m.nodes)
         check_limits(m, job.n_cores, job.mem)
         job.kind, job.name = ("gui" if gui else "tmux"), name
         with m.records.transaction():
-            m.records.add(job, msg["env"])
+            m.records.add([job], msg["env"])
             if gui:
                 m.records.update(job, session={"program": list(gui)})
             m.records.reorder([job.id], "begin")

@@ -187,7 +187,8 @@ def test_two_launchers_of_one_node_never_share_a_slot(tmp_path):
     earlier = _launcher(run)
     _send(earlier, _start(9, "exit 9", tmp_path))
     _events(earlier, 2)
-    _send(earlier, {"op": "forget", "job": 9})  # slot 0 is free again
+    _send(earlier, {"op": "forget", "job": 9})  # slot 0 is free again once its
+    wait_for(lambda: 9 not in _slot_jobs(run), 30, "job 9's slot to be freed")  # supervisor exits
     earlier.stdin.close()
     earlier.wait(timeout=30)
     first, second = _launcher(run), _launcher(run)  # both see slot 0 free
@@ -197,17 +198,24 @@ def test_two_launchers_of_one_node_never_share_a_slot(tmp_path):
         _send(second, _start(2, "exit 2", tmp_path))
         started, ended = _events(second, 2)
         assert (ended["ev"], ended["exit"]) == ("ended", 2)
-        data = (run / "slots").read_bytes()
-        ends = {}
-        for i in range(0, len(data), launcher.SLOT):
-            head, result = launcher.parse_slot(data[i:i + launcher.SLOT])
-            if head is not None:
-                ends[head[0]] = result["exit"]
-        assert ends == {1: 1, 2: 2}, data  # each job's end in a slot of its own
+        assert _slot_jobs(run) == {1: 1, 2: 2}  # each job's end in a slot of its own
     finally:
         for proc in (first, second):
             proc.stdin.close()
             proc.wait(timeout=30)
+
+
+def _slot_jobs(run) -> dict[int, int | None]:
+    """Job -> exit code of what the run directory's slots file holds."""
+    data = (run / "slots").read_bytes()
+    jobs = {}
+    for i in range(0, len(data), launcher.SLOT):
+        head, result = launcher.parse_slot(data[i:i + launcher.SLOT])
+        if head is not None:
+            jobs[head[0]] = (result or {}).get("exit")
+    return jobs
+
+
 PLANTED = "import pathlib; pathlib.Path({marker!r}).touch()\n"
 
 
