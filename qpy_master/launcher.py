@@ -188,8 +188,7 @@ def emit(event: dict) -> None:
 def proc_start(pid: int) -> int | None:
     """Start time of a process in clock ticks: tells a live supervisor from a reused PID."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
+        stat = limits.read_proc(f"/proc/{pid}/stat")
     except OSError:
         return None
     return int(stat[stat.rindex(b")") + 2:].split()[19])
@@ -326,6 +325,7 @@ class Supervisor:
         self.reaped = False  # the job's main process has ended
         self.devnull = -1
         self.limits: limits.JobLimits | None = None
+        self.me = ""  # "PID START-TIME" of this supervisor, for its slot
 
     def prepare(self) -> None:
         """Everything that does not depend on the job, done before the job is known."""
@@ -342,6 +342,7 @@ class Supervisor:
             os.dup2(self.devnull, fd)
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_IGN)
+        self.me = f"{os.getpid()} {proc_start(os.getpid())}"
         # SIGTERM (a kill) stays blocked, as forked: one that comes before the job exists
         # waits, and is handled once the job's process group can be signalled
 
@@ -363,8 +364,8 @@ class Supervisor:
     def run(self) -> None:
         """Never returns: the supervisor exits with os._exit."""
         me = os.getpid()
-        os.pwrite(self.slots, padded(f"{self.op['job']} {me} {proc_start(me)} {self.op['t']}",
-                                     HALF), self.offset)
+        os.pwrite(self.slots, padded(f"{self.op['job']} {self.me} {self.op['t']}", HALF),
+                  self.offset)
         try:
             out, err = self._open_outputs()
             trace("supervisor: outputs open")
