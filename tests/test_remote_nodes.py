@@ -204,7 +204,10 @@ def test_node_down_marks_its_jobs_requeues_on_request_and_comes_back(cluster, wo
     work.release_all()
     for record in work.wait_finished(elsewhere, requeued):
         assert (record["status"], record["exit_code"]) == ("done", expected_exit(record["id"]))
-    assert qpy.job("alice", plain)["status"] == "lost"
+    final = qpy.job("alice", plain)
+    # node3, back, may tell the run's real end: its supervisor saw the job die of the
+    # SIGKILL that took everything in node3 (under load it outlives the job for a moment)
+    assert final["status"] == "lost" or (final["status"], final["signal"]) == ("done", 9), final
 
 
 # -- ssh control sockets ----------------------------------------------------------------------
