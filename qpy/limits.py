@@ -162,6 +162,8 @@ class JobLimits:
         self.tree = tree  # the job's processes, for the watchdog
         self.peak = 0
         self.over = False
+        self.cpu = 0.0  # CPU seconds and largest RSS (KB) of the processes reaped so far
+        self.rss = 0
 
     def before_spawn(self) -> None:
         """Pin this supervisor (the job inherits it) and enter the job's cgroup."""
@@ -190,33 +192,62 @@ class JobLimits:
             except OSError:
                 pass
 
-    def wait(self, job_pid: int, kill: Callable[[], None]) -> int:
+    def wait(self, job_pid: int, kill: Callable[[], None], inbox: int = -1,
+             message: Callable[[], bool] = lambda: False) -> int:
         """Reap every child (orphans come to the supervisor) until the job's main process
         ends, and return its wait status; meanwhile sample the tree (watchdog) or wait for
-        the cgroup's OOM event, and ``kill`` the tree when it is over its memory."""
+        the cgroup's OOM event, and ``kill`` the tree when it is over its memory. When
+        ``inbox`` is readable, ``message`` reads it (False: it is closed)."""
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the select through wake_w
         events = self.cgroup.events if self.cgroup is not None else -1
-        watched = [wake_r] + ([events] if events >= 0 else [])
+        watched = [fd for fd in (wake_r, events, inbox) if fd >= 0]
         due = time.monotonic() + SAMPLE_MIN  # not at once: the job is still starting
+        try:
+            while True:
+                status = self.reap(job_pid)
+                if status is not None:
+                    return status
+                timeout = None
+                if self.cgroup is None and not self.over:
+                    timeout = max(0.0, due - time.monotonic())
+                    if timeout == 0.0:
+                        due = time.monotonic() + self._sample(kill)
+                        continue
+                readable, _, _ = select.select(watched, [], [], timeout)
+                if wake_r in readable:
+                    os.read(wake_r, 4096)
+                if inbox in readable and not message():
+                    watched.remove(inbox)
+                if events in readable and not self.over:
+                    os.read(events, 8)
+                    self.over = True
+                    kill()
+        finally:  # the supervisor may run another job: nothing of this one stays open
+            signal.set_wakeup_fd(-1)
+            os.close(wake_r)
+            os.close(wake_w)
+
+    def reap(self, job_pid: int, block: bool = False) -> int | None:
+        """Reap what has ended, counting its usage; the job's wait status if it is among
+        them (0 if nothing is left to wait for), else None. With ``block``: one process,
+        waited for (ChildProcessError if none is left)."""
         while True:
-            status = _reap(job_pid)
-            if status is not None:
+            try:
+                pid, status, usage = os.wait4(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                if block:
+                    raise
+                return 0
+            if pid == 0:
+                return None
+            # a process's usage includes its reaped descendants', as RUSAGE_CHILDREN
+            # would, but only this job's: the supervisor may have run others before
+            self.cpu += usage.ru_utime + usage.ru_stime
+            self.rss = max(self.rss, usage.ru_maxrss)
+            if pid == job_pid or block:
                 return status
-            timeout = None
-            if self.cgroup is None and not self.over:
-                timeout = max(0.0, due - time.monotonic())
-                if timeout == 0.0:
-                    due = time.monotonic() + self._sample(kill)
-                    continue
-            readable, _, _ = select.select(watched, [], [], timeout)
-            if wake_r in readable:
-                os.read(wake_r, 4096)
-            if events in readable and not self.over:
-                os.read(events, 8)
-                self.over = True
-                kill()
 
     def _sample(self, kill: Callable[[], None]) -> float:
         rss = tree_rss(self.tree())
@@ -236,17 +267,3 @@ class JobLimits:
     def close(self) -> None:
         if self.cgroup is not None:
             self.cgroup.remove()
-
-
-def _reap(job_pid: int) -> int | None:
-    """Reap what has ended; the job's wait status if it is among them (0 if nothing is
-    left to wait for), else None."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return 0
-        if pid == 0:
-            return None
-        if pid == job_pid:
-            return status

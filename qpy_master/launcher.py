@@ -3,7 +3,8 @@
 The master runs one launcher per node (``python3 -I -S -c BOOT RUN_DIR``, its source and
 those of ``qpy/limits.py`` and ``qpy/cgroups.py`` sent down stdin first: locally as a
 child, remotely at the end of an ssh session) and talks to it in JSON lines on
-stdin/stdout. For each job the launcher forks a *supervisor* that:
+stdin/stdout. Each job runs under a *supervisor*, a process forked by the launcher that,
+for each job it is given:
 
 * leaves the launcher's session, so the job outlives the launcher and the master;
 * becomes a child subreaper, so every descendant of the job, even one that called
@@ -20,14 +21,22 @@ stdin/stdout. For each job the launcher forks a *supervisor* that:
   launcher or the master is gone: at the limit the tree gets SIGTERM, then SIGKILL after
   the grace period, and the exit record says ``limit``.
 
+A supervisor that is done with a job (recorded, the launcher told, the leftovers killed,
+its CPUs unpinned) tells the launcher so and waits for another: no fork per job. On this
+kind of machine (a VM where a page fault costs ~9 us) forking the launcher and the
+copy-on-write faults of the new process cost more than the rest of a job's start.
+
 Slots are fixed 256-byte records of one file, overwritten in place with single ``pwrite``
 calls and reused: starting a job creates no file besides its own output files, because on
 a busy disk creating and deleting files is what a job start costs most.
 
 The launcher learns of a supervisor's end through a pidfd, which works for supervisors a
 previous launcher started too: that is how a restarted master re-adopts running jobs with
-no polling. Killing sends SIGTERM to the supervisor, which passes it to the whole tree and
-escalates to SIGKILL after the job's grace period.
+no polling. Killing passes SIGTERM to the whole tree and escalates to SIGKILL after the
+job's grace period: the launcher asks its own supervisors with a ``kill`` line on their
+inbox pipe (in order with their start ops, so a kill meant for a job that has just ended
+cannot reach the next job of the same supervisor), and a previous launcher's with SIGTERM
+(those end after their job: their inbox is gone).
 
 An interactive job (``qpy connect``) gets a private directory ``RUN_DIR/sJOB`` where its
 session program (``session_node.py``) writes its state; the launcher watches those
@@ -96,13 +105,13 @@ import gc
 import json
 import os
 import pwd
-import resource
 import selectors
 import signal
 import stat
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 if __name__ == "__main__":  # run by its boot (qpy/ssh.py), which put qpy/limits.py here
     import limits
@@ -180,9 +189,12 @@ def ended_by_itself(result: dict | None) -> bool:
 
 def emit(event: dict) -> None:
     """One event line to the master."""
-    data = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+    write_all(1, (json.dumps(event, separators=(",", ":")) + "\n").encode())
+
+
+def write_all(fd: int, data: bytes) -> None:
     while data:
-        data = data[os.write(1, data):]
+        data = data[os.write(fd, data):]
 
 
 def proc_start(pid: int) -> int | None:
@@ -308,14 +320,43 @@ def open_output(path: str, which: str) -> int:
     return fd
 
 
+class Inbox:
+    """The pipe a supervisor gets its ops on, read in lines: a job's start op when idle,
+    ``kill`` while the job runs."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+
+    def line(self, wait: bool = True) -> bytes | None:
+        """The next line; None at the end of the pipe (or, unless ``wait``, when no whole
+        line has come yet)."""
+        while b"\n" not in self.buf:
+            if not wait or not self.read_some():
+                return None
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+    def read_some(self) -> bytes | None:
+        """Read what has come (b"": the end; None: nothing yet, non-blocking)."""
+        try:
+            chunk = os.read(self.fd, 1 << 20)
+        except BlockingIOError:
+            return None
+        self.buf += chunk
+        return chunk
+
+
 class Supervisor:
-    """Runs in a forked child: prepared while idle, then owns one job to its recorded end."""
+    """Runs in a forked child: prepared while idle, then owns one job at a time to its
+    recorded end, and waits for the next (a fork per job costs more than the job's start
+    on a machine where page faults are dear)."""
 
     def __init__(self, slots: int, notify: int, inbox: int, shell: str) -> None:
         self.slots = slots
         self.shell = shell
         self.notify = notify
-        self.inbox = inbox
+        self.inbox = Inbox(inbox)
         self.op: dict = {}
         self.offset = 0
         self.grace = 10.0
@@ -326,12 +367,14 @@ class Supervisor:
         self.devnull = -1
         self.limits: limits.JobLimits | None = None
         self.me = ""  # "PID START-TIME" of this supervisor, for its slot
+        self.cpus: set[int] = set()  # the CPUs it may use when no job pins it
+        self.cgroups = b""  # its cgroups, where it must be to wait for another job
 
     def prepare(self) -> None:
         """Everything that does not depend on the job, done before the job is known."""
         os.setsid()
-        self._set_subreaper()
-        keep = sorted((self.notify, self.slots, self.inbox))
+        LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of the job come here
+        keep = sorted((self.notify, self.slots, self.inbox.fd))
         low = 3
         for fd in keep:
             os.closerange(low, fd)
@@ -343,26 +386,56 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_IGN)
         self.me = f"{os.getpid()} {proc_start(os.getpid())}"
-        # SIGTERM (a kill) stays blocked, as forked: one that comes before the job exists
-        # waits, and is handled once the job's process group can be signalled
+        self.cpus = os.sched_getaffinity(0)
+        self.cgroups = limits.read_proc("/proc/self/cgroup")
+        # SIGTERM stays blocked, as forked, until the job's process group can be signalled
 
     def serve(self) -> None:
-        """Wait for the job (EOF: the launcher is gone, nothing to do), run it, exit."""
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = os.read(self.inbox, 1 << 20)
-            if not chunk:
+        """Run each job sent until the inbox ends (the launcher is gone), then exit."""
+        while True:
+            line = self.inbox.line()
+            if line is None:
                 os._exit(0)
-            data += chunk
-        os.close(self.inbox)
-        trace("supervisor: start op")
-        self.op = json.loads(data)
-        self.offset = int(self.op["slot"]) * SLOT
-        self.grace = float(self.op.get("grace", 10.0))
-        self.run()
+            if line == b"kill":  # for the last job, sent before the launcher knew it ended
+                continue
+            trace("supervisor: start op")
+            self.op = json.loads(line)
+            self.offset = int(self.op["slot"]) * SLOT
+            self.grace = float(self.op.get("grace", 10.0))
+            self.run()
+            self._reset()
+
+    def _message(self) -> bool:
+        """Lines from the launcher while the job runs: ``kill``. False at EOF."""
+        chunk = self.inbox.read_some()
+        while (line := self.inbox.line(wait=False)) is not None:
+            if line == b"kill":
+                self._on_term()
+        return chunk != b""
+
+    def _reset(self) -> None:
+        """Ready for another job, as a freshly prepared supervisor would be, then tell the
+        launcher so (its job number, negated). One that cannot be ends instead: back in
+        a cgroup other than its own (a v1 job cgroup is left for the user's, where an
+        idle supervisor must not stay), or no launcher to take more jobs."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # drops a pending one: for this job
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self.killing = self.limit_hit = self.reaped = False
+        self.limits = None
+        gc.collect()
+        try:
+            os.sched_setaffinity(0, self.cpus)
+            os.chdir("/")
+            if limits.read_proc("/proc/self/cgroup") != self.cgroups:
+                os._exit(0)
+            os.write(self.notify, f"-{self.op['job']}\n".encode())
+        except OSError:
+            os._exit(0)
 
     def run(self) -> None:
-        """Never returns: the supervisor exits with os._exit."""
+        """Run one job to its recorded end. A job that could not start ends the
+        supervisor (os._exit)."""
         me = os.getpid()
         os.pwrite(self.slots, padded(f"{self.op['job']} {self.me} {self.op['t']}", HALF),
                   self.offset)
@@ -383,6 +456,8 @@ class Supervisor:
         trace("supervisor: job spawned")
         self._arm_limit()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a waiting kill now
+        os.set_blocking(self.inbox.fd, False)
+        self._message()  # a kill sent before the job existed
         os.close(out)
         os.close(err)
         status = self._wait_job()
@@ -407,10 +482,7 @@ class Supervisor:
             trace("supervisor: launcher told")
             self._clean_up()
         self.limits.close()
-        os._exit(0)
-
-    def _set_subreaper(self) -> None:
-        LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        os.set_blocking(self.inbox.fd, True)
 
     def _open_outputs(self) -> tuple[int, int]:
         try:
@@ -443,7 +515,8 @@ class Supervisor:
     def _wait_job(self) -> int:
         """Reap everything (orphans come to us) until the job's main process ends, while
         the job's memory is watched."""
-        return self.limits.wait(self.job_pid, lambda: self._signal_tree(signal.SIGKILL))
+        return self.limits.wait(self.job_pid, lambda: self._signal_tree(signal.SIGKILL),
+                                self.inbox.fd, self._message)
 
     def _signal_tree(self, sig: int) -> None:
         try:
@@ -496,9 +569,8 @@ class Supervisor:
         if "error" in result:  # the record must fit its half slot
             result["error"] = result["error"][:64]
         if usage:  # every process of the tree was reaped here or below: the subreaper
-            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-            result["cpu"] = round(ru.ru_utime + ru.ru_stime, 3)
-            result["rss"] = ru.ru_maxrss  # KB, the largest process of the tree
+            result["cpu"] = round(self.limits.cpu, 3)
+            result["rss"] = self.limits.rss  # KB, the largest process of the tree
         os.pwrite(self.slots, padded(json.dumps(result, separators=(",", ":")), HALF),
                   self.offset + HALF)
 
@@ -510,7 +582,7 @@ class Supervisor:
         """
         while self.killing and descendants(os.getpid()):
             try:
-                os.waitpid(-1, 0)
+                self.limits.reap(0, block=True)
             except ChildProcessError:
                 break
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -521,7 +593,7 @@ class Supervisor:
             self._signal_tree(signal.SIGKILL)
             while True:
                 try:
-                    os.waitpid(-1, 0)
+                    self.limits.reap(0, block=True)
                 except ChildProcessError:
                     break
 
@@ -682,6 +754,72 @@ def fork_supervisor(slots_fd: int, notify_w: int, shell: str) -> tuple[int, int]
     return pid, inbox_w
 
 
+def end_event(slots: Slots, job: int) -> dict:
+    """The event for the end of ``job`` as its slot tells it (ended, or lost)."""
+    head, result = slots.read(job)
+    if result is None and head is not None and not head[3]:  # its supervisor never got
+        return {"ev": "lost", "job": job, "ran": False,  # the job (its launcher died)
+                "reason": "the job was never started"}
+    if result is None:
+        return {"ev": "lost", "job": job, "ran": True,
+                "reason": "its supervisor ended without recording an exit status"}
+    return {"ev": "ended", "job": job, **result}
+
+
+class Own:
+    """The launcher's own supervisors: the spare (forked ahead, off the path of a start),
+    those done with a job (the last one back gets the next job first) and the inbox of
+    each one that has a job."""
+
+    def __init__(self, fork: Callable[[], tuple[int, int]]) -> None:
+        self.fork = fork
+        self.spare: tuple[int, int] | None = None
+        self.idle: list[tuple[int, int]] = []  # (PID, inbox)
+        self.inboxes: dict[int, int] = {}  # job -> the inbox of its supervisor
+
+    def pick(self) -> tuple[int, int, bool]:
+        """A supervisor for a job: an idle one, else the spare, else a new one (PID,
+        inbox, whether it was idle)."""
+        if self.idle:
+            return (*self.idle.pop(), True)
+        pid, inbox = self.spare or self.fork()
+        self.spare = None
+        return pid, inbox, False
+
+    def refill(self) -> None:
+        """Fork the spare if there is none (only when no supervisor was idle)."""
+        if self.spare is None:
+            self.spare = self.fork()
+
+    def kill(self, job: int) -> bool:
+        """A ``kill`` line on the inbox of the job's supervisor, in order with its start
+        ops, so a kill for its last job cannot reach the next; whether it is ours."""
+        if job not in self.inboxes:
+            return False
+        try:
+            write_all(self.inboxes[job], b"kill\n")
+        except OSError:  # it is ending: its end comes anyway
+            pass
+        return True
+
+    def done(self, job: int, pid: int) -> None:
+        """The supervisor is done with ``job`` and waits for another."""
+        self.idle.append((pid, self.inboxes.pop(job)))
+
+    def ended(self, job: int, pid: int) -> None:
+        """The supervisor of ``job`` ended."""
+        self.gone(pid, self.inboxes.pop(job))
+
+    @staticmethod
+    def gone(pid: int, inbox: int) -> None:
+        """A supervisor that ended: its inbox closed, the process reaped."""
+        os.close(inbox)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
 class Launcher:
     """The launcher's event loop: ops from stdin, job ends from pidfds."""
 
@@ -697,7 +835,7 @@ class Launcher:
         self.forgotten: set[int] = set()
         self.envs: dict[int, dict[str, str]] = {}
         self.deferred: dict[int, dict] = {}  # job -> its start, waiting for its old run
-        self.spare: tuple[int, int] | None = None
+        self.own = Own(self._fork)
         self.shell = login_shell()  # once: the password database may be a network service
         self.sessions = SessionWatch(run_dir, self.sel)
 
@@ -706,7 +844,7 @@ class Launcher:
         self.sel.register(0, selectors.EVENT_READ, None)
         self.sel.register(self.notify_r, selectors.EVENT_READ, "notify")
         emit({"ev": "ready", "pid": os.getpid()})
-        self.spare = self._fork()
+        self.own.refill()
         heard = time.monotonic()
         while True:
             ready = self.sel.select(max(0.0, heard + LINK_TIMEOUT - time.monotonic()))
@@ -770,17 +908,29 @@ class Launcher:
         op["env"] = {**self.envs.get(op.get("env_id"), {}), **op.get("vars", {})}
         limits.prepare_start(op)
         op["t"] = t_start = time.time()
-        pid, inbox = self.spare or self._fork()
-        self.spare = None
-        op["slot"] = self.slots.take(job, pid)
-        self.sessions.started(op)
-        data = (json.dumps(op, separators=(",", ":")) + "\n").encode()
-        while data:
-            data = data[os.write(inbox, data):]
-        os.close(inbox)
+        pid = self._hand(job, op)
         self._watch(job, pid, own=True)
         emit({"ev": "started", "job": job, "pid": pid, "t": t_start})
-        self.spare = self._fork()
+        self.own.refill()
+
+    def _hand(self, job: int, op: dict) -> int:
+        """Give the start op to the supervisor last done with a job, else to the spare
+        (forked only when none is idle), once the job's slot is claimed with its PID and
+        an interactive job has its session directory: the supervisor's PID."""
+        while True:
+            pid, inbox, was_idle = self.own.pick()
+            op["slot"] = self.slots.take(job, pid)
+            self.sessions.started(op)
+            try:
+                write_all(inbox, json.dumps(op, separators=(",", ":")).encode() + b"\n")
+            except OSError:  # it ended (while idle): the claim goes, another one gets it
+                self.own.gone(pid, inbox)
+                self._free_slot(job)
+                if was_idle:
+                    continue
+                raise
+            self.own.inboxes[job] = inbox
+            return pid
 
     def _fork(self) -> tuple[int, int]:
         return fork_supervisor(self.slots.fd, self.notify_w, self.shell)
@@ -812,7 +962,7 @@ class Launcher:
             if proc_start(pid) == start:  # still the same process now that the pidfd holds it
                 return
             self._unwatch(job)
-        self._report_end(job)
+        emit(end_event(self.slots, job))
 
     def sweep(self, op: dict) -> None:
         """Sent first to every new launcher: kill and free what this node still holds of
@@ -844,8 +994,11 @@ class Launcher:
             and self._watch(job, head[1], own=False)
 
     def kill(self, op: dict) -> None:
-        """SIGTERM to the job's supervisor (found through its slot if not watched yet)."""
+        """Our own supervisor of the job gets a ``kill`` line (``Own.kill``); one of an
+        earlier launcher SIGTERM (found through the job's slot if not watched yet)."""
         job = int(op["job"])
+        if self.own.kill(job):
+            return
         entry = self.watched.get(job) or (self._watch_slot(job) and self.watched.get(job))
         if entry:
             try:
@@ -880,17 +1033,24 @@ class Launcher:
         trace("launcher: notified")
         for word in data.split():
             job = int(word)
-            if job in self.watched and job not in self.reported and job not in self.deferred:
+            if job < 0 and -job in self.own.inboxes and -job in self.watched:  # done with it
+                _, pid, _ = self._unwatch(-job)
+                self.own.done(-job, pid)
+                self._over(-job)
+            elif job in self.watched and job not in self.reported and job not in self.deferred:
                 self.reported.add(job)
-                self._report_end(job)
+                emit(end_event(self.slots, job))
 
     def _ended(self, job: int) -> None:
+        """A supervisor ended (pidfd)."""
         _, pid, own = self._unwatch(job)
         if own:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+            self.own.ended(job, pid)
+        self._over(job)
+
+    def _over(self, job: int) -> None:
+        """The supervisor of ``job`` is done with it: its end reported if not yet, its slot
+        freed if the master has the end, its next run started if one waits."""
         if job in self.deferred:  # the old run is over: the new one starts, unless the old
             self.reported.discard(job)  # one finished by itself (its end then answers it)
             self.forgotten.discard(job)
@@ -903,22 +1063,11 @@ class Launcher:
             self.start(op)
             return
         if job not in self.reported:
-            self._report_end(job)
+            emit(end_event(self.slots, job))
         self.reported.discard(job)
         if job in self.forgotten:
             self.forgotten.discard(job)
             self._free_slot(job)
-
-    def _report_end(self, job: int) -> None:
-        head, result = self.slots.read(job)
-        if result is None and head is not None and not head[3]:  # its supervisor never got
-            emit({"ev": "lost", "job": job, "ran": False,  # the job (its launcher died)
-                  "reason": "the job was never started"})
-        elif result is None:
-            emit({"ev": "lost", "job": job, "ran": True,
-                  "reason": "its supervisor ended without recording an exit status"})
-        else:
-            emit({"ev": "ended", "job": job, **result})
 
 
 def main() -> None:
