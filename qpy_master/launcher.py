@@ -859,7 +859,7 @@ class Launcher:
                     self._notified()
                 elif key.data == "sessions":
                     self.sessions.read()
-                else:
+                elif self.watched.get(key.data, (None,))[0] == key.fd:  # not ended this batch
                     self._ended(key.data)
 
     def _read_ops(self) -> bool:
