@@ -155,6 +155,22 @@ class Qpy:
             if pid:
                 os.kill(pid, signal.SIGKILL)
         _kill_supervisors(self.home / "run")
+        _kill_daemons_of(self.home)
+
+
+def _kill_daemons_of(home: Path) -> None:
+    """SIGKILL what still runs with this QPY_HOME: a personal multiuser whose master was
+    starting it while the teardown read the pid files has none yet, and would be left."""
+    import psutil
+
+    mark = f"QPY_HOME={home}"
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.pid != os.getpid() and mark in "\n".join(
+                    f"{k}={v}" for k, v in proc.environ().items()).split("\n"):
+                proc.kill()
+        except (psutil.Error, OSError):
+            continue
 
 
 def supervisors(run_dir: Path) -> dict[int, int]:
