@@ -69,7 +69,8 @@ def _loads(data: bytes) -> dict:
 
 
 class _Conn:
-    """One AF_UNIX connection speaking ``multiprocessing.connection``'s byte frames."""
+    """One AF_UNIX connection speaking ``multiprocessing.connection``'s byte frames: bytes
+    only (JSON above them), never pickle, with the same method names as the server's side."""
 
     def __init__(self, path: str) -> None:
         import _socket
@@ -78,10 +79,10 @@ class _Conn:
         self.sock.settimeout(HANDSHAKE_TIMEOUT)
         self.sock.connect(path)
 
-    def send(self, data: bytes) -> None:
+    def send_bytes(self, data: bytes) -> None:
         self.sock.sendall(len(data).to_bytes(4, "big", signed=True) + data)
 
-    def recv(self) -> bytes:
+    def recv_bytes(self) -> bytes:
         size = int.from_bytes(self._exactly(4), "big", signed=True)
         return self._exactly(size)
 
@@ -112,7 +113,7 @@ def _hmac_md5(key: bytes, message: bytes) -> bytes:
 
 def _answer(conn: _Conn, key: bytes) -> None:
     """Prove we hold the key (the server's challenge)."""
-    message = conn.recv()
+    message = conn.recv_bytes()
     if not message.startswith(CHALLENGE):
         raise Unserved("no challenge")
     message = message[len(CHALLENGE):]
@@ -125,8 +126,8 @@ def _answer(conn: _Conn, key: bytes) -> None:
         if not message.startswith(b"{") or not name.isalnum():
             raise Unserved("unknown challenge")
         digest = b"{" + name + b"}" + hmac.new(key, message, name.decode()).digest()
-    conn.send(digest)
-    if conn.recv() != WELCOME:
+    conn.send_bytes(digest)
+    if conn.recv_bytes() != WELCOME:
         raise Unserved("the master refused our key")
 
 
@@ -135,9 +136,9 @@ def _deliver(conn: _Conn, key: bytes) -> None:
     import _operator
 
     message = os.urandom(20)
-    conn.send(CHALLENGE + message)
-    ok = _operator._compare_digest(conn.recv(), _hmac_md5(key, message))
-    conn.send(WELCOME if ok else FAILURE)
+    conn.send_bytes(CHALLENGE + message)
+    ok = _operator._compare_digest(conn.recv_bytes(), _hmac_md5(key, message))
+    conn.send_bytes(WELCOME if ok else FAILURE)
     if not ok:
         raise Unserved("the master did not prove the key")
 
@@ -158,7 +159,7 @@ def _connect() -> _Conn:
             raise Unserved("key file")  # the full path explains what is wrong with it
         conn = _Conn(os.path.join(home, "master.sock"))
         hello = {"v": 1, "type": "hello", "user": pwd.getpwuid(os.getuid()).pw_name}
-        conn.send(_dumps(hello).encode())
+        conn.send_bytes(_dumps(hello).encode())
         _answer(conn, key)
         _deliver(conn, key)
     except TimeoutError as exc:
@@ -194,9 +195,9 @@ def served(argv: list[str]) -> int | None:
         sys.stderr.write(f"qpy: cannot talk to the qpy master: {exc}\n")
         return 4
     try:
-        conn.send(_dumps(request).encode())
+        conn.send_bytes(_dumps(request).encode())
         while True:
-            reply = _loads(conn.recv())
+            reply = _loads(conn.recv_bytes())
             if reply.get("re") == 1:
                 break
             sys.stdout.write(reply.get("out", ""))  # output of a command still running

@@ -40,10 +40,10 @@ def test_the_handshake_is_the_one_of_multiprocessing(tmp_path, monkeypatch, firs
     thread = threading.Thread(target=serve)
     thread.start()
     conn = front._Conn(path)
-    conn.send(front._dumps({"v": 1, "type": "hello", "user": "me"}).encode())
+    conn.send_bytes(front._dumps({"v": 1, "type": "hello", "user": "me"}).encode())
     front._answer(conn, key)
     front._deliver(conn, key)
-    conn.send(b"after")
+    conn.send_bytes(b"after")
     thread.join(10)
     listener.close()
     assert seen == [{"v": 1, "type": "hello", "user": "me"}, b"after"]
@@ -66,7 +66,7 @@ def test_a_wrong_key_is_refused_both_ways(tmp_path):
     thread = threading.Thread(target=serve)
     thread.start()
     conn = front._Conn(path)
-    conn.send(b'{"v":1,"type":"hello","user":"me"}')
+    conn.send_bytes(b'{"v":1,"type":"hello","user":"me"}')
     with pytest.raises(front.Unserved):
         front._answer(conn, b"another key")
     thread.join(10)
