@@ -162,7 +162,11 @@ class IdlePolicy:
             self.sessions.get(user, {}).pop(job, None)
 
     def poke(self) -> None:
-        """Something changed (a report, a user waiting): decide again (under the lock)."""
+        """Something changed (a report, a user waiting): decide again (under the lock).
+        With no session tracked there is nothing to decide, and a user waiting is
+        common (each slots request of a long queue): no thread is woken for it."""
+        if not any(self.sessions.values()):
+            return
         self.dirty = True
         self.cond.notify_all()
 

@@ -40,7 +40,7 @@ from qpy.selection import FINISHED
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "bash_completion.sh", "qpy", "qpy_master",
-           "qpy_multiuser", "manual", "systemd")
+           "qpy_multiuser", "manual", "systemd", "scripts")
 TOOLS = ("useradd", "userdel", "runuser", "install")
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEBIAN_PYTHON = "/usr/bin/python3"
