@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from conftest import json_payload, pid_alive, wait_for
@@ -774,3 +774,19 @@ class Jobs:
             return done if ok else None
 
         return wait_for(finished, WAIT, f"{self.user}'s jobs {list(jobs)} to finish")
+
+
+def skip_module_unless_available() -> None:
+    """At the top of a test module of real accounts: skip the whole module where they
+    cannot be made (under ``CI`` the module runs, and its cluster fixture fails instead)."""
+    import pytest
+
+    reason = unavailable()
+    if reason and not os.environ.get("CI"):
+        pytest.skip(reason, allow_module_level=True)
+
+
+def jobs_of(cluster: Cluster, request) -> Callable[[str], Jobs]:
+    """The ``work`` fixture's value: ``work("alice")`` gives alice's gated jobs in a fresh
+    directory of hers for this test."""
+    return lambda user: Jobs(cluster, user, cluster.workdir(user, request.node.name))

@@ -24,14 +24,13 @@ from multiuser import (
     Jobs,
     LogTail,
     expected_exit,
+    jobs_of,
     root_env,
+    skip_module_unless_available,
     started_cluster,
-    unavailable,
 )
 
-REASON = unavailable()
-if REASON and not os.environ.get("CI"):
-    pytest.skip(REASON, allow_module_level=True)
+skip_module_unless_available()
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +51,7 @@ def cluster(day_cluster):
 
 @pytest.fixture
 def work(cluster, request):
-    return lambda user: Jobs(cluster, user, cluster.workdir(user, request.node.name))
+    return jobs_of(cluster, request)
 
 
 def set_limits(cluster: Cluster, text: str) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-from multiuser import WAIT, Cluster, Jobs, started_cluster, unavailable
+from multiuser import WAIT, Cluster, Jobs, skip_module_unless_available, started_cluster
 
 from qpy import paths, wire
 from qpy_master import handlers
@@ -42,9 +42,7 @@ from qpy_multiuser import admin_ops
 from qpy_multiuser import handlers as mu_handlers
 from qpy_multiuser.state import ADMIN
 
-REASON = unavailable()
-if REASON and not os.environ.get("CI"):
-    pytest.skip(REASON, allow_module_level=True)
+skip_module_unless_available()
 
 MASTER_TYPES = sorted(handlers.make_table(None, lambda: None))
 MULTIUSER_TYPES = sorted(mu_handlers.make_table(None))

@@ -14,12 +14,10 @@ import signal
 
 import pytest
 from conftest import wait_for
-from multiuser import WAIT, Jobs, started_cluster, unavailable
+from multiuser import WAIT, Jobs, skip_module_unless_available, started_cluster
 from terminal import Terminal
 
-REASON = unavailable()
-if REASON and not os.environ.get("CI"):
-    pytest.skip(REASON, allow_module_level=True)
+skip_module_unless_available()
 
 
 @pytest.fixture(scope="module")

@@ -8,20 +8,17 @@ which is not admitted until the test admits it. Needs root, like test_multiuser.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import time
 
 import pytest
 from conftest import wait_for
-from multiuser import WAIT, Cluster, Jobs, LogTail, started_cluster, unavailable
+from multiuser import WAIT, Cluster, Jobs, LogTail, skip_module_unless_available, started_cluster
 
 from qpy import paths
 
-REASON = unavailable()
-if REASON and not os.environ.get("CI"):
-    pytest.skip(REASON, allow_module_level=True)
+skip_module_unless_available()
 
 CLUSTER_NODES = {"n1", "n2", "n3"}
 

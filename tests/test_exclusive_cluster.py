@@ -12,16 +12,13 @@ Needs root; skipped otherwise, except under CI.
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 from conftest import wait_for
-from multiuser import GATED, WAIT, Jobs, started_cluster, unavailable
+from multiuser import GATED, WAIT, Jobs, skip_module_unless_available, started_cluster
 
-REASON = unavailable()
-if REASON and not os.environ.get("CI"):
-    pytest.skip(REASON, allow_module_level=True)
+skip_module_unless_available()
 
 
 @pytest.fixture(scope="module")

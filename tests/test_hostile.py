@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
 from conftest import wait_for
@@ -21,15 +20,13 @@ from multiuser import (
     HOLD_PROBE,
     WAIT,
     Cluster,
-    Jobs,
     LogTail,
+    jobs_of,
+    skip_module_unless_available,
     started_cluster,
-    unavailable,
 )
 
-REASON = unavailable()
-if REASON and not os.environ.get("CI"):
-    pytest.skip(REASON, allow_module_level=True)
+skip_module_unless_available()
 
 USERS = ("alice", "bob", "mallory")
 NODES = {"n1": (2, 8.0), "n2": (4, 16.0), "n3": (2, 4.0)}
@@ -49,10 +46,7 @@ def cluster(hostile_cluster):
 
 @pytest.fixture
 def work(cluster, request):
-    def make(user: str) -> Jobs:
-        return Jobs(cluster, user, cluster.workdir(user, request.node.name))
-
-    return make
+    return jobs_of(cluster, request)
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ with a fair one, waiting spans are short, because every core that frees goes to 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 from collections import Counter
@@ -35,7 +34,7 @@ from pathlib import Path
 import pytest
 import suite_stats
 from conftest import wait_for
-from multiuser import Cluster, root_env, started_cluster, unavailable
+from multiuser import Cluster, root_env, skip_module_unless_available, started_cluster
 
 from qpy import client, wire
 
@@ -70,9 +69,7 @@ finally:
 print(json.dumps({"ids": ids, "errors": errors}))
 """
 
-REASON = unavailable()
-if REASON and not os.environ.get("CI"):
-    pytest.skip(REASON, allow_module_level=True)
+skip_module_unless_available()
 
 
 @pytest.fixture(scope="module")

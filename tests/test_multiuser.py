@@ -33,8 +33,9 @@ from multiuser import (
     Jobs,
     LogTail,
     expected_exit,
+    jobs_of,
+    skip_module_unless_available,
     started_cluster,
-    unavailable,
 )
 from multiuser import (
     NODES as NODES_TEXT,
@@ -42,9 +43,7 @@ from multiuser import (
 
 from qpy import wire
 
-REASON = unavailable()
-if REASON and not os.environ.get("CI"):
-    pytest.skip(REASON, allow_module_level=True)
+skip_module_unless_available()
 
 REFUSED = (AuthenticationError, EOFError, ConnectionResetError, BrokenPipeError)
 NODE_CORES = {"n1": 2, "n2": 4, "n3": 2}
@@ -65,12 +64,7 @@ def cluster(mu_cluster):
 
 @pytest.fixture
 def work(cluster, request):
-    """``work("alice")``: alice's gated jobs in a fresh directory of hers for this test."""
-
-    def make(user: str) -> Jobs:
-        return Jobs(cluster, user, cluster.workdir(user, request.node.name))
-
-    return make
+    return jobs_of(cluster, request)
 
 
 # -- helpers -----------------------------------------------------------------------------------

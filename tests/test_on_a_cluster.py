@@ -17,11 +17,9 @@ import re
 
 import pytest
 from conftest import NODE, wait_for
-from multiuser import WAIT, Cluster, started_cluster, unavailable
+from multiuser import WAIT, Cluster, skip_module_unless_available, started_cluster
 
-REASON = unavailable()
-if REASON and not os.environ.get("CI"):
-    pytest.skip(REASON, allow_module_level=True)
+skip_module_unless_available()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -34,13 +34,11 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-from multiuser import WAIT, Cluster, run_root, started_cluster, unavailable
+from multiuser import WAIT, Cluster, run_root, skip_module_unless_available, started_cluster
 
 from qpy.states import FINISHED
 
-REASON = unavailable()
-if REASON and not os.environ.get("CI"):
-    pytest.skip(REASON, allow_module_level=True)
+skip_module_unless_available()
 
 THESIS = "alice's thesis, three years of work\n"
 
