@@ -10,6 +10,12 @@ tsp, and qpy's is printed as a ratio to tsp's:
   one slot (tsp -S 1) or a job that takes every core (qpy -n CORES);
 * loop: one client submitting 500 ``true`` jobs back to back, in jobs per second.
 
+qpy runs every job in the user's login shell (``SHELL -c COMMAND``: the manual's
+contract), tsp runs what it is given, here ``sh -c COMMAND``. Where the login shell is
+not ``sh`` (bash, as a rule), submit-to-start and end-to-next-start are also measured
+for tsp running that same shell, and qpy's ratio to those is printed beside: what qpy
+costs beyond starting the same shell.
+
 Floor in the same run: ``python -c pass`` on this interpreter (what any Python command
 line costs at least).
 """
@@ -17,6 +23,7 @@ line costs at least).
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import statistics
 import subprocess
@@ -70,19 +77,19 @@ def sub_ms(argv: list[str], env: dict, cwd: str) -> float:
     return timed(argv, RUNS, env=env, cwd=cwd)
 
 
-def to_start(submit, work: str) -> float:
+def to_start(submit, work: str, tag: str = "") -> float:
     def trigger(fifo: str) -> float:
         submit(f"echo > {fifo}")
         return time.perf_counter()
 
     return statistics.median(first_instruction(f, lambda f=f: trigger(f))
-                             for f in (os.path.join(work, f"s{i}") for i in range(RUNS)))
+                             for f in (os.path.join(work, f"{tag}s{i}") for i in range(RUNS)))
 
 
-def to_next(submit_hold, submit_next, work: str) -> float:
+def to_next(submit_hold, submit_next, work: str, tag: str = "") -> float:
     samples = []
     for i in range(RUNS):
-        go, start = os.path.join(work, f"go{i}"), os.path.join(work, f"n{i}")
+        go, start = os.path.join(work, f"{tag}go{i}"), os.path.join(work, f"{tag}n{i}")
         os.mkfifo(go)
         submit_hold(f"read x < {go}")
 
@@ -104,16 +111,27 @@ def loop_rate(argv: list[str], env: dict, cwd: str) -> float:
     return LOOP / (time.perf_counter() - t)
 
 
+def login_shell() -> str | None:
+    """The shell qpy runs jobs in here, if it is not ``sh``."""
+    shell = os.path.basename(pwd.getpwuid(os.getuid()).pw_shell)
+    return None if shell in ("", "sh") else shell
+
+
 def measure_tsp() -> dict[str, float]:
     tsp = Tsp(slots=1)
     try:
         work = tsp.dir
         figures = {"sub": sub_ms(["tsp", "true"], tsp.env, work)}
         tsp.run("-w")  # idle again
-        figures["start"] = to_start(lambda c: tsp.run("sh", "-c", c), work)
-        figures["next"] = to_next(lambda c: tsp.run("sh", "-c", c),
-                                  lambda c: tsp.run("sh", "-c", c), work)
-        tsp.run("-w")
+        shells = {"": "sh", "login ": login_shell()}
+        for key, shell in shells.items():
+            if shell is not None:
+                def run(command: str, shell: str = shell) -> None:
+                    tsp.run(shell, "-c", command)
+
+                figures[key + "start"] = to_start(run, work, shell)
+                figures[key + "next"] = to_next(run, run, work, shell)
+                tsp.run("-w")
         figures["loop"] = loop_rate(["tsp", "true"], tsp.env, work)
     finally:
         tsp.close()
@@ -134,6 +152,14 @@ def measure_qpy() -> dict[str, float]:
     return figures
 
 
+def same_shell(qpy: dict[str, float], tsp: dict[str, float], key: str) -> str:
+    """qpy's figure beside tsp's running the login shell qpy runs jobs in, if not sh."""
+    other = tsp.get("login " + key)
+    if other is None:
+        return ""
+    return f" ({qpy[key] / other:.2f}x tsp running {login_shell()} -c, {other:.2f} ms)"
+
+
 def main() -> None:
     if shutil.which("tsp") is None:
         print("peers: task-spooler (tsp) is not installed; nothing to compare with")
@@ -143,8 +169,9 @@ def main() -> None:
     ratio = {k: qpy[k] / tsp[k] for k in ("sub", "start", "next")}
     print(f"peers: sub qpy {qpy['sub']:.2f} ms = {ratio['sub']:.2f}x tsp {tsp['sub']:.2f} ms; "
           f"submit-to-start qpy {qpy['start']:.2f} ms = {ratio['start']:.2f}x tsp "
-          f"{tsp['start']:.2f} ms; end-to-next-start qpy {qpy['next']:.2f} ms = "
-          f"{ratio['next']:.2f}x tsp {tsp['next']:.2f} ms; {LOOP}-sub loop qpy "
+          f"{tsp['start']:.2f} ms{same_shell(qpy, tsp, 'start')}; end-to-next-start qpy "
+          f"{qpy['next']:.2f} ms = {ratio['next']:.2f}x tsp {tsp['next']:.2f} ms"
+          f"{same_shell(qpy, tsp, 'next')}; {LOOP}-sub loop qpy "
           f"{qpy['loop']:.0f}/s = {qpy['loop'] / tsp['loop']:.2f}x tsp {tsp['loop']:.0f}/s; "
           f"floor python -c pass {floor:.2f} ms (qpy sub {qpy['sub'] / floor:.2f}x); "
           f"medians of {RUNS}{install_note()}")
