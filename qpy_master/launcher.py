@@ -24,7 +24,9 @@ for each job it is given:
 A supervisor that is done with a job (recorded, the launcher told, the leftovers killed,
 its CPUs unpinned) tells the launcher so and waits for another: no fork per job. On this
 kind of machine (a VM where a page fault costs ~9 us) forking the launcher and the
-copy-on-write faults of the new process cost more than the rest of a job's start.
+copy-on-write faults of the new process cost more than the rest of a job's start. The
+launcher keeps ``IDLE_KEPT`` of them waiting and ends the others (their inbox closed),
+so a node that once ran many jobs at once does not keep a supervisor for each.
 
 Slots are fixed 256-byte records of one file, overwritten in place with single ``pwrite``
 calls and reused: starting a job creates no file besides its own output files, because on
@@ -138,6 +140,7 @@ EVENTS = {
     "session": ("job", "state", "idle"),
 }
 LINK_TIMEOUT = 30.0  # seconds without a line from the master: the link is gone
+IDLE_KEPT = 4  # idle supervisors a launcher keeps for its next jobs (~2 MB each)
 PR_SET_CHILD_SUBREAPER = 36
 TRACE = os.environ.get("QPY_TRACE")  # bench/latency.py --trace: as qpy/trace.py
 
@@ -771,8 +774,9 @@ class Own:
     those done with a job (the last one back gets the next job first) and the inbox of
     each one that has a job."""
 
-    def __init__(self, fork: Callable[[], tuple[int, int]]) -> None:
-        self.fork = fork
+    def __init__(self, fork: Callable[[], tuple[int, int]],
+                 sel: selectors.BaseSelector) -> None:
+        self.fork, self.sel = fork, sel
         self.spare: tuple[int, int] | None = None
         self.idle: list[tuple[int, int]] = []  # (PID, inbox)
         self.inboxes: dict[int, int] = {}  # job -> the inbox of its supervisor
@@ -803,8 +807,25 @@ class Own:
         return True
 
     def done(self, job: int, pid: int) -> None:
-        """The supervisor is done with ``job`` and waits for another."""
-        self.idle.append((pid, self.inboxes.pop(job)))
+        """The supervisor is done with ``job`` and waits for another, unless IDLE_KEPT
+        already wait: then its inbox is closed, which ends it, and ``reap`` reaps it when
+        its pidfd fires. A node that ran many jobs at once must not keep a supervisor
+        for each."""
+        inbox = self.inboxes.pop(job)
+        if len(self.idle) < IDLE_KEPT:
+            self.idle.append((pid, inbox))
+            return
+        os.close(inbox)
+        try:
+            self.sel.register(os.pidfd_open(pid), selectors.EVENT_READ, ("retired", pid))
+        except ProcessLookupError:
+            self.gone(pid, -1)
+
+    def reap(self, key: selectors.SelectorKey) -> None:
+        """A supervisor that ``done`` ended has ended."""
+        self.sel.unregister(key.fd)
+        os.close(key.fd)
+        self.gone(key.data[1], -1)
 
     def ended(self, job: int, pid: int) -> None:
         """The supervisor of ``job`` ended."""
@@ -812,8 +833,9 @@ class Own:
 
     @staticmethod
     def gone(pid: int, inbox: int) -> None:
-        """A supervisor that ended: its inbox closed, the process reaped."""
-        os.close(inbox)
+        """A supervisor that ended: its inbox closed (if still open), the process reaped."""
+        if inbox >= 0:
+            os.close(inbox)
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
@@ -835,7 +857,7 @@ class Launcher:
         self.forgotten: set[int] = set()
         self.envs: dict[int, dict[str, str]] = {}
         self.deferred: dict[int, dict] = {}  # job -> its start, waiting for its old run
-        self.own = Own(self._fork)
+        self.own = Own(self._fork, self.sel)
         self.shell = login_shell()  # once: the password database may be a network service
         self.sessions = SessionWatch(run_dir, self.sel)
 
@@ -859,6 +881,8 @@ class Launcher:
                     self._notified()
                 elif key.data == "sessions":
                     self.sessions.read()
+                elif isinstance(key.data, tuple):
+                    self.own.reap(key)
                 elif self.watched.get(key.data, (None,))[0] == key.fd:  # not ended this batch
                     self._ended(key.data)
 

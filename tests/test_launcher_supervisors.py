@@ -105,3 +105,38 @@ def test_a_kill_for_an_ended_job_never_reaches_the_next_job_of_its_supervisor(tm
         assert launcher_.ended(3)["signal"] == signal.SIGTERM
     finally:
         launcher_.close()
+
+
+def test_a_launcher_keeps_a_few_idle_supervisors_not_one_per_job_it_ran_at_once(tmp_path):
+    """IDLE_KEPT + 2 jobs at once need as many supervisors; once they have all ended, the
+    launcher keeps IDLE_KEPT of them idle (and its spare), ends the others and reaps
+    them (no zombie), and the next job goes to one it kept."""
+    import psutil
+
+    launcher_ = Driven(tmp_path)
+    try:
+        count = launcher.IDLE_KEPT + 2
+        fifos = [tmp_path / f"go{job}" for job in range(1, count + 1)]
+        for fifo in fifos:
+            os.mkfifo(fifo)
+        pids = {launcher_.start(job, f"read x < {fifo}") for job, fifo in
+                enumerate(fifos, start=1)}
+        assert len(pids) == count
+        for job, fifo in enumerate(fifos, start=1):
+            fifo.write_text("x\n")  # the job's only line: it ends
+            launcher_.ended(job)
+            launcher_.finish(job)
+        me = psutil.Process(launcher_.proc.pid)
+
+        def settled() -> list[psutil.Process] | None:
+            children = me.children()
+            if any(c.status() == psutil.STATUS_ZOMBIE for c in children):
+                return None
+            return children if len(children) == launcher.IDLE_KEPT + 1 else None
+
+        kept = {c.pid for c in wait_for(settled, what="surplus supervisors ended, reaped")}
+        assert len(kept & pids) == launcher.IDLE_KEPT  # the spare is the other one
+        assert launcher_.start(count + 1, "true") in kept & pids
+        launcher_.ended(count + 1)
+    finally:
+        launcher_.close()
