@@ -114,7 +114,8 @@ RECORDS: dict[str, Schema] = {
         "up": "bool", "state": "str", "reason": "?str", "pref_multicore": "bool",
         "check_dir": "?str", "used_cores": "int=", "used_mem": "float=", "load": "?float=",
         "mem_in_use": "?float=", "outsiders": "?int=", "disk": "?dict=", "tools": "?[str]=",
-        # enforcement (qpy/limits.py): the nodes file's settings, the memory limit in force
+        # how the node enforces allocations (qpy/limits.py): the nodes file's settings,
+        # and the memory limit in force as monitoring found it
         "cgroup": "?str=", "rlimit_as": "bool=", "cpu_lock": "?str=", "memory_limit": "?str=",
         # drained by the admin (qpy-admin drain): since when (None: not), and why
         "drain_since": "?float=", "drain_reason": "?str=",
@@ -160,11 +161,10 @@ REPLIES: dict[str, Schema] = {
     "hello": {"nodes": "[node]", "unaccounted": "[int]=", "interactive": "dict="},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool",
               "limit": "?str="},  # the user limit that keeps queued jobs waiting
-    # what keeps such a job from starting now (qpy why): a user limit, the share, the nodes
+    # what keeps such a job from starting now, as the allocator sees it (qpy why)
     "explain": {"used": "int", "minimum": "int", "extra": "int", "grow": "bool",
                 "above_share": "bool", "waiting": "[share]", "free": "int", "free_for": "int",
-                "node": "?str", "closest": "?closest", "matching": "int", "down": "[str]",
-                "limit": "?str"},
+                "node": "?str", "closest": "?closest", "matching": "int", "down": "[str]"},
     "idle_report": {},
     "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
               "nodes": "[node]=", "code": "str=", "sessions": "[dict]="},

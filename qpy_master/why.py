@@ -1,10 +1,10 @@
 """``qpy why ID``: why a queued job has not started, or where a job is.
 
 The reasons are tried in the issue's order of precedence: held; the queue paused;
-waiting for a dependency; a limit (the array's %MAX, the master's own; then the admin's
-per-user limits); the user at their share while others wait; no up node with the free
-cores, memory or attributes now. The first four are the master's own; for the others it
-asks the multiuser (``explain``), which answers from the allocator's state.
+waiting for a dependency; a limit (the array's %MAX; the per-user limits of issue 15 go
+beside it in ``_limit``); the user at their share while others wait; no up node with the
+free cores, memory or attributes now. The first four are the master's own; for the last
+two it asks the multiuser (``explain``), which answers from the allocator's state.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def _master_reasons(m, job: Job) -> Why | None:
 
 
 def _limit(m, job: Job) -> Why | None:
-    """The limit of the master's own the job is held back by: its array's %MAX (the
-    admin's per-user limits are the multiuser's: ``_user_limit``)."""
+    """A limit the job is held back by: its array's %MAX. (The per-user limits of
+    issue 15 belong here too.)"""
     cap = m.records.gates.cap(job)
     if cap is None or job.id in cap.admitted:
         return None
@@ -104,17 +104,9 @@ def _allocator(m, job: Job, attr: str | None, rank: int | None) -> Why:
         raise Unreachable(f"the multiuser is not reachable: {exc}") from None
     if not reply.get("ok"):
         raise Unreachable(reply.get("error") or "the multiuser refused the explain request")
-    return (_user_limit(reply) or _share(reply, job) or _nodes(reply, job)
+    return (_share(reply, job) or _nodes(reply, job)
             or ("next", f"nothing holds it back: it is number {rank} in your queue and "
                         "starts as soon as its slot is granted", {"position": rank}))
-
-
-def _user_limit(r: dict) -> Why | None:
-    """The admin's per-user limit (the ``limits`` file) the job would pass."""
-    if not r.get("limit"):
-        return None
-    return "limit", f"limit: held back by the {r['limit']}", {"limit": "user",
-                                                               "text": r["limit"]}
 
 
 def _share(r: dict, job: Job) -> Why | None:

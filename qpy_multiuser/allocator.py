@@ -363,10 +363,9 @@ def reconcile(alloc: Allocator, user: User, running: list[dict], trust_fit: bool
 
 def explain(alloc: Allocator, user: User, k: int, mem: float, attr: str | None) -> dict:
     """What keeps a job of ``user`` asking for ``k`` cores, ``mem`` GB and ``attr`` from
-    starting now, decided as ``request`` would (``qpy why``): a per-user limit it would
-    pass, may the user grow by ``k`` (or are they at their share while others wait below
-    theirs, or are the free cores kept for others' minimums), and which node would take
-    it, or which comes closest."""
+    starting now, decided as ``request`` would (``qpy why``): may the user grow by ``k``
+    (or are they at their share while others wait below theirs, or are the free cores kept
+    for others' minimums), and which node would take it, or which comes closest."""
     waiting = [u for u in alloc.users.values()
                if u is not user and u.queue > 0 and u.used < u.share]
     expr = attrs.compile_expr(attr) if attr else None
@@ -387,5 +386,4 @@ def explain(alloc: Allocator, user: User, k: int, mem: float, attr: str | None) 
             "waiting": [{"user": u.name, "used": u.used, "share": u.share} for u in waiting],
             "free": alloc.free_cores, "free_for": alloc._free_for(user),
             "node": node.name if node else None, "closest": closest, "matching": len(up),
-            "down": sorted(n.name for n in matching if not n.up),
-            "limit": limit_reason(user, k, mem)}
+            "down": sorted(n.name for n in matching if not n.up)}
