@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 from qpy import config
-from qpy.server import BadRequest, NotFound, RequestError, Session, Unreachable
+from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
 from qpy_master import command_server, embedded, notify, run_handlers, session_requests, submit, why
-from qpy_master.handler_args import plural, refuse_if_removed
+from qpy_master.handler_args import ask_multiuser, plural, refuse_if_removed
 from qpy_master.handler_args import selection_of as _selection
 from qpy_master.master import Master
-from qpy_master.multiuser_link import LinkDown
 
 
 def sub(m: Master, s: Session, msg: dict) -> dict:
@@ -235,12 +234,7 @@ def status(m: Master, s: Session, msg: dict) -> dict:
     allocator = embedded.describe(m.home, m.user)
     which = ("the cluster's multiuser at " + allocator["address"]
              if allocator["kind"] == "cluster" else "the personal multiuser")
-    try:
-        reply = m.link.request({"type": "status"}, timeout=10.0)
-    except LinkDown as exc:
-        raise Unreachable(f"{which} is not reachable: {exc}") from None
-    if not reply.get("ok"):
-        raise Unreachable(reply.get("error") or f"{which} refused the status request")
+    reply = ask_multiuser(m, {"type": "status"}, which)
     reply.pop("re", None)
     return {**reply, "allocator": allocator}
 

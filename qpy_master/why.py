@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 
 from qpy.model import Job
-from qpy.server import NotFound, Unreachable
+from qpy.server import NotFound
 from qpy.states import DONE, QUEUE, RUNNING
 from qpy.timetext import iso
-from qpy_master.multiuser_link import LinkDown
+from qpy_master.handler_args import ask_multiuser
 
 Why = tuple[str, str, dict]  # the reason's kind, its text, its numbers
 
@@ -97,13 +97,8 @@ def _limit(m, job: Job) -> Why | None:
 
 def _allocator(m, job: Job, attr: str | None, rank: int | None) -> Why:
     """The share and node reasons, from the multiuser's allocator."""
-    try:
-        reply = m.link.request({"type": "explain", "cores": job.n_cores, "mem": job.mem,
-                                "attr": attr}, timeout=10.0)
-    except LinkDown as exc:
-        raise Unreachable(f"the multiuser is not reachable: {exc}") from None
-    if not reply.get("ok"):
-        raise Unreachable(reply.get("error") or "the multiuser refused the explain request")
+    reply = ask_multiuser(m, {"type": "explain", "cores": job.n_cores, "mem": job.mem,
+                              "attr": attr})
     return (_share(reply, job) or _nodes(reply, job)
             or ("next", f"nothing holds it back: it is number {rank} in your queue and "
                         "starts as soon as its slot is granted", {"position": rank}))
