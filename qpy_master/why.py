@@ -15,17 +15,13 @@ from qpy.model import Job
 from qpy.server import NotFound
 from qpy.states import DONE, QUEUE, RUNNING
 from qpy.timetext import iso
-from qpy_master.handler_args import ask_multiuser
+from qpy_master.handler_args import ask_multiuser, plural
 
 Why = tuple[str, str, dict]  # the reason's kind, its text, its numbers
 
 
 def _local(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp or 0))
-
-
-def _cores(n: int) -> str:
-    return f"{n} core{'' if n == 1 else 's'}"
 
 
 def why(m, job_id: int) -> dict:
@@ -111,12 +107,12 @@ def _share(r: dict, job: Job) -> Why | None:
     if r["above_share"]:
         others = ", ".join(f"{w['user']} uses {w['used']} of {w['share']}"
                            for w in r["waiting"])
-        return ("share", f"you use {_cores(r['used'])} and your share is {share} "
+        return ("share", f"you use {plural(r['used'], 'core')} and your share is {share} "
                          f"({r['minimum']} guaranteed + {r['extra']} extra), while other "
                          f"users wait below theirs: {others}", numbers)
     if not r["grow"] and r["free"] >= job.n_cores:
         kept = r["free"] - max(r["free_for"], 0)
-        return ("share", f"of the {_cores(r['free'])} free, {kept} are kept for other "
+        return ("share", f"of the {plural(r['free'], 'core')} free, {kept} are kept for other "
                          "users' guaranteed minimums", {**numbers, "free": r["free"],
                                                         "kept": kept})
     return None
@@ -125,7 +121,7 @@ def _share(r: dict, job: Job) -> Why | None:
 def _nodes(r: dict, job: Job) -> Why | None:
     if r["node"] is not None and r["grow"]:
         return None
-    wanted = f"{_cores(job.n_cores)} and {job.mem:g} GB"
+    wanted = f"{plural(job.n_cores, 'core')} and {job.mem:g} GB"
     details = {"closest": r["closest"], "down": r["down"]}
     if not r["matching"]:
         what = f"the attributes {job.attr}" if job.attr else "its size"
@@ -136,5 +132,5 @@ def _nodes(r: dict, job: Job) -> Why | None:
     if best is None:
         return "nodes", f"no up node has {wanted} free now", details
     return ("nodes", f"no up node has {wanted} free now; the closest, {best['name']}, has "
-                     f"{_cores(best['free_cores'])} and {best['free_mem']:g} GB free",
+                     f"{plural(best['free_cores'], 'core')} and {best['free_mem']:g} GB free",
             details)
