@@ -1,6 +1,6 @@
 """The job launcher: starts, watches and kills jobs on one node. Standard library only.
 
-The master runs one launcher per node (``python3 -I -S -c BOOT RUN_DIR``, its source and
+The master runs one launcher per node (``python3 -I -S -u -c BOOT RUN_DIR``, its source and
 those of ``qpy/limits.py`` and ``qpy/cgroups.py`` sent down stdin first: locally as a
 child, remotely at the end of an ssh session) and talks to it in JSON lines on
 stdin/stdout. Each job runs under a *supervisor*, a process forked by the launcher that,
@@ -698,8 +698,9 @@ class Slots:
                 self.of[head[0]] = i
         self.free.reverse()
 
-    def take(self, job: int, pid: int) -> int:
-        """A free slot, claimed for ``job`` at once (its supervisor writes the real head):
+    def take(self, job: int, pid: int, start: int | None) -> int:
+        """A free slot, claimed for ``job`` at once by its supervisor ``pid`` (started at
+        ``start``, in clock ticks), which writes the real head:
         another launcher of this user on this node (one still ending, or one whose session
         was cut) may hold an older picture of the file, so the claim happens under a lock
         and only on a slot that really is blank."""
@@ -708,7 +709,7 @@ class Slots:
             while self.free and os.pread(self.fd, SLOT, self.free[-1] * SLOT) != BLANK:
                 self.free.pop()
             slot = self.free.pop() if self.free else os.fstat(self.fd).st_size // SLOT
-            claim = f"{job} {pid} {proc_start(pid)} 0"  # t 0: the job has not started yet
+            claim = f"{job} {pid} {start} 0"  # t 0: the job has not started yet
             os.pwrite(self.fd, padded(claim, HALF) + b" " * HALF, slot * SLOT)
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -768,14 +769,21 @@ def end_event(slots: Slots, job: int) -> dict:
 
 class Own:
     """The launcher's own supervisors: the spare (forked ahead, off the path of a start),
-    those done with a job (the last one back gets the next job first) and the inbox of
-    each one that has a job."""
+    those done with a job (the last one back gets the next job first), the inbox of
+    each one that has a job, and the start time of each (read once, at its fork: a
+    job's slot names its supervisor by PID and start time)."""
 
     def __init__(self, fork: Callable[[], tuple[int, int]]) -> None:
-        self.fork = fork
+        self._fork = fork
         self.spare: tuple[int, int] | None = None
         self.idle: list[tuple[int, int]] = []  # (PID, inbox)
         self.inboxes: dict[int, int] = {}  # job -> the inbox of its supervisor
+        self.starts: dict[int, int | None] = {}  # PID -> its start time in clock ticks
+
+    def fork(self) -> tuple[int, int]:
+        pid, inbox = self._fork()
+        self.starts[pid] = proc_start(pid)
+        return pid, inbox
 
     def pick(self) -> tuple[int, int, bool]:
         """A supervisor for a job: an idle one, else the spare, else a new one (PID,
@@ -810,9 +818,9 @@ class Own:
         """The supervisor of ``job`` ended."""
         self.gone(pid, self.inboxes.pop(job))
 
-    @staticmethod
-    def gone(pid: int, inbox: int) -> None:
+    def gone(self, pid: int, inbox: int) -> None:
         """A supervisor that ended: its inbox closed, the process reaped."""
+        self.starts.pop(pid, None)
         os.close(inbox)
         try:
             os.waitpid(pid, 0)
@@ -919,7 +927,7 @@ class Launcher:
         an interactive job has its session directory: the supervisor's PID."""
         while True:
             pid, inbox, was_idle = self.own.pick()
-            op["slot"] = self.slots.take(job, pid)
+            op["slot"] = self.slots.take(job, pid, self.own.starts[pid])
             self.sessions.started(op)
             try:
                 write_all(inbox, json.dumps(op, separators=(",", ":")).encode() + b"\n")
