@@ -83,8 +83,8 @@ def _limit(m, job: Job) -> Why | None:
     if cap is None or job.id in cap.admitted:
         return None
     return ("limit",
-            f"limit: array {job.array_id} runs at most {cap.limit} "
-            f"task{'' if cap.limit == 1 else 's'} at once (%{cap.limit}); "
+            f"limit: array {job.array_id} runs at most {plural(cap.limit, 'task')} at "
+            f"once (%{cap.limit}); "
             f"{len(cap.running)} run{'s' if len(cap.running) == 1 else ''} now and "
             f"{len(cap.admitted)} more go first",
             {"limit": "array", "array_id": job.array_id, "max": cap.limit,
