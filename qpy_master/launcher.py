@@ -415,19 +415,20 @@ class Supervisor:
 
     def _reset(self) -> None:
         """Ready for another job, as a freshly prepared supervisor would be, then tell the
-        launcher so (its job number, negated). One that cannot be ends instead: back in
-        a cgroup other than its own (a v1 job cgroup is left for the user's, where an
-        idle supervisor must not stay), or no launcher to take more jobs."""
+        launcher so (its job number, negated). One that cannot be ends instead: left in
+        another cgroup by a job that had one (a v1 job cgroup is left for the user's,
+        where an idle supervisor must not stay), or no launcher to take more jobs."""
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # drops a pending one: for this job
         signal.setitimer(signal.ITIMER_REAL, 0)
         self.killing = self.limit_hit = self.reaped = False
+        moved = self.limits is not None and self.limits.cgroup is not None
         self.limits = None
         gc.collect()
         try:
             os.sched_setaffinity(0, self.cpus)
             os.chdir("/")
-            if limits.read_proc("/proc/self/cgroup") != self.cgroups:
+            if moved and limits.read_proc("/proc/self/cgroup") != self.cgroups:
                 os._exit(0)
             os.write(self.notify, f"-{self.op['job']}\n".encode())
         except OSError:
