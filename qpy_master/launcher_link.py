@@ -89,7 +89,7 @@ class LauncherLink:
         process has ended."""
         line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
         with self._lock:
-            if self.proc.poll() is not None and not self.ready:
+            if not self.ready and self.proc.poll() is not None:  # (no waitpid once ready)
                 raise LauncherGone(f"the launcher for {self.node} is gone: {self.reason}")
             if not self.ready:
                 self.pending.append(line)
