@@ -21,7 +21,11 @@ def selection_of(msg: dict) -> dict:
 
 
 def refuse_if_removed(m, what: str = "") -> None:
-    """Denied, with the multiuser's reason, while it refuses this user."""
+    """Denied, with the multiuser's reason, while it refuses this user. A fresh master
+    first waits (10 s at most) for the multiuser's answer to its hello, which brings the
+    nodes too (so a job no node could run is refused, and sessions get their limits)."""
+    if not m.nodes:
+        m.link.wait_settled(10.0)
     if m.link.refusal:
         raise Denied(f"{m.link.refusal}{what}")
 

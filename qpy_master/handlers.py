@@ -34,8 +34,6 @@ def bulk(m: Master, s: Session, msg: dict) -> dict:
 def _submit(m: Master, msg: dict, specs: list[dict]) -> dict:
     """Check every job of the request, then store them all in one transaction, with
     consecutive IDs in the order asked for."""
-    if not m.nodes:  # a fresh master: learn the nodes first, so impossible jobs are refused
-        m.link.wait_settled(10.0)
     refuse_if_removed(m, " (jobs already queued wait until access returns)")
     with m.lock:
         jobs = submit.new_jobs(specs, msg, m.settings, m.nodes)
@@ -229,8 +227,7 @@ def notes(m: Master, s: Session, msg: dict) -> dict:
 def status(m: Master, s: Session, msg: dict) -> dict:
     """The multiuser's status as it answers, and which multiuser it is; Unreachable
     when it cannot answer."""
-    m.link.wait_settled(10.0)  # a fresh master may still be connecting
-    refuse_if_removed(m)
+    refuse_if_removed(m)  # a fresh master may still be connecting
     allocator = embedded.describe(m.home, m.user)
     which = ("the cluster's multiuser at " + allocator["address"]
              if allocator["kind"] == "cluster" else "the personal multiuser")

@@ -92,8 +92,6 @@ def connect(m: Master, s: Session, msg: dict) -> dict:
     check_name(name)
     if gui is not None and (not gui or not gui[0]):
         raise BadRequest("--gui needs a program to run")
-    if not m.nodes:  # a fresh master: learn the nodes (and the limits) first
-        m.link.wait_settled(10.0)
     refuse_if_removed(m, " (sessions already queued wait until access returns)")
     command = f"xpra: {shlex.join(gui)}" if gui else "tmux session" + (f" {name}" if name else "")
     with m.lock:
