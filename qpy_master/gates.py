@@ -2,8 +2,8 @@
 
 A queued job is *ready* (indexed by shape in the JobQueue, so the master asks for it)
 unless it is held, one of its dependencies has not ended, or its array already runs as
-many tasks as its %MAX allows. The per-user limits of issue 15 are gates of the same kind:
-they belong here, beside the array's cap.
+many tasks as its %MAX allows. The per-user limits (issue 15) are not gates here: the
+multiuser applies them (``qpy_multiuser/user_limits.py``) to the jobs the master asks for.
 
 Dependencies: ``waiting`` maps a queued job to those of its dependencies that have not
 ended (each with whether it must end done with exit 0), ``dependents`` is the reverse

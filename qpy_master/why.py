@@ -1,10 +1,10 @@
 """``qpy why ID``: why a queued job has not started, or where a job is.
 
 The reasons are tried in the issue's order of precedence: held; the queue paused;
-waiting for a dependency; a limit (the array's %MAX; the per-user limits of issue 15 go
-beside it in ``_limit``); the user at their share while others wait; no up node with the
-free cores, memory or attributes now. The first four are the master's own; for the last
-two it asks the multiuser (``explain``), which answers from the allocator's state.
+waiting for a dependency; a limit (the array's %MAX, then the administrator's per-user
+limits); the user at their share while others wait; no up node with the free cores,
+memory or attributes now. The first three and the array's cap are the master's own; for
+the rest it asks the multiuser (``explain``), which answers from the allocator's state.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def _master_reasons(m, job: Job) -> Why | None:
 
 
 def _limit(m, job: Job) -> Why | None:
-    """A limit the job is held back by: its array's %MAX. (The per-user limits of
-    issue 15 belong here too.)"""
+    """A limit the job is held back by that the master knows: its array's %MAX (the
+    per-user limits are the multiuser's: ``_user_limit``)."""
     cap = m.records.gates.cap(job)
     if cap is None or job.id in cap.admitted:
         return None
@@ -95,9 +95,18 @@ def _allocator(m, job: Job, attr: str | None, rank: int | None) -> Why:
     """The share and node reasons, from the multiuser's allocator."""
     reply = ask_multiuser(m, {"type": "explain", "cores": job.n_cores, "mem": job.mem,
                               "attr": attr})
-    return (_share(reply, job) or _nodes(reply, job)
+    return (_user_limit(reply) or _share(reply, job) or _nodes(reply, job)
             or ("next", f"nothing holds it back: it is number {rank} in your queue and "
                         "starts as soon as its slot is granted", {"position": rank}))
+
+
+def _user_limit(r: dict) -> Why | None:
+    """The administrator's per-user limit that keeps the job from starting now (``qpy
+    check`` names it too), as the allocator found it."""
+    if not r.get("limit"):
+        return None
+    return ("limit", f"limit: the administrator's {r['limit']}",
+            {"limit": "user", "reason": r["limit"]})
 
 
 def _share(r: dict, job: Job) -> Why | None:
