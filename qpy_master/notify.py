@@ -24,7 +24,6 @@ from qpy.model import Job
 from qpy_master.gates import failure
 
 log = logging.getLogger("qpy.master.notify")
-MAIL_WORDS = ("end", "fail")
 SENDMAIL_DIRS = ("/usr/sbin", "/usr/lib", "/sbin", "/usr/bin")
 STDERR_KEPT = 2000  # bytes of a failing child's stderr that go into the log
 
