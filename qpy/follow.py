@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import BinaryIO
 
 from qpy import trace
 from qpy.client import ClientError
@@ -106,30 +107,37 @@ def wait_jobs(request: Request, sel: dict, timeout: float | None) -> Waited:
 
 def tail_offset(path: str, lines: int | None) -> int:
     """Where the last ``lines`` lines of ``path`` start (0: all of it, or no file)."""
-    if lines is None:
-        return 0
     try:
         with open(path, "rb") as f:
-            end = f.seek(0, os.SEEK_END)
-            if lines <= 0:
-                return end
-            pos, seen = end, 0  # newlines seen after pos, the last line's own not counted
-            while pos > 0:
-                step = min(1 << 16, pos)
-                pos -= step
-                f.seek(pos)
-                data = f.read(step)
-                if pos + step == end and data.endswith(b"\n"):
-                    data = data[:-1]
-                count = data.count(b"\n")
-                if seen + count >= lines:
-                    cut = len(data)
-                    for _ in range(lines - seen):
-                        cut = data.rindex(b"\n", 0, cut)
-                    return pos + cut + 1
-                seen += count
+            return last_lines(f, lines)
     except OSError:
         return 0
+
+
+def last_lines(f: BinaryIO, lines: int | None) -> int:
+    """Where the last ``lines`` lines of the open file ``f`` start (0: all of it), read
+    backwards from its end: a long file is not read through (``qpy log -n``, and the
+    admin's ``qpy-admin log -n``)."""
+    if lines is None:
+        return 0
+    end = f.seek(0, os.SEEK_END)
+    if lines <= 0:
+        return end
+    pos, seen = end, 0  # newlines seen after pos, the last line's own not counted
+    while pos > 0:
+        step = min(1 << 16, pos)
+        pos -= step
+        f.seek(pos)
+        data = f.read(step)
+        if pos + step == end and data.endswith(b"\n"):
+            data = data[:-1]
+        count = data.count(b"\n")
+        if seen + count >= lines:
+            cut = len(data)
+            for _ in range(lines - seen):
+                cut = data.rindex(b"\n", 0, cut)
+            return pos + cut + 1
+        seen += count
     return 0
 
 

@@ -192,8 +192,8 @@ class JobLimits:
             except OSError:
                 pass
 
-    def wait(self, job_pid: int, kill: Callable[[], None], inbox: int = -1,
-             message: Callable[[], bool] = lambda: False) -> int:
+    def wait(self, job_pid: int, kill: Callable[[], None], inbox: int,
+             message: Callable[[], bool]) -> int:
         """Reap every child (orphans come to the supervisor) until the job's main process
         ends, and return its wait status; meanwhile sample the tree (watchdog) or wait for
         the cgroup's OOM event, and ``kill`` the tree when it is over its memory. When

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from qpy.defaults import DEFAULT_CORES, DEFAULT_MEM, DEFAULT_UMASK
-from qpy.states import check_transition
 
 
 @dataclass
@@ -60,12 +59,6 @@ class Job:
     idle_since: float | None = None
     session: dict | None = None
 
-    def move(self, status: str) -> None:
-        """Change status, refusing transitions the table forbids (only ``Records.move``
-        calls this, so the stored record always changes with it)."""
-        check_transition(self.id, self.status, status)
-        self.status = status
-
     def output(self, which: str) -> str:
         """``job_<ID>.out`` or ``.err`` in the submission directory."""
         return os.path.join(self.cwd, f"job_{self.id}.{which}")
@@ -88,7 +81,6 @@ class Job:
 
 PRIVATE = ("env_id", "pid", "kill_requested", "script_copy", "run_command", "address",
            "umask")
-PUBLIC = tuple(f.name for f in fields(Job) if f.name not in PRIVATE)
 
 # One run of a job as ``qpy history`` keeps it (the master's runs table, --json's runs).
 RUN_FIELDS = ("job", "run", "status", "command", "cwd", "n_cores", "mem", "node", "t_queue",

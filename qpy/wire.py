@@ -162,7 +162,7 @@ REPLIES: dict[str, Schema] = {
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool",
               "limit": "?str="},  # the user limit that keeps queued jobs waiting
     # what keeps such a job from starting now, as the allocator sees it (qpy why)
-    "explain": {"used": "int", "minimum": "int", "extra": "int", "grow": "bool",
+    "explain": {"used": "int", "minimum": "int", "extra": "int", "limit": "?str=", "grow": "bool",
                 "above_share": "bool", "waiting": "[share]", "free": "int", "free_for": "int",
                 "node": "?str", "closest": "?closest", "matching": "int", "down": "[str]"},
     "idle_report": {},

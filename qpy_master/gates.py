@@ -2,8 +2,8 @@
 
 A queued job is *ready* (indexed by shape in the JobQueue, so the master asks for it)
 unless it is held, one of its dependencies has not ended, or its array already runs as
-many tasks as its %MAX allows. The per-user limits of issue 15 are gates of the same kind:
-they belong here, beside the array's cap.
+many tasks as its %MAX allows. The per-user limits (issue 15) are not gates here: the
+multiuser applies them (``qpy_multiuser/user_limits.py``) to the jobs the master asks for.
 
 Dependencies: ``waiting`` maps a queued job to those of its dependencies that have not
 ended (each with whether it must end done with exit 0), ``dependents`` is the reverse
@@ -78,12 +78,18 @@ class Gates:
     # -- changes ---------------------------------------------------------------------------
 
     def added(self, job: Job) -> None:
-        """A new queued job: it waits for those of its dependencies still live."""
+        """A job that joins the queue (new, or queued again): it waits for those of its
+        dependencies still live."""
+        self._enqueue(job)
+        self.refresh(job)
+
+    def _enqueue(self, job: Job) -> None:
+        """Count a queued job in: its pending dependencies, its array's queued tasks (an
+        array may have had no live task until now)."""
         self._wait(job)
         cap = self._capped(job)
         if cap is not None:
             cap.queued[job.id] = None
-        self.refresh(job)
 
     def refresh(self, job: Job) -> None:
         """A queued job's hold or dependencies changed: it is asked for, or no more."""
@@ -108,11 +114,7 @@ class Gates:
         if job.status == RUNNING and cap is not None:
             cap.running.add(job.id)
         if job.status == QUEUE:
-            self._wait(job)
-            cap = self._capped(job)  # a requeued task's array may have had no live task
-            if cap is not None:
-                cap.queued[job.id] = None
-            self.refresh(job)
+            self.added(job)
         elif cap is not None:
             self._refill(cap)
 
@@ -184,10 +186,7 @@ class Gates:
                 cap.running.add(job.id)
         queued = self.queue.ordered()
         for job in sorted(queued, key=lambda j: j.id):
-            self._wait(job)
-            cap = self._capped(job)
-            if cap is not None:
-                cap.queued[job.id] = None
+            self._enqueue(job)
         self.queue.clear_ready()
         for cap in self.arrays.values():
             self._refill(cap)

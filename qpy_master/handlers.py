@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 from qpy import config
-from qpy.server import BadRequest, NotFound, RequestError, Session, Unreachable
+from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
 from qpy_master import command_server, embedded, notify, run_handlers, session_requests, submit, why
-from qpy_master.handler_args import plural, refuse_if_removed
+from qpy_master.handler_args import ask_multiuser, plural, refuse_if_removed
 from qpy_master.handler_args import selection_of as _selection
 from qpy_master.master import Master
-from qpy_master.multiuser_link import LinkDown
 
 
 def sub(m: Master, s: Session, msg: dict) -> dict:
@@ -35,8 +34,6 @@ def bulk(m: Master, s: Session, msg: dict) -> dict:
 def _submit(m: Master, msg: dict, specs: list[dict]) -> dict:
     """Check every job of the request, then store them all in one transaction, with
     consecutive IDs in the order asked for."""
-    if not m.nodes:  # a fresh master: learn the nodes first, so impossible jobs are refused
-        m.link.wait_settled(10.0)
     refuse_if_removed(m, " (jobs already queued wait until access returns)")
     with m.lock:
         jobs = submit.new_jobs(specs, msg, m.settings, m.nodes)
@@ -230,17 +227,11 @@ def notes(m: Master, s: Session, msg: dict) -> dict:
 def status(m: Master, s: Session, msg: dict) -> dict:
     """The multiuser's status as it answers, and which multiuser it is; Unreachable
     when it cannot answer."""
-    m.link.wait_settled(10.0)  # a fresh master may still be connecting
-    refuse_if_removed(m)
+    refuse_if_removed(m)  # a fresh master may still be connecting
     allocator = embedded.describe(m.home, m.user)
     which = ("the cluster's multiuser at " + allocator["address"]
              if allocator["kind"] == "cluster" else "the personal multiuser")
-    try:
-        reply = m.link.request({"type": "status"}, timeout=10.0)
-    except LinkDown as exc:
-        raise Unreachable(f"{which} is not reachable: {exc}") from None
-    if not reply.get("ok"):
-        raise Unreachable(reply.get("error") or f"{which} refused the status request")
+    reply = ask_multiuser(m, {"type": "status"}, which)
     reply.pop("re", None)
     return {**reply, "allocator": allocator}
 

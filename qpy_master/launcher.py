@@ -1,6 +1,6 @@
 """The job launcher: starts, watches and kills jobs on one node. Standard library only.
 
-The master runs one launcher per node (``python3 -I -S -c BOOT RUN_DIR``, its source and
+The master runs one launcher per node (``python3 -I -S -u -c BOOT RUN_DIR``, its source and
 those of ``qpy/limits.py`` and ``qpy/cgroups.py`` sent down stdin first: locally as a
 child, remotely at the end of an ssh session) and talks to it in JSON lines on
 stdin/stdout. Each job runs under a *supervisor*, a process forked by the launcher that,
@@ -418,19 +418,20 @@ class Supervisor:
 
     def _reset(self) -> None:
         """Ready for another job, as a freshly prepared supervisor would be, then tell the
-        launcher so (its job number, negated). One that cannot be ends instead: back in
-        a cgroup other than its own (a v1 job cgroup is left for the user's, where an
-        idle supervisor must not stay), or no launcher to take more jobs."""
+        launcher so (its job number, negated). One that cannot be ends instead: left in
+        another cgroup by a job that had one (a v1 job cgroup is left for the user's,
+        where an idle supervisor must not stay), or no launcher to take more jobs."""
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # drops a pending one: for this job
         signal.setitimer(signal.ITIMER_REAL, 0)
         self.killing = self.limit_hit = self.reaped = False
+        moved = self.limits is not None and self.limits.cgroup is not None
         self.limits = None
         gc.collect()
         try:
             os.sched_setaffinity(0, self.cpus)
             os.chdir("/")
-            if limits.read_proc("/proc/self/cgroup") != self.cgroups:
+            if moved and limits.read_proc("/proc/self/cgroup") != self.cgroups:
                 os._exit(0)
             os.write(self.notify, f"-{self.op['job']}\n".encode())
         except OSError:
@@ -701,8 +702,9 @@ class Slots:
                 self.of[head[0]] = i
         self.free.reverse()
 
-    def take(self, job: int, pid: int) -> int:
-        """A free slot, claimed for ``job`` at once (its supervisor writes the real head):
+    def take(self, job: int, pid: int, start: int | None) -> int:
+        """A free slot, claimed for ``job`` at once by its supervisor ``pid`` (started at
+        ``start``, in clock ticks), which writes the real head:
         another launcher of this user on this node (one still ending, or one whose session
         was cut) may hold an older picture of the file, so the claim happens under a lock
         and only on a slot that really is blank."""
@@ -711,7 +713,7 @@ class Slots:
             while self.free and os.pread(self.fd, SLOT, self.free[-1] * SLOT) != BLANK:
                 self.free.pop()
             slot = self.free.pop() if self.free else os.fstat(self.fd).st_size // SLOT
-            claim = f"{job} {pid} {proc_start(pid)} 0"  # t 0: the job has not started yet
+            claim = f"{job} {pid} {start} 0"  # t 0: the job has not started yet
             os.pwrite(self.fd, padded(claim, HALF) + b" " * HALF, slot * SLOT)
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -771,15 +773,22 @@ def end_event(slots: Slots, job: int) -> dict:
 
 class Own:
     """The launcher's own supervisors: the spare (forked ahead, off the path of a start),
-    those done with a job (the last one back gets the next job first) and the inbox of
-    each one that has a job."""
+    those done with a job (the last one back gets the next job first), the inbox of
+    each one that has a job, and the start time of each (read once, at its fork: a
+    job's slot names its supervisor by PID and start time)."""
 
     def __init__(self, fork: Callable[[], tuple[int, int]],
                  sel: selectors.BaseSelector) -> None:
-        self.fork, self.sel = fork, sel
+        self._fork, self.sel = fork, sel
         self.spare: tuple[int, int] | None = None
         self.idle: list[tuple[int, int]] = []  # (PID, inbox)
         self.inboxes: dict[int, int] = {}  # job -> the inbox of its supervisor
+        self.starts: dict[int, int | None] = {}  # PID -> its start time in clock ticks
+
+    def fork(self) -> tuple[int, int]:
+        pid, inbox = self._fork()
+        self.starts[pid] = proc_start(pid)
+        return pid, inbox
 
     def pick(self) -> tuple[int, int, bool]:
         """A supervisor for a job: an idle one, else the spare, else a new one (PID,
@@ -831,9 +840,9 @@ class Own:
         """The supervisor of ``job`` ended."""
         self.gone(pid, self.inboxes.pop(job))
 
-    @staticmethod
-    def gone(pid: int, inbox: int) -> None:
+    def gone(self, pid: int, inbox: int) -> None:
         """A supervisor that ended: its inbox closed (if still open), the process reaped."""
+        self.starts.pop(pid, None)
         if inbox >= 0:
             os.close(inbox)
         try:
@@ -943,7 +952,7 @@ class Launcher:
         an interactive job has its session directory: the supervisor's PID."""
         while True:
             pid, inbox, was_idle = self.own.pick()
-            op["slot"] = self.slots.take(job, pid)
+            op["slot"] = self.slots.take(job, pid, self.own.starts[pid])
             self.sessions.started(op)
             try:
                 write_all(inbox, json.dumps(op, separators=(",", ":")).encode() + b"\n")

@@ -1,6 +1,6 @@
 """The master's link to one node's launcher process (``LauncherLink``).
 
-The launcher is stdlib only. It is started as ``python3 -S -c BOOT RUN_DIR`` with its
+The launcher is stdlib only. It is started as ``python3 -I -S -u -c BOOT RUN_DIR`` with its
 source (and those of ``qpy/limits.py`` and ``qpy/cgroups.py``) sent down its stdin
 first: on this machine as a child of the master, on a remote node at the end of an ssh
 session (``ssh NODE python3 ...``), so the node needs python3 and nothing of qpy.
@@ -53,7 +53,7 @@ class LauncherGone(Exception):
 class LauncherLink:
     """One launcher process, local or over ssh, and the threads that read from it."""
 
-    def __init__(self, node: str, argv: list[str], preamble: bytes | None,
+    def __init__(self, node: str, argv: list[str], preamble: bytes,
                  on_event: Callable[[str, dict], None],
                  on_ready: Callable[[str, LauncherLink], None],
                  on_exit: Callable[[str, LauncherLink], None], remote: bool = False) -> None:
@@ -89,7 +89,7 @@ class LauncherLink:
         process has ended."""
         line = (json.dumps(op, separators=(",", ":")) + "\n").encode()
         with self._lock:
-            if self.proc.poll() is not None and not self.ready:
+            if not self.ready and self.proc.poll() is not None:  # (no waitpid once ready)
                 raise LauncherGone(f"the launcher for {self.node} is gone: {self.reason}")
             if not self.ready:
                 self.pending.append(line)
@@ -118,18 +118,18 @@ class LauncherLink:
             self.proc.kill()
             self.proc.wait()
 
-    def _handshake(self, preamble: bytes | None) -> bool:
-        """Send the launcher's source (remote), wait for ``ready``, then flush what waits.
-        Lines a login script prints first are skipped; a launcher that never gets ready
+    def _handshake(self, preamble: bytes) -> bool:
+        """Send the launcher's source down its stdin (local or remote alike), wait for
+        ``ready``, then flush what waits. Lines a login script prints first are
+        skipped; a launcher that never gets ready
         (a hung home directory, a shell waiting for input) is ended after a while, so its
         jobs go back to the queue."""
         timer = threading.Timer(READY_TIMEOUT, self._give_up)
         timer.daemon = True
         timer.start()
         try:
-            if preamble is not None:
-                self.proc.stdin.write(preamble)
-                self.proc.stdin.flush()
+            self.proc.stdin.write(preamble)
+            self.proc.stdin.flush()
             for line in self.proc.stdout:
                 if _is_ready(line):
                     break
@@ -156,7 +156,7 @@ class LauncherLink:
             self.errors.append(f"the launcher was not ready after {READY_TIMEOUT:g} s")
             self.proc.kill()
 
-    def _read(self, preamble: bytes | None) -> None:
+    def _read(self, preamble: bytes) -> None:
         if self._handshake(preamble):
             for line in self.proc.stdout:
                 trace.mark("master: launcher event")

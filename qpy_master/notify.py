@@ -21,10 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from qpy.model import Job
-from qpy.states import DONE
+from qpy_master.gates import failure
 
 log = logging.getLogger("qpy.master.notify")
-MAIL_WORDS = ("end", "fail")
 SENDMAIL_DIRS = ("/usr/sbin", "/usr/lib", "/sbin", "/usr/bin")
 STDERR_KEPT = 2000  # bytes of a failing child's stderr that go into the log
 
@@ -41,10 +40,6 @@ def no_mail_warning(job_id: int) -> str | None:
         return None
     return (f"job {job_id} will send no mail: this host has no sendmail (looked on the "
             f"PATH and in {', '.join(SENDMAIL_DIRS)}); ask your administrator for one")
-
-
-def failed(job: Job) -> bool:
-    return job.status != DONE or job.exit_code != 0
 
 
 def environment(job: Job) -> dict[str, str]:
@@ -102,7 +97,7 @@ class Notifier:
             env = {**os.environ, **environment(job)}
             items.append((f"notify command for job {job.id}", ["/bin/sh", "-c", command],
                           env, job.cwd, None))
-        if job.mail and ("end" in job.mail.split(",") or failed(job)):
+        if job.mail and ("end" in job.mail.split(",") or failure(job) is not None):
             program = sendmail()
             if program is None:
                 log.warning("job %d: no mail sent: this host has no sendmail", job.id)

@@ -215,20 +215,26 @@ class JobQueue:
 
     # -- ctrlQueue jump --------------------------------------------------------------------
 
+    def _no_jump(self, moving: list[Key], target: str) -> str | None:
+        """Why the queued jobs ``moving`` cannot jump to ``target``, or None."""
+        if not moving:
+            return "List does not have jobs in queue"
+        if len(moving) == len(self.order):
+            return "Queue is completely contained in list"
+        if target in ("begin", "end"):
+            return None
+        if int(target) in {i for _, i in moving}:
+            return "Position is part of list"
+        return None if int(target) in self.jobs else "Position not found"
+
     def jump(self, ids: list[int], target: str) -> tuple[str, Moves]:
         """Move ``ids`` (in their queue order) to run right after ``target`` (an ID,
         ``begin`` or ``end``). Returns the message and the jobs given new positions: the
         moved ones and any respaced to make room."""
         moving = sorted((self.qpos[i], i) for i in set(ids) if i in self.jobs)
-        if not moving:
-            return "List does not have jobs in queue: queue not reordered.", ([], [])
-        if len(moving) == len(self.order):
-            return "Queue is completely contained in list: queue not reordered.", ([], [])
-        if target not in ("begin", "end"):
-            if int(target) in {i for _, i in moving}:
-                return "Position is part of list: queue not reordered.", ([], [])
-            if int(target) not in self.jobs:
-                return "Position not found: queue not reordered.", ([], [])
+        refusal = self._no_jump(moving, target)
+        if refusal is not None:
+            return f"{refusal}: queue not reordered.", ([], [])
         jobs = [self.jobs[i] for _, i in moving]
         ready = [self._detach(job) for job in jobs]
         if target == "begin":

@@ -59,15 +59,10 @@ class Reconciler:
     def waiting_on(self, node: str) -> list[int]:
         return [job for job, name, _ in self.records.store.unsettled() if name == node]
 
-    def node_of(self, job_id: int) -> str | None:
-        """The node a run of ``job_id`` was given up on, if any."""
-        return next((name for job, name, _ in self.records.store.unsettled()
-                     if job == job_id), None)
-
     def remove_queued(self, job: Job, now: float) -> None:
         """``qpy kill`` of a queued job: ``undone``, unless it is a requeued copy whose
         first run may have happened (its node has not told yet): that one is ``killed``."""
-        node = self.node_of(job.id)
+        node = self.records.store.unsettled_node(job.id)
         if node is None:
             self.records.move(job, UNDONE, t_end=now)
         else:

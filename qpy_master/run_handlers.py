@@ -57,9 +57,7 @@ def wait(m: Master, s: Session, msg: dict) -> dict:
 
 def _going(m: Master, sel: dict, until: float | None) -> list[dict]:
     """The runs going on that ``sel`` and ``until`` select, as run records."""
-    return [{**{name: getattr(j, name) for name in RUN_FIELDS[2:]}, "job": j.id,
-             "run": m.store.run_count(j.id) + 1}
-            for j in sorted(m.records.running.values(), key=lambda j: j.id)
+    return [m.store.run_record(j) for j in sorted(m.records.running.values(), key=lambda j: j.id)
             if (selection.is_empty(sel) or selection.matches(sel, j.id, j.status, j.cwd))
             and (until is None or (j.t_start or 0) <= until)]
 

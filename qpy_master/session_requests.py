@@ -20,7 +20,7 @@ from qpy import attrs
 from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, RUNNING
 from qpy_master import submit
-from qpy_master.handler_args import refuse_if_removed
+from qpy_master.handler_args import plural, refuse_if_removed
 from qpy_master.master import Master
 from qpy_master.sessions import is_local
 
@@ -42,7 +42,7 @@ def check_limits(m: Master, cores: int, mem: float) -> None:
     limits = m.sessions.limits
     most, live = limits.get("max_sessions"), len(m.sessions.live())
     if most is not None and live >= most:
-        raise RequestError(f"you have {live} interactive session{'' if live == 1 else 's'}, "
+        raise RequestError(f"you have {plural(live, 'interactive session')}, "
                            f"the most the admin allows (max_sessions {most}): end one with "
                            "qpy kill ID (qpy connect -l lists them)")
     if limits.get("max_cores") is not None and cores > limits["max_cores"]:
@@ -92,8 +92,6 @@ def connect(m: Master, s: Session, msg: dict) -> dict:
     check_name(name)
     if gui is not None and (not gui or not gui[0]):
         raise BadRequest("--gui needs a program to run")
-    if not m.nodes:  # a fresh master: learn the nodes (and the limits) first
-        m.link.wait_settled(10.0)
     refuse_if_removed(m, " (sessions already queued wait until access returns)")
     command = f"xpra: {shlex.join(gui)}" if gui else "tmux session" + (f" {name}" if name else "")
     with m.lock:

@@ -35,6 +35,7 @@ from qpy import render, ssh
 from qpy.model import Job
 from qpy.states import QUEUE, RUNNING
 from qpy_master import session_node
+from qpy_master.handler_args import plural
 from qpy_master.multiuser_link import LinkDown
 
 log = logging.getLogger("qpy.master.sessions")
@@ -155,8 +156,7 @@ class Sessions:
             return "the queue is paused (qpy ctrlQueue continue)"
         if not m.link.up:
             return "the multiuser cannot be reached"
-        cores = f"{job.n_cores} core{'' if job.n_cores == 1 else 's'}"
-        return f"no node has {cores} and {job.mem:g} GB free for you now"
+        return f"no node has {plural(job.n_cores, 'core')} and {job.mem:g} GB free for you now"
 
     def take_notices(self) -> list[str]:
         notices, self.notices = self.notices, []

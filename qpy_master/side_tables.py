@@ -56,6 +56,12 @@ class SideTables:
         return self.db.execute("DELETE FROM unsettled WHERE job = ? AND node = ?",
                                (job_id, to_db(node))).rowcount > 0
 
+    def unsettled_node(self, job_id: int) -> str | None:
+        """The node a run of ``job_id`` was given up on, if any (by its key: ``qpy kill``
+        asks this of every queued job it removes)."""
+        row = self.db.execute("SELECT node FROM unsettled WHERE job = ?", (job_id,)).fetchone()
+        return from_db(row[0]) if row else None
+
     def unsettled(self) -> list[tuple[int, str, str | None]]:
         """(job, node, address) of every run whose fate is not known yet."""
         return [(job, from_db(node), from_db(address)) for job, node, address in self.db.execute(

@@ -312,8 +312,9 @@ class Store(SideTables):
     # -- accounting ---------------------------------------------------------------------------
 
     def run_record(self, job: Job, **fields: object) -> dict:
-        """The run that just ended, for history: the job's fields as they are now, or as
-        ``fields`` give them; its number follows the job's earlier runs."""
+        """The job's last run, for history (one that just ended, or one going on): the
+        job's fields as they are now, or as ``fields`` give them; its number follows the
+        job's earlier runs."""
         return {"job": job.id, "run": self.run_count(job.id) + 1,
                 **{name: fields.get(name, getattr(job, name)) for name in RUN_FIELDS[2:]}}
 

@@ -23,6 +23,7 @@ from qpy.model import Job
 from qpy.server import BadRequest, NotFound, RequestError
 from qpy.states import LIVE, QUEUE
 from qpy_master.gates import failure
+from qpy_master.handler_args import plural
 
 
 def new_jobs(specs: list[dict], msg: dict, settings: dict,
@@ -150,10 +151,6 @@ def umask_of(msg: dict) -> int:
     return umask
 
 
-def _cores(n: int) -> str:
-    return f"{n} core{'' if n == 1 else 's'}"
-
-
 def never_fits(nodes, cores: int, mem: float, attr: str | None) -> str | None:
     """Why no node could ever run this request, or None if one could (or we can't tell)."""
     nodes = list(nodes)
@@ -168,8 +165,8 @@ def never_fits(nodes, cores: int, mem: float, attr: str | None) -> str | None:
            for n in matching):
         return None  # fits, or a node whose size is not known yet might fit
     best = max(matching, key=lambda n: (n["cores"], n["mem"]))
-    return (f"no node can ever run it: it asks for {_cores(cores)} and {mem:g} GB, the "
-            f"largest node ({best['name']}) has {_cores(best['cores'])} and "
+    return (f"no node can ever run it: it asks for {plural(cores, 'core')} and {mem:g} GB, the "
+            f"largest node ({best['name']}) has {plural(best['cores'], 'core')} and "
             f"{best['mem']:g} GB")
 
 

@@ -1,10 +1,10 @@
 """``qpy why ID``: why a queued job has not started, or where a job is.
 
 The reasons are tried in the issue's order of precedence: held; the queue paused;
-waiting for a dependency; a limit (the array's %MAX; the per-user limits of issue 15 go
-beside it in ``_limit``); the user at their share while others wait; no up node with the
-free cores, memory or attributes now. The first four are the master's own; for the last
-two it asks the multiuser (``explain``), which answers from the allocator's state.
+waiting for a dependency; a limit (the array's %MAX, then the administrator's per-user
+limits); the user at their share while others wait; no up node with the free cores,
+memory or attributes now. The first three and the array's cap are the master's own; for
+the rest it asks the multiuser (``explain``), which answers from the allocator's state.
 """
 
 from __future__ import annotations
@@ -12,20 +12,16 @@ from __future__ import annotations
 import time
 
 from qpy.model import Job
-from qpy.server import NotFound, Unreachable
+from qpy.server import NotFound
 from qpy.states import DONE, QUEUE, RUNNING
 from qpy.timetext import iso
-from qpy_master.multiuser_link import LinkDown
+from qpy_master.handler_args import ask_multiuser, plural
 
 Why = tuple[str, str, dict]  # the reason's kind, its text, its numbers
 
 
 def _local(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp or 0))
-
-
-def _cores(n: int) -> str:
-    return f"{n} core{'' if n == 1 else 's'}"
 
 
 def why(m, job_id: int) -> dict:
@@ -81,14 +77,14 @@ def _master_reasons(m, job: Job) -> Why | None:
 
 
 def _limit(m, job: Job) -> Why | None:
-    """A limit the job is held back by: its array's %MAX. (The per-user limits of
-    issue 15 belong here too.)"""
+    """A limit the job is held back by that the master knows: its array's %MAX (the
+    per-user limits are the multiuser's: ``_user_limit``)."""
     cap = m.records.gates.cap(job)
     if cap is None or job.id in cap.admitted:
         return None
     return ("limit",
-            f"limit: array {job.array_id} runs at most {cap.limit} "
-            f"task{'' if cap.limit == 1 else 's'} at once (%{cap.limit}); "
+            f"limit: array {job.array_id} runs at most {plural(cap.limit, 'task')} at "
+            f"once (%{cap.limit}); "
             f"{len(cap.running)} run{'s' if len(cap.running) == 1 else ''} now and "
             f"{len(cap.admitted)} more go first",
             {"limit": "array", "array_id": job.array_id, "max": cap.limit,
@@ -97,16 +93,20 @@ def _limit(m, job: Job) -> Why | None:
 
 def _allocator(m, job: Job, attr: str | None, rank: int | None) -> Why:
     """The share and node reasons, from the multiuser's allocator."""
-    try:
-        reply = m.link.request({"type": "explain", "cores": job.n_cores, "mem": job.mem,
-                                "attr": attr}, timeout=10.0)
-    except LinkDown as exc:
-        raise Unreachable(f"the multiuser is not reachable: {exc}") from None
-    if not reply.get("ok"):
-        raise Unreachable(reply.get("error") or "the multiuser refused the explain request")
-    return (_share(reply, job) or _nodes(reply, job)
+    reply = ask_multiuser(m, {"type": "explain", "cores": job.n_cores, "mem": job.mem,
+                              "attr": attr})
+    return (_user_limit(reply) or _share(reply, job) or _nodes(reply, job)
             or ("next", f"nothing holds it back: it is number {rank} in your queue and "
                         "starts as soon as its slot is granted", {"position": rank}))
+
+
+def _user_limit(r: dict) -> Why | None:
+    """The administrator's per-user limit that keeps the job from starting now (``qpy
+    check`` names it too), as the allocator found it."""
+    if not r.get("limit"):
+        return None
+    return ("limit", f"limit: the administrator's {r['limit']}",
+            {"limit": "user", "reason": r["limit"]})
 
 
 def _share(r: dict, job: Job) -> Why | None:
@@ -116,12 +116,12 @@ def _share(r: dict, job: Job) -> Why | None:
     if r["above_share"]:
         others = ", ".join(f"{w['user']} uses {w['used']} of {w['share']}"
                            for w in r["waiting"])
-        return ("share", f"you use {_cores(r['used'])} and your share is {share} "
+        return ("share", f"you use {plural(r['used'], 'core')} and your share is {share} "
                          f"({r['minimum']} guaranteed + {r['extra']} extra), while other "
                          f"users wait below theirs: {others}", numbers)
     if not r["grow"] and r["free"] >= job.n_cores:
         kept = r["free"] - max(r["free_for"], 0)
-        return ("share", f"of the {_cores(r['free'])} free, {kept} are kept for other "
+        return ("share", f"of the {plural(r['free'], 'core')} free, {kept} are kept for other "
                          "users' guaranteed minimums", {**numbers, "free": r["free"],
                                                         "kept": kept})
     return None
@@ -130,7 +130,7 @@ def _share(r: dict, job: Job) -> Why | None:
 def _nodes(r: dict, job: Job) -> Why | None:
     if r["node"] is not None and r["grow"]:
         return None
-    wanted = f"{_cores(job.n_cores)} and {job.mem:g} GB"
+    wanted = f"{plural(job.n_cores, 'core')} and {job.mem:g} GB"
     details = {"closest": r["closest"], "down": r["down"]}
     if not r["matching"]:
         what = f"the attributes {job.attr}" if job.attr else "its size"
@@ -141,5 +141,5 @@ def _nodes(r: dict, job: Job) -> Why | None:
     if best is None:
         return "nodes", f"no up node has {wanted} free now", details
     return ("nodes", f"no up node has {wanted} free now; the closest, {best['name']}, has "
-                     f"{_cores(best['free_cores'])} and {best['free_mem']:g} GB free",
+                     f"{plural(best['free_cores'], 'core')} and {best['free_mem']:g} GB free",
             details)

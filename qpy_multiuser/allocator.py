@@ -363,7 +363,8 @@ def reconcile(alloc: Allocator, user: User, running: list[dict], trust_fit: bool
 
 def explain(alloc: Allocator, user: User, k: int, mem: float, attr: str | None) -> dict:
     """What keeps a job of ``user`` asking for ``k`` cores, ``mem`` GB and ``attr`` from
-    starting now, decided as ``request`` would (``qpy why``): may the user grow by ``k``
+    starting now, decided as ``request`` would (``qpy why``): the user limit that holds
+    it (``limit``), may the user grow by ``k``
     (or are they at their share while others wait below theirs, or are the free cores kept
     for others' minimums), and which node would take it, or which comes closest."""
     waiting = [u for u in alloc.users.values()
@@ -381,7 +382,7 @@ def explain(alloc: Allocator, user: User, k: int, mem: float, attr: str | None) 
         closest = {"name": best.name, "free_cores": best.free_cores,
                    "free_mem": best.free_mem}
     return {"used": user.used, "minimum": user.minimum, "extra": user.extra,
-            "grow": alloc._may_grow(user, k),
+            "limit": limit_reason(user, k, mem), "grow": alloc._may_grow(user, k),
             "above_share": user.used + k > max(user.share, user.minimum) and bool(waiting),
             "waiting": [{"user": u.name, "used": u.used, "share": u.share} for u in waiting],
             "free": alloc.free_cores, "free_for": alloc._free_for(user),

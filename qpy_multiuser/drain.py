@@ -49,35 +49,45 @@ def drain(mu, args: list[str]) -> dict:
         raise BadRequest("drain takes a reason (may be empty) and node names")
     reason = " ".join(args[0].split())[:REASON_CHARS] or None
     lines = []
-    for node in _nodes(mu, args[1:], "drain"):
+    nodes = _nodes(mu, args[1:], "drain")
+    for node in nodes:
         if node.drain_since is None:
             node.drain_since = time.time()
         node.drain_reason = reason or node.drain_reason
         mu.ledger.set_drain(node.name, node.drain_since, node.drain_reason)
-        mu.alloc.pool_changed(f"node {node.name} was drained")
         running = len(node.jobs)
         log.info("node %s %s by the admin%s", node.name, state(node),
                  f": {node.drain_reason}" if node.drain_reason else "")
         lines.append(f"Node {node.name} {state(node)}: no new job starts there" +
                      (f"; {running} running job{'s' * (running != 1)} finish."
                       if running else "."))
-    mu.announce_nodes()
-    mu.changed()
+    _pool_changed(mu, nodes, "drained")
     return {"text": "\n".join(lines) + "\n"}
 
 
 def resume(mu, args: list[str]) -> dict:
     """``resume NODE...``: the nodes take new jobs again."""
-    lines = []
+    lines, resumed = [], []
     for node in _nodes(mu, args, "resume"):
         if node.drain_since is None:
             lines.append(f"Node {node.name} was not drained.")
             continue
         node.drain_since = node.drain_reason = None
         mu.ledger.set_drain(node.name, None)
-        mu.alloc.pool_changed(f"node {node.name} was resumed")
+        resumed.append(node)
         log.info("node %s resumed by the admin", node.name)
         lines.append(f"Node {node.name} resumed: new jobs may start there.")
+    _pool_changed(mu, resumed, "resumed")
+    return {"text": "\n".join(lines) + "\n"}
+
+
+def _pool_changed(mu, nodes: list, what: str) -> None:
+    """The pool follows the nodes drained or resumed: its indexes, totals and shares once
+    for all of them (with 1,000 nodes, once per node would redo them 1,000 times), then
+    the masters hear of it."""
+    if nodes:
+        names = ", ".join(node.name for node in nodes)
+        mu.alloc.pool_changed(f"node {names} was {what}" if len(nodes) == 1
+                              else f"nodes {names} were {what}")
     mu.announce_nodes()
     mu.changed()
-    return {"text": "\n".join(lines) + "\n"}

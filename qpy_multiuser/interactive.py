@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qpy_multiuser.nodes import FileError
+from qpy_multiuser.nodes import FileError, lines_of
 
 FILE = "interactive"
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -79,11 +79,7 @@ def _number(text: str, where: str, kind: type, low: float) -> float:
 def parse(text: str, path: str = FILE) -> Policy:
     """The file's settings; FileError ``file:line: reason`` for anything malformed."""
     policy, seen = Policy(), set()
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        where = f"{path}:{number}"
+    for where, line in lines_of(text, path):
         words = line.split()
         if len(words) != 2:
             raise FileError(f"{where}: expected 'KEY VALUE', got {line!r}")

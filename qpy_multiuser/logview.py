@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
 from typing import IO, BinaryIO
+
+from qpy import follow
 
 POLL = 0.2  # seconds between looks at a followed log
 
 
 def tail(f: BinaryIO, lines: int | None) -> bytes:
     """The rest of ``f``, or only its last ``lines`` lines."""
-    if lines is None:
-        return f.read()
-    if lines == 0:
-        f.seek(0, os.SEEK_END)
-        return b""
-    return b"".join(deque(f, maxlen=lines))
+    if lines is not None:
+        f.seek(follow.last_lines(f, lines))
+    return f.read()
 
 
 def show(path: str, lines: int | None, follow: bool, out: IO[bytes]) -> None:

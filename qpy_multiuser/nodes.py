@@ -13,6 +13,7 @@ by node monitoring's first sample for a remote one (which is down until then). `
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,15 @@ from qpy_multiuser import probe
 
 class FileError(ValueError):
     """A malformed admin file; the text is ``file:line: reason``."""
+
+
+def lines_of(text: str, path: object) -> Iterator[tuple[str, str]]:
+    """The lines of an admin file that say something, ``#`` comments cut and blanks
+    stripped, each with its place (``file:line``) for errors."""
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            yield f"{path}:{number}", line
 
 
 @dataclass
@@ -165,12 +175,8 @@ def load(path: Path) -> dict[str, Node]:
     except OSError as exc:
         raise FileError(f"{path}: cannot read: {exc.strerror}") from None
     nodes: dict[str, Node] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        words = line.split("#", 1)[0].split()
-        if not words:
-            continue
-        where = f"{path}:{number}"
-        node = parse_line(words, where)
+    for where, line in lines_of(text, path):
+        node = parse_line(line.split(), where)
         if node.name in nodes:
             raise FileError(f"{where}: node {node.name} is listed twice")
         nodes[node.name] = node
@@ -186,12 +192,10 @@ def load_users(path: Path) -> list[str]:
     except OSError as exc:
         raise FileError(f"{path}: cannot read: {exc.strerror}") from None
     users: list[str] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        words = line.split("#", 1)[0].split()
-        if not words:
-            continue
+    for where, line in lines_of(text, path):
+        words = line.split()
         if len(words) > 1 or not names.is_user_name(words[0]):
-            raise FileError(f"{path}:{number}: invalid user name {line.strip()!r}")
+            raise FileError(f"{where}: invalid user name {line!r}")
         if words[0] not in users:
             users.append(words[0])
     return users

@@ -4,7 +4,7 @@ The multiuser samples its local nodes by calling ``Sampler.sample`` itself, and 
 file on each remote node at the end of one long-lived ssh session (its source is sent down
 the session, so the node needs only python3)::
 
-    python3 -S -u -c BOOT INTERVAL [CHECK_DIR [CGROUP]]
+    python3 -I -S -u -c BOOT INTERVAL [CHECK_DIR [CGROUP]]
 
 (``qpy/cgroups.py`` is sent beside it). It prints one JSON line per ``INTERVAL`` seconds and
 exits when its stdin closes, so it never outlives the multiuser. A sample holds the node's

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qpy import names
-from qpy_multiuser.nodes import FileError
+from qpy_multiuser.nodes import FileError, lines_of
 
 
 @dataclass
@@ -60,22 +60,20 @@ def _extra(text: str, where: str) -> Extra:
 
 
 def parse(text: str, path: str = "distribution_rules") -> Rules:
-    lines = [(n, line.split("#", 1)[0].strip()) for n, line in enumerate(text.splitlines(), 1)]
-    lines = [(n, line) for n, line in lines if line]
+    lines = list(lines_of(text, path))
     if not lines:
         raise FileError(f"{path}: empty: the first line must be 'even' or 'explicit'")
-    number, head = lines[0]
+    where, head = lines[0]
     words = head.split()
     if words[0] not in ("even", "explicit"):
-        raise FileError(f"{path}:{number}: unknown distribution {words[0]!r} "
+        raise FileError(f"{where}: unknown distribution {words[0]!r} "
                         "(use even or explicit)")
     rules = Rules(words[0])
     if len(words) == 3 and words[1] == "minimum":
-        rules.minimum = _int(words[2], f"{path}:{number}")
+        rules.minimum = _int(words[2], where)
     elif len(words) != 1:
-        raise FileError(f"{path}:{number}: expected '{words[0]} [minimum N]', got {head!r}")
-    for number, line in lines[1:]:
-        where = f"{path}:{number}"
+        raise FileError(f"{where}: expected '{words[0]} [minimum N]', got {head!r}")
+    for where, line in lines[1:]:
         if rules.kind == "even":
             raise FileError(f"{where}: per-user lines need 'explicit' on the first line")
         user, sep, value = line.partition("=")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from qpy import names
-from qpy_multiuser.nodes import FileError
+from qpy_multiuser.nodes import FileError, lines_of
 
 EPSILON = 1e-9  # memory sums of floats: 0.1 + 0.2 GB must fit a 0.3 GB limit
 KEYS = {"jobs": "jobs", "cores": "cores", "memory": "mem", "mem": "mem"}
@@ -95,11 +95,8 @@ def parse(text: str, path: str = "limits") -> Limits:
     """The file's limits; FileError naming the first bad line."""
     lines: list[tuple[str, list[str]]] = []
     default_line = None
-    for number, line in enumerate(text.splitlines(), 1):
-        words = line.split("#", 1)[0].split()
-        if not words:
-            continue
-        where = f"{path}:{number}"
+    for where, line in lines_of(text, path):
+        words = line.split()
         if words[0] == "default":
             if default_line is not None:
                 raise FileError(f"{where}: default is given twice")

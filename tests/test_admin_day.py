@@ -10,6 +10,7 @@ has a limit only against a hang. Needs root; skipped otherwise, except under CI.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 import select
@@ -95,6 +96,23 @@ def test_a_limit_of_running_jobs_holds_the_next_job_until_one_ends(cluster, work
     assert "held back" not in cluster.qpy_as("alice", "check").stdout
     alice.release_all()
     bob.release_all()
+    alice.wait_finished(*first)
+
+
+def test_why_names_the_per_user_limit_that_holds_a_job(cluster, work):
+    """``qpy why`` gives the limit ``qpy check`` names, not 'nothing holds it back'."""
+    set_limits(cluster, "default jobs=2\n")
+    alice = work("alice")
+    first = alice.subs(3)
+    alice.wait_started(*first[:2])
+    held_back(cluster, "alice")
+    why = cluster.qpy_as("alice", "why", str(first[2]))
+    assert why.stdout == ("limit: the administrator's limit of 2 running jobs per user "
+                          "(2 running)\n")
+    answer = json.loads(cluster.qpy_as("alice", "why", str(first[2]), "--json").stdout)
+    assert (answer["reason"], answer["details"]) == (
+        "limit", {"limit": "user", "reason": "limit of 2 running jobs per user (2 running)"})
+    alice.release_all()
     alice.wait_finished(*first)
 
 

@@ -210,6 +210,26 @@ def test_node_down_marks_its_jobs_requeues_on_request_and_comes_back(cluster, wo
     assert final["status"] == "lost" or (final["status"], final["signal"]) == ("done", 9), final
 
 
+def test_a_requeued_copy_killed_while_its_node_is_down_is_killed_not_undone(cluster, work):
+    """Its run given up on may have happened: ``qpy kill`` of the queued copy records
+    it killed, naming the node that has not told yet (``Reconciler.remove_queued``)."""
+    qpy, nodes = cluster
+    job = sub(qpy, work.dir, "--requeue", "-a", "node3", "-m", "1", "sh", "-c", GATED)
+    work.ids.append(job)
+    work.wait_started(job)
+    nodes.stop_sshd("node3")
+    try:
+        wait_for(lambda: qpy.job("alice", job)["status"] == "queue", WAIT,
+                 "the --requeue job to be queued again")
+        qpy.qpy_as("alice", "kill", str(job))
+        record = qpy.job("alice", job)
+        assert (record["status"], record["node"]) == ("killed", "node3"), record
+        assert record["reason"] == ("killed in the queue; its run on node3 was given up on "
+                                    "and its end is not known yet"), record
+    finally:
+        nodes.start_sshd("node3")
+
+
 # -- ssh control sockets ----------------------------------------------------------------------
 
 
