@@ -146,8 +146,7 @@ REPLIES: dict[str, Schema] = {
     "check": {"jobs": "[job]", "fmt": "str", "colour": "bool", "scheme": "[str]",
               "paused": "bool", "limit": "?str="},
     "kill": {"undone": "[int]", "killing": "[int]"},
-    "clean": {"removed": "[int]"},
-    "config": {"settings": "dict="},
+    "clean": {"removed": "[int]"}, "config": {"settings": "dict="},
     "ctrl": {}, "notes": {},
     "status": {"users": "[user]", "nodes": "[node]", "allocator": "{str}=", "sessions": "[dict]="},
     "finish": {},
@@ -166,7 +165,8 @@ REPLIES: dict[str, Schema] = {
                 "above_share": "bool", "waiting": "[share]", "free": "int", "free_for": "int",
                 "node": "?str", "closest": "?closest", "matching": "int", "down": "[str]",
                 "whole": "int="},  # nodes free as a whole that fit (whole-node jobs)
-    "idle_report": {}, "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
+    "idle_report": {},
+    "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
               "nodes": "[node]=", "code": "str=", "sessions": "[dict]="},
     "join": {"bundle": "{str}"},
 }

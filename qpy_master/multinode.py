@@ -73,12 +73,15 @@ class MultiNode:
         if not job.span:
             return {}
         self.adopt(job)
-        self.dir.mkdir(mode=0o700, exist_ok=True)
-        agent = self._agent()
-        hosts = self.node_file(job)
-        fd = os.open(hosts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(node_lines(job))
+        hosts, agent = self.node_file(job), str(self.dir / AGENT)
+        try:
+            self.dir.mkdir(mode=0o700, exist_ok=True)
+            self._write_agent()
+            fd = os.open(hosts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(node_lines(job))
+        except OSError as exc:  # the job starts all the same; its error output says why
+            log.error("job %d: cannot write its node file or rsh agent: %s", job.id, exc)
         return {"QPY_NODES": ",".join(job.nodes or []), "QPY_NODEFILE": str(hosts),
                 "QPY_RUN_TAG": job.span["tag"],
                 **{name: agent for name in AGENT_VARS if name not in env}}
@@ -86,7 +89,7 @@ class MultiNode:
     def node_file(self, job: Job) -> Path:
         return self.dir / f"job_{job.id}.hosts"
 
-    def _agent(self) -> str:
+    def _write_agent(self) -> None:
         """The rsh agent in the user's qpy home, written again if qpy's differs."""
         path = self.dir / AGENT
         source = Path(rsh.__file__).read_bytes()
@@ -99,7 +102,6 @@ class MultiNode:
             temp.write_bytes(source)
             temp.chmod(0o700)
             temp.replace(path)
-        return str(path)
 
     def killed(self, job: Job) -> None:
         """A kill of a running job: its processes on the other nodes end now (the first

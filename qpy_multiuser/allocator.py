@@ -6,7 +6,8 @@ minimum of a user with nothing queued is lent out, and reserved again (for the n
 that free up; nothing running is stopped) as soon as that user queues a job. Above their
 share, a user may borrow idle cores, but only while no other user is waiting below their
 own share. A request that does not fit is skipped, so smaller jobs behind it still run.
-Memory is accounted per node.
+Memory is accounted per node. A whole-node job (``sub --exclusive``, ``-N K``) takes K
+empty nodes at once or none, and counts all their cores.
 """
 
 from __future__ import annotations

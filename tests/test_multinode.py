@@ -18,9 +18,14 @@ from pathlib import Path
 
 import pytest
 from conftest import pid_alive, wait_for
-from multiuser import WAIT, Cluster, Jobs, remote_cluster
+from multiuser import WAIT, Cluster, Jobs, end_all, nodes_up, remote_cluster
 
 from qpy import rsh
+from qpy_multiuser import reported, user_limits
+from qpy_multiuser.allocator import Allocator
+from qpy_multiuser.ledger import Ledger
+from qpy_multiuser.nodes import Node
+from qpy_multiuser.rules import Rules
 
 NODES = """\
 node1 cores=2 memory=4
@@ -50,12 +55,9 @@ def world():
 @pytest.fixture
 def cluster(world):
     qpy, nodes = world
-    wait_for(lambda: all(n["state"] == "up" for n in qpy.status_json("alice")["nodes"]),
-             WAIT, "every node to be up")
+    nodes_up(qpy)
     yield qpy, nodes
-    qpy.qpy_as("alice", "kill", "all", check=False)
-    wait_for(lambda: not [j for j in qpy.jobs("alice") if j["status"] in ("queue", "running")],
-             WAIT, "alice's jobs to end")
+    end_all(qpy)
 
 
 @pytest.fixture
@@ -186,3 +188,60 @@ def test_the_rsh_agent_marks_the_remote_command_and_passes_ssh_options():
                               {"QPY_JOB_ID": "7", "QPY_RUN_TAG": "ab12"})
     assert line == ("QPY_JOB_ID=7 QPY_RUN_TAG=ab12; export QPY_JOB_ID QPY_RUN_TAG; "
                     "PATH=/x:$PATH ; orted")
+
+
+# -- the allocator and the ledger alone (pure: no daemons) ----------------------------------
+
+
+def allocator(*names: str) -> Allocator:
+    return Allocator({n: Node(n, n, 2, 4.0) for n in names}, Rules("even"))
+
+
+def whole(job: int, count: int, cores: int = 1) -> dict:
+    return {"cores": cores, "mem": 1.0, "attr": None, "exclusive": True, "nodes": count,
+            "jobs": [job]}
+
+
+def test_the_allocator_grants_all_nodes_at_once_or_none_and_counts_them_all():
+    a = allocator("n1", "n2", "n3")
+    u = a.user("u")
+    a.nodes["n3"].drain_since = 1.0  # drained: never chosen
+    a.pool_changed("n3 drained")
+    assert a.request(u, [{"cores": 1, "mem": 1.0, "attr": None, "jobs": [1]}], 2)[0]
+    grants, refused = a.request(u, [whole(2, 2)], 1)
+    assert (grants, refused) == ([], True)  # n1 or n2 is busy, n3 drained: nothing held
+    assert u.used == 1 and not u.spans and u.refused[4] == 2
+    a.remove(u, 1)
+    (grant,), refused = a.request(u, [whole(2, 2)], 1)
+    assert not refused and {grant["node"], grant["others"][0]["node"]} == {"n1", "n2"}
+    assert (grant["cores"], grant["others"][0]["cores"], u.used) == (2, 2, 4)
+    assert a.nodes["n1"].used_cores == a.nodes["n2"].used_cores == 2
+    a.remove(u, 2)
+    assert u.used == 0 and not u.spans and a.nodes["n2"].used_cores == 0
+
+
+def test_a_user_limit_counts_the_cores_of_every_node():
+    a = allocator("n1", "n2")
+    a.set_limits(user_limits.parse("u cores=3\n"))
+    u = a.user("u")
+    assert a.request(u, [whole(1, 2)], 1) == ([], True)
+    assert "3 cores" in u.limited, u.limited
+
+
+def test_a_restored_or_reported_multi_node_job_holds_all_its_nodes(tmp_path):
+    a = allocator("n1", "n2")
+    u = a.user("u")
+    (grant,), _ = a.request(u, [whole(7, 2)], 1)
+    ledger = Ledger(tmp_path / "ledger.db")
+    ledger.record("u", [], [(7, *u.jobs[7], u.spans[7])])
+    running = ledger.load()["u"]
+    other = grant["others"][0]["node"]
+    assert running == [{"job": 7, "node": grant["node"], "cores": 2, "mem": 4.0,
+                        "more": [[other, 2, 4.0]]}]
+    b = allocator("n1", "n2")
+    reported.restore(b, b.user("u"), running)  # a restarted multiuser
+    assert b.user("u").used == 4 and b.nodes[other].used_cores == 2
+    assert reported.reconcile(b, b.user("u"), running, False) == []  # its master agrees
+    assert b.user("u").used == 4
+    c = allocator("n1", "n2")  # no ledger: believed as it fits
+    assert reported.reconcile(c, c.user("u"), running, True) == [] and c.user("u").used == 4
