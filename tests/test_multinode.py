@@ -168,6 +168,20 @@ def test_a_restarted_master_and_multiuser_keep_both_nodes_and_kill_reaches_both(
     gone(local, remote)
 
 
+def test_a_job_whose_other_node_goes_down_is_killed_with_the_reason(cluster, work):
+    qpy, nodes = cluster
+    job, local, _ = spread(qpy, work)
+    other = qpy.job("alice", job)["nodes"][1]
+    nodes.stop_sshd(other)  # the node goes down with everything in it
+    try:
+        record = work.wait_finished(job)[0]
+        assert (record["status"], record["reason"]) == (
+            "killed", f"node {other} of the job went down"), record
+        gone(local)
+    finally:
+        nodes.start_sshd(other)
+
+
 @pytest.mark.parametrize("value, code, text", [
     ("0", 2, "-N: number of nodes must be 1 to"),
     ("x", 2, "-N: number of nodes must be a whole number, not 'x'"),
