@@ -769,7 +769,10 @@ def reap(op: dict) -> None:
     pid = os.fork()
     if pid == 0:
         try:
-            if os.fork() == 0:
+            if os.fork() == 0:  # off the master's pipes: a launcher ending meanwhile ends
+                null = os.open(os.devnull, os.O_RDWR)  # its ssh session at once
+                os.dup2(null, 0)
+                os.dup2(null, 1)
                 reap_marked(tag, grace)
         finally:
             os._exit(0)
