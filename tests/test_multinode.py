@@ -48,16 +48,16 @@ SPREAD = ('echo "$QPY_NODES" > nodes_$QPY_JOB_ID; hostname > host_$QPY_JOB_ID; '
 @pytest.fixture(scope="module")
 def world():
     """(qpy cluster, ssh nodes): alice and the admin can ssh to node1 and node2."""
-    with remote_cluster(2, NODES, users=("alice",)) as (qpy, nodes):
-        yield qpy, nodes
+    with remote_cluster(2, NODES, users=("alice",)) as made:
+        yield made
 
 
 @pytest.fixture
 def cluster(world):
-    qpy, nodes = world
-    nodes_up(qpy)
-    yield qpy, nodes
-    end_all(qpy)
+    """The two-node world with both nodes up; alice's jobs all ended after the test."""
+    nodes_up(world[0])
+    yield world
+    end_all(world[0])
 
 
 @pytest.fixture
