@@ -20,7 +20,7 @@ import pytest
 from conftest import pid_alive, wait_for
 from multiuser import WAIT, Cluster, Jobs, end_all, nodes_up, remote_cluster
 
-from qpy import rsh
+from qpy import jobspec, rsh
 from qpy_multiuser import reported, user_limits
 from qpy_multiuser.allocator import Allocator
 from qpy_multiuser.ledger import Ledger
@@ -259,3 +259,18 @@ def test_a_restored_or_reported_multi_node_job_holds_all_its_nodes(tmp_path):
     assert b.user("u").used == 4
     c = allocator("n1", "n2")  # no ledger: believed as it fits
     assert reported.reconcile(c, c.user("u"), running, True) == [] and c.user("u").used == 4
+
+
+def test_the_nodes_directive_and_option_make_a_whole_node_job(tmp_path):
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\n#QPY nodes=3\ntrue\n")
+    script.chmod(0o755)
+    spec = jobspec.build(["./run.sh"], str(tmp_path), None, None, None, None)
+    assert (spec["exclusive"], spec["n_nodes"]) == (True, 3)
+    spec = jobspec.build(["./run.sh"], str(tmp_path), None, None, None, None, nodes="2")
+    assert (spec["exclusive"], spec["n_nodes"]) == (True, 2)  # the option wins
+    one = jobspec.build(["true"], str(tmp_path), None, None, None, None, nodes="1")
+    assert (one["exclusive"], "n_nodes" in one) == (True, False)  # -N 1 is --exclusive
+    script.write_text("#!/bin/sh\n#QPY nodes=0\ntrue\n")
+    with pytest.raises(jobspec.SpecError, match="#QPY nodes: number of nodes must be 1 to"):
+        jobspec.build(["./run.sh"], str(tmp_path), None, None, None, None)
