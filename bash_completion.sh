@@ -176,8 +176,8 @@ __qpy_spec_qpy() {  # COMMAND ('' for the group): set the words to offer
             opts='-h --help'
             ;;
         'sub')
-            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -t --time --mail --exclusive --after --afterok --priority --array --file --json -h --help'
-            valopts='-n --cores -m --mem --memory -a --node_attr --attributes -t --time --mail --after --afterok --priority --array --file'
+            opts='-n --cores -m --mem --memory -a --node_attr --attributes -c --copyScript -o --originalScript --requeue -t --time --mail --exclusive -N --nodes --after --afterok --priority --array --file --json -h --help'
+            valopts='-n --cores -m --mem --memory -a --node_attr --attributes -t --time --mail -N --nodes --after --afterok --priority --array --file'
             interspersed=''
             ;;
         'check')
@@ -460,6 +460,8 @@ __qpy_help_qpy() {  # COMMAND NAME: print the help, NAME being the program
                 '                                  end,fail (through sendmail).' \
                 '  --exclusive                     Take a whole node: all its cores and memory,' \
                 '                                  no other job beside.' \
+                '  -N, --nodes K                   Take K whole nodes; the command runs on the' \
+                '                                  first, with QPY_NODES and QPY_NODEFILE.' \
                 '  --after IDS                     Start once the jobs IDS (e.g. 5, 3-7,9) have' \
                 '                                  ended.' \
                 '  --afterok IDS                   Start once the jobs IDS have ended done with' \

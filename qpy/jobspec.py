@@ -26,6 +26,7 @@ KEY_ALIASES = {
     "after": "after", "afterok": "afterok", "priority": "priority",
     "mail": "mail",
     "exclusive": "exclusive",
+    "nodes": "n_nodes",
 }
 PRIORITY_WORDS = {"low": -10, "normal": 0, "high": 10}
 PRIORITY_LIMIT = 1_000_000
@@ -191,16 +192,31 @@ def _directive(item: str, where: str) -> tuple[str, object]:
     name = KEY_ALIASES.get(key)
     if name is None:
         raise SpecError(f"{where}: unknown #QPY directive {key!r} (use n_cores, mem, "
-                        "node_attr, cpScript, requeue, time, after, afterok, priority, mail "
-                        "or exclusive)")
+                        "node_attr, cpScript, requeue, time, after, afterok, priority, mail, "
+                        "exclusive or nodes)")
     if not value:
         raise SpecError(f"{where}: #QPY {key} needs a value")
     where = f"{where}: #QPY {key}"
     parse = {"n_cores": parse_cores, "mem": parse_mem, "attr": parse_attr, "copy": parse_bool,
              "requeue": parse_bool, "time_limit": parse_time, "after": parse_ids,
              "afterok": parse_ids, "priority": parse_priority, "mail": parse_mail,
-             "exclusive": parse_bool}
+             "exclusive": parse_bool, "n_nodes": parse_nodes}
     return name, parse[name](value, where)
+
+
+MAX_NODES = 100_000  # whole nodes one job may take (-N)
+
+
+def parse_nodes(text: object, where: str = "-N") -> int:
+    """The number of whole nodes a job takes (``-N K``): an integer from 1."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise SpecError(f"{where}: number of nodes must be a whole number, not {text!r}") \
+            from None
+    if not 1 <= value <= MAX_NODES:
+        raise SpecError(f"{where}: number of nodes must be 1 to {MAX_NODES:,}, not {value}")
+    return value
 
 
 def parse_time(text: object, where: str = "-t") -> int | None:
@@ -255,8 +271,9 @@ def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr:
           copy: bool | None, requeue: bool | None = None, time: str | None = None,
           mail: str | None = None, exclusive: bool | None = None, *,
           after: str | None = None, afterok: str | None = None,
-          priority: str | None = None) -> dict:
-    """The ``sub`` request fields; command-line options win over directives."""
+          priority: str | None = None, nodes: str | None = None) -> dict:
+    """The ``sub`` request fields; command-line options win over directives. ``-N K``
+    (``nodes``) takes K whole nodes; ``--exclusive`` is one."""
     command = command_line(argv)
     try:
         words = argv if len(argv) > 1 else split(argv[0])
@@ -280,12 +297,22 @@ def build(argv: list[str], cwd: str, n_cores: str | None, mem: str | None, attr:
         "requeue": requeue if requeue is not None else found.get("requeue", False),
         "time_limit": parse_time(time) if time is not None else found.get("time_limit"),
         "mail": parse_mail(mail) if mail is not None else found.get("mail"),
-        "exclusive": exclusive if exclusive is not None else found.get("exclusive", False),
+        **_whole(found, exclusive, nodes),
         "script": script,
         "argv": [*words[:index], script, *words[index + 1:]] if copyable else None,
         "script_index": index if copyable else None,
         **_queue_fields(found, after, afterok, priority),
     }
+
+
+def _whole(found: dict, exclusive: bool | None, nodes: str | None) -> dict:
+    """Whole nodes: ``exclusive``, and ``n_nodes`` only when more than one is asked for
+    (options win over directives; either implies whole nodes)."""
+    count = parse_nodes(nodes) if nodes is not None else found.get("n_nodes", 1)
+    whole = exclusive if exclusive is not None else found.get("exclusive", False)
+    asked = nodes is not None or "n_nodes" in found
+    return {"exclusive": bool(whole or asked),
+            **({"n_nodes": count} if count > 1 else {})}
 
 
 def _queue_fields(found: dict, after: str | None, afterok: str | None,

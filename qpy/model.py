@@ -49,8 +49,13 @@ class Job:
     array_index: int | None = None
     array_max: int | None = None  # at most this many tasks of the array run at once
     mail: str | None = None  # sub --mail: "end", "fail" or "end,fail"
-    # sub --exclusive: a whole node; n_cores and mem become the node's when it starts
+    # sub --exclusive / -N K: n_nodes whole nodes (exclusive is K=1); n_cores and mem
+    # become the first node's when it starts, nodes the names of all (the first runs the
+    # command), span what the master keeps of the others (addresses, cores, run tag)
     exclusive: bool = False
+    n_nodes: int = 1
+    nodes: list[str] | None = None
+    span: dict | None = None
     # interactive sessions (qpy connect): kind "tmux" or "gui" (None: a batch job), the
     # session's name, since when it is idle (this host's clock), and what its node reported
     # of it (socket, display, attached clients, ready, error)
@@ -64,9 +69,9 @@ class Job:
         return os.path.join(self.cwd, f"job_{self.id}.{which}")
 
     @property
-    def shape(self) -> tuple[int, float, str | None, bool]:
+    def shape(self) -> tuple[int, float, str | None, bool, int]:
         """Jobs with the same shape compete for the same kind of slot."""
-        return (self.n_cores, self.mem, self.attr, self.exclusive)
+        return (self.n_cores, self.mem, self.attr, self.exclusive, self.n_nodes)
 
     def public(self, position: int | None = None) -> dict:
         """The fields a user sees (``qpy check``, ``--json``), with the job's place in
@@ -80,7 +85,7 @@ class Job:
 
 
 PRIVATE = ("env_id", "pid", "kill_requested", "script_copy", "run_command", "address",
-           "umask")
+           "umask", "span")
 
 # One run of a job as ``qpy history`` keeps it (the master's runs table, --json's runs).
 RUN_FIELDS = ("job", "run", "status", "command", "cwd", "n_cores", "mem", "node", "t_queue",

@@ -95,9 +95,17 @@ def _gb(value: float | None) -> str:
     return NONE if value is None else f"{value:.3f}"
 
 
+def _node(job: dict) -> str | None:
+    """Where a job runs or ran: its node, or all of a multi-node job's (``node1+node2``,
+    the first, where its command runs, first)."""
+    if job.get("node") and job.get("nodes"):
+        return "+".join(job["nodes"])
+    return job.get("node")
+
+
 def _node_or_attr(job: dict) -> str:
     if job.get("node"):
-        return job["node"]
+        return _node(job)
     return f"[{job['attr']}]" if job.get("attr") else NONE
 
 
@@ -114,7 +122,7 @@ _FIELDS = {
     "s": lambda job, now: job["status"],
     "c": lambda job, now: job["command"],
     "d": lambda job, now: job["cwd"],
-    "n": lambda job, now: _or_none(job.get("node")),
+    "n": lambda job, now: _or_none(_node(job)),
     "N": lambda job, now: str(job["n_cores"]),
     "m": lambda job, now: _memory(job["mem"]),
     "a": lambda job, now: _or_none(job.get("attr")),

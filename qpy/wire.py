@@ -43,13 +43,12 @@ class AuthError(Exception):
 # dict of that shape. A trailing "=" marks the field optional (absent means null/empty).
 Schema = dict[str, str]
 
-# One job as ``qpy sub`` asks for it: the fields of a ``sub`` request, and each line of a
-# bulk file (``where`` names the line in errors).
+# One job as ``qpy sub`` asks for it: a ``sub`` request's fields, a bulk file's line each.
 SPEC: Schema = {
     "command": "str", "run": "?str=", "n_cores": "int", "mem": "float", "attr": "?str",
     "copy": "?bool", "script": "?str", "argv": "?[str]=", "script_index": "?int=",
     "requeue": "bool=", "time_limit": "?int=", "mail": "?str=", "exclusive": "bool=",
-    # the queue's semantics (issue 13)
+    "n_nodes": "int=",  # whole nodes (-N); the queue's semantics (issue 13):
     "after": "[int]=", "afterok": "[int]=", "priority": "int=", "where": "?str=",
 }
 
@@ -68,8 +67,7 @@ SCHEMAS: dict[str, Schema] = {
     "config": {"key": "?str", "values": "[str]"},
     "ctrl": {"action": "str", "select": "dict=", "target": "?str="},
     "notes": {"job": "?int", "text": "?str"},
-    "status": {},
-    "finish": {},
+    "status": {}, "finish": {},
     # runs, ends and waiting
     "wait": {"select": "dict", "timeout": "float"},
     "history": {"select": "dict", "since": "?float=", "until": "?float=", "json": "bool="},
@@ -84,7 +82,7 @@ SCHEMAS: dict[str, Schema] = {
     # master -> multiuser
     "hello": {"running": "[dict]", "queue_size": "int"},
     "slots": {"release": "[int]", "want": "[dict]", "queue_size": "int"},
-    "explain": {"cores": "int", "mem": "float", "attr": "?str"},
+    "explain": {"cores": "int", "mem": "float", "attr": "?str", "nodes": "int="},
     "idle_report": {"sessions": "[dict]"},
     # admin -> multiuser
     "admin": {"command": "str", "args": "[str]"},
@@ -99,6 +97,7 @@ RECORDS: dict[str, Schema] = {
         "mem": "float", "attr": "?str", "node": "?str", "t_queue": "float",
         "t_start": "?float", "t_end": "?float", "exit_code": "?int", "signal": "?int",
         "reason": "?str", "notes": "?str", "requeue": "bool", "exclusive": "bool=",
+        "n_nodes": "int=", "nodes": "?[str]=",  # a whole-node job's nodes, first first
         "time_limit": "?int", "cpu": "?float", "peak_mem": "?float", "mail": "?str=",
         # the queue's semantics (issue 13); position: a queued job's place, 1 starts next
         "priority": "int", "held": "bool", "after": "[int]", "afterok": "[int]",
@@ -120,8 +119,10 @@ RECORDS: dict[str, Schema] = {
         # drained by the admin (qpy-admin drain): since when (None: not), and why
         "drain_since": "?float=", "drain_reason": "?str=",
     },
-    # cores, mem: what a whole-node (exclusive) job got, the node's
-    "grant": {"job": "int", "node": "str", "address": "str", "cores": "int=", "mem": "float="},
+    # cores, mem: what a whole-node (exclusive) job got, the node's; others: its other nodes
+    "grant": {"job": "int", "node": "str", "address": "str", "cores": "int=", "mem": "float=",
+              "others": "[part]="},
+    "part": {"node": "str", "address": "str", "cores": "int", "mem": "float"},
     "share": {"user": "str", "used": "int", "share": "int"},  # explain: who waits
     "closest": {"name": "str", "free_cores": "int", "free_mem": "float"},
     "session": {  # an interactive job as qpy connect sees it (qpy_master/sessions.py)
@@ -145,10 +146,8 @@ REPLIES: dict[str, Schema] = {
     "check": {"jobs": "[job]", "fmt": "str", "colour": "bool", "scheme": "[str]",
               "paused": "bool", "limit": "?str="},
     "kill": {"undone": "[int]", "killing": "[int]"},
-    "clean": {"removed": "[int]"},
-    "config": {"settings": "dict="},
-    "ctrl": {},
-    "notes": {},
+    "clean": {"removed": "[int]"}, "config": {"settings": "dict="},
+    "ctrl": {}, "notes": {},
     "status": {"users": "[user]", "nodes": "[node]", "allocator": "{str}=", "sessions": "[dict]="},
     "finish": {},
     "wait": {"jobs": "[job]", "pending": "[int]"},
@@ -164,7 +163,8 @@ REPLIES: dict[str, Schema] = {
     # what keeps such a job from starting now, as the allocator sees it (qpy why)
     "explain": {"used": "int", "minimum": "int", "extra": "int", "limit": "?str=", "grow": "bool",
                 "above_share": "bool", "waiting": "[share]", "free": "int", "free_for": "int",
-                "node": "?str", "closest": "?closest", "matching": "int", "down": "[str]"},
+                "node": "?str", "closest": "?closest", "matching": "int", "down": "[str]",
+                "whole": "int="},  # nodes free as a whole that fit (whole-node jobs)
     "idle_report": {},
     "admin": {"variables": "dict=", "bundle": "{str}=", "users": "[user]=",
               "nodes": "[node]=", "code": "str=", "sessions": "[dict]="},

@@ -66,6 +66,11 @@ adopt     job                                  watches a job an earlier launcher
 forget    job                                  frees the job's slot: its end is recorded
 sweep     keep, ask                            kills and frees every job not in keep;
                                                for each job in ask, a ``fate`` first
+reap      tag, grace                           ends (SIGTERM, SIGKILL after grace) this
+                                               user's processes in this node's network
+                                               namespace whose environment holds
+                                               QPY_RUN_TAG=tag: what a multi-node job
+                                               started here over ssh (``reap_marked``)
 ping                                           nothing: the master is still there
 ========  ===================================  ========================================
 
@@ -128,6 +133,7 @@ OPS = {
     "adopt": ("job",),
     "forget": ("job",),
     "sweep": ("keep", "ask"),
+    "reap": ("tag", "grace"),
     "ping": (),
 }
 EVENTS = {
@@ -759,6 +765,70 @@ def fork_supervisor(slots_fd: int, notify_w: int, shell: str) -> tuple[int, int]
     return pid, inbox_w
 
 
+def reap(op: dict) -> None:
+    """End what a multi-node job left on this node (``reap_marked``), in a grandchild
+    of the launcher, so that the launcher goes on serving meanwhile."""
+    tag, grace = str(op["tag"]), float(op["grace"])
+    if not tag.isalnum():
+        raise ValueError(f"bad run tag {tag[:40]!r}")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if os.fork() == 0:  # off the master's pipes: a launcher ending meanwhile ends
+                null = os.open(os.devnull, os.O_RDWR)  # its ssh session at once
+                os.dup2(null, 0)
+                os.dup2(null, 1)
+                reap_marked(tag, grace)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def marked(marker: bytes, netns: str) -> list[int]:
+    """This user's processes in the network namespace ``netns`` (the node's: namespace
+    nodes share one PID space) whose environment holds ``marker``. Those of other users
+    cannot be read, and are not ours to end."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            if os.readlink(f"/proc/{name}/ns/net") != netns:
+                continue
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:  # gone, or not ours
+            pass
+    return found
+
+
+def reap_marked(tag: str, grace: float) -> None:
+    """SIGTERM to every process of a multi-node job's run on this node (its marker
+    ``QPY_RUN_TAG=tag``), SIGKILL to what is left after ``grace`` seconds, waited for
+    through pidfds (no polling); what they started meanwhile is found again."""
+    marker, netns = f"QPY_RUN_TAG={tag}".encode(), os.readlink("/proc/self/ns/net")
+    fds = []
+    for pid in marked(marker, netns):
+        try:
+            fds.append(os.pidfd_open(pid))
+            signal.pidfd_send_signal(fds[-1], signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    with selectors.DefaultSelector() as sel:
+        for fd in fds:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map() and time.monotonic() < deadline:
+            for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
+                sel.unregister(key.fd)
+    for pid in marked(marker, netns):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def end_event(slots: Slots, job: int) -> dict:
     """The event for the end of ``job`` as its slot tells it (ended, or lost)."""
     head, result = slots.read(job)
@@ -913,7 +983,7 @@ class Launcher:
             op = checked_op(json.loads(line))
             handler = {"start": self.start, "kill": self.kill, "adopt": self.adopt,
                        "forget": self.forget, "env": self.env, "sweep": self.sweep,
-                       "ping": lambda op: None}[op["op"]]
+                       "reap": reap, "ping": lambda op: None}[op["op"]]
             handler(op)
         except Exception as exc:  # one bad op must not end the launcher
             emit({"ev": "error", "text": f"{type(exc).__name__}: {exc}", "op": line[:200].decode(

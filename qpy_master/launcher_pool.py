@@ -113,6 +113,18 @@ class LauncherPool:
             except LauncherGone:
                 pass
 
+    def post(self, node: str, address: str, op: dict) -> None:
+        """Best effort: an op for the launcher of ``node`` (at ``address``), started now
+        if there is none (a multi-node job's other nodes have no job of their own)."""
+        try:
+            link = self.links.get(node)
+            if link is None and node not in self.unreachable:
+                link = self._connect(node, address)
+            if link is not None:
+                link.post(op)
+        except LauncherGone as exc:
+            log.warning("node %s: %s not sent: %s", node, op.get("op"), exc)
+
     def link(self, job: Job) -> LauncherLink:
         """The launcher of the job's node, started on first use. The node's address was
         stored with the job at launch, so a restarted master finds it before it has

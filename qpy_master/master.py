@@ -24,6 +24,7 @@ from qpy.states import KILLED, LOST, QUEUE, RUNNING
 from qpy_master.ends import end_of
 from qpy_master.launcher_link import LauncherGone
 from qpy_master.launcher_pool import LauncherPool
+from qpy_master.multinode import MultiNode
 from qpy_master.multiuser_link import MultiuserLink
 from qpy_master.notify import Notifier
 from qpy_master.reconcile import Reconciler
@@ -75,12 +76,15 @@ class Master:
         self.nodes: dict[str, dict] = {}
         self.stopping = False
         self.pool = LauncherPool(home, self.lock, self)
+        self.multinode = MultiNode(home, self.pool, lambda: self.settings["killGrace"])
+        self.records.on_move.append(self.multinode.moved)
         self.scheduler = Scheduler(self, self.records)
         self.reconciler = Reconciler(self.records, self.pool.tell, self.schedule)
         self.link = MultiuserLink(connect, self._hello, self._on_hello, self._on_event)
         self.scheduler.link = self.link
         with self.lock:  # after the scheduler exists: an adopted job may end at once
             for job in list(self.records.running.values()):
+                self.multinode.adopt(job)
                 self._send(job, {"op": "adopt", "job": job.id})
             self.pool.reach(self.reconciler.nodes())  # they owe an answer
         log.info("restored %d queued and %d running jobs", len(self.records.queue),
@@ -104,7 +108,10 @@ class Master:
         with self.lock:
             self.scheduler.told_queue = len(self.records.queue.ready)
             return {"type": "hello", "queue_size": len(self.records.queue.ready), "running": [
-                {"job": j.id, "node": j.node, "cores": j.n_cores, "mem": j.mem}
+                {"job": j.id, "node": j.node, "cores": j.n_cores, "mem": j.mem,
+                 **({"more": [list(p) for p in zip(j.nodes[1:], j.span["cores"][1:],
+                                                   j.span["mem"][1:], strict=True)]}
+                    if j.span else {})}
                 for j in self.records.running.values()]}
 
     def _on_hello(self, reply: dict) -> None:
@@ -154,7 +161,8 @@ class Master:
             "env_id": job.env_id, "grace": float(self.settings["killGrace"]),
             "vars": {"QPY_JOB_ID": str(job.id), "QPY_NODE": job.node or "",
                      "QPY_N_CORES": str(job.n_cores), "QPY_MEM": f"{job.mem:g}",
-                     **array_vars(job)},
+                     **array_vars(job),
+                     **(self.multinode.vars(job, self.env(job.env_id)) if job.span else {})},
             "out": job.output("out"), "err": job.output("err"), "umask": job.umask,
             "limit": job.time_limit, "limits": job_limits(job, self.nodes.get(job.node) or {}),
             **self.sessions.op_fields(job)})
@@ -213,7 +221,8 @@ class Master:
         elif kind == "ended":
             job.t_start = event.get("t") or job.t_start  # a start answered by an old run
             status, fields = end_of(job, event)
-            fields["reason"] = fields["reason"] or self.sessions.end_reason(job)
+            fields["reason"] = fields["reason"] or self.sessions.end_reason(job) \
+                or self.multinode.end_reason(job)
             self._finish(job, status, **fields)
         elif kind == "session":
             self.sessions.event(job, event)
@@ -232,6 +241,9 @@ class Master:
             log.warning("node %s is down for the multiuser (%s) but this master's session "
                         "to it works: its jobs go on", node, reason)
             return
+        for job_id in self.multinode.node_down(node, f"node {node} of the job went down"):
+            if job_id in self.records.running:
+                self.kill_running(self.records.running[job_id])
         for job in self.records.on_node(node):
             self.pool.tell(node, {"op": "kill", "job": job.id})  # waits if connecting
             why = f"node {node} went down: {reason}"
@@ -259,7 +271,8 @@ class Master:
         log.warning("job %d goes back to the queue: %s", job.id, why)
         if forget:
             self.pool.tell(job.node, {"op": "forget", "job": job.id})
-        self.records.move(job, QUEUE, node=None, address=None, t_start=None, pid=None)
+        self.records.move(job, QUEUE, node=None, address=None, t_start=None, pid=None,
+                          nodes=None, span=None)
         self.scheduler.freed(job)
 
     def _finish(self, job: Job, status: str, forget: bool = True, **fields: object) -> None:
@@ -288,3 +301,4 @@ class Master:
     def kill_running(self, job: Job) -> None:
         self.records.update(job, kill_requested=True)
         self._send(job, {"op": "kill", "job": job.id})
+        self.multinode.killed(job)

@@ -151,7 +151,8 @@ class JobQueue:
         heads = sorted((keys[0], shape, [job_id for _, job_id in keys[:PER_SHAPE]])
                        for shape, keys in self.shapes.items())
         return [{"cores": s[0], "mem": s[1], "attr": s[2], "jobs": ids,
-                 **({"exclusive": True} if s[3] else {})}
+                 **({"exclusive": True} if s[3] else {}),
+                 **({"nodes": s[4]} if s[4] > 1 else {})}
                 for _, s, ids in heads[:MAX_SHAPES]]
 
     # -- positions -------------------------------------------------------------------------

@@ -102,7 +102,7 @@ class Reconciler:
             if job.status == LOST:
                 log.warning("job %d never started on %s: queued again", job.id, node)
                 self.records.move(job, QUEUE, node=None, address=None, t_start=None,
-                                  t_end=None, pid=None, reason=None)
+                                  t_end=None, pid=None, reason=None, nodes=None, span=None)
                 self._note(job, f"its start never reached {node}: queued again")
             if job.status == QUEUE:  # the run recorded as lost never happened
                 self.records.store.drop_lost_run(job.id)

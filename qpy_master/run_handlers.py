@@ -21,7 +21,7 @@ NOTHING = "Nothing to do: required jobs not found."
 # What a job queued again starts without: its last run's traces
 FRESH = {"node": None, "address": None, "t_start": None, "t_end": None, "exit_code": None,
          "signal": None, "reason": None, "pid": None, "kill_requested": False, "cpu": None,
-         "peak_mem": None}
+         "peak_mem": None, "nodes": None, "span": None}
 
 
 def wait(m: Master, s: Session, msg: dict) -> dict:

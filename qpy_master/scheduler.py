@@ -16,6 +16,7 @@ from typing import Protocol
 from qpy import trace
 from qpy.model import Job
 from qpy.states import RUNNING
+from qpy_master import multinode
 from qpy_master.multiuser_link import LinkDown, MultiuserLink
 from qpy_master.records import Records
 
@@ -100,8 +101,9 @@ class Scheduler:
         with self.records.transaction():
             self.records.move(job, RUNNING, node=grant["node"], address=grant.get("address"),
                               t_start=time.time())
-            if "cores" in grant:  # a whole node: the job gets all of it (sub --exclusive)
-                self.records.update(job, n_cores=grant["cores"], mem=grant["mem"])
+            if "cores" in grant:  # a whole node: the job gets all of it (sub --exclusive),
+                self.records.update(job, n_cores=grant["cores"], mem=grant["mem"],
+                                    **multinode.grant_fields(grant))  # or all of several
         self.m.start(job)
         return True
 

@@ -57,7 +57,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     kind TEXT,
     name TEXT,
     idle_since REAL,
-    session TEXT
+    session TEXT,
+    n_nodes INTEGER NOT NULL DEFAULT 1,
+    nodes TEXT,
+    span TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_live ON jobs(status) WHERE status IN ('queue', 'running');
 CREATE TABLE IF NOT EXISTS notes (job INTEGER NOT NULL, t REAL NOT NULL, text TEXT NOT NULL);
@@ -94,6 +97,8 @@ ADDED_COLUMNS = {
     "mail": "TEXT", "exclusive": "INTEGER NOT NULL DEFAULT 0",
     # interactive sessions (qpy connect)
     "kind": "TEXT", "name": "TEXT", "idle_since": "REAL", "session": "TEXT",
+    # multi-node jobs (-N): how many, their names and the rest (JSON)
+    "n_nodes": "INTEGER NOT NULL DEFAULT 1", "nodes": "TEXT", "span": "TEXT",
 }
 
 COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "address",
@@ -101,8 +106,9 @@ COLUMNS = ("id", "status", "command", "cwd", "n_cores", "mem", "attr", "node", "
            "t_start", "t_end", "exit_code", "signal", "reason", "script_copy", "run_command",
            "env_id", "pid", "kill_requested", "requeue", "umask", "time_limit", "cpu",
            "peak_mem", "priority", "held", "array_id", "array_index", "array_max", "mail",
-           "exclusive", "kind", "name", "idle_since", "session")
+           "exclusive", "kind", "name", "idle_since", "session", "n_nodes", "nodes", "span")
 FLAGS = ("kill_requested", "requeue", "held", "exclusive")  # stored as 0/1
+JSON_FIELDS = ("session", "nodes", "span")
 FIELDS = ", ".join(COLUMNS)
 SELECT = f"SELECT {FIELDS} FROM jobs"
 
@@ -115,8 +121,9 @@ def _job(row: tuple) -> Job:
     for flag in FLAGS:
         fields[flag] = bool(fields[flag])
     job = Job(**fields)
-    if job.session is not None:  # an interactive job's session, kept as JSON text
-        job.session = json.loads(job.session)
+    for name in JSON_FIELDS:  # kept as JSON text: a session, a multi-node job's nodes
+        if getattr(job, name) is not None:
+            setattr(job, name, json.loads(getattr(job, name)))
     return job
 
 
@@ -220,13 +227,14 @@ class Store(SideTables):
         cur = self.db.execute(
             "INSERT INTO jobs (status, command, cwd, n_cores, mem, attr, t_queue, run_command,"
             " env_id, qpos, requeue, umask, time_limit, priority, held, array_id,"
-            " array_index, array_max, mail, exclusive, kind, name)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " array_index, array_max, mail, exclusive, kind, name, n_nodes)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             tuple(map(to_db, (job.status, job.command, job.cwd, job.n_cores, job.mem, job.attr,
                               job.t_queue, job.run_command, job.env_id, qpos,
                               int(job.requeue), job.umask, job.time_limit, job.priority,
                               int(job.held), job.array_id, job.array_index, job.array_max,
-                              job.mail, int(job.exclusive), job.kind, job.name))))
+                              job.mail, int(job.exclusive), job.kind, job.name,
+                              job.n_nodes))))
         if job.after or job.afterok:
             self.db.executemany("INSERT OR IGNORE INTO deps (job, dep, ok) VALUES (?, ?, ?)",
                                 [(cur.lastrowid, dep, 0) for dep in job.after]
@@ -247,8 +255,8 @@ class Store(SideTables):
         unknown = set(fields) - set(COLUMNS)
         if unknown:
             raise ValueError(f"no such job field: {sorted(unknown)[0]}")
-        values = [int(v) if isinstance(v, bool) else json.dumps(v) if isinstance(v, dict)
-                  else to_db(v) for v in fields.values()]
+        values = [int(v) if isinstance(v, bool) else json.dumps(v)
+                  if isinstance(v, (dict, list)) else to_db(v) for v in fields.values()]
         sets = ", ".join(f"{n} = ?" for n in fields)
         self.db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
 

@@ -55,10 +55,20 @@ def _resources(spec: dict, settings: dict, nodes: dict[str, dict]) -> tuple:
         priority = jobspec.parse_priority(spec.get("priority") or 0, "priority")
     except (jobspec.SpecError, attrs.AttrError) as exc:
         raise BadRequest(str(exc)) from None
-    why = never_fits(nodes.values(), cores, mem, attr)
+    count = _count(spec)
+    why = never_fits(nodes.values(), cores, mem, attr) or too_few(nodes.values(), count,
+                                                                  cores, mem, attr)
     if why:
         raise RequestError(f"job refused: {why}")
-    return cores, mem, attr, priority
+    return cores, mem, attr, priority, count
+
+
+def _count(spec: dict) -> int:
+    """The whole nodes a job takes (``-N``), checked again: 1 unless asked for."""
+    try:
+        return jobspec.parse_nodes(spec.get("n_nodes") or 1, "n_nodes")
+    except jobspec.SpecError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _new_job(spec: dict, cwd: str, umask: int, settings: dict, nodes: dict[str, dict],
@@ -67,17 +77,19 @@ def _new_job(spec: dict, cwd: str, umask: int, settings: dict, nodes: dict[str, 
         raise BadRequest(f"the submission directory must be absolute, not {cwd!r}")
     if any("\0" in (text or "") for text in (spec["command"], spec.get("run"), cwd)):
         raise BadRequest("the command or directory contains a NUL character")
-    kind = (spec["n_cores"], spec["mem"], spec["attr"], spec.get("priority"))
+    kind = (spec["n_cores"], spec["mem"], spec["attr"], spec.get("priority"),
+            spec.get("n_nodes"))
     if kind not in checked:
         checked[kind] = _resources(spec, settings, nodes)
-    cores, mem, attr, priority = checked[kind]
+    cores, mem, attr, priority, count = checked[kind]
     afterok = _ids(spec, "afterok")
     return Job(id=0, status=QUEUE, command=spec["command"], cwd=cwd, n_cores=cores, mem=mem,
                attr=attr, t_queue=time.time(), run_command=spec.get("run"),
                requeue=bool(spec.get("requeue")), umask=umask, time_limit=time_limit(spec),
                priority=priority, afterok=afterok,
                after=[i for i in _ids(spec, "after") if i not in afterok],  # the stronger
-               mail=_mail(spec), exclusive=bool(spec.get("exclusive")))
+               mail=_mail(spec), exclusive=bool(spec.get("exclusive")) or count > 1,
+               n_nodes=count)
 
 
 def _mail(spec: dict) -> str | None:
@@ -168,6 +180,24 @@ def never_fits(nodes, cores: int, mem: float, attr: str | None) -> str | None:
     return (f"no node can ever run it: it asks for {plural(cores, 'core')} and {mem:g} GB, the "
             f"largest node ({best['name']}) has {plural(best['cores'], 'core')} and "
             f"{best['mem']:g} GB")
+
+
+def too_few(nodes, count: int, cores: int, mem: float, attr: str | None) -> str | None:
+    """Why a job of ``count`` whole nodes can never run: the cluster (as the multiuser
+    last described it) has fewer nodes that match and are large enough; None if it has
+    enough, or if nothing is known yet."""
+    nodes = list(nodes)
+    if count <= 1 or not nodes:
+        return None
+    expr = attrs.compile_expr(attr) if attr else None
+    fit = [n["name"] for n in nodes
+           if (expr is None or expr.matches(frozenset(n.get("attrs", ())), n["name"]))
+           and (not n["cores"] or (cores <= n["cores"] and mem <= (n["mem"] or mem)))]
+    if len(fit) >= count:
+        return None
+    have = ", ".join(sorted(fit)) if fit else "none"
+    return (f"it asks for {count} whole nodes, the cluster has {len(fit)} that "
+            f"{'fits' if len(fit) == 1 else 'fit'} it ({have})")
 
 
 def copy_script(scripts: Path, job: Job, argv: list[str], index: int) -> dict[str, str]:

@@ -43,8 +43,9 @@ def why(m, job_id: int) -> dict:
 def _where(job: Job) -> Why:
     """A job that is not queued: where it runs, or how it ended."""
     if job.status == RUNNING:
-        return ("running", f"running on {job.node} since {_local(job.t_start)}",
-                {"node": job.node, "since": iso(job.t_start)})
+        where = "+".join(job.nodes) if job.nodes else job.node
+        return ("running", f"running on {where} since {_local(job.t_start)}",
+                {"node": job.node, "since": iso(job.t_start), "nodes": job.nodes})
     details = {"node": job.node, "ended": iso(job.t_end), "exit_code": job.exit_code,
                "signal": job.signal, "why": job.reason}
     text = f"{job.status}" + (f" on {job.node}" if job.node else "")
@@ -94,7 +95,8 @@ def _limit(m, job: Job) -> Why | None:
 def _allocator(m, job: Job, attr: str | None, rank: int | None) -> Why:
     """The share and node reasons, from the multiuser's allocator."""
     reply = ask_multiuser(m, {"type": "explain", "cores": job.n_cores, "mem": job.mem,
-                              "attr": attr})
+                              "attr": attr, **({"nodes": job.n_nodes} if job.exclusive
+                                               else {})})
     return (_user_limit(reply) or _share(reply, job) or _nodes(reply, job)
             or ("next", f"nothing holds it back: it is number {rank} in your queue and "
                         "starts as soon as its slot is granted", {"position": rank}))
@@ -127,7 +129,22 @@ def _share(r: dict, job: Job) -> Why | None:
     return None
 
 
+def _whole(r: dict, job: Job) -> Why | None:
+    """A whole-node job (``--exclusive``, ``-N``) for which too few nodes are empty."""
+    free = r.get("whole")
+    if free is None or free >= job.n_nodes:
+        return None
+    need = "a free whole node" if job.n_nodes == 1 else f"{job.n_nodes} free whole nodes"
+    cores = plural(job.n_cores, "core")
+    size = f" with {cores} and {job.mem:g} GB or more" if job.attr is None \
+        else f" with {job.attr}, {cores} and {job.mem:g} GB or more"
+    return ("nodes", f"needs {need}{size}; {free} {'is' if free == 1 else 'are'} free now",
+            {"whole": free, "nodes": job.n_nodes, "down": r["down"]})
+
+
 def _nodes(r: dict, job: Job) -> Why | None:
+    if job.exclusive:
+        return _whole(r, job)
     if r["node"] is not None and r["grow"]:
         return None
     wanted = f"{plural(job.n_cores, 'core')} and {job.mem:g} GB"

@@ -94,7 +94,9 @@ def variables(mu, args: list[str]) -> dict:
             "users": {u.name: {"minimum": u.minimum, "extra": u.extra, "used": u.used,
                                "queue": u.queue, "waiting": u.waiting,
                                "limits": u.caps.public(), "limited": u.limited,
-                               "jobs": {str(j): list(v) for j, v in u.jobs.items()}}
+                               "jobs": {str(j): list(v) for j, v in u.jobs.items()},
+                               **({"spans": {str(j): [list(p) for p in v]
+                                             for j, v in u.spans.items()}} if u.spans else {})}
                       for u in mu.alloc.users.values()},
             "nodes": {n.name: {**n.public(), "used_cores": n.used_cores,
                                "used_mem": n.used_mem} for n in mu.alloc.nodes.values()},
@@ -202,7 +204,7 @@ def repair_req_core(mu, args: list[str]) -> dict:
                                          "jobs": [job]}], user.queue)
     if not grants:
         raise RequestError("No free cores.")
-    mu.ledger.replace(user.name, user.jobs)
+    mu.ledger.replace(user.name, user.jobs, user.spans)
     return {"text": f"{grants[0]['node']}={grants[0]['address']}\n"}
 
 
@@ -213,7 +215,7 @@ def repair_remove_job(mu, args: list[str]) -> dict:
     user = _user(mu, args[0])
     if not mu.alloc.remove(user, int(args[1])):
         raise NotFound("Job not found")
-    mu.ledger.replace(user.name, user.jobs)
+    mu.ledger.replace(user.name, user.jobs, user.spans)
     mu.changed()
     return {"text": "Job removed.\n"}
 

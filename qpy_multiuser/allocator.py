@@ -6,21 +6,21 @@ minimum of a user with nothing queued is lent out, and reserved again (for the n
 that free up; nothing running is stopped) as soon as that user queues a job. Above their
 share, a user may borrow idle cores, but only while no other user is waiting below their
 own share. A request that does not fit is skipped, so smaller jobs behind it still run.
-Memory is accounted per node.
+Memory is accounted per node. A whole-node job (``sub --exclusive``, ``-N K``) takes K
+empty nodes at once or none, and counts all their cores.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
-from qpy import attrs
 from qpy_multiuser import placement, user_limits
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.nodes import Node
 
 log = logging.getLogger("qpy.multiuser.allocator")
+Part = tuple[Node, int, float]  # one node of a job: the node, the cores and memory there
 
 
 @dataclass
@@ -37,7 +37,10 @@ class User:
     caps: user_limits.Caps = user_limits.NONE  # the admin's limits file
     mem_used: float = 0.0
     limited: str | None = None  # the limit that held the user back in the last decision
-    refused: tuple | None = None  # its first job refused: (job, cores, mem, attr, whole)
+    refused: tuple | None = None  # its first job refused: (job, cores, mem, attr, nodes);
+    # nodes: the whole nodes it asked for, 0 for cores on any node
+    # the other nodes of multi-node jobs (jobs holds the first): job -> (node, cores, mem)s
+    spans: dict[int, tuple[tuple[str, int, float], ...]] = field(default_factory=dict)
 
     @property
     def share(self) -> int:
@@ -203,26 +206,17 @@ class Allocator:
                        and not user_limits.full(u.caps, len(u.jobs), u.used, u.mem_used)
                        for u in self.users.values())
 
-    def _place(self, user: User, k: int, mem: float, attr: str | None,
-               whole: bool) -> tuple[Node | None, int, float, str | None]:
-        """Where one job of the user goes now, with the cores and memory it takes there
-        (a whole node's for ``whole``), or no node and the limit that holds it back."""
-        if whole:
-            empty = placement.empty_node(self.buckets, k, mem, attr)
-            if empty is None:
-                return None, k, mem, None
-            k, mem = empty.cores, empty.mem
-        limited = limit_reason(user, k, mem)
-        if limited is not None or not self._may_grow(user, k):
-            return None, k, mem, limited
-        return (empty if whole else placement.node_for(self.buckets, k, mem, attr)), k, mem, None
-
-    def add(self, user: User, job: int, node: Node, cores: int, mem: float) -> None:
+    def add(self, user: User, job: int, node: Node, cores: int, mem: float,
+            more: tuple[Part, ...] = ()) -> None:
+        """Account a job on ``node`` (and the other nodes of a multi-node job, ``more``)."""
         self.reserved -= _reserved(user)  # which depends on the number of jobs
         user.jobs[job] = (node.name, cores, mem)
+        if more:
+            user.spans[job] = tuple((n.name, c, m) for n, c, m in more)
         self.reserved += _reserved(user)
-        node.jobs.add((user.name, job))
-        self._use(user, node, cores, mem)
+        for part, part_cores, part_mem in ((node, cores, mem), *more):
+            part.jobs.add((user.name, job))
+            self._use(user, part, part_cores, part_mem)
 
     def remove(self, user: User, job: int) -> bool:
         """Free a job's cores and memory; False if the user had no such job."""
@@ -240,8 +234,14 @@ class Allocator:
         if job not in user.jobs:
             return False
         self.reserved -= _reserved(user)  # which depends on the number of jobs
-        name, cores, mem = user.jobs.pop(job)
+        parts = (user.jobs.pop(job), *user.spans.pop(job, ()))
         self.reserved += _reserved(user)
+        for name, cores, mem in parts:
+            self._unuse(user, job, name, cores, mem)
+        return True
+
+    def _unuse(self, user: User, job: int, name: str, cores: int, mem: float) -> None:
+        """Free what one node of a job held."""
         node = self.nodes.get(name)
         if node is None:
             user.used -= cores
@@ -255,7 +255,6 @@ class Allocator:
             if not node.jobs and name not in self.configured:  # a removed node has drained
                 del self.nodes[name]
                 self._index_nodes()
-        return True
 
     def node_or_kept(self, name: str) -> Node:
         """The node a granted job runs on; one that left the nodes file while the job ran
@@ -276,22 +275,56 @@ class Allocator:
         user.limited = user.refused = None
         for group in want:
             k, mem, attr = group["cores"], group["mem"], group["attr"]
-            whole = group.get("exclusive", False)
+            count = group.get("nodes", 1) if group.get("exclusive", False) else 0
             for job in group["jobs"]:
                 if job in user.jobs:
                     continue
-                node, cores, took, limited = self._place(user, k, mem, attr, whole)
-                if node is None:
+                parts, cores, took, limited = _place(self, user, k, mem, attr, count)
+                if not parts:
                     refused = True
                     user.limited = user.limited or limited
-                    user.refused = user.refused or (job, cores, took, attr, whole)
+                    user.refused = user.refused or (job, cores, took, attr, count)
                     break
-                self.add(user, job, node, cores, took)
+                self.add(user, job, *parts[0], more=tuple(parts[1:]))
                 self.set_queue(user, user.queue - 1)
-                grants.append({"job": job, "node": node.name, "address": node.address,
-                               **({"cores": cores, "mem": took} if whole else {})})
+                grants.append(_grant(job, parts, bool(count)))
         user.waiting = refused
         return grants, refused
+
+
+def _place(alloc: Allocator, user: User, k: int, mem: float, attr: str | None,
+           count: int) -> tuple[list[Part], int, float, str | None]:
+    """Where one job of the user goes now: its parts (node, cores, memory), all
+    ``count`` nodes whole for a whole-node job (``count`` > 0: all at once or none),
+    with the cores and memory it takes in all, or no parts and the limit that holds
+    it back."""
+    parts: list[Part] = []
+    if count:
+        parts = [(n, n.cores, n.mem)
+                 for n in placement.empty_nodes(alloc.buckets, k, mem, attr, count)]
+        if len(parts) < count:
+            return [], k * count, mem * count, None
+        k, mem = sum(p[1] for p in parts), sum(p[2] for p in parts)
+    limited = limit_reason(user, k, mem)
+    if limited is not None or not alloc._may_grow(user, k):
+        return [], k, mem, limited
+    if not count:
+        node = placement.node_for(alloc.buckets, k, mem, attr)
+        parts = [(node, k, mem)] if node is not None else []
+    return parts, k, mem, None
+
+
+def _grant(job: int, parts: list[Part], whole: bool) -> dict:
+    """A grant as the master gets it: the first node, and a whole-node job's size there
+    and its other nodes."""
+    node, cores, mem = parts[0]
+    grant = {"job": job, "node": node.name, "address": node.address}
+    if whole:
+        grant.update(cores=cores, mem=mem)
+    if len(parts) > 1:
+        grant["others"] = [{"node": n.name, "address": n.address, "cores": c, "mem": m}
+                           for n, c, m in parts[1:]]
+    return grant
 
 
 def _reserved(user: User) -> int:
@@ -311,80 +344,3 @@ def limit_reason(user: User, cores: int, mem: float) -> str | None:
     """The limit (the admin's ``limits`` file) that keeps ``user`` from starting a job of
     ``cores`` cores and ``mem`` GB now, or None: what ``qpy why`` names."""
     return user_limits.reason(user.caps, len(user.jobs), user.used, user.mem_used, cores, mem)
-
-
-# -- what a master reports ---------------------------------------------------------------------
-
-
-def restore(alloc: Allocator, user: User, running: list[dict]) -> None:
-    """Take the user's allocations from the ledger, the multiuser's own record: a node
-    removed meanwhile is kept (down) until its jobs end."""
-    for item in running:
-        if not math.isfinite(item["mem"]) or item["cores"] <= 0:
-            continue  # written by an older version that believed any hello
-        alloc.add(user, int(item["job"]), alloc.node_or_kept(item["node"]),
-                  int(item["cores"]), float(item["mem"]))
-
-
-def reconcile(alloc: Allocator, user: User, running: list[dict], trust_fit: bool) -> list[int]:
-    """Make the user's allocations the jobs their master says are running, as far as
-    they are believable, and return the jobs left out.
-
-    A job this multiuser granted counts with the node and size it was granted. Any
-    other job counts only if ``trust_fit`` (the multiuser lost its ledger and cannot
-    know what it granted) and it fits on a configured node that is up, in what the
-    jobs before it left free. A job reported twice counts once."""
-    granted = dict(user.jobs)
-    for job in list(user.jobs):
-        alloc.unaccount(user, job)
-    left_out: list[int] = []
-    others: list[dict] = []
-    for item in running:
-        job = item["job"]
-        entry = granted.pop(job, None)
-        if entry is not None and entry[0] == item["node"]:
-            alloc.add(user, job, alloc.node_or_kept(entry[0]), entry[1], entry[2])
-        elif job not in user.jobs:
-            others.append(item)
-        else:
-            left_out.append(job)
-    for item in others:
-        node = alloc.nodes.get(item["node"])
-        fits = (trust_fit and node is not None and node.up
-                and node.name in alloc.configured and item["job"] not in user.jobs
-                and item["cores"] <= node.free_cores and item["mem"] <= node.free_mem)
-        if fits:
-            alloc.add(user, item["job"], node, item["cores"], float(item["mem"]))
-        else:
-            left_out.append(item["job"])
-    alloc.forget_if_gone(user)
-    return left_out
-
-
-def explain(alloc: Allocator, user: User, k: int, mem: float, attr: str | None) -> dict:
-    """What keeps a job of ``user`` asking for ``k`` cores, ``mem`` GB and ``attr`` from
-    starting now, decided as ``request`` would (``qpy why``): the user limit that holds
-    it (``limit``), may the user grow by ``k``
-    (or are they at their share while others wait below theirs, or are the free cores kept
-    for others' minimums), and which node would take it, or which comes closest."""
-    waiting = [u for u in alloc.users.values()
-               if u is not user and u.queue > 0 and u.used < u.share]
-    expr = attrs.compile_expr(attr) if attr else None
-    matching = [n for n in alloc.nodes.values() if n.name in alloc.configured
-                and (expr is None or expr.matches(n.attrs, n.name))]
-    up = [n for n in matching if n.up]
-    node = placement.node_for(alloc.buckets, k, mem, attr)
-    closest = None
-    if node is None and up:
-        best = max(up, key=lambda n: (min(n.free_cores, k) / k + min(max(n.free_mem, 0.0),
-                                                                     mem) / mem,
-                                      n.free_cores, n.free_mem))
-        closest = {"name": best.name, "free_cores": best.free_cores,
-                   "free_mem": best.free_mem}
-    return {"used": user.used, "minimum": user.minimum, "extra": user.extra,
-            "limit": limit_reason(user, k, mem), "grow": alloc._may_grow(user, k),
-            "above_share": user.used + k > max(user.share, user.minimum) and bool(waiting),
-            "waiting": [{"user": u.name, "used": u.used, "share": u.share} for u in waiting],
-            "free": alloc.free_cores, "free_for": alloc._free_for(user),
-            "node": node.name if node else None, "closest": closest, "matching": len(up),
-            "down": sorted(n.name for n in matching if not n.up)}

@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 
 from qpy import attrs, enrolment, names, trace
+from qpy.jobspec import MAX_NODES
 from qpy.server import BadRequest, Denied, Handler, RequestError, Session
-from qpy_multiuser import admin_ops, allocator, oplog
+from qpy_multiuser import admin_ops, oplog, reported
+from qpy_multiuser import explain as explaining
 from qpy_multiuser.state import ADMIN, Multiuser
 
 log = logging.getLogger("qpy.multiuser")
@@ -45,10 +47,21 @@ def job_item(item: dict) -> dict:
           and names.NODE_NAME.fullmatch(item["node"]) is not None
           and isinstance(item.get("cores"), int) and 0 < item["cores"] < 2 ** 63
           and isinstance(item.get("mem"), (int, float)) and not isinstance(item["mem"], bool)
-          and math.isfinite(item["mem"]) and item["mem"] >= 0)
+          and math.isfinite(item["mem"]) and item["mem"] >= 0
+          and _parts(item.get("more", [])))
     if not ok:
         raise BadRequest(f"bad running job entry {str(item)[:100]}")
     return item
+
+
+def _parts(more: object) -> bool:
+    """Whether a multi-node job's other nodes are sane: [node, cores, mem] each."""
+    return isinstance(more, list) and len(more) <= MAX_NODES and all(
+        isinstance(p, list) and len(p) == 3 and isinstance(p[0], str)
+        and names.NODE_NAME.fullmatch(p[0]) is not None
+        and isinstance(p[1], int) and not isinstance(p[1], bool) and 0 < p[1] < 2 ** 63
+        and isinstance(p[2], (int, float)) and not isinstance(p[2], bool)
+        and math.isfinite(p[2]) and p[2] >= 0 for p in more)
 
 
 def want(group: dict) -> dict:
@@ -58,6 +71,8 @@ def want(group: dict) -> dict:
           and isinstance(group.get("mem"), (int, float)) and group["mem"] > 0
           and (group.get("attr") is None or isinstance(group.get("attr"), str))
           and isinstance(group.get("exclusive", False), bool)
+          and isinstance(group.get("nodes", 1), int) and not isinstance(group.get("nodes"), bool)
+          and 1 <= group.get("nodes", 1) <= MAX_NODES
           and isinstance(group.get("jobs"), list)
           and all(isinstance(j, int) and not isinstance(j, bool) for j in group["jobs"]))
     if not ok:
@@ -95,9 +110,9 @@ def _register(mu: Multiuser, session: Session, running: list[dict], queue_size: 
     session.persistent = True  # a master's link: it may wait for events for days
     user = mu.alloc.user(session.user)
     trust_fit = mu.lost_ledger and user.name not in mu.registered
-    left_out = allocator.reconcile(mu.alloc, user, running, trust_fit)
+    left_out = reported.reconcile(mu.alloc, user, running, trust_fit)
     mu.registered.add(user.name)
-    mu.ledger.replace(user.name, user.jobs)
+    mu.ledger.replace(user.name, user.jobs, user.spans)
     mu.alloc.set_queue(user, max(0, queue_size))
     log.info("master of %s registered with %d running jobs", user.name, len(user.jobs))
     if left_out:
@@ -116,8 +131,8 @@ def _report_ended(mu: Multiuser, name: str, running: list[dict]) -> None:
     if user is None:
         return
     before = user.used
-    allocator.reconcile(mu.alloc, user, running, False)
-    mu.ledger.replace(name, user.jobs)
+    reported.reconcile(mu.alloc, user, running, False)
+    mu.ledger.replace(name, user.jobs, user.spans)
     if user.used < before:
         mu.changed()
 
@@ -141,7 +156,8 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
         decided = time.perf_counter() - started
         limit = user.limited
         why = oplog.refusal(mu.alloc, user) if refused else None
-        granted = [(g["job"], *user.jobs[g["job"]]) for g in grants]
+        granted = [(g["job"], *user.jobs[g["job"]], user.spans.get(g["job"]))
+                   for g in grants]
         mu.ledger.record(user.name, released, granted)
         if released or (had_queue and user.queue <= 0):  # cores or borrowing rights freed
             mu.changed(skip=user.name)
@@ -169,13 +185,14 @@ def explain(mu: Multiuser, session: Session, msg: dict) -> dict:
     allocator decides (at share while others wait, which node is closest)."""
     _master_only(session)
     _allowed(mu, session)
-    group = want({"cores": msg["cores"], "mem": msg["mem"], "attr": msg["attr"], "jobs": []})
+    group = want({"cores": msg["cores"], "mem": msg["mem"], "attr": msg["attr"], "jobs": [],
+                  **({"nodes": msg["nodes"]} if msg.get("nodes") else {})})
     with mu.lock:
         if mu.masters.get(session.user) is not session:
             raise RequestError("register with hello first")
         user = mu.alloc.user(session.user)
-        return allocator.explain(mu.alloc, user, group["cores"], float(group["mem"]),
-                                 group["attr"])
+        return explaining.explain(mu.alloc, user, group["cores"], float(group["mem"]),
+                                  group["attr"], group.get("nodes", 0))
 
 
 def session_item(item: dict) -> dict:

@@ -8,8 +8,17 @@ master's ``hello``, which reports what really runs.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
+
+INSERT = "INSERT OR REPLACE INTO allocations (user, job, node, cores, mem, more) " \
+    "VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def _more(span: tuple | None) -> str | None:
+    """A multi-node job's other nodes as the ledger keeps them (JSON), or None."""
+    return json.dumps([list(part) for part in span]) if span else None
 
 
 class Ledger:
@@ -22,6 +31,9 @@ class Ledger:
         self.db.execute("CREATE TABLE IF NOT EXISTS allocations (user TEXT NOT NULL, "
                         "job INTEGER NOT NULL, node TEXT NOT NULL, cores INTEGER NOT NULL, "
                         "mem REAL NOT NULL, PRIMARY KEY (user, job))")
+        # a multi-node job's other nodes, [[node, cores, mem], ...] (a later column)
+        if "more" not in {row[1] for row in self.db.execute("PRAGMA table_info(allocations)")}:
+            self.db.execute("ALTER TABLE allocations ADD COLUMN more TEXT")
         # nodes the admin drained (qpy-admin drain), kept across restarts
         self.db.execute("CREATE TABLE IF NOT EXISTS drains (node TEXT PRIMARY KEY, "
                         "since REAL NOT NULL, reason TEXT)")
@@ -29,30 +41,35 @@ class Ledger:
     def load(self) -> dict[str, list[dict]]:
         """Every user's allocations as the ``running`` lists a hello would carry."""
         found: dict[str, list[dict]] = {}
-        for user, job, node, cores, mem in self.db.execute(
-                "SELECT user, job, node, cores, mem FROM allocations ORDER BY user, job"):
+        for user, job, node, cores, mem, more in self.db.execute(
+                "SELECT user, job, node, cores, mem, more FROM allocations ORDER BY user, job"):
             found.setdefault(user, []).append(
-                {"job": job, "node": node, "cores": cores, "mem": mem})
+                {"job": job, "node": node, "cores": cores, "mem": mem,
+                 **({"more": json.loads(more)} if more else {})})
         return found
 
     def record(self, user: str, released: list[int], granted: list[tuple]) -> None:
-        """One request's changes in one transaction: (job, node, cores, mem) granted."""
+        """One request's changes in one transaction: (job, node, cores, mem, other nodes)
+        granted."""
         if not released and not granted:
             return
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany("DELETE FROM allocations WHERE user = ? AND job = ?",
                                 ((user, job) for job in released))
-            self.db.executemany("INSERT OR REPLACE INTO allocations VALUES (?, ?, ?, ?, ?)",
-                                ((user, *item) for item in granted))
+            self.db.executemany(INSERT, ((user, job, node, cores, mem, _more(span))
+                                         for job, node, cores, mem, span in granted))
 
-    def replace(self, user: str, jobs: dict[int, tuple[str, int, float]]) -> None:
-        """A user's allocations are now exactly ``jobs`` (after a hello or a repair)."""
+    def replace(self, user: str, jobs: dict[int, tuple[str, int, float]],
+                spans: dict[int, tuple] | None = None) -> None:
+        """A user's allocations are now exactly ``jobs`` (and the other nodes of their
+        multi-node jobs, ``spans``), after a hello or a repair."""
+        spans = spans or {}
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute("DELETE FROM allocations WHERE user = ?", (user,))
-            self.db.executemany("INSERT INTO allocations VALUES (?, ?, ?, ?, ?)",
-                                ((user, job, *entry) for job, entry in jobs.items()))
+            self.db.executemany(INSERT, ((user, job, *entry, _more(spans.get(job)))
+                                         for job, entry in jobs.items()))
 
     def drains(self) -> dict[str, tuple[float, str | None]]:
         """Drained nodes: name -> (since, reason)."""

@@ -22,7 +22,7 @@ def refusal(alloc: Allocator, user: User) -> str | None:
     a user limit, the user's share, then room on the nodes."""
     if user.refused is None:
         return None
-    job, cores, mem, attr, whole = user.refused
+    job, cores, mem, attr, whole = user.refused  # whole: the whole nodes asked for
     why = limit_reason(user, cores, mem)
     if why is None and not alloc._may_grow(user, cores):
         why = (f"at their share ({user.used} of {user.share} cores in use) while others "
@@ -32,7 +32,8 @@ def refusal(alloc: Allocator, user: User) -> str | None:
     if why is None:
         where = f" with {attr}" if attr else ""
         why = (f"no node{where} with {cores}+ cores and {mem:g}+ GB is empty (whole node)"
-               if whole else
+               if whole == 1 else
+               f"fewer than {whole} nodes{where} are empty (whole nodes)" if whole else
                f"no node{where} has {cores} free core{'s' * (cores != 1)} and {mem:g} GB")
     return f"job {job} ({cores} core{'s' * (cores != 1)}, {mem:g} GB): {why}"
 

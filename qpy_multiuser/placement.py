@@ -40,15 +40,20 @@ def node_for(buckets: Buckets, k: int, mem: float, attr: str | None) -> Node | N
     return None
 
 
-def empty_node(buckets: Buckets, k: int, mem: float, attr: str | None) -> Node | None:
-    """For a whole-node job (``sub --exclusive``): the smallest usable node with at least
-    ``k`` cores and ``mem`` GB on which nothing runs."""
+def empty_nodes(buckets: Buckets, k: int, mem: float, attr: str | None,
+                count: int) -> list[Node]:
+    """For a whole-node job (``sub --exclusive``, ``-N``): up to ``count`` usable nodes
+    with at least ``k`` cores and ``mem`` GB on which nothing runs, the smallest first
+    (multicore-preferred ones before the others)."""
     expr = attrs.compile_expr(attr) if attr else None
+    found: list[Node] = []
     for pref in (True, False):
         index = buckets[pref]
         for free in sorted(f for f in index if f >= k):
             for node in index[free].values():
                 if (not node.jobs and free == node.cores and node.mem >= mem
                         and (expr is None or expr.matches(node.attrs, node.name))):
-                    return node
-    return None
+                    found.append(node)
+                    if len(found) == count:
+                        return found
+    return found

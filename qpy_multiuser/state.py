@@ -19,7 +19,7 @@ from pathlib import Path
 from qpy import cgroups, enrolment, names, paths
 from qpy.peers import Peer
 from qpy.server import Session
-from qpy_multiuser import allocator, drain, interactive, monitor, probe, user_limits
+from qpy_multiuser import drain, interactive, monitor, probe, reported, user_limits
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.allocator import Allocator
@@ -51,7 +51,7 @@ class Multiuser:
         self.ledger = Ledger(home / "ledger.db")
         for name, running in self.ledger.load().items():  # jobs that run on, unreported yet
             user = self.alloc.user(name)
-            allocator.restore(self.alloc, user, running)
+            reported.restore(self.alloc, user, running)
             if name not in self.allowed:  # removed while their jobs ran: no share
                 self.alloc.leave(user)
         drain.apply(self)

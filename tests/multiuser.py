@@ -248,6 +248,19 @@ def remote_cluster(n: int, nodes: str, interval: str = "0.5",
         yield qpy, ssh_nodes
 
 
+def nodes_up(cluster: Cluster, user: str = "alice") -> None:
+    """Wait until every node is up as ``user``'s ``qpy status`` shows them."""
+    wait_for(lambda: all(n["state"] == "up" for n in cluster.status_json(user)["nodes"]),
+             WAIT, "every node to be up")
+
+
+def end_all(cluster: Cluster, user: str = "alice") -> None:
+    """Kill all of ``user``'s jobs and wait until none is queued or running."""
+    cluster.qpy_as(user, "kill", "all", check=False)
+    wait_for(lambda: not [j for j in cluster.jobs(user) if j["status"] in ("queue", "running")],
+             WAIT, f"{user}'s jobs to end")
+
+
 def _tool(name: str) -> str:
     found = shutil.which(name, path=SBIN_PATH)
     assert found, f"{name} is missing"

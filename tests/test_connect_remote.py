@@ -15,7 +15,7 @@ import signal
 
 import pytest
 from conftest import pid_alive, wait_for
-from multiuser import WAIT, remote_cluster
+from multiuser import WAIT, nodes_up, remote_cluster
 from terminal import Terminal
 
 NODES = """\
@@ -33,8 +33,7 @@ def world():
 @pytest.fixture
 def cluster(world):
     qpy, nodes = world
-    wait_for(lambda: all(n["state"] == "up" for n in qpy.status_json("alice")["nodes"]),
-             WAIT, "every node to be up")
+    nodes_up(qpy)
     yield qpy, nodes
     qpy.qpy_as("alice", "kill", "all", check=False)
 

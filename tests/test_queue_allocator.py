@@ -9,7 +9,7 @@ import pytest
 from qpy.model import Job
 from qpy.states import QUEUE
 from qpy_master.queue import MAX_SHAPES, PER_SHAPE, JobQueue
-from qpy_multiuser import allocator
+from qpy_multiuser import reported
 from qpy_multiuser.allocator import Allocator
 from qpy_multiuser.nodes import Node
 from qpy_multiuser.rules import Extra, Rules
@@ -416,7 +416,7 @@ def test_reconcile_replaces_allocations_exactly():
     u, other = a.user("u"), a.user("other")
     a.request(u, [want(1, 2, cores=2, mem=4.0)], 2)
     a.request(other, [want(50, mem=1.0)], 1)
-    left_out = allocator.reconcile(a, u, [{"job": 7, "node": "n2", "cores": 3, "mem": 5.0},
+    left_out = reported.reconcile(a, u, [{"job": 7, "node": "n2", "cores": 3, "mem": 5.0},
                                {"job": 8, "node": "n1", "cores": 1, "mem": 2.5}], True)
     assert left_out == []
     assert u.jobs == {7: ("n2", 3, 5.0), 8: ("n1", 1, 2.5)}
@@ -428,7 +428,7 @@ def test_reconcile_replaces_allocations_exactly():
     expected[other_node] = (expected[other_node][0] + 1, expected[other_node][1] + 1.0)
     assert used == expected
     check_consistent(a)
-    allocator.reconcile(a, u, [], False)
+    reported.reconcile(a, u, [], False)
     assert u.jobs == {} and u.used == 0
     check_consistent(a)
 
@@ -442,7 +442,7 @@ def test_reconcile_believes_only_what_was_granted():
               {"job": 1, "node": where, "cores": 1, "mem": 1.0},  # the same job again
               {"job": 2, "node": "n1", "cores": 1, "mem": 1.0},  # never granted
               {"job": 3, "node": "nowhere", "cores": 1, "mem": 1.0}]
-    assert allocator.reconcile(a, u, claims, False) == [1, 2, 3]
+    assert reported.reconcile(a, u, claims, False) == [1, 2, 3]
     assert u.jobs == {1: (where, 2, 3.0)} and u.used == 2
     assert set(a.nodes) == {"n1", "n2"}
     check_consistent(a)
@@ -459,7 +459,7 @@ def test_reconcile_without_a_ledger_believes_what_fits():
               {"job": 4, "node": "n2", "cores": 1_000_000, "mem": 1.0},
               {"job": 5, "node": "fake", "cores": 1, "mem": 1.0},
               {"job": 6, "node": "n2", "cores": 2, "mem": 4.0}]
-    assert allocator.reconcile(a, u, claims, True) == [2, 3, 4, 5]
+    assert reported.reconcile(a, u, claims, True) == [2, 3, 4, 5]
     assert u.jobs == {1: ("n1", 3, 2.0), 6: ("n2", 2, 4.0)}
     assert set(a.nodes) == {"n1", "n2"}
     check_consistent(a)
@@ -468,7 +468,7 @@ def test_reconcile_without_a_ledger_believes_what_fits():
 def test_restore_from_the_ledger_keeps_a_removed_node():
     a = alloc_of(node("n1", 4))
     u = a.user("u")
-    allocator.restore(a, u, [{"job": 3, "node": "gone", "cores": 2, "mem": 1.0},
+    reported.restore(a, u, [{"job": 3, "node": "gone", "cores": 2, "mem": 1.0},
                   {"job": 4, "node": "n1", "cores": 1, "mem": float("inf")}])
     assert u.used == 2 and u.jobs == {3: ("gone", 2, 1.0)}
     assert a.nodes["gone"].up is False
@@ -483,7 +483,7 @@ def test_a_granted_job_on_a_removed_node_is_still_believed():
     a.add(u, 1, a.nodes["n2"], 2, 1.0)
     a.set_nodes({"n1": node("n1", 4)})
     claim = [{"job": 1, "node": "n2", "cores": 2, "mem": 1.0}]
-    assert allocator.reconcile(a, u, claim, False) == []
+    assert reported.reconcile(a, u, claim, False) == []
     assert u.jobs == {1: ("n2", 2, 1.0)} and a.nodes["n2"].up is False
 
 
@@ -549,7 +549,7 @@ def test_a_removed_user_has_no_share_and_is_forgotten_when_their_jobs_end():
     assert other.share == 8 and u.used == 2  # its running jobs stay counted
     grants, refused = a.request(u, [want(3)], 1)
     assert grants == [] and refused  # removed: nothing new, not even idle cores
-    assert allocator.reconcile(a, u, [{"job": 1, "node": u.jobs[1][0], "cores": 1, "mem": 1.0}],
+    assert reported.reconcile(a, u, [{"job": 1, "node": u.jobs[1][0], "cores": 1, "mem": 1.0}],
                        False) == []
     assert "u" in a.users and u.used == 1  # one of its jobs ended
     a.remove(u, 1)

@@ -30,6 +30,9 @@ from qpy.states import FINISHED, STATUSES
               help="Mail me at the job's end: end, fail or end,fail (through sendmail).")
 @click.option("--exclusive", "exclusive", is_flag=True, default=None,
               help="Take a whole node: all its cores and memory, no other job beside.")
+@click.option("-N", "--nodes", "nodes", metavar="K",
+              help="Take K whole nodes; the command runs on the first, with QPY_NODES and "
+                   "QPY_NODEFILE.")
 @queue_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -69,7 +72,7 @@ def _spec(params: dict, where: str | None) -> dict:
                              params["mem"], params["attr"], copy, params["requeue"],
                              params["time"], params["mail"], params["exclusive"],
                              after=params["after"], afterok=params["afterok"],
-                             priority=params["priority"])
+                             priority=params["priority"], nodes=params["nodes"])
     except jobspec.SpecError as exc:
         fail(f"{prefix}{exc}")
 
