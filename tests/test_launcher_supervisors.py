@@ -83,6 +83,7 @@ def test_one_supervisor_runs_jobs_in_turn_each_with_its_own_usage(tmp_path):
         small = launcher_.ended(2)
         assert small["exit"] == 0, small
         assert small["rss"] < 50 * 1024 and small["cpu"] < ended["cpu"], (small, ended)
+        launcher_.finish(2)  # the end is told before the supervisor is ready again
         assert os.sched_getaffinity(first) == os.sched_getaffinity(0)  # unpinned again
     finally:
         launcher_.close()
