@@ -138,7 +138,8 @@ class Sessions:
         running = job.status == RUNNING
         idle = now - job.idle_since if running and job.idle_since is not None else None
         return {"id": job.id, "name": job.name, "kind": job.kind, "status": job.status,
-                "node": job.node, "address": job.address, "n_cores": job.n_cores,
+                "node": job.node, "address": job.address, "local": bool(
+                    job.node and is_local(job)), "n_cores": job.n_cores,
                 "mem": job.mem, "ready": running and bool(state.get("ready")),
                 "dir": state.get("dir"), "socket": state.get("socket"),
                 "display": state.get("display"),
