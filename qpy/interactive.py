@@ -164,12 +164,11 @@ def attach(session: dict) -> int:
         if tmux is None:
             raise ClientError("tmux is not installed on this host: it is needed to attach")
         argv = ["/bin/sh", "-c", ATTACH, "sh", tmux, session["socket"]]
+    elif session.get("attach"):
+        argv = session["attach"]  # ssh -t to the node, as the master reaches it
     else:
-        from qpy import paths, ssh
-
-        argv = ssh.terminal_command(session["address"] or session["node"],
-                                    ["sh", "-c", ATTACH, "sh", "tmux", session["socket"]],
-                                    paths.qpy_home())
+        raise ClientError(f"{label(session)} on {session['node']} cannot be reached from "
+                          "here: no ssh client (see the master's log)")
     gui = background_gui(session)
     trace.mark("connect: attaching")
     try:

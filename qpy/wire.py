@@ -132,6 +132,7 @@ RECORDS: dict[str, Schema] = {
         "address": "?str", "local": "bool", "n_cores": "int", "mem": "float", "ready": "bool",
         "dir": "?str", "socket": "?str", "display": "?int", "attached": "?int", "idle": "?float",
         "xpra": "?str", "reason": "?str", "waiting": "?str", "exit_code": "?int", "signal": "?int",
+        "attach": "?[str]=",  # how the login host's terminal reaches a ready remote session
     },
 }
 

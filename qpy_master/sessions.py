@@ -136,18 +136,38 @@ class Sessions:
         """A session as ``qpy connect`` sees it (``wire.RECORDS["session"]``)."""
         state = job.session or {}
         running = job.status == RUNNING
+        ready = running and bool(state.get("ready"))
+        local = bool(job.node and is_local(job))
         idle = now - job.idle_since if running and job.idle_since is not None else None
         return {"id": job.id, "name": job.name, "kind": job.kind, "status": job.status,
-                "node": job.node, "address": job.address, "local": bool(
-                    job.node and is_local(job)), "n_cores": job.n_cores,
-                "mem": job.mem, "ready": running and bool(state.get("ready")),
+                "node": job.node, "address": job.address, "local": local,
+                "n_cores": job.n_cores, "mem": job.mem, "ready": ready,
                 "dir": state.get("dir"), "socket": state.get("socket"),
                 "display": state.get("display"),
                 "attached": state.get("attached") if running else None,
                 "idle": None if idle is None else round(max(0.0, idle), 1),
                 "xpra": state.get("xpra"), "reason": job.reason,
                 "waiting": self.waiting(job) if job.status == QUEUE else None,
-                "exit_code": job.exit_code, "signal": job.signal}
+                "exit_code": job.exit_code, "signal": job.signal,
+                "attach": self.attach(job) if ready and not local else None}
+
+    def attach(self, job: Job) -> list[str] | None:
+        """The command that attaches the user's terminal to a ready session on another
+        node: ``ssh -t`` with qpy's options, riding on this master's connection to it.
+        Made here, where those options are known already, so ``qpy connect`` needs
+        neither qpy.ssh nor ``ssh -G`` on its way to the prompt."""
+        from qpy.interactive import ATTACH
+
+        sock = (job.session or {}).get("socket")
+        if not sock:
+            return None
+        try:
+            return ssh.terminal_command(job.address or str(job.node),
+                                        ["sh", "-c", ATTACH, "sh", "tmux", sock],
+                                        str(self.m.home))
+        except OSError as exc:  # no ssh client: qpy connect says so
+            log.warning("job %d: no command to attach: %s", job.id, exc)
+            return None
 
     def waiting(self, job: Job) -> str:
         """Why a queued session has not started yet, in a few words."""
