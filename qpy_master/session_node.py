@@ -51,17 +51,6 @@ MISSING = 127  # the exit status when what a session needs is not installed
 BACKGROUND = 10  # the niceness of a tmux session's xpra: the shell comes first
 
 
-TRACE = os.environ.get("QPY_TRACE")  # bench/connect.py --trace: as qpy/trace.py
-
-
-def trace(label: str) -> None:
-    """One timestamp line for the connect bench's trace (nothing unless QPY_TRACE)."""
-    if TRACE:
-        fd = os.open(TRACE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.write(fd, f"{time.monotonic_ns()} {os.getpid()} {label}\n".encode())
-        os.close(fd)
-
-
 class SessionError(Exception):
     """The session cannot start; the text names what is missing."""
 
@@ -318,13 +307,11 @@ class Session:
             display = free_display(first_display(self.job))
             env["DISPLAY"] = f":{display}"
         sock = socket_path(self.dir)
-        trace("session: starting tmux")
         code, out = run([tmux, "-S", sock, "-f", tmux_conf(self.dir, shell), "new-session",
                          "-d", "-s", SESSION, "-P", "-F", "#{pid}"], env)
         if code != 0 or not out.strip().isdigit():
             raise SessionError(f"tmux did not start: {out.strip()[:200]}")
         server = int(out)
-        trace("session: tmux started")
         self.write(ready=True, socket=sock, display=display,
                    xpra="ok" if display else "missing")
         if display is not None:  # started once the session is there: not on its way
@@ -404,7 +391,6 @@ class Session:
 def main() -> None:
     import _signal  # signal itself imports enum
 
-    trace("session: program up")
     _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
     Session(sys.argv[sys.argv.index("--") + 1:]).run()
 

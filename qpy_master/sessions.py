@@ -31,7 +31,7 @@ import time
 import zlib
 from pathlib import Path
 
-from qpy import render, ssh
+from qpy import render, ssh, trace
 from qpy.model import Job
 from qpy.states import QUEUE, RUNNING
 from qpy_master import session_node
@@ -43,6 +43,9 @@ log = logging.getLogger("qpy.master.sessions")
 STATE = {"ready": bool, "dir": str, "socket": str, "display": int, "xpra": str,
          "attached": int, "error": str}
 BOOT = "import sys,zlib,binascii;exec(zlib.decompress(binascii.a2b_base64(sys.argv[1])))"
+# bench/connect.py --trace: the session's python marks its start (as qpy/trace.py would)
+TRACED = ("import os,time;f=os.open({path!r},os.O_WRONLY|os.O_APPEND);os.write(f,b'%d %d "
+          "session: python up\\n'%(time.monotonic_ns(),os.getpid()));os.close(f);")
 
 
 @functools.cache
@@ -84,7 +87,8 @@ class Sessions:
         python = shlex.quote(sys.executable) if is_local(job) else "python3"
         args = [self.directory(job), str(job.kind), str(job.id), str(job.node),
                 *((job.session or {}).get("program") or [])]
-        return f"exec {python} -S -c {shlex.quote(BOOT)} {program()} -- {shlex.join(args)}"
+        boot = (TRACED.format(path=trace.PATH) if trace.PATH else "") + BOOT
+        return f"exec {python} -S -c {shlex.quote(boot)} {program()} -- {shlex.join(args)}"
 
     def op_fields(self, job: Job) -> dict:
         """What a start op adds for an interactive job: its launcher watches its session."""
@@ -207,12 +211,14 @@ class Sessions:
                 self.m.kill_running(job)
 
     def warn(self, job: Job, idle: float) -> None:
-        """Tell the owner that a session is close to its idle limit."""
+        """Tell the owner that a session is close to its idle limit: a line on their
+        next qpy command, and their notify command if they set one."""
         label = f"session {job.id}" + (f" ({job.name})" if job.name else "")
         limit = self.limits.get("idle_limit")
         then = f"; sessions idle for {render.idle_text(limit)} are ended" if limit else ""
         self.notices.append(f"{label} has been idle for {render.idle_text(idle)}{then} "
                             f"(qpy connect {job.id}, or qpy kill {job.id})")
+        self.m.notifier.idle_warned(job, idle)
 
     def report(self) -> None:
         """Send the idle times to the multiuser soon (from the sender thread)."""
