@@ -293,7 +293,6 @@ def main() -> None:
         from qpy import cli
 
         trace.mark("qpy: cli imported")
-
         code = cli.run()
     from qpy.quick_exit import exit_now
 

@@ -5,7 +5,8 @@ queue, fair share, status changes through ``Records.move``, kill, exit code and 
 survival take the same paths as for any job. What is particular to it is kept here:
 
 * its command, built when it starts (the node and its python are known then): the node's
-  session program (``session_node.py``), sent inline so the node needs nothing of qpy;
+  session program (``session_node.py``), sent inline so the node needs nothing of qpy
+  (as source, or compiled already for this machine, which runs it with this interpreter);
 * its session's state as the node reports it (launcher ``session`` events): ready, socket,
   display, attached clients, idle time; stored with the job, so a restarted master shows
   them at once and the next launcher reports them afresh;
@@ -24,6 +25,7 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+import marshal
 import shlex
 import sys
 import threading
@@ -43,16 +45,22 @@ log = logging.getLogger("qpy.master.sessions")
 STATE = {"ready": bool, "dir": str, "socket": str, "display": int, "xpra": str,
          "attached": int, "error": str}
 BOOT = "import sys,zlib,binascii;exec(zlib.decompress(binascii.a2b_base64(sys.argv[1])))"
+# this machine runs it with this very interpreter: compiled here, it need not compile it
+BOOT_CODE = ("import sys,zlib,binascii,marshal;exec(marshal.loads(zlib.decompress("
+             "binascii.a2b_base64(sys.argv[1]))))")
 # bench/connect.py --trace: the session's python marks its start (as qpy/trace.py would)
 TRACED = ("import os,time;f=os.open({path!r},os.O_WRONLY|os.O_APPEND);os.write(f,b'%d %d "
           "session: python up\\n'%(time.monotonic_ns(),os.getpid()));os.close(f);")
 
 
 @functools.cache
-def program() -> str:
-    """The session program as one shell word, compressed (read once)."""
-    source = Path(session_node.__file__).read_bytes()
-    return base64.b64encode(zlib.compress(source, 9)).decode()
+def program(compiled: bool) -> str:
+    """The session program as one shell word, compressed (made once): its source, or
+    (``compiled``, for this machine's interpreter) its code, which starts ~3 ms sooner."""
+    data = Path(session_node.__file__).read_bytes()
+    if compiled:
+        data = marshal.dumps(compile(data, session_node.__file__, "exec", dont_inherit=True))
+    return base64.b64encode(zlib.compress(data, 9)).decode()
 
 
 def is_local(node: dict | Job) -> bool:
@@ -84,11 +92,14 @@ class Sessions:
     def command(self, job: Job) -> str:
         """The job's command: the session program, run by this machine's interpreter on
         this machine and by the node's python3 elsewhere."""
-        python = shlex.quote(sys.executable) if is_local(job) else "python3"
+        local = is_local(job)
+        python = shlex.quote(sys.executable) if local else "python3"
         args = [self.directory(job), str(job.kind), str(job.id), str(job.node),
                 *((job.session or {}).get("program") or [])]
-        boot = (TRACED.format(path=trace.PATH) if trace.PATH else "") + BOOT
-        return f"exec {python} -S -c {shlex.quote(boot)} {program()} -- {shlex.join(args)}"
+        boot = (TRACED.format(path=trace.PATH) if trace.PATH else "") + (
+            BOOT_CODE if local else BOOT)
+        return (f"exec {python} -S -c {shlex.quote(boot)} {program(local)} -- "
+                f"{shlex.join(args)}")
 
     def op_fields(self, job: Job) -> dict:
         """What a start op adds for an interactive job: its launcher watches its session."""
