@@ -33,7 +33,7 @@ import sys
 import termios
 import time
 
-from common import ROOT, nodes_option
+from common import ROOT, hops, mark, nodes_option
 
 sys.path.insert(0, str(ROOT / "tests"))
 import multiuser  # noqa: E402
@@ -44,39 +44,6 @@ WAIT = 60.0
 TRACE = "--trace" in sys.argv
 # bash's marks (wall clock in microseconds, turned into the monotonic clock when read)
 BASH_MARK = 'printf "R%s %s bash: {}\\n" "${{EPOCHREALTIME/./}}" $$ >> "$QPY_TRACE"\n'
-
-
-def mark(label: str) -> None:
-    """This script's own hops in the trace (the same clock and format as qpy/trace.py)."""
-    if TRACE:
-        with open(os.environ["QPY_TRACE"], "a") as f:
-            f.write(f"{time.monotonic_ns()} {os.getpid()} {label}\n")
-
-
-def hops(path: str) -> str:
-    """Median milliseconds of each hop, in the order they happen, from each start of qpy
-    connect to its prompt."""
-    offset = time.time_ns() - time.monotonic_ns()
-    marks = []
-    for line in open(path).read().splitlines():
-        t, _, label = line.split(" ", 2)
-        marks.append((int(t[1:]) * 1000 - offset if t.startswith("R") else int(t), label))
-    runs, current = [], None
-    for t, label in sorted(marks):
-        if label == "bench: connect started":
-            current = [(t, label)]
-        elif current is not None and label not in {seen for _, seen in current}:
-            current.append((t, label))
-            if label == "bench: prompt seen":
-                runs.append(current)
-                current = None
-    steps: dict[str, list[float]] = {}
-    for run in runs:
-        for (t0, a), (t1, b) in zip(run, run[1:], strict=False):
-            steps.setdefault(f"{a} -> {b}", []).append((t1 - t0) / 1e6)
-    total = statistics.median((run[-1][0] - run[0][0]) / 1e6 for run in runs)
-    return "\n  ".join(f"{name} {statistics.median(v):.3f}" for name, v in steps.items()
-                       if len(v) >= len(runs) // 2) + f"\n  total {total:.2f} ms ({len(runs)} runs)"
 
 
 class World:
@@ -219,7 +186,9 @@ def main() -> None:
     print(f"connect{where}: time-to-prompt {connect:.1f} ms (median of {RUNS}); "
           f"baselines: {base}")
     if TRACE:
-        print(f"trace time-to-prompt (medians, ms):\n  {hops(os.environ['QPY_TRACE'])}")
+        steps = hops(os.environ["QPY_TRACE"], "bench: connect started", "bench: prompt seen",
+                     "\n  ")
+        print(f"trace time-to-prompt (medians, ms):\n  {steps}")
         os.unlink(os.environ["QPY_TRACE"])
 
 
