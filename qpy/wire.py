@@ -22,6 +22,8 @@ import struct
 from collections.abc import Callable
 from multiprocessing.connection import Client, Connection, answer_challenge, deliver_challenge
 
+# The kinds of failure an error reply names in "code", and the exit status each gives the
+# CLIs (the manual's "Errors and exit status"): in qpy/errors.py, which needs no wire.
 from qpy.errors import EXIT_STATUS
 
 PROTOCOL = 1
@@ -180,8 +182,6 @@ REPLIES: dict[str, Schema] = {
 # and idle_action for interactive sessions) or to a client by the master (output).
 EVENTS = ("wake", "nodes", "bye", "output", "limits", "idle_action")
 
-# The kinds of failure an error reply names in "code", and the exit status each gives the
-# CLIs (the manual's "Errors and exit status").
 
 
 def _check(value: object, spec: str) -> bool:
