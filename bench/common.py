@@ -30,6 +30,43 @@ def compile_packages() -> None:
 compile_packages()
 
 
+def mark(label: str) -> None:
+    """A benchmark's own hop in the trace, when there is one (``QPY_TRACE``: the same
+    clock and format as qpy/trace.py)."""
+    path = os.environ.get("QPY_TRACE")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{time.monotonic_ns()} {os.getpid()} {label}\n")
+
+
+def hops(path: str, first: str, last: str, sep: str = "; ") -> str:
+    """Median milliseconds of each hop of a trace, in the order they happen, from each
+    ``first`` mark to the next ``last`` (the first time each hop is hit). A time written
+    ``R`` and microseconds is the wall clock (bash's EPOCHREALTIME), turned into the
+    monotonic one."""
+    offset = time.time_ns() - time.monotonic_ns()
+    marks = []
+    for line in open(path).read().splitlines():
+        t, _, label = line.split(" ", 2)
+        marks.append((int(t[1:]) * 1000 - offset if t.startswith("R") else int(t), label))
+    runs, current = [], None
+    for t, label in sorted(marks):
+        if label == first:
+            current = [(t, label)]
+        elif current is not None and label not in {seen for _, seen in current}:
+            current.append((t, label))
+            if label == last:
+                runs.append(current)
+                current = None
+    steps: dict[str, list[float]] = {}
+    for run in runs:
+        for (t0, a), (t1, b) in zip(run, run[1:], strict=False):
+            steps.setdefault(f"{a} -> {b}", []).append((t1 - t0) / 1e6)
+    total = statistics.median((run[-1][0] - run[0][0]) / 1e6 for run in runs)
+    return sep.join(f"{name} {statistics.median(v):.3f}" for name, v in steps.items()
+                    if len(v) >= len(runs) // 2) + f"{sep}total {total:.2f} ms ({len(runs)} runs)"
+
+
 def install_note() -> str:
     """Said beside start-up figures when qpy comes through an editable install's import
     hook, which costs every command ~16 ms here before qpy runs (README: compat mode)."""

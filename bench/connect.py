@@ -13,6 +13,11 @@ run (tests/multiuser.py), on the embedded default: this machine, or with ``--nod
 node1 of N network-namespace nodes over ssh. All three are started the same way, as the
 user through ``runuser``, whose own cost is in each figure. Needs root; everything is
 removed after.
+
+``--trace``: where time-to-prompt goes. Every process on the way writes a timestamp per
+hop (``QPY_TRACE``, ``qpy/trace.py``; the user's bash too, from its start-up files and
+just before its first prompt); the line printed gives the median of each hop, from
+starting ``qpy connect`` to the prompt on the terminal.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import sys
 import termios
 import time
 
-from common import ROOT, nodes_option
+from common import ROOT, hops, mark, nodes_option
 
 sys.path.insert(0, str(ROOT / "tests"))
 import multiuser  # noqa: E402
@@ -36,6 +41,9 @@ import netns_nodes  # noqa: E402
 
 RUNS = 15
 WAIT = 60.0
+TRACE = "--trace" in sys.argv
+# bash's marks (wall clock in microseconds, turned into the monotonic clock when read)
+BASH_MARK = 'printf "R%s %s bash: {}\\n" "${{EPOCHREALTIME/./}}" $$ >> "$QPY_TRACE"\n'
 
 
 class World:
@@ -59,12 +67,26 @@ class World:
             (admin / "distribution_rules").write_text("even\n")
             (admin / "node_check_interval").write_text("5\n")
             subprocess.run(["chown", "-R", f"{self.user}:", str(self.qpy_home)], check=True)
+        if TRACE:
+            self.trace_bash()
+
+    def trace_bash(self) -> None:
+        """The user's bash marks the start of its login files and its first prompt."""
+        trace = os.environ["QPY_TRACE"]
+        open(trace, "w").close()
+        subprocess.run(["chown", f"{self.user}:", trace], check=True)
+        profile, rc = self.home / ".profile", self.home / ".bashrc"
+        profile.write_text(BASH_MARK.format("profile") + profile.read_text())
+        rc.write_text(BASH_MARK.format("bashrc") + rc.read_text() + BASH_MARK.format(
+            "bashrc read") + 'PROMPT_COMMAND=\'' + BASH_MARK.format("first prompt").strip()
+            .replace("'", "'\\''") + '; PROMPT_COMMAND=\'\n')
 
     def argv(self, argv: list[str]) -> list[str]:
         account = self.cluster.account()
         env = [f"HOME={self.home}", f"USER={self.user}", f"LOGNAME={self.user}",
                f"PATH={self.venv / 'venv' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-               f"QPY_HOME={self.qpy_home}", "TERM=xterm", "LANG=C.UTF-8"]
+               f"QPY_HOME={self.qpy_home}", "TERM=xterm", "LANG=C.UTF-8",
+               *([f"QPY_TRACE={os.environ['QPY_TRACE']}"] if TRACE else [])]
         return ["runuser", "-u", account.name, "--", "/usr/bin/env", "-i", *env, *argv]
 
     def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -107,6 +129,7 @@ def time_to_prompt(world: World, pin: list[str], host: str) -> float:
     argv = world.argv(["qpy", "connect", "--new", "-m", "0.1", *pin])
     prompt = f"{world.user}@{host}".encode()  # the prompt of Debian's default .bashrc
     t0 = time.perf_counter()
+    mark("bench: connect started")
     pid, fd = pty.fork()
     if pid == 0:
         os.chdir(world.home)
@@ -115,6 +138,7 @@ def time_to_prompt(world: World, pin: list[str], host: str) -> float:
     try:
         until(fd, prompt, time.monotonic() + WAIT)
         elapsed = (time.perf_counter() - t0) * 1000
+        mark("bench: prompt seen")
         os.write(fd, b"exit\r")
         until(fd, b"\0never", time.monotonic() + WAIT)  # to the end of qpy connect
     finally:
@@ -139,6 +163,9 @@ def tmux_new(world: World, i: int) -> float:
 
 def main() -> None:
     nodes = nodes_option(sys.argv)
+    if TRACE:
+        sys.argv.remove("--trace")
+        os.environ["QPY_TRACE"] = f"/tmp/qpy-trace-{os.getpid()}"
     world = World(nodes)
     try:
         pin, host = (["-a", "node1"], "node1") if nodes else ([], os.uname().nodename)
@@ -158,6 +185,11 @@ def main() -> None:
         base = f"ssh node1 true (multiplexed) {ssh:.1f} ms ({connect / ssh:.1f}x), " + base
     print(f"connect{where}: time-to-prompt {connect:.1f} ms (median of {RUNS}); "
           f"baselines: {base}")
+    if TRACE:
+        steps = hops(os.environ["QPY_TRACE"], "bench: connect started", "bench: prompt seen",
+                     "\n  ")
+        print(f"trace time-to-prompt (medians, ms):\n  {steps}")
+        os.unlink(os.environ["QPY_TRACE"])
 
 
 if __name__ == "__main__":

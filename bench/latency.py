@@ -26,41 +26,10 @@ import sys
 import threading
 import time
 
-from common import QPY, Bench, nodes_option
+from common import QPY, Bench, hops, mark, nodes_option
 
 RUNS = 30
 TRACE = "--trace" in sys.argv
-
-
-def mark(label: str) -> None:
-    """This script's own hops in the trace (the same clock and format as qpy/trace.py)."""
-    if TRACE:
-        with open(os.environ["QPY_TRACE"], "a") as f:
-            f.write(f"{time.monotonic_ns()} {os.getpid()} {label}\n")
-
-
-def hops(path: str) -> str:
-    """Median milliseconds of each hop, in order, from each 'job: ends' to the next
-    first instruction."""
-    lines = [line.split(" ", 2) for line in open(path).read().splitlines()]
-    marks = sorted((int(t), label) for t, _, label in lines)
-    runs, current = [], None
-    for t, label in marks:
-        if label == "job: ends":
-            current = [(t, label)]
-        elif current is not None:
-            if label not in {seen for _, seen in current}:  # the first time each hop is hit
-                current.append((t, label))
-            if label == "next job: first instruction":
-                runs.append(current)
-                current = None
-    steps: dict[str, list[float]] = {}
-    for run in runs:
-        for (t0, a), (t1, b) in zip(run, run[1:], strict=False):
-            steps.setdefault(f"{a} -> {b}", []).append((t1 - t0) / 1e6)
-    total = statistics.median((run[-1][0] - run[0][0]) / 1e6 for run in runs)
-    return "; ".join(f"{name} {statistics.median(v):.3f}" for name, v in steps.items()
-                     if len(v) >= len(runs) // 2) + f"; total {total:.2f} ms ({len(runs)} runs)"
 
 
 def first_instruction(fifo: str, trigger) -> float:
@@ -144,7 +113,8 @@ def main() -> None:
         bench.qpy("sub", *pin, "-m", "0.1", "true")  # start the daemons (and the launcher)
         if TRACE:
             end_to_next(bench, RUNS, pin)
-            print(f"trace end-to-next-start (medians, ms): {hops(os.environ['QPY_TRACE'])}")
+            steps = hops(os.environ["QPY_TRACE"], "job: ends", "next job: first instruction")
+            print(f"trace end-to-next-start (medians, ms): {steps}")
             os.unlink(os.environ["QPY_TRACE"])
             return
         s2s = submit_to_start(bench, RUNS, pin)

@@ -13,9 +13,9 @@ import sys
 
 import click
 
-from qpy.client import ClientError
 from qpy.commands import cluster, connect, daemons, help, jobs, queue, runs, settings
 from qpy.commands.common import CONTEXT
+from qpy.errors import ClientError, told
 from qpy.invocation import Invocation, RunLocally, using
 
 
@@ -45,10 +45,7 @@ def _run(argv: list[str], err) -> int:
         code = cli.main(args=argv, prog_name="qpy", standalone_mode=False)
         return code if isinstance(code, int) else 0
     except ClientError as exc:
-        from qpy.wire import EXIT_STATUS
-
-        err.write(f"qpy: {exc}\n")
-        return EXIT_STATUS.get(exc.code, 1)
+        return told(exc, err)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

@@ -10,17 +10,9 @@ import fcntl
 import os
 
 from qpy import paths, wire
+from qpy.errors import ClientError
 
 CALL_TIMEOUT = 120.0
-
-
-class ClientError(Exception):
-    """Something the user must be told in one line; ``code`` (a key of
-    ``wire.EXIT_STATUS``) decides the exit status."""
-
-    def __init__(self, text: str, code: str = "refused") -> None:
-        super().__init__(text)
-        self.code = code
 
 
 def connect_bundle(directory: str | os.PathLike, user: str, key_file: str | os.PathLike):

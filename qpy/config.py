@@ -125,8 +125,9 @@ def _files(key: str, values: list[str]) -> list[str]:
 
 
 def _command(key: str, values: list[str]) -> str | None:
-    """A command the master runs at each job's end (``notify``): one word is a shell
-    line, several are a command and its arguments, as with ``qpy sub``; ``none`` unsets."""
+    """A command the master runs at each job's end and each idle warning of a session
+    (``notify``): one word is a shell line, several are a command and its arguments, as
+    with ``qpy sub``; ``none`` unsets."""
     if not values or not " ".join(values).strip():
         raise ConfigError(f"{key} needs a command, or 'none'")
     if is_none(values):

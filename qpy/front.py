@@ -8,7 +8,10 @@ everything imported, runs the very same click commands (``qpy/cli.py``) and send
 their output and exit status. Anything the master cannot run for us (``restart``,
 ``finish``, ``tutorial``, help, or a command that needs this terminal) and any failure
 to reach it before the command was sent goes to the full command line in this process,
-which also starts a master that is not running.
+which also starts a master that is not running. ``qpy connect`` is served up to the
+point where it needs this terminal: the master hands the session over, and this process
+waits for it and attaches (``qpy.interactive.terminal``), asking the master over the
+same connection.
 
 This path imports only built-in modules: the framing and the key handshake of
 ``multiprocessing.connection`` (4-byte length, then bytes; an HMAC challenge each way
@@ -22,7 +25,6 @@ import os
 import sys
 
 LOCAL = frozenset({"restart", "finish", "tutorial", "-h", "--help"})
-SERVED_CONNECT = frozenset({"-l", "--list", "--detach"})  # qpy connect without a terminal
 CHALLENGE, WELCOME, FAILURE = b"#CHALLENGE#", b"#WELCOME#", b"#FAILURE#"
 LEGACY_LENGTH = 20  # a challenge without a digest name: HMAC-MD5, as before Python 3.12
 HANDSHAKE_TIMEOUT = 5.0  # seconds for the master to answer at all (as qpy.wire's)
@@ -51,8 +53,8 @@ def _dumps(value: object) -> str:
         return _json.encode_basestring_ascii(value)
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
     if isinstance(value, dict):
         return "{" + ",".join(f"{_dumps(k)}:{_dumps(v)}" for k, v in value.items()) + "}"
     return "[" + ",".join(_dumps(v) for v in value) + "]"
@@ -175,15 +177,14 @@ def _request(argv: list[str]) -> dict:
     umask = os.umask(0o022)
     os.umask(umask)
     return {"v": 1, "type": "cli", "id": 1, "argv": argv, "cwd": os.getcwd(),
-            "env": dict(os.environ), "tty": sys.stdout.isatty(), "umask": umask}
+            "env": dict(os.environ), "tty": sys.stdout.isatty(), "umask": umask,
+            "tty_in": sys.stdin.isatty()}
 
 
 def served(argv: list[str]) -> int | None:
     """Run ``argv`` in the master: its exit status, or None for the full command line."""
     if not argv or not LOCAL.isdisjoint(argv):
         return None
-    if argv[0] == "connect" and SERVED_CONNECT.isdisjoint(argv):
-        return None  # it attaches this terminal: straight to the full command line
     if argv[0] == "_complete":  # completion never hangs the shell
         _deadline()
     try:
@@ -210,7 +211,66 @@ def served(argv: list[str]) -> int | None:
         return None  # nothing ran: e.g. a master too old to serve commands
     sys.stdout.write(reply.get("out", ""))
     sys.stderr.write(reply.get("err", ""))
+    if reply.get("attach") is not None:
+        return _attach(_Asker(conn), reply["attach"], bool(reply.get("created")))
     return reply.get("exit", 1)
+
+
+class _Asker:
+    """Requests to the master after a hand-over, on the command's connection: one that
+    was lost (a master restarted, or the idle limit while attached) is made again, and
+    with no master answering ``qpy.client`` takes over (it starts one)."""
+
+    def __init__(self, conn: _Conn | None) -> None:
+        self.conn, self.last = conn, 1
+
+    def __call__(self, msg: dict, **_: object) -> dict:
+        for _attempt in range(2):
+            try:
+                if self.conn is None:
+                    self.conn = _connect()
+                return self._call(msg)
+            except (Unserved, Silent, OSError, EOFError, ValueError):
+                self._drop()
+        from qpy.client import request
+
+        return request(msg)
+
+    def _call(self, msg: dict) -> dict:
+        self.last += 1
+        self.conn.send_bytes(_dumps({"v": 1, **msg, "id": self.last}).encode())
+        while True:
+            reply = _loads(self.conn.recv_bytes())
+            if reply.get("re") == self.last:
+                break
+        if not reply.get("ok"):
+            from qpy.errors import ClientError
+
+            raise ClientError(reply.get("error") or "the qpy master refused the request",
+                              str(reply.get("code")))
+        return reply
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            self.conn.sock.close()
+        self.conn = None
+
+
+def _attach(asker: _Asker, session: dict, created: bool) -> int:
+    """The rest of a served ``qpy connect``: wait for the session and attach to it here."""
+    from qpy import interactive
+    from qpy.errors import ClientError, told
+    from qpy.invocation import local, using
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        with using(local(asker)):
+            return interactive.terminal(session, created)
+    except ClientError as exc:
+        return told(exc, sys.stderr)
+    except (BrokenPipeError, KeyboardInterrupt):
+        return 1
 
 
 def _deadline() -> None:
@@ -225,10 +285,14 @@ def _deadline() -> None:
 
 def main() -> None:
     """The ``qpy`` console script."""
+    from qpy import trace
+
+    trace.mark("qpy: main")
     code = served(sys.argv[1:])
     if code is None:
         from qpy import cli
 
+        trace.mark("qpy: cli imported")
         code = cli.run()
     from qpy.quick_exit import exit_now
 

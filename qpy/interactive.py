@@ -1,10 +1,13 @@
 """``qpy connect`` on the user's side: which session, waiting for it, attaching to it.
 
-Attaching runs in the user's own process (``Invocation.local_only``): it needs the
-terminal, and Ctrl-C while it waits (``-l`` and ``--detach`` may run in the master, as
-other commands do). Everything it knows of sessions comes from the
-master (``qpy_master/session_requests.py``): the list, a new session, and waiting for one
-to be ready or over, which blocks on an event in the master rather than polling.
+Waiting and attaching run in the user's own process: they need the terminal, and Ctrl-C
+while waiting. When the master runs, it serves the command up to there (which session,
+making a new one: ``Invocation.served``) and hands the rest over to the client
+(``HandOver``), which runs ``terminal`` from ``qpy/front.py`` without loading the rest
+of the command line; so this module imports little until it shows a GUI or reaches a
+node over ssh. Everything it knows of sessions comes from the master
+(``qpy_master/session_requests.py``): the list, a new session, and waiting for one to be
+ready or over, which blocks on an event in the master rather than polling.
 
 Attaching is tmux's own client: ``tmux -S SOCKET attach`` on this machine, or the same at
 the end of ``ssh -t NODE`` through the ssh configuration jobs use (``qpy.ssh``), riding on
@@ -16,19 +19,23 @@ GUIs go through xpra: ``xpra attach`` on this machine's display, over ssh for a 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
+import os
 import time
 
-from qpy.client import ClientError
+from qpy import trace
+from qpy.errors import ClientError
 from qpy.invocation import current
+
+TYPE_CHECKING = False  # typing is not imported: this module is on the way to the prompt
+if TYPE_CHECKING:
+    import subprocess
 
 # tmux attach, then: is the server still there? (0: detached; 100: the session is over;
 # 101: attaching failed, the session goes on)
 ATTACH = ('"$1" -S "$2" attach; s=$?; "$1" -S "$2" has-session 2>/dev/null || exit 100; '
           '[ $s = 0 ] || exit 101')
 DETACHED, ENDED, NOT_ATTACHED = 0, 100, 101
+INTERRUPTED = 130  # the exit status after Ctrl-C while waiting
 FIRST_WAIT = 1.0  # seconds before a queued session says why it waits
 RETRIES = 5  # requests that find no master (it restarts): tried again this often
 
@@ -56,15 +63,13 @@ def label(session: dict) -> str:
     return f"session {session['id']}" + (f" ({session['name']})" if session["name"] else "")
 
 
-def is_local(session: dict) -> bool:
-    from qpy.ssh import LOCAL_ADDRESSES
-
-    return (session["address"] or session["node"]) in LOCAL_ADDRESSES \
-        or session["node"] in LOCAL_ADDRESSES
-
-
 def which(program: str) -> str | None:
-    return shutil.which(program, path=current().env.get("PATH"))
+    """``program`` on the command's PATH (shutil's which costs more to import)."""
+    for directory in current().env.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", program)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
 
 
 def exit_with(code: int) -> None:
@@ -76,9 +81,10 @@ def exit_with(code: int) -> None:
 # -- waiting ---------------------------------------------------------------------------------
 
 
-def wait(job: int, until: str, created: bool) -> dict:
+def wait(job: int, until: str, created: bool) -> dict | None:
     """The session once it is ready (``until`` "ready") or over. While it is queued, one
-    line says why; Ctrl-C withdraws a session this command made (it becomes undone)."""
+    line says why; Ctrl-C withdraws a session this command made (it becomes undone), and
+    then there is none."""
     said = None
     try:
         timeout = FIRST_WAIT  # a session that starts at once prints no waiting line
@@ -99,7 +105,7 @@ def wait(job: int, until: str, created: bool) -> dict:
             err(f"session {job} withdrawn")
         else:
             err(f"stopped waiting; session {job} stays in the queue")
-        exit_with(130)
+        return None
     raise AssertionError("unreachable")
 
 
@@ -119,6 +125,32 @@ def ended(session: dict, started: bool = True) -> int:
 # -- attaching -------------------------------------------------------------------------------
 
 
+def terminal(session: dict, created: bool) -> int:
+    """Wait for a tmux session to be ready and attach this terminal to it: the exit
+    status of qpy connect."""
+    ready = wait(session["id"], "ready", created)
+    trace.mark("connect: ready")
+    if ready is None:
+        return INTERRUPTED
+    if not ready["ready"]:
+        return ended(ready, started=False)
+    return attach(ready)
+
+
+def run_here(argv: list[str], env: dict[str, str]) -> int:
+    """Run ``argv`` (an absolute path) on this terminal to its end: its exit status, as
+    subprocess's (negative: the signal that ended it). Ctrl-C is the child's alone."""
+    import _signal  # signal itself imports enum
+
+    old = _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    try:
+        pid = os.posix_spawn(argv[0], argv, env, setsigdef=(_signal.SIGINT,))
+        _, status = os.waitpid(pid, 0)
+    finally:
+        _signal.signal(_signal.SIGINT, old)
+    return os.waitstatus_to_exitcode(status)
+
+
 def terminal_env() -> dict[str, str]:
     """This environment without tmux's own variables: attaching from inside one's own
     tmux is allowed (detach from the inner one with the prefix pressed twice)."""
@@ -127,27 +159,28 @@ def terminal_env() -> dict[str, str]:
 
 def attach(session: dict) -> int:
     """Attach this terminal to a ready tmux session; the exit status of qpy connect."""
-    from qpy import paths, ssh
-
-    if is_local(session):
+    if session["local"]:
         tmux = which("tmux")
         if tmux is None:
             raise ClientError("tmux is not installed on this host: it is needed to attach")
         argv = ["/bin/sh", "-c", ATTACH, "sh", tmux, session["socket"]]
+    elif session.get("attach"):
+        argv = session["attach"]  # ssh -t to the node, as the master reaches it
     else:
-        argv = ssh.terminal_command(session["address"] or session["node"],
-                                    ["sh", "-c", ATTACH, "sh", "tmux", session["socket"]],
-                                    paths.qpy_home())
+        raise ClientError(f"{label(session)} on {session['node']} cannot be reached from "
+                          "here: no ssh client (see the master's log)")
     gui = background_gui(session)
+    trace.mark("connect: attaching")
     try:
-        code = subprocess.call(argv, env=terminal_env(), cwd=current().cwd)
+        code = run_here(argv, terminal_env())
     finally:
         if gui is not None:
             gui.terminate()
     if code == DETACHED:
         return 0
     if code == ENDED:
-        return ended(wait(session["id"], "end", False))
+        over = wait(session["id"], "end", False)
+        return INTERRUPTED if over is None else ended(over)
     now = ask({"type": "session_wait", "job": session["id"], "until": "end",
                "timeout": 0.0})["session"]
     if now["status"] not in ("queue", "running"):
@@ -180,7 +213,7 @@ def xpra_argv(session: dict, xpra: str) -> list[str]:
                           + (f": xpra is not installed on {session['node']}"
                              if session["xpra"] == "missing" else ""))
     options = [f"--socket-dir={session['dir']}", "--tray=no"]
-    if is_local(session):
+    if session["local"]:
         return [xpra, "attach", f":{session['display']}", *options]
     address = session["address"] or session["node"]
     ssh_argv = ssh.terminal_command(address, [], paths.qpy_home())[:-2]
@@ -191,7 +224,7 @@ def xpra_argv(session: dict, xpra: str) -> list[str]:
 def gui_attach(session: dict) -> int:
     """Show a session's xpra display here until xpra attach ends: when the program ends
     (qpy connect exits with its status), or on Ctrl-C (the session goes on, exit 0)."""
-    import os
+    import subprocess
 
     from qpy import paths
 
@@ -225,6 +258,8 @@ def background_gui(session: dict) -> subprocess.Popen | None:
         err(f"GUI programs of {label(session)} cannot show here: xpra is not installed on "
             f"{missing}")
         return None
+    import subprocess
+
     return subprocess.Popen(xpra_argv(session, xpra), env=current().env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -253,6 +288,6 @@ def listing(sessions: list[dict], as_json: bool) -> str:
 
 
 def needs_terminal() -> None:
-    if not sys.stdin.isatty():
+    if not current().tty_in:
         raise ClientError("qpy connect needs a terminal on stdin to attach (use --detach "
                           "to make a session without attaching)")

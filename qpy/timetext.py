@@ -1,5 +1,6 @@
-"""Times and durations as users type and read them: wall-time limits in Slurm's formats,
-``--since``/``--until`` moments, ISO 8601 stamps in UTC for ``--json``, and H:MM:SS.
+"""Times and durations as users type and read them: durations (wall-time limits in
+Slurm's formats, the admin's idle times of interactive sessions), ``--since``/``--until``
+moments, ISO 8601 stamps in UTC for ``--json``, and H:MM:SS.
 
 Imported by the CLI, the renderer and the master (the reason ``time limit 00:10:00``), so
 it imports only the standard library, and ``datetime`` only where it is needed.
@@ -12,36 +13,65 @@ import time
 
 UNLIMITED = "UNLIMITED"
 MAX_LIMIT = 100 * 365 * 86400  # a century: larger values are typing mistakes
+SLURM, CLOCK = "slurm", "clock"  # the two styles of durations (parse_limit)
 _LIMIT_RE = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
+_UNIT_RE = re.compile(r"(\d+)([smhd])")
 _RELATIVE_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_REFUSED = {  # why a duration cannot be read, in each style
+    SLURM: "{where}: time limit {word!r} is not M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, 0 or "
+           "UNLIMITED",
+    CLOCK: "{where}: expected a duration like 2-00:00:00, 48:00:00 or 2d, not {word!r}",
+}
 
 
 class TimeError(ValueError):
     """A time or duration that cannot be read; the text names it."""
 
 
-def parse_limit(text: object, where: str = "-t") -> int | None:
-    """Seconds of a wall-time limit in Slurm's formats (``M``, ``M:S``, ``H:M:S``,
-    ``D-H``, ``D-H:M``, ``D-H:M:S``); None for no limit (``0``, ``UNLIMITED``)."""
+def parse_limit(text: object, where: str = "-t", style: str = SLURM) -> int | None:
+    """Seconds of a duration; None for none (``0``, and ``UNLIMITED`` in Slurm's style).
+
+    One grammar, ``[D-]A[:B[:C]]``, read in one of two styles:
+
+    * SLURM, wall-time limits (``qpy sub -t``, ``time=``): ``M``, ``M:S``, ``H:M:S``,
+      ``D-H``, ``D-H:M``, ``D-H:M:S``, as Slurm reads them;
+    * CLOCK, the admin's idle times (``idle_warn``, ``idle_limit``): ``[D-]H:MM[:SS]``
+      (``H:MM`` is hours and minutes; minutes and seconds have two digits at most and
+      stay below 60), a bare number of seconds, or a number with a unit (``90s``,
+      ``30m``, ``12h``, ``2d``).
+    """
     word = str(text).strip()
-    if word.upper() == UNLIMITED:
-        return None
+    seconds = _seconds(word, style)
+    if seconds is None:
+        raise TimeError(_REFUSED[style].format(where=where, word=word))
+    if seconds > MAX_LIMIT:
+        what = "time limit" if style == SLURM else "duration"
+        raise TimeError(f"{where}: {what} {word!r} is longer than a century")
+    return seconds or None
+
+
+def _seconds(word: str, style: str) -> int | None:
+    """The seconds ``word`` says in ``style``, or None if it is not a duration there."""
+    if style == SLURM and word.upper() == UNLIMITED:
+        return 0
+    unit = _UNIT_RE.fullmatch(word) if style == CLOCK else None
+    if unit:
+        return int(unit.group(1)) * _UNIT[unit.group(2)]
     match = _LIMIT_RE.fullmatch(word)
     if match is None:
-        raise TimeError(f"{where}: time limit {word!r} is not M, M:S, H:M:S, D-H, D-H:M, "
-                        "D-H:M:S, 0 or UNLIMITED")
+        return None
     days, *parts = match.groups()
     numbers = [int(p) for p in parts if p is not None]
-    if days is None:  # M, M:S or H:M:S
+    if style == CLOCK and any(len(p) > 2 or int(p) >= 60 for p in parts[1:] if p):
+        return None
+    if days is not None or (style == CLOCK and len(numbers) > 1):  # [D-]H[:M[:S]]
+        scale = (3600, 60, 1)
+    elif style == CLOCK:  # a bare number of seconds
+        scale = (1,)
+    else:  # M, M:S or H:M:S
         scale = {1: (60,), 2: (60, 1), 3: (3600, 60, 1)}[len(numbers)]
-        seconds = sum(n * s for n, s in zip(numbers, scale, strict=True))
-    else:  # D-H, D-H:M, D-H:M:S
-        seconds = int(days) * 86400 + sum(n * s for n, s in zip(numbers, (3600, 60, 1),
-                                                                  strict=False))
-    if seconds > MAX_LIMIT:
-        raise TimeError(f"{where}: time limit {word!r} is longer than a century")
-    return seconds or None
+    return int(days or 0) * 86400 + sum(n * s for n, s in zip(numbers, scale, strict=False))
 
 
 def format_limit(seconds: int | float | None) -> str:

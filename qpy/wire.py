@@ -22,6 +22,10 @@ import struct
 from collections.abc import Callable
 from multiprocessing.connection import Client, Connection, answer_challenge, deliver_challenge
 
+# The kinds of failure an error reply names in "code", and the exit status each gives the
+# CLIs (the manual's "Errors and exit status"): in qpy/errors.py, which needs no wire.
+from qpy.errors import EXIT_STATUS
+
 PROTOCOL = 1
 MAX_MESSAGE = 16 * 1024 * 1024
 HELLO_MAX = 4096
@@ -78,7 +82,8 @@ SCHEMAS: dict[str, Schema] = {
                 "attr": "?str", "name": "?str", "gui": "?[str]", "umask": "?int="},
     "session_wait": {"job": "int", "until": "str", "timeout": "float"},
     # qpy/front.py -> master: a whole command line, run by the master (command server)
-    "cli": {"argv": "[str]", "cwd": "str", "env": "{str}", "tty": "bool", "umask": "?int="},
+    "cli": {"argv": "[str]", "cwd": "str", "env": "{str}", "tty": "bool", "umask": "?int=",
+            "tty_in": "bool="},
     # master -> multiuser
     "hello": {"running": "[dict]", "queue_size": "int"},
     "slots": {"release": "[int]", "want": "[dict]", "queue_size": "int"},
@@ -127,9 +132,10 @@ RECORDS: dict[str, Schema] = {
     "closest": {"name": "str", "free_cores": "int", "free_mem": "float"},
     "session": {  # an interactive job as qpy connect sees it (qpy_master/sessions.py)
         "id": "int", "name": "?str", "kind": "str", "status": "str", "node": "?str",
-        "address": "?str", "n_cores": "int", "mem": "float", "ready": "bool",
+        "address": "?str", "local": "bool", "n_cores": "int", "mem": "float", "ready": "bool",
         "dir": "?str", "socket": "?str", "display": "?int", "attached": "?int", "idle": "?float",
         "xpra": "?str", "reason": "?str", "waiting": "?str", "exit_code": "?int", "signal": "?int",
+        "attach": "?[str]=",  # how the login host's terminal reaches a ready remote session
     },
 }
 
@@ -156,7 +162,8 @@ REPLIES: dict[str, Schema] = {
     "sessions": {"sessions": "[session]", "notices": "[str]"},
     "connect": {"job": "int", "session": "session"},
     "session_wait": {"session": "session"},
-    "cli": {"exit": "int=", "out": "str=", "err": "str=", "local": "bool="},
+    "cli": {"exit": "int=", "out": "str=", "err": "str=", "local": "bool=",
+            "attach": "session=", "created": "bool="},  # qpy connect: the client attaches
     "hello": {"nodes": "[node]", "unaccounted": "[int]=", "interactive": "dict="},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool",
               "limit": "?str="},  # the user limit that keeps queued jobs waiting
@@ -175,16 +182,6 @@ REPLIES: dict[str, Schema] = {
 # and idle_action for interactive sessions) or to a client by the master (output).
 EVENTS = ("wake", "nodes", "bye", "output", "limits", "idle_action")
 
-# The kinds of failure an error reply names in "code", and the exit status each gives the
-# CLIs (the manual's "Errors and exit status").
-EXIT_STATUS = {
-    "refused": 1,  # well-formed, but cannot be done
-    "denied": 1,  # not allowed for this user
-    "internal": 1,  # a bug: the daemon logged it and goes on serving
-    "bad_request": 2,  # malformed input: options, values, selections, wire messages
-    "not_found": 3,  # the selection or job ID matched nothing
-    "unreachable": 4,  # a daemon cannot be reached
-}
 
 
 def _check(value: object, spec: str) -> bool:

@@ -6,7 +6,9 @@ environment, umask and whether its stdout is a terminal. Its requests are answer
 in-process by the request table (``qpy.server.answer``), with the same checks as on the
 wire. Output is sent back in the final reply, or as ``output`` events while a command
 that flushes (one that waits) is still running. A command that needs the user's own
-process raises RunLocally before doing anything, and the client runs it itself.
+process raises RunLocally before doing anything, and the client runs it itself; one
+whose end needs it (``qpy connect`` attaching) raises HandOver with what the client needs
+to go on, which the reply carries.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from collections.abc import Callable
 
 from qpy.client import ClientError
-from qpy.invocation import Invocation, RunLocally
+from qpy.invocation import HandOver, Invocation, RunLocally
 from qpy.server import Handler, Session, answer
 
 log = logging.getLogger("qpy.master.commands")
@@ -74,18 +76,21 @@ def serve(table: dict[str, Handler], session: Session, msg: dict,
 
     out, err = _Stream(session, "out"), _Stream(session, "err")
     inv = Invocation(msg["cwd"], msg["env"], out, err, msg["tty"], _asker(table, session),
-                     served=True, umask=msg.get("umask"))
+                     served=True, umask=msg.get("umask"), tty_in=bool(msg.get("tty_in")))
+    then: dict = {}
     try:
         code = cli.execute(msg["argv"], inv)
     except RunLocally:
         return {"local": True}
+    except HandOver as exc:  # the client goes on (qpy connect attaches its terminal)
+        code, then = 0, exc.then
     except Exception as exc:  # a bug in a command: say so, do not run it a second time
         log.exception("command %s failed", msg["argv"][:1])
         err.write(f"qpy: internal error: {type(exc).__name__}: {exc}\n")
         code = 1
     if notices is not None:
         err.write("".join(f"qpy: {line}\n" for line in notices()))
-    return {"exit": code, "out": out.take(), "err": err.take()}
+    return {"exit": code, "out": out.take(), "err": err.take(), **then}
 
 
 def preload() -> None:

@@ -671,6 +671,7 @@ class SessionWatch:
         except (OSError, ValueError, TypeError, AttributeError):
             return
         emit({"ev": "session", "job": job, "state": state, "idle": round(idle, 1)})
+        trace("launcher: session state sent")
 
     def remove(self, job: int) -> None:
         """The job's slot is free: stop watching, and remove its session directory."""

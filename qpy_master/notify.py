@@ -1,11 +1,14 @@
 """What the master runs when a job ends: the user's ``notify`` command (``qpy config
-notify COMMAND``) and the mails asked for with ``qpy sub --mail end,fail``.
+notify COMMAND``) and the mails asked for with ``qpy sub --mail end,fail``; and the
+notify command again when an interactive session passes the admin's ``idle_warn``.
 
-Each is a child process of the master, run once per end of a job, never on the job's
-path: ``Records.on_end`` (under the master's lock, inside the transaction that records
-the end) only queues it and wakes this module's thread, which takes the queue under the
-lock (so an end that was rolled back is never announced), starts the children, reaps
-them through pidfds, and logs those that fail with the end of their stderr.
+Each is a child process of the master, run once per end of a job (``QPY_EVENT=end``)
+or per idle warning (``QPY_EVENT=idle_warn``), never on the job's path:
+``Records.on_end`` (under the master's lock, inside the transaction that records the
+end) and ``Sessions.warn`` only queue it and wake this module's thread, which takes the
+queue under the lock (so an end that was rolled back is never announced), starts the
+children, reaps them through pidfds, and logs those that fail with the end of their
+stderr.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from qpy.model import Job
+from qpy.render import idle_text
 from qpy_master.gates import failure
 
 log = logging.getLogger("qpy.master.notify")
@@ -42,9 +46,10 @@ def no_mail_warning(job_id: int) -> str | None:
             f"PATH and in {', '.join(SENDMAIL_DIRS)}); ask your administrator for one")
 
 
-def environment(job: Job) -> dict[str, str]:
-    """The job's end as the notify command reads it."""
-    return {"QPY_JOB_ID": str(job.id), "QPY_STATUS": job.status,
+def environment(job: Job, event: str = "end") -> dict[str, str]:
+    """The job as the notify command reads it: its end, or (``idle_warn``) a running
+    session's state, whose exit code and signal are empty."""
+    return {"QPY_EVENT": event, "QPY_JOB_ID": str(job.id), "QPY_STATUS": job.status,
             "QPY_EXIT": "" if job.exit_code is None else str(job.exit_code),
             "QPY_SIGNAL": "" if job.signal is None else str(job.signal),
             "QPY_NODE": job.node or ""}
@@ -91,12 +96,7 @@ class Notifier:
 
     def ended(self, job: Job) -> None:
         """``Records.on_end``: queue what this end asks for (nothing runs here)."""
-        items = []
-        command = self.settings().get("notify")
-        if command:
-            env = {**os.environ, **environment(job)}
-            items.append((f"notify command for job {job.id}", ["/bin/sh", "-c", command],
-                          env, job.cwd, None))
+        items = self._notify(job, f"notify command for job {job.id}", environment(job))
         if job.mail and ("end" in job.mail.split(",") or failure(job) is not None):
             program = sendmail()
             if program is None:
@@ -104,6 +104,26 @@ class Notifier:
             else:
                 items.append((f"mail for job {job.id}", [program, "-oi", "-t"],
                               dict(os.environ), "/", mail(job, self.user)))
+        self._queue(items)
+
+    def idle_warned(self, job: Job, idle: float) -> None:
+        """A session passed the admin's idle_warn (``Sessions.warn``, once per idle
+        spell): the notify command hears of it, with the idle time in ``QPY_IDLE``."""
+        env = {**environment(job, "idle_warn"), "QPY_IDLE": idle_text(idle)}
+        self._queue(self._notify(job, f"notify command for the idle warning of job "
+                                      f"{job.id}", env))
+
+    def _notify(self, job: Job, what: str, variables: dict[str, str]) -> list[tuple]:
+        """The notify command with ``variables``, if the user set one."""
+        command = self.settings().get("notify")
+        if not command:
+            return []
+        return [(what, ["/bin/sh", "-c", command], {**os.environ, **variables}, job.cwd,
+                 None)]
+
+    def _queue(self, items: list[tuple]) -> None:
+        """Start ``items`` from the thread, once the transaction that asks for them (if
+        any) is over; a rollback takes them back."""
         if items:
             self.pending += items
             self.on_rollback(lambda: [self.pending.remove(i) for i in items

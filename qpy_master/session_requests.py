@@ -16,7 +16,7 @@ import shlex
 import shutil
 import time
 
-from qpy import attrs
+from qpy import attrs, trace
 from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, RUNNING
 from qpy_master import submit
@@ -88,6 +88,7 @@ def sessions(m: Master, s: Session, msg: dict) -> dict:
 
 def connect(m: Master, s: Session, msg: dict) -> dict:
     """A new interactive job, checked, stored and queued first."""
+    trace.mark("master: connect request")
     name, gui = msg["name"], msg["gui"]
     check_name(name)
     if gui is not None and (not gui or not gui[0]):
@@ -130,6 +131,7 @@ def session_wait(m: Master, s: Session, msg: dict) -> dict:
             ready = job.status == RUNNING and (job.session or {}).get("ready")
             left = deadline - time.monotonic()
             if job.status in FINISHED or (until == "ready" and ready) or left <= 0:
+                trace.mark("master: session_wait answered")
                 return {"session": m.sessions.record(job, time.time())}
             m.sessions.changed.wait(left)
 

@@ -6,7 +6,8 @@ The file (in the admin home; without it there are no limits and no idle policy):
     max_sessions 3          # queued and running sessions per user
     max_cores 4             # cores of one session
     max_mem 16              # GB of one session
-    idle_warn 2-00:00:00    # the owner is told (durations: [D-]HH:MM:SS, or 90s 30m 12h 2d)
+    idle_warn 2-00:00:00    # the owner is told (durations: [D-]HH:MM:SS, or 90s 30m 12h 2d,
+                            # as qpy.timetext.parse_limit reads them in its CLOCK style)
     idle_limit 3-00:00:00   # the session ends, its cores go back to the pool
     idle_action end         # or preempt: end it only while another user waits for cores
 
@@ -20,18 +21,16 @@ once per idle spell; activity starts a new one.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qpy import timetext
 from qpy_multiuser.nodes import FileError, lines_of
 
 FILE = "interactive"
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-CLOCK = re.compile(r"(?:(\d+)-)?(\d+):(\d{1,2})(?::(\d{1,2}))?")
 
 
 @dataclass
@@ -50,20 +49,13 @@ class Policy:
                 "idle_limit": self.idle_limit, "idle_action": self.idle_action}
 
 
-def duration(text: str, where: str) -> float:
-    """Seconds from ``[D-]HH:MM:SS`` (or ``HH:MM``), or a number with s, m, h or d."""
-    clock = CLOCK.fullmatch(text)
-    if clock:
-        days, first, second, third = (int(g) if g else 0 for g in clock.groups())
-        hours, minutes, seconds = (first, second, third) if clock.group(4) else (first, second, 0)
-        if minutes < 60 and seconds < 60:
-            return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
-    unit = UNITS.get(text[-1:], 1 if text.isdigit() else None)
-    number = text[:-1] if text[-1:] in UNITS else text
-    if unit is None or not number.isdigit():
-        raise FileError(f"{where}: expected a duration like 2-00:00:00, 48:00:00 or 2d, "
-                        f"not {text!r}")
-    return float(int(number) * unit)
+def duration(text: str, where: str) -> float | None:
+    """Seconds of an idle time (None: off), in the clock style of the one parser."""
+    try:
+        seconds = timetext.parse_limit(text, where, timetext.CLOCK)
+    except timetext.TimeError as exc:
+        raise FileError(str(exc)) from None
+    return None if seconds is None else float(seconds)
 
 
 def _number(text: str, where: str, kind: type, low: float) -> float:
@@ -94,7 +86,7 @@ def parse(text: str, path: str = FILE) -> Policy:
         elif key == "max_mem":
             policy.max_mem = _number(value, where, float, 1e-9)
         elif key in ("idle_warn", "idle_limit"):
-            setattr(policy, key, duration(value, where) or None)
+            setattr(policy, key, duration(value, where))
         elif key == "idle_action":
             if value not in ("end", "preempt"):
                 raise FileError(f"{where}: idle_action must be end or preempt, not {value!r}")

@@ -13,7 +13,16 @@ import shutil
 import signal
 
 import pytest
-from conftest import BIN, NODE, QPY, assert_one_line_error, job_processes, pid_alive, wait_for
+from conftest import (
+    BIN,
+    NODE,
+    QPY,
+    assert_one_line_error,
+    job_processes,
+    pid_alive,
+    start_daemons,
+    wait_for,
+)
 from terminal import Terminal
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -144,6 +153,24 @@ def test_kill_ends_an_attached_session_and_its_whole_tree(qpy, term):
     assert (job["status"], job["signal"]) == ("killed", signal.SIGTERM)
     wait_for(lambda: not pid_alive(server), what="the tmux server to end")
     assert not (qpy.home / "run" / NODE / "s1").exists()  # its directory is freed
+
+
+def test_with_a_master_running_connect_attaches_without_the_full_command_line(qpy, term):
+    """Served by the master up to the attach: the client waits and attaches with neither
+    click nor multiprocessing loaded (they cost more than the rest of its way)."""
+    start_daemons(qpy)
+    imports = qpy.root / "imports.txt"
+    python = os.path.join(os.path.dirname(QPY), "python")
+    term.run("a", ["sh", "-c", 'exec "$0" -X importtime "$1" connect 2>"$2"', python, QPY,
+                   str(imports)], qpy.work)
+    attached_prompt(term, "a", "SERVED")
+    term.type("a", "exit 4")
+    assert term.wait_status("a") == 4
+    imported = {line.split("|")[-1].strip() for line in imports.read_text().splitlines()
+                if line.startswith("import time:")}
+    assert {"qpy.front", "qpy.interactive"} <= imported
+    assert not {"click", "multiprocessing", "qpy.cli", "qpy.ssh", "json"} & imported
+    assert qpy.wait_status(1)["exit_code"] == 4
 
 
 def test_without_a_terminal_connect_refuses_in_one_line_and_submits_nothing(qpy):

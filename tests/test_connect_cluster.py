@@ -50,8 +50,8 @@ def policy(cluster, text: str) -> None:
     cluster.admin("distribute")
 
 
-def connect(cluster, user: str, *args: str, check: bool = True):
-    return cluster.qpy_as(user, "connect", *args, check=check)
+def connect(cluster, user: str, *args: str, check: bool = True, cwd=None):
+    return cluster.qpy_as(user, "connect", *args, check=check, cwd=cwd)
 
 
 def detached(cluster, user: str, *args: str) -> int:
@@ -173,6 +173,32 @@ def test_idle_sessions_are_warned_shown_to_the_admin_and_ended(cluster):
         lambda: (r := cluster.job("alice", job))["status"] == "killed" and r, WAIT,
         "the idle session to be ended")
     assert re.fullmatch(r"idle 00:00:0[6-9]", record["reason"]), record["reason"]
+
+
+EVENTS = 'echo "$QPY_EVENT $QPY_JOB_ID $QPY_STATUS $QPY_IDLE $QPY_EXIT $QPY_NODE" >> events.txt'
+
+
+def test_an_idle_warning_runs_the_notify_command_once_and_the_end_runs_it_too(cluster):
+    work = cluster.workdir("alice", "idle-notify")
+    events = work / "events.txt"
+
+    def lines(count: int) -> list[str] | None:
+        text = events.read_text() if events.exists() else ""
+        return text.splitlines() if text.count("\n") >= count else None
+
+    cluster.qpy_as("alice", "config", "notify", EVENTS)
+    try:
+        policy(cluster, "idle_warn 2s\n")
+        out = connect(cluster, "alice", "--detach", "-m", "1", cwd=work).stdout
+        job = int(re.fullmatch(r"Job (\d+) received\.\n", out).group(1))
+        node = ready(cluster, "alice", job)["node"]
+        wait_for(lambda: lines(1), WAIT, "the notify command of the idle warning")
+        cluster.qpy_as("alice", "kill", str(job))
+        got = wait_for(lambda: lines(2), WAIT, "the notify command of the end")
+    finally:
+        cluster.qpy_as("alice", "config", "notify", "none")
+    assert re.fullmatch(rf"idle_warn {job} running 00:00:0\d  {node}", got[0]), got
+    assert got[1:] == [f"end {job} killed   {node}"], got  # one warning, then the end
 
 
 def test_the_admin_sees_sessions_again_after_restarting_the_multiuser(cluster):

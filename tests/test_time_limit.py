@@ -31,6 +31,30 @@ def test_slurm_formats(text, seconds, shown):
     assert timetext.format_limit(seconds) == shown
 
 
+@pytest.mark.parametrize("text,slurm,clock", [
+    ("45", 2700, 45), ("1:30", 90, 5400), ("2:03:04", 7384, 7384), ("1-2", 93600, 93600),
+    ("2-04:00:00", 187200, 187200), ("0", None, None),
+])
+def test_one_parser_reads_slurm_limits_and_the_admins_idle_times_each_their_way(
+        text, slurm, clock):
+    assert timetext.parse_limit(text, "x", timetext.SLURM) == slurm
+    assert timetext.parse_limit(text, "x", timetext.CLOCK) == clock
+
+
+@pytest.mark.parametrize("text,style,words", [
+    ("90s", timetext.SLURM, "is not M, M:S"), ("UNLIMITED", timetext.CLOCK, "expected a "),
+    ("1:99:00", timetext.CLOCK, "expected a "), ("1:5:00", timetext.CLOCK, None),
+    ("36500000d", timetext.CLOCK, "longer than a century"),
+])
+def test_each_style_keeps_its_own_forms(text, style, words):
+    if words is None:
+        assert timetext.parse_limit(text, "x", style) == 3900
+        return
+    with pytest.raises(timetext.TimeError) as exc:
+        timetext.parse_limit(text, "x", style)
+    assert str(exc.value).startswith("x: ") and words in str(exc.value), exc.value
+
+
 @pytest.mark.parametrize("bad", ["", "x", "-5", "1:2:3:4", "1-", "1-2:3:4:5", "1.5",
                                  "10 min", "99999999999"])
 def test_bad_time_limits_are_refused_naming_the_value(qpy, bad):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
+from qpy import trace
 from qpy.client import ClientError
 from qpy.commands.common import CONTEXT, echo, fail, request
-from qpy.invocation import current
+from qpy.invocation import HandOver, current
 
 
 def _create(n_cores: str | None, mem: str | None, attr: str | None, name: str | None,
@@ -72,19 +73,22 @@ def connect(n_cores: str | None, mem: str | None, attr: str | None, name: str | 
     if listing:
         echo(interactive.listing(_sessions(), as_json))
         return
-    if not detach:
-        current().local_only()  # the user's terminal, and Ctrl-C while waiting
     if gui_attach is not None:
+        current().local_only()  # the user's display, and Ctrl-C
         interactive.exit_with(interactive.gui_attach(_find(_sessions(), gui_attach)))
     if gui:
         if not target:
             fail("--gui needs a PROGRAM to run")
+        if not detach:
+            current().local_only()  # the user's display, and Ctrl-C while waiting
         interactive.check_gui_host(not detach)
         session = _create(n_cores, mem, attr, name, list(target))["session"]
         if detach:
             echo(f"Job {session['id']} received.\n")
             return
         session = interactive.wait(session["id"], "ready", True)
+        if session is None:
+            interactive.exit_with(interactive.INTERRUPTED)
         if not session["ready"]:
             interactive.exit_with(interactive.ended(session, started=False))
         interactive.exit_with(interactive.gui_attach(session))
@@ -93,7 +97,9 @@ def connect(n_cores: str | None, mem: str | None, attr: str | None, name: str | 
 
 def _tmux(n_cores: str | None, mem: str | None, attr: str | None, name: str | None,
           new: bool, detach: bool, target: tuple[str, ...]) -> None:
-    """Attach to the tmux session the user names or has, or make one."""
+    """Attach to the tmux session the user names or has, or make one. Served by the
+    master, it hands over to the client once it knows the session: waiting for it and
+    attaching need the user's terminal (``interactive.terminal``)."""
     from qpy import interactive
 
     if len(target) > 1:
@@ -121,9 +127,10 @@ def _tmux(n_cores: str | None, mem: str | None, attr: str | None, name: str | No
         raise ClientError(f"{interactive.label(session)} runs a GUI program: qpy connect "
                           f"--gui-attach {session['id']} shows it")
     created = session is None
+    trace.mark("connect: sessions listed")
     if created:
         session = _create(n_cores, mem, attr, name, None)["session"]
-    session = interactive.wait(session["id"], "ready", created)
-    if not session["ready"]:
-        interactive.exit_with(interactive.ended(session, started=False))
-    interactive.exit_with(interactive.attach(session))
+        trace.mark("connect: created")
+    if current().served:
+        raise HandOver({"attach": session, "created": created})
+    interactive.exit_with(interactive.terminal(session, created))
