@@ -12,8 +12,9 @@ together.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from qpy import history_view, selection
 from qpy.model import Job
@@ -185,16 +186,24 @@ class Records:
         return [j for j in self.running.values() if j.node == node]
 
     def live_matches(self, sel: dict) -> list[Job]:
-        """Queued and running jobs in a validated selection, found without the store."""
-        live = {**self.queue.jobs, **self.running}
-        found: dict[int, Job] = {i: live[i] for i in sel["ids"] if i in live}
+        """Queued and running jobs in a validated selection, found without the store: IDs
+        and short ranges are looked up (``qpy kill 5`` costs the same with 100,000 jobs
+        queued), the rest is searched for among the live jobs."""
+        found = {i: job for i in sel["ids"] if (job := self.live(i)) is not None}
+        count = len(self.queue) + len(self.running)
         for low, high in sel["ranges"]:
-            ids = range(low, high + 1) if high - low < len(live) else list(live)
-            found.update({i: live[i] for i in ids if i in live and low <= i <= high})
+            if high - low < count:
+                found.update((i, job) for i in range(low, high + 1)
+                             if (job := self.live(i)) is not None)
+            else:
+                found.update((j.id, j) for j in self._live_jobs() if low <= j.id <= high)
         if sel["statuses"] or sel["dirs"] or sel["all"] or sel.get("held"):
-            found.update({j.id: j for j in live.values()
-                          if selection.matches(sel, j.id, j.status, j.cwd, j.held)})
+            found.update((j.id, j) for j in self._live_jobs()
+                         if selection.matches(sel, j.id, j.status, j.cwd, j.held))
         return [found[i] for i in sorted(found)]
+
+    def _live_jobs(self) -> Iterator[Job]:
+        return itertools.chain(self.queue.jobs.values(), self.running.values())
 
     def select(self, sel: dict, statuses: tuple[str, ...] = ()) -> list[Job]:
         return self.store.select(sel, statuses)

@@ -301,6 +301,12 @@ def test_a_flood_of_refused_hellos_does_not_flood_the_log(cluster):
     assert len(lines) < 300, len(lines)
     assert any("held back" in line for line in lines) or len(lines) < 200
 
+    def says_how_many() -> bool:  # the next refusal let through counts those held back
+        cluster.wire_as("mallory", steps[:1])
+        return any("more like this held back" in line for line in log.lines())
+
+    wait_for(says_how_many, WAIT, "a refusal line that says how many were held back")
+
 
 # -- 6 and 8. removing a user --------------------------------------------------------------------
 
