@@ -44,7 +44,8 @@ def cpu_ns(pid: int) -> int:
 
 
 def running(bench: Bench) -> int:
-    return sum(j["status"] == "running" for j in json.loads(bench.qpy("check", "--json")))
+    return sum(j["status"] == "running"
+               for j in json.loads(bench.qpy("check", "--json"))["jobs"])
 
 
 def set_up(bench: Bench, base: str) -> None:
