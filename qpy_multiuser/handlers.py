@@ -32,6 +32,13 @@ def _master_only(session: Session) -> None:
         raise Denied(f"this request is for a user's master, not {session.user}")
 
 
+def _registered(mu: Multiuser, session: Session) -> None:
+    """Under the lock: only the user's registered master may ask this (``alloc.user``
+    would make anyone else a member again)."""
+    if mu.masters.get(session.user) is not session:
+        raise RequestError("register with hello first")
+
+
 def _allowed(mu: Multiuser, session: Session) -> None:
     """Refuse, and then end, the session of a user who is no longer allowed."""
     why = mu.not_allowed(session.user)
@@ -145,8 +152,7 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
     _allowed(mu, session)
     wanted = [want(g) for g in msg["want"]]
     with mu.lock:
-        if mu.masters.get(session.user) is not session:
-            raise RequestError("register with hello first")
+        _registered(mu, session)
         started = time.perf_counter()
         user = mu.alloc.user(session.user)
         had_queue = user.queue > 0
@@ -188,8 +194,7 @@ def explain(mu: Multiuser, session: Session, msg: dict) -> dict:
     group = want({"cores": msg["cores"], "mem": msg["mem"], "attr": msg["attr"], "jobs": [],
                   **({"nodes": msg["nodes"]} if msg.get("nodes") else {})})
     with mu.lock:
-        if mu.masters.get(session.user) is not session:
-            raise RequestError("register with hello first")
+        _registered(mu, session)
         user = mu.alloc.user(session.user)
         return explaining.explain(mu.alloc, user, group["cores"], float(group["mem"]),
                                   group["attr"], group.get("nodes", 0))
@@ -215,8 +220,7 @@ def idle_report(mu: Multiuser, session: Session, msg: dict) -> dict:
     _allowed(mu, session)
     items = [session_item(item) for item in msg["sessions"]]
     with mu.lock:
-        if mu.masters.get(session.user) is not session:
-            raise RequestError("register with hello first")
+        _registered(mu, session)
         held = mu.alloc.user(session.user).jobs
         mu.idle.report(session.user, [i for i in items if i["job"] in held], time.time())
     return {}
