@@ -288,7 +288,11 @@ def main() -> None:
     from qpy import trace
 
     trace.mark("qpy: main")
-    code = served(sys.argv[1:])
+    try:
+        code = served(sys.argv[1:])
+    except KeyboardInterrupt:  # as click ends the full command line on Ctrl-C
+        sys.stderr.write("\nAborted!\n")
+        code = 1
     if code is None:
         from qpy import cli
 

@@ -100,3 +100,25 @@ def test_a_served_command_uses_the_clients_directory_and_environment(qpy):
     # and the exit status of a refusal comes back as it is
     proc = qpy.run("kill", "424242", check=False, cwd=where)
     assert proc.returncode == 3 and proc.stderr.startswith("qpy: Nothing to do")
+
+
+def test_ctrl_c_while_the_master_has_the_command_ends_it_as_the_full_command_line_does(qpy):
+    """Ctrl-C while ``qpy`` waits for its master (here a stopped one) ends it with
+    click's ``Aborted!`` and exit status 1, not a Python traceback."""
+    import signal
+
+    import psutil
+    from conftest import wait_for
+
+    master, _ = start_daemons(qpy)
+    os.kill(master, signal.SIGSTOP)
+    try:
+        proc = subprocess.Popen([QPY, "check"], cwd=qpy.work, env=qpy.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: psutil.Process(proc.pid).net_connections(kind="unix"),
+                 what="qpy connected to its master's socket")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.kill(master, signal.SIGCONT)
+    assert (proc.returncode, out, err) == (1, "", "\nAborted!\n")
