@@ -71,8 +71,8 @@ def _loads(data: bytes) -> dict:
 
 
 class _Conn:
-    """One AF_UNIX connection speaking ``multiprocessing.connection``'s byte frames: bytes
-    only (JSON above them), never pickle, with the same method names as the server's side."""
+    """One AF_UNIX connection speaking ``multiprocessing.connection``'s byte frames, each
+    one JSON document (``send_bytes``/``recv_bytes``, the names of the server's side)."""
 
     def __init__(self, path: str) -> None:
         import _socket

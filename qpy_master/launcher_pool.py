@@ -90,9 +90,9 @@ class LauncherPool:
 
     # -- sending ops -------------------------------------------------------------------------
 
-    def send(self, job: Job, op: dict) -> None:
-        """Send an op about ``job`` to its node's launcher; LauncherGone if it cannot be
-        reached now."""
+    def send_op(self, job: Job, op: dict) -> None:
+        """Send an op about ``job`` to its node's launcher, one JSON line on its stdin;
+        LauncherGone if it cannot be reached now."""
         self.link(job).post(op)
 
     def send_env(self, job: Job) -> None:

@@ -176,7 +176,7 @@ class Master:
         try:
             if op["op"] == "start":
                 self.pool.send_env(job)
-            self.pool.send(job, op)
+            self.pool.send_op(job, op)
         except LauncherGone as exc:
             log.error("job %d: %s", job.id, exc)
             if op["op"] == "start" and job.status == RUNNING:

@@ -97,10 +97,10 @@ class MultiuserLink:
             raise LinkDown(f"no reply from the multiuser to {msg['type']}")
         return box[0]
 
-    def send(self, msg: dict, on_reply: Callable[[dict | None], None]) -> int:
-        """Send a request; ``on_reply`` gets its reply in the link's reader thread (None if
-        the link goes down first), so no thread waits on the way. LinkDown when the link
-        is down now (``on_reply`` is then never called)."""
+    def request_async(self, msg: dict, on_reply: Callable[[dict | None], None]) -> int:
+        """Send a request (JSON, as ``request``); ``on_reply`` gets its reply in the
+        link's reader thread (None if the link goes down first), so no thread waits on
+        the way. LinkDown when the link is down now (``on_reply`` is then never called)."""
         return self._send(self._current(), msg, on_reply)
 
     def _current(self):

@@ -65,7 +65,7 @@ class Scheduler:
         try:
             if self.link is None:
                 raise LinkDown("not connected yet")
-            self.link.send(msg, lambda reply: self._answered(reply, queue_size))
+            self.link.request_async(msg, lambda reply: self._answered(reply, queue_size))
         except LinkDown:
             self._answered(None, queue_size)  # asked again once registered
 
