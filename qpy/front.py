@@ -197,23 +197,33 @@ def served(argv: list[str]) -> int | None:
         return 4
     try:
         conn.send_bytes(_dumps(request).encode())
-        while True:
-            reply = _loads(conn.recv_bytes())
-            if reply.get("re") == 1:
-                break
-            sys.stdout.write(reply.get("out", ""))  # output of a command still running
-            sys.stderr.write(reply.get("err", ""))
-            sys.stdout.flush()
+        reply = _reply(conn, 1, _show_output)
     except (OSError, EOFError, ValueError) as exc:
         sys.stderr.write(f"qpy: lost the connection to the qpy master: {exc}\n")
         return 4
     if reply.get("local") or not reply.get("ok"):
         return None  # nothing ran: e.g. a master too old to serve commands
-    sys.stdout.write(reply.get("out", ""))
-    sys.stderr.write(reply.get("err", ""))
+    _show_output(reply)
     if reply.get("attach") is not None:
         return _attach(_Asker(conn), reply["attach"], bool(reply.get("created")))
     return reply.get("exit", 1)
+
+
+def _reply(conn: _Conn, msg_id: int, on_event) -> dict:
+    """The reply to request ``msg_id``; what comes before it (events) goes to
+    ``on_event``."""
+    while True:
+        message = _loads(conn.recv_bytes())
+        if message.get("re") == msg_id:
+            return message
+        on_event(message)
+
+
+def _show_output(event: dict) -> None:
+    """What a command in the master wrote: while it runs (events), and at its end."""
+    sys.stdout.write(event.get("out", ""))
+    sys.stderr.write(event.get("err", ""))
+    sys.stdout.flush()
 
 
 class _Asker:
@@ -239,10 +249,7 @@ class _Asker:
     def _call(self, msg: dict) -> dict:
         self.last += 1
         self.conn.send_bytes(_dumps({"v": 1, **msg, "id": self.last}).encode())
-        while True:
-            reply = _loads(self.conn.recv_bytes())
-            if reply.get("re") == self.last:
-                break
+        reply = _reply(self.conn, self.last, lambda _event: None)
         if not reply.get("ok"):
             from qpy.errors import ClientError
 
