@@ -6,7 +6,8 @@ when this user's master already runs, the command line is handed to it whole (ar
 directory, environment, umask, whether stdout is a terminal): the master, which has
 everything imported, runs the very same click commands (``qpy/cli.py``) and sends back
 their output and exit status. Anything the master cannot run for us (``restart``,
-``finish``, ``tutorial``, help, or a command that needs this terminal) and any failure
+``finish``, ``tutorial``, ``wait``, ``log``, ``join``, help, or a command that needs this
+terminal) and any failure
 to reach it before the command was sent goes to the full command line in this process,
 which also starts a master that is not running. ``qpy connect`` is served up to the
 point where it needs this terminal: the master hands the session over, and this process
@@ -24,7 +25,11 @@ from __future__ import annotations
 import os
 import sys
 
-LOCAL = frozenset({"restart", "finish", "tutorial", "-h", "--help"})
+# Commands that run in the user's own process whatever they are given: sending them to
+# the master first would only add a round trip, and a master killed in it would end the
+# command ("lost the connection") instead of letting ``wait`` start a new one and go on.
+LOCAL = frozenset({"restart", "finish", "tutorial", "wait", "log", "join"})
+HELP = frozenset({"-h", "--help"})
 CHALLENGE, WELCOME, FAILURE = b"#CHALLENGE#", b"#WELCOME#", b"#FAILURE#"
 LEGACY_LENGTH = 20  # a challenge without a digest name: HMAC-MD5, as before Python 3.12
 HANDSHAKE_TIMEOUT = 5.0  # seconds for the master to answer at all (as qpy.wire's)
@@ -183,7 +188,7 @@ def _request(argv: list[str]) -> dict:
 
 def served(argv: list[str]) -> int | None:
     """Run ``argv`` in the master: its exit status, or None for the full command line."""
-    if not argv or not LOCAL.isdisjoint(argv):
+    if not argv or argv[0] in LOCAL or not HELP.isdisjoint(argv):
         return None
     if argv[0] == "_complete":  # completion never hangs the shell
         _deadline()
