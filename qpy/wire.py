@@ -86,7 +86,8 @@ SCHEMAS: dict[str, Schema] = {
             "tty_in": "bool="},
     # master -> multiuser
     "hello": {"running": "[dict]", "queue_size": "int"},
-    "slots": {"release": "[int]", "want": "[dict]", "queue_size": "int"},
+    "slots": {"release": "[int]", "want": "[dict]", "queue_size": "int",
+              "chained": "[dict]="},  # jobs started in ended jobs' slots (chaining)
     "explain": {"cores": "int", "mem": "float", "attr": "?str", "nodes": "int="},
     "idle_report": {"sessions": "[dict]"},
     # admin -> multiuser
@@ -166,7 +167,8 @@ REPLIES: dict[str, Schema] = {
             "attach": "session=", "created": "bool="},  # qpy connect: the client attaches
     "hello": {"nodes": "[node]", "unaccounted": "[int]=", "interactive": "dict="},
     "slots": {"grants": "[grant]", "waiting": "bool", "decision_us": "float", "more": "bool",
-              "limit": "?str="},  # the user limit that keeps queued jobs waiting
+              "limit": "?str=",  # the user limit that keeps queued jobs waiting
+              "chain": "?int="},  # the epoch of a permission to chain (chaining.py; None: ask)
     # what keeps such a job from starting now, as the allocator sees it (qpy why)
     "explain": {"used": "int", "minimum": "int", "extra": "int", "limit": "?str=", "grow": "bool",
                 "above_share": "bool", "waiting": "[share]", "free": "int", "free_for": "int",
@@ -179,9 +181,8 @@ REPLIES: dict[str, Schema] = {
 }
 
 # Events: frames without "re" pushed to a master by the multiuser (wake, nodes, bye; limits
-# and idle_action for interactive sessions) or to a client by the master (output).
-EVENTS = ("wake", "nodes", "bye", "output", "limits", "idle_action")
-
+# and idle_action for interactive sessions; unchain) or to a client by the master (output).
+EVENTS = ("wake", "nodes", "bye", "output", "limits", "idle_action", "unchain")
 
 
 def _check(value: object, spec: str) -> bool:

@@ -106,6 +106,7 @@ class Master:
     def _hello(self) -> dict:
         """Registration: the running jobs are the truth the multiuser reconciles to."""
         with self.lock:
+            self.scheduler.registering()
             self.scheduler.told_queue = len(self.records.queue.ready)
             return {"type": "hello", "queue_size": len(self.records.queue.ready), "running": [
                 {"job": j.id, "node": j.node, "cores": j.n_cores, "mem": j.mem,
@@ -126,6 +127,8 @@ class Master:
             self._set_nodes(event.get("nodes") or [])
         if event.get("type") in ("wake", "nodes"):
             self.schedule()
+        elif event.get("type") == "unchain":
+            self.scheduler.unchain(int(event.get("epoch") or 0))
         elif event.get("type") in ("limits", "idle_action"):
             self.sessions.multiuser_event(event)
 
@@ -223,7 +226,7 @@ class Master:
             status, fields = end_of(job, event)
             fields["reason"] = fields["reason"] or self.sessions.end_reason(job) \
                 or self.multinode.end_reason(job)
-            self._finish(job, status, **fields)
+            self._finish(job, status, ended=True, **fields)
         elif kind == "session":
             self.sessions.event(job, event)
         elif kind == "lost" and not event.get("ran"):
@@ -275,16 +278,19 @@ class Master:
                           nodes=None, span=None)
         self.scheduler.freed(job)
 
-    def _finish(self, job: Job, status: str, forget: bool = True, **fields: object) -> None:
-        """Record a running job's end (exit_code, signal, reason, t_end, usage), then
-        free its slot, unless its node is still to tell what became of the run
-        (``forget`` false). Its script copy stays until ``clean``: it may be requeued."""
+    def _finish(self, job: Job, status: str, forget: bool = True, ended: bool = False,
+                **fields: object) -> None:
+        """Record a running job's end (exit_code, signal, reason, t_end, usage); its slot
+        goes to the next job (if it ``ended`` on its node: ``successor``) or back, and its
+        node forgets it unless it is to tell what became of the run (``forget`` false)."""
         fields["t_end"] = fields.get("t_end") or time.time()
-        self.records.move(job, status, **fields, t_start=job.t_start, pid=job.pid)
+        with self.records.transaction():
+            self.records.move(job, status, **fields, t_start=job.t_start, pid=job.pid)
+            then = self.scheduler.successor(job) if ended else None
         trace.mark("master: end recorded")
-        self.scheduler.freed(job)
         if forget:
             self.pool.tell(job.node, {"op": "forget", "job": job.id})
+        self.scheduler.freed(job, then)
 
     # -- operations used by the request handlers -------------------------------------------
 

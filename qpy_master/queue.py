@@ -146,6 +146,11 @@ class JobQueue:
 
     # -- what to ask the multiuser for -----------------------------------------------------
 
+    def first_ready(self) -> Job | None:
+        """The ready job that starts next: the one a freed slot goes to first."""
+        heads = [keys[0] for keys in self.shapes.values()]
+        return self.jobs[min(heads)[1]] if heads else None
+
     def want(self) -> list[dict]:
         """The first ready jobs of each shape, shapes ordered by their first job's place."""
         heads = sorted((keys[0], shape, [job_id for _, job_id in keys[:PER_SHAPE]])

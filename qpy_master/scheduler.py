@@ -5,6 +5,13 @@ from the multiuser) calls ``poke``, in whichever thread it happens: the slot req
 sent from there at once, and its reply is handled in the link's reader thread as it
 arrives, so no thread is woken on the way from "a core is free" to "the job starts".
 One request is in flight at a time; a poke meanwhile is remembered and asked after it.
+
+A job's end does not always wait for the multiuser: while it has said that a freed slot
+would go to this user anyway (``chain``: nobody else has jobs queued, no limit holds the
+user), the next ready job that fits the slot is recorded and started in it at once
+(``successor``), and a later request tells the multiuser (``chained``). The multiuser takes
+that permission back (an ``unchain`` event) the moment another user queues a job or the
+pool changes; a chain made before that event arrives counts as made before the change.
 """
 
 from __future__ import annotations
@@ -22,12 +29,18 @@ from qpy_master.records import Records
 
 log = logging.getLogger("qpy.master.scheduler")
 
+# Chained starts are told with the next request, which a release, a submission or a wake
+# makes (and which always comes before the release of a chained job); this many at most
+# wait for one, so the multiuser's ledger does not fall far behind.
+CHAIN_REPORT = 64
+
 
 class SchedulerOwner(Protocol):
     """What the scheduler needs of the master (``Master``)."""
 
     lock: object
     paused: bool
+    nodes: dict[str, dict]
 
     def wanted(self) -> tuple[list[dict], int]: ...
 
@@ -41,8 +54,11 @@ class Scheduler:
         self.m, self.records = master, records
         self.link: MultiuserLink | None = None  # set once the master has made it
         self.release: list[int] = []
+        self.chained: list[dict] = []  # jobs started in ended jobs' slots, to be told
         self.told_queue = 0  # the queue size the multiuser last heard
-        self.in_flight: list[int] | None = None  # the releases of the request in flight
+        self.in_flight: dict | None = None  # the request in flight
+        self.chain: int | None = None  # the multiuser's permission to chain, by its epoch
+        self.unchained = 0  # the epoch of the last permission it took back
         self.again = False
         self.stopped = False
         self.limit: str | None = None  # the user limit the multiuser last said holds the queue
@@ -56,11 +72,13 @@ class Scheduler:
                 self.again = True
                 return
             want, queue_size = self.m.wanted()
-            if not self.release and not want and queue_size == self.told_queue:
+            if not self.release and not self.chained and not want \
+                    and queue_size == self.told_queue:
                 return  # nothing to ask, and the multiuser knows the queue (killed jobs: not)
-            self.in_flight, self.release = self.release, []
-            msg = {"type": "slots", "release": self.in_flight, "want": want,
-                   "queue_size": queue_size}
+            msg = self.in_flight = {"type": "slots", "release": self.release, "want": want,
+                                    "queue_size": queue_size,
+                                    **({"chained": self.chained} if self.chained else {})}
+            self.release, self.chained = [], []
         trace.mark("master: slots asked")
         try:
             if self.link is None:
@@ -74,43 +92,97 @@ class Scheduler:
         for a job the hello left out is harmless, one lost would hold its core)."""
         trace.mark("master: slots answered")
         with self.m.lock:
-            released, self.in_flight = self.in_flight or [], None
+            asked, self.in_flight = self.in_flight or {}, None
             again, self.again = self.again, False
             if reply is None or not reply.get("ok"):
                 if reply is not None:
                     log.error("slot request refused: %s", reply.get("error"))
-                self.release[:0] = released
+                self.release[:0] = asked.get("release", [])
+                self.chained[:0] = asked.get("chained", [])
+                self.chain = None
                 return
+            self.chain = reply.get("chain")
             grants = reply.get("grants") or []
             self.limit = reply.get("limit") if reply.get("waiting") else None
             self.told_queue = queue_size - len(grants)
-            for grant in grants:
-                again |= not self._launch(grant)
+            again |= self._start_granted(grants)
             again |= bool(grants and reply.get("more"))
         if again:
             self.poke()
 
-    def _launch(self, grant: dict) -> bool:
-        """Record the job as running, then start it: it can never run twice. False when
-        the slot goes back at once (killed, paused, held or made to wait while the request
-        was in flight)."""
+    def _start_granted(self, grants: list[dict]) -> bool:
+        """Record every granted job as running, in one transaction, then start them: none
+        can run twice or start unrecorded. A grant whose job may no longer start (killed,
+        paused, held or made to wait while the request was in flight) goes back at once,
+        and so do all of them if the store fails. Whether any went back."""
+        try:
+            with self.records.transaction():
+                taken = [job for job in map(self._record, grants) if job is not None]
+        except Exception:  # the link's reader thread must live on: the slots go back
+            log.exception("could not record %d granted jobs as running", len(grants))
+            taken = []
+        self.release += [g["job"] for g in grants if g["job"] not in {j.id for j in taken}]
+        for job in taken:
+            self.m.start(job)
+        return len(taken) < len(grants)
+
+    def _record(self, grant: dict) -> Job | None:
+        """Record a granted job as running (in the caller's transaction), if it may
+        still start."""
         job = self.records.queue.get(grant.get("job"))
         if job is None or self.m.paused or job.id not in self.records.queue.ready:
-            self.release.append(grant.get("job"))
-            return False
-        with self.records.transaction():
-            self.records.move(job, RUNNING, node=grant["node"], address=grant.get("address"),
-                              t_start=time.time())
-            if "cores" in grant:  # a whole node: the job gets all of it (sub --exclusive),
-                self.records.update(job, n_cores=grant["cores"], mem=grant["mem"],
-                                    **multinode.grant_fields(grant))  # or all of several
-        self.m.start(job)
-        return True
+            return None
+        self.records.move(job, RUNNING, node=grant["node"], address=grant.get("address"),
+                          t_start=time.time())
+        if "cores" in grant:  # a whole node: the job gets all of it (sub --exclusive),
+            self.records.update(job, n_cores=grant["cores"], mem=grant["mem"],
+                                **multinode.grant_fields(grant))  # or all of several
+        return job
 
-    def freed(self, job: Job) -> None:
-        """A job's slot is no longer used: release it with the next request."""
-        self.release.append(job.id)
+    def freed(self, job: Job, successor: Job | None = None) -> None:
+        """A job's slot is no longer used: released with the next request, unless its
+        ``successor`` (recorded with the end) starts in it (told with a later one)."""
+        if successor is None:
+            self.release.append(job.id)
+        else:
+            self.m.start(successor)
+            if len(self.chained) < CHAIN_REPORT:
+                return  # nobody else waits for the slot meanwhile
         self.poke()
+
+    def successor(self, ended: Job) -> Job | None:
+        """The next ready job, recorded as running in ``ended``'s slot (in the caller's
+        transaction, with the end), if it is what the multiuser would grant: the
+        permission holds, the job needs no more cores or memory than the slot has and
+        nothing else of its node (attributes: none, or the same), and the node is still
+        up and not drained. Whole-node, multi-node and interactive jobs ask."""
+        if self.chain is None or self.chain < self.unchained or self.m.paused \
+                or ended.kind or ended.exclusive or ended.span:
+            return None
+        job = self.records.queue.first_ready()
+        node = self.m.nodes.get(ended.node) or {}
+        if job is None or job.kind or job.exclusive or job.n_nodes > 1 \
+                or job.n_cores > ended.n_cores or job.mem > ended.mem \
+                or job.attr not in (None, ended.attr) or not node.get("up") \
+                or node.get("state") != "up" or node.get("drain_since") is not None:
+            return None
+        trace.mark("master: chained")
+        if self._record({"job": job.id, "node": ended.node, "address": ended.address}):
+            self.chained.append({"ended": ended.id, "job": job.id, "node": ended.node,
+                                 "cores": job.n_cores, "mem": job.mem})
+            self.records.store.on_rollback(self.chained.pop)
+            return job
+        return None
+
+    def unchain(self, epoch: int) -> None:
+        """The multiuser took the permission to chain back (``epoch``: when)."""
+        with self.m.lock:
+            self.unchained = max(self.unchained, epoch)
+
+    def registering(self) -> None:
+        """A new link: what the last multiuser allowed holds no more, and what it was
+        to be told is in the hello (the running jobs)."""
+        self.chain, self.unchained, self.chained = None, 0, []
 
     def stop(self) -> None:
         with self.m.lock:

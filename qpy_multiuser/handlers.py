@@ -19,6 +19,7 @@ from qpy.jobspec import MAX_NODES
 from qpy.server import BadRequest, Denied, Handler, RequestError, Session
 from qpy_multiuser import admin_ops, oplog, reported
 from qpy_multiuser import explain as explaining
+from qpy_multiuser.allocator import User
 from qpy_multiuser.state import ADMIN, Multiuser
 
 log = logging.getLogger("qpy.multiuser")
@@ -59,6 +60,14 @@ def job_item(item: dict) -> dict:
     if not ok:
         raise BadRequest(f"bad running job entry {str(item)[:100]}")
     return item
+
+
+def chained_item(item: dict) -> dict:
+    """A job its master started in an ended job's slot (``chaining``)."""
+    if not isinstance(item.get("ended"), int) or not 0 <= item["ended"] < 2 ** 63 \
+            or item.get("more"):
+        raise BadRequest(f"bad chained job entry {str(item)[:100]}")
+    return job_item(item)
 
 
 def _parts(more: object) -> bool:
@@ -151,20 +160,27 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
     trace.mark("multiuser: slots asked")
     _allowed(mu, session)
     wanted = [want(g) for g in msg["want"]]
+    chained = [chained_item(item) for item in msg.get("chained", ())]
     with mu.lock:
         _registered(mu, session)
         started = time.perf_counter()
         user = mu.alloc.user(session.user)
         had_queue = user.queue > 0
+        took = [c for c in chained if _chain(mu, user, c)]
         released = [job for job in msg["release"] if mu.alloc.remove(user, job)]
         mu.idle.forget(user.name, released)
         grants, refused = mu.alloc.request(user, wanted, msg["queue_size"])
         decided = time.perf_counter() - started
         limit = user.limited
         why = oplog.refusal(mu.alloc, user) if refused else None
-        granted = [(g["job"], *user.jobs[g["job"]], user.spans.get(g["job"]))
-                   for g in grants]
-        mu.ledger.record(user.name, released, granted)
+        granted = [(j, *user.jobs[j], user.spans.get(j))  # a chained job may have
+                   for j in [c["job"] for c in took] + [g["job"] for g in grants]
+                   if j in user.jobs]  # ended (released, or chained on) since
+        mu.ledger.record(user.name, released + [c["ended"] for c in took], granted)
+        chain = mu.chains.permit(user.name, not user.limited and user.member
+                                 and not mu.other_waits(user.name))
+        if user.queue > 0:  # nobody else's job may take a slot another user frees
+            mu.chains.take_back(skip=user.name)
         if released or (had_queue and user.queue <= 0):  # cores or borrowing rights freed
             mu.changed(skip=user.name)
         elif refused and mu.alloc.free_cores > 0:  # idle cores this user cannot use
@@ -175,10 +191,22 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
     trace.mark("multiuser: slots decided")
     asked = sum(len(g["jobs"]) for g in wanted)
     return {"grants": grants, "waiting": refused, "decision_us": round(decided * 1e6, 1),
+            "chain": chain,
             "more": not refused and len(grants) == asked and msg["queue_size"] > asked,
             "limit": limit,  # logged once the reply is out: not on the way to a job's start
             "_after": (lambda: oplog.decided(session.user, granted, why))
             if granted or why else None}
+
+
+def _chain(mu: Multiuser, user: User, item: dict) -> bool:
+    """A job that took the slot of the user's ended job (``chaining``): the allocation
+    changes hands. False if it was counted already (told again after a lost reply)."""
+    if item["job"] in user.jobs:
+        return False
+    mu.alloc.unaccount(user, item["ended"])
+    mu.alloc.add(user, item["job"], mu.alloc.node_or_kept(item["node"]), item["cores"],
+                 item["mem"])
+    return True
 
 
 def status(mu: Multiuser, session: Session, msg: dict) -> dict:

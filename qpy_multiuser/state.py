@@ -23,6 +23,7 @@ from qpy_multiuser import drain, interactive, monitor, probe, reported, user_lim
 from qpy_multiuser import nodes as nodes_module
 from qpy_multiuser import rules as rules_module
 from qpy_multiuser.allocator import Allocator
+from qpy_multiuser.chaining import Chains
 from qpy_multiuser.enrol import Enrolments
 from qpy_multiuser.ledger import Ledger
 from qpy_multiuser.messages import MessageLog
@@ -57,6 +58,7 @@ class Multiuser:
         drain.apply(self)
         self.masters: dict[str, Session] = {}
         self.epoch = 0
+        self.chains = Chains(self.post_to)  # who may chain a freed slot to their next job
         self.wakes: list[Session] = []
         self.outbox: list[tuple[Session, dict]] = []
         self.drops: list[Session] = []  # sessions to end once the outbox is sent
@@ -157,7 +159,9 @@ class Multiuser:
         self.flush_wakes()
 
     def announce_nodes(self) -> None:
-        """Queue the node list for every master; sent by ``flush_wakes``, outside the lock."""
+        """Queue the node list for every master; sent by ``flush_wakes``, outside the lock.
+        A node that changed may no longer take a chained job."""
+        self.chains.take_back()
         event = {"type": "nodes", "nodes": [n.public() for n in self.alloc.nodes.values()]}
         self.outbox += [(session, event) for session in self.masters.values()]
 
@@ -209,8 +213,12 @@ class Multiuser:
     # -- masters and wakes -----------------------------------------------------------------
 
     def changed(self, skip: str | None = None) -> None:
-        """Cores changed hands: a new epoch, in which each waiting master may be woken once."""
+        """Cores changed hands: a new epoch, in which each waiting master may be woken once.
+        Without ``skip`` (a master came or went, the admin or monitoring changed the pool
+        or the rules) no master may chain until it asks again."""
         self.epoch += 1
+        if skip is None:
+            self.chains.take_back()
         self.wake(skip)
 
     def wake(self, skip: str | None = None) -> None:

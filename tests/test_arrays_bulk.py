@@ -195,3 +195,16 @@ def test_a_requeued_array_task_keeps_its_max_after_a_master_restart(qpy):
     assert qpy.run("why", "2").stdout.startswith("limit: array 1 runs at most 1 task")
     finish(qpy, 1)
     assert finish(qpy, 2)["status"] == "done"
+
+
+def test_a_long_file_of_short_jobs_runs_through_and_leaves_nothing_allocated(qpy):
+    """300 short jobs on two cores: nearly every end hands its core straight to the next
+    job (chaining, told to the multiuser in batches, some of whose jobs have ended again
+    by then); all end done and the multiuser holds no core for any of them."""
+    (qpy.work / "jobs.txt").write_text("true\n" * 300)
+    assert qpy.run("sub", "-m", "0.1", "--file", "jobs.txt").stdout == \
+        "Jobs 1-300 received.\n"
+    assert qpy.run("wait", "--timeout", "300", "1-300").returncode == 0
+    assert {j["status"] for j in qpy.jobs()} == {"done"}
+    wait_for(lambda: [u["used"] for u in json.loads(qpy.run("status", "--json").stdout)
+                      ["users"]] == [0], what="the multiuser to free every job's core")

@@ -907,3 +907,27 @@ def test_an_idle_report_needs_the_users_registered_master(cluster):
     with cluster.connect(bob, cluster.user_key("bob")) as conn:
         reply = wire_call(conn, {"type": "idle_report", "sessions": []})
     assert reply["ok"] is False and reply["error"] == "register with hello first", reply
+
+
+def test_a_freed_core_goes_to_the_users_next_job_only_while_nobody_else_waits(cluster, work):
+    """Chaining (``qpy_master/scheduler.py``): while nobody else has jobs queued, a core
+    that alice's job frees goes straight to her next job; once bob queues one, the
+    multiuser takes that back, and the next core alice frees is bob's. Its accounts of
+    the chained jobs end even (nothing used once all ended)."""
+    alice, bob = work("alice"), work("bob")
+    ids = alice.subs(TOTAL_CORES + 3)
+    first = alice.wait_started_count(TOTAL_CORES)
+    waiting = [j for j in ids if j not in first]
+    release(alice, first[0])  # nobody else waits: her next job takes the core
+    alice.wait_started(waiting[0])
+    b = bob.subs(1)
+    queued_at_multiuser(cluster, "bob", 1)
+    release(alice, first[1])
+    bob.wait_started(*b)
+    assert [alice.status(j) for j in waiting[1:]] == ["queue", "queue"]
+    release(bob, *b)
+    alice.release_all()
+    release(alice, *ids)
+    wait_for(lambda: used(cluster) == {"alice": 0, "bob": 0, "carol": 0}, WAIT,
+             "the multiuser to account every chained job's end")
+    assert not any(allocations(cluster).values())
