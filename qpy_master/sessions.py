@@ -64,13 +64,6 @@ def program(compiled: bool) -> str:
     return base64.b64encode(zlib.compress(data, 9)).decode()
 
 
-def is_local(node: dict | Job) -> bool:
-    """Whether a node (a record of the multiuser's, or a job's) is this machine."""
-    name, address = (node.node, node.address) if isinstance(node, Job) else (
-        node.get("name"), node.get("address"))
-    return address in ssh.LOCAL_ADDRESSES or name in ssh.LOCAL_ADDRESSES
-
-
 class Sessions:
     """The master's interactive jobs; every method but the sender thread runs under the
     master's lock."""
@@ -93,7 +86,7 @@ class Sessions:
     def command(self, job: Job) -> str:
         """The job's command: the session program, run by this machine's interpreter on
         this machine and by the node's python3 elsewhere."""
-        local = is_local(job)
+        local = ssh.is_local(job.node, job.address)
         python = shlex.quote(sys.executable) if local else "python3"
         args = [self.directory(job), str(job.kind), str(job.id), str(job.node),
                 *((job.session or {}).get("program") or [])]
@@ -153,7 +146,7 @@ class Sessions:
         state = job.session or {}
         running = job.status == RUNNING
         ready = running and bool(state.get("ready"))
-        local = bool(job.node and is_local(job))
+        local = bool(job.node and ssh.is_local(job.node, job.address))
         idle = now - job.idle_since if running and job.idle_since is not None else None
         return {"id": job.id, "name": job.name, "kind": job.kind, "status": job.status,
                 "node": job.node, "address": job.address, "local": local,
