@@ -19,8 +19,9 @@ import time
 from qpy import attrs, ssh, trace
 from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, RUNNING
+from qpy.words import plural
 from qpy_master import submit
-from qpy_master.handler_args import plural, refuse_if_removed
+from qpy_master.handler_args import refuse_if_removed
 from qpy_master.master import Master
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")

@@ -36,8 +36,8 @@ from pathlib import Path
 from qpy import render, ssh, trace
 from qpy.model import Job
 from qpy.states import QUEUE, RUNNING
+from qpy.words import plural
 from qpy_master import session_node
-from qpy_master.handler_args import plural
 from qpy_master.multiuser_link import LinkDown
 
 log = logging.getLogger("qpy.master.sessions")

@@ -22,8 +22,8 @@ from qpy.defaults import DEFAULT_UMASK
 from qpy.model import Job
 from qpy.server import BadRequest, NotFound, RequestError
 from qpy.states import LIVE, QUEUE
+from qpy.words import plural
 from qpy_master.gates import failure
-from qpy_master.handler_args import plural
 
 
 def new_jobs(specs: list[dict], msg: dict, settings: dict,
