@@ -69,9 +69,8 @@ def _missing(node: dict, need: tuple[str, ...], path: str | None) -> str | None:
 def with_tools(m: Master, attr: str | None, need: tuple[str, ...],
                path: str | None) -> str | None:
     """``attr`` narrowed to the up nodes that have ``need``; refused if none has."""
-    expr = attrs.compile_expr(attr) if attr else None
-    nodes = [n for n in m.nodes.values() if n.get("state", "up") == "up"
-             and (expr is None or expr.matches(frozenset(n.get("attrs", ())), n["name"]))]
+    nodes = attrs.matching((n for n in m.nodes.values() if n.get("state", "up") == "up"),
+                           attr)
     missing = {n["name"]: _missing(n, need, path) for n in nodes}
     good = sorted(name for name, tool in missing.items() if tool is None)
     if nodes and not good:
