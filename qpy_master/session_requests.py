@@ -112,6 +112,7 @@ def connect(m: Master, s: Session, msg: dict) -> dict:
         job.kind, job.name = ("gui" if gui else "tmux"), name
         with m.records.transaction():
             m.records.add([job], msg["env"])
+            m.sessions.ids.add(job.id)
             if gui:
                 m.records.update(job, session={"program": list(gui)})
             m.records.reorder([job.id], "begin")

@@ -73,6 +73,11 @@ class Sessions:
         self.changed = threading.Condition(master.lock)
         self.limits: dict = {}  # the multiuser's ``interactive`` policy
         self.notices: list[str] = []  # for the owner's next qpy command
+        # IDs of the interactive jobs that may be queued or running (``live`` drops the
+        # rest): a new one is added by ``connect``, a moved one by ``moved``
+        records = master.records
+        self.ids = {j.id for j in [*records.queue.jobs.values(), *records.running.values()]
+                    if j.kind}
         self._dirty = threading.Event()
         master.records.on_move.append(self.moved)
         threading.Thread(target=self._send_loop, name="idle-reports", daemon=True).start()
@@ -105,6 +110,7 @@ class Sessions:
         """``Records.move`` changed a job's status: waiters and the multiuser hear of a
         session's."""
         if job.kind:
+            self.ids.add(job.id)  # a session queued again is live again
             self._wake()
             self.report()
 
@@ -129,17 +135,19 @@ class Sessions:
         return job.reason if job.kind else None
 
     def _wake(self) -> None:
-        try:
-            self.changed.notify_all()
-        except RuntimeError:  # not under the lock: nobody can be waiting then
-            pass
+        """Wake ``session_wait``; every caller holds the master's lock (a move, a launcher
+        event), and one that did not would fail here rather than lose the wake-up."""
+        self.changed.notify_all()
 
     # -- what qpy connect sees -------------------------------------------------------------
 
     def live(self) -> list[Job]:
-        """The queued and running interactive jobs, by ID."""
-        jobs = [*self.m.records.queue.jobs.values(), *self.m.records.running.values()]
-        return sorted((j for j in jobs if j.kind), key=lambda j: j.id)
+        """The queued and running interactive jobs, by ID, found among ``ids`` rather than
+        all live jobs; ended ones (and one whose adding was rolled back) drop out here."""
+        jobs = [job for i in sorted(self.ids)
+                if (job := self.m.records.live(i)) is not None and job.kind]
+        self.ids = {job.id for job in jobs}
+        return jobs
 
     def record(self, job: Job, now: float) -> dict:
         """A session as ``qpy connect`` sees it (``wire.RECORDS["session"]``)."""
