@@ -8,10 +8,12 @@ because they arrive from untrusted users over the wire.
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 _KEYWORDS = frozenset({"and", "or", "not"})
 MAX_DEPTH = 100
+N = TypeVar("N")  # a node, of whichever kind ``matching`` is given
 
 # One token per match: a parenthesis, an attribute/keyword word, or any other single
 # character (reported as invalid). Whitespace is skipped so "(big)and(fast)" works.
@@ -226,6 +228,24 @@ def parse(text: str) -> Expr:
 def compile_expr(text: str) -> Expr:
     """Cached ``parse``: the allocator re-evaluates the same few texts for every node."""
     return parse(text)
+
+
+def matching(nodes: Iterable[N], attr: str | None) -> list[N]:
+    """The nodes ``attr`` selects (all of them when it is None or empty): the multiuser's
+    nodes (``name`` and ``attrs``), or their records as masters get them (dicts with
+    "name" and "attrs"). The one filter ``qpy sub``'s checks, ``qpy connect`` and ``qpy
+    why`` use; the allocator's placement keeps its own, merged into its search."""
+    if not attr:
+        return list(nodes)
+    expr = compile_expr(attr)
+    return [n for n in nodes if expr.matches(*_labels(n))]
+
+
+def _labels(node: Any) -> tuple[frozenset[str], str]:
+    """A node's attributes and name, from either kind of node ``matching`` takes."""
+    if isinstance(node, dict):
+        return frozenset(node.get("attrs", ())), node["name"]
+    return node.attrs, node.name
 
 
 def normalize(text: str | None) -> str | None:

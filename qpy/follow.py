@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 from qpy import trace
 from qpy.client import ClientError
+from qpy.errors import retried
 
 BLOCK = 30.0  # seconds a wait request blocks in the master before this side asks again
 RETRY_FOR = 60.0  # seconds of failing to reach the master before a wait gives up
@@ -45,22 +46,6 @@ def outcome(job: dict) -> str:
     return text + (f": {job['reason']}" if job.get("reason") else "")
 
 
-def _ask(request: Request, msg: dict) -> dict:
-    """One request; while the master cannot be reached (it is being restarted), again,
-    backing off, for up to RETRY_FOR seconds."""
-    give_up, delay = None, 0.0
-    while True:
-        try:
-            return request(msg)
-        except ClientError as exc:
-            now = time.monotonic()
-            give_up = give_up or now + RETRY_FOR
-            if exc.code != "unreachable" or now >= give_up:
-                raise
-        time.sleep(delay)
-        delay = min(max(delay * 2, 0.05), 1.0)
-
-
 class Waited:
     """What a wait found: ended job records by ID, IDs still pending (after a timeout),
     and IDs that were cleaned before their end could be seen."""
@@ -80,7 +65,7 @@ def wait_jobs(request: Request, sel: dict, timeout: float | None) -> Waited:
     pending IDs are waited for until none is left."""
     deadline = None if timeout is None else time.monotonic() + timeout
     result = Waited()
-    reply = _ask(request, {"type": "wait", "select": sel, "timeout": 0.0})
+    reply = retried(request, {"type": "wait", "select": sel, "timeout": 0.0}, RETRY_FOR)
     known = {j["id"] for j in reply["jobs"]} | set(reply["pending"])
     missing = [i for i in sel.get("ids", ()) if i not in known]
     if missing:
@@ -94,8 +79,8 @@ def wait_jobs(request: Request, sel: dict, timeout: float | None) -> Waited:
         if not result.pending or left <= 0:
             return result
         try:
-            reply = _ask(request, {"type": "wait", "select": {"ids": result.pending},
-                                   "timeout": left})
+            reply = retried(request, {"type": "wait", "select": {"ids": result.pending},
+                                      "timeout": left}, RETRY_FOR)
         except ClientError as exc:
             if exc.code != "not_found":
                 raise

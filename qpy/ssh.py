@@ -46,6 +46,12 @@ _options_cache: dict[str, tuple[list[str], bool]] = {}
 _cache_lock = threading.Lock()
 
 
+
+def is_local(name: str | None, address: str | None) -> bool:
+    """Whether the node ``name`` at ``address`` is this machine (its jobs run without ssh,
+    by this interpreter): either of them names it. The masters' one test of it."""
+    return address in LOCAL_ADDRESSES or name in LOCAL_ADDRESSES
+
 class SshMissing(OSError):
     """There is no ssh client on this machine."""
 

@@ -1,4 +1,4 @@
-"""What the request handlers share: reading a selection, counting jobs in a reply, asking
+"""What the request handlers share: reading a selection, refusing what was removed, asking
 the multiuser."""
 
 from __future__ import annotations
@@ -6,10 +6,6 @@ from __future__ import annotations
 from qpy import selection
 from qpy.server import BadRequest, Denied, Unreachable
 from qpy_master.multiuser_link import LinkDown
-
-
-def plural(n: int, word: str = "job") -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def selection_of(msg: dict) -> dict:

@@ -13,8 +13,9 @@ from pathlib import Path
 from qpy import config
 from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, QUEUE, RUNNING, UNDONE
+from qpy.words import plural
 from qpy_master import command_server, embedded, notify, run_handlers, session_requests, submit, why
-from qpy_master.handler_args import ask_multiuser, plural, refuse_if_removed
+from qpy_master.handler_args import ask_multiuser, refuse_if_removed
 from qpy_master.handler_args import selection_of as _selection
 from qpy_master.master import Master
 

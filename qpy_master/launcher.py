@@ -620,6 +620,10 @@ class SessionWatch:
         self.run_dir = run_dir
         self.fd = LIBC.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         self.jobs: dict[int, int] = {}  # watch descriptor -> job
+        # the jobs with a session directory, so that freeing a batch job's slot costs no
+        # stat: those of earlier launchers are here now, the rest come from ``started``
+        self.dirs = {int(name[1:]) for name in os.listdir(run_dir)
+                     if name[:1] == "s" and name[1:].isdigit()}
         if self.fd >= 0:
             sel.register(self.fd, selectors.EVENT_READ, "sessions")
 
@@ -631,6 +635,7 @@ class SessionWatch:
         if op.get("session"):
             path = self.path(int(op["job"]))
             os.makedirs(path, mode=0o700, exist_ok=True)
+            self.dirs.add(int(op["job"]))
             for name in ("state", "status"):
                 try:
                     os.unlink(os.path.join(path, name))
@@ -640,7 +645,7 @@ class SessionWatch:
 
     def watch(self, job: int) -> None:
         """Watch the job's session directory if it has one, and report its state now."""
-        if self.fd < 0 or not os.path.isdir(self.path(job)) or job in self.jobs.values():
+        if self.fd < 0 or job not in self.dirs or job in self.jobs.values():
             return
         wd = LIBC.inotify_add_watch(self.fd, os.fsencode(self.path(job)), IN_MOVED_TO)
         if wd >= 0:
@@ -678,9 +683,10 @@ class SessionWatch:
         for wd in [wd for wd, j in self.jobs.items() if j == job]:
             LIBC.inotify_rm_watch(self.fd, wd)
             del self.jobs[wd]
-        if os.path.isdir(self.path(job)):
+        if job in self.dirs:
             import shutil
 
+            self.dirs.discard(job)
             shutil.rmtree(self.path(job), ignore_errors=True)
 
 

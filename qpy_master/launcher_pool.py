@@ -189,7 +189,7 @@ class LauncherPool:
     def _connect(self, node: str, address: str) -> LauncherLink:
         """Start the node's launcher (connecting happens in the link's thread). Its first
         op sweeps away whatever of this user's is left there that is not running here."""
-        remote = address not in ssh.LOCAL_ADDRESSES and node not in ssh.LOCAL_ADDRESSES
+        remote = not ssh.is_local(node, address)
         argv, preamble = launcher_command(str(self.home / "run" / node),
                                           self.owner.nodes.get(node, {}).get("cgroup"),
                                           "python3" if remote else sys.executable)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from qpy.model import Job
 from qpy.render import idle_text
+from qpy.words import ended_by
 from qpy_master.gates import failure
 
 log = logging.getLogger("qpy.master.notify")
@@ -57,8 +58,7 @@ def environment(job: Job, event: str = "end") -> dict[str, str]:
 
 def mail(job: Job, user: str) -> bytes:
     """The mail of a job's end, for ``sendmail -t``."""
-    how = (f"exit code {job.exit_code}" if job.exit_code is not None
-           else f"signal {job.signal}" if job.signal is not None else "no exit code")
+    how = ended_by(job.exit_code, job.signal)
     lines = [f"To: {user}", f"Subject: qpy job {job.id} {job.status} ({how})", "",
              f"Job {job.id} ended {job.status}, {how}.", f"Command:   {job.command}",
              f"Directory: {job.cwd}", f"Node:      {job.node or '-'}",

@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 from qpy.model import Job
 from qpy.states import KILLED, LOST, QUEUE, RUNNING, UNDONE
+from qpy.words import ended_by
 from qpy_master.ends import end_of
 from qpy_master.launcher import ended_by_itself
 from qpy_master.records import Records
@@ -38,11 +39,11 @@ log = logging.getLogger("qpy.master.reconcile")
 
 
 def _exit_words(event: dict) -> str:
+    """How a run ended, from the launcher's ``ended`` event (which has an exit or a
+    signal unless the run could not start)."""
     if event.get("error"):
         return f"it could not start: {event['error']}"
-    if event.get("signal") is not None:
-        return f"signal {event['signal']}"
-    return f"exit code {event.get('exit')}"
+    return ended_by(event.get("exit"), event.get("signal"))
 
 
 class Reconciler:

@@ -13,7 +13,8 @@ from qpy import history_view, jsonout, selection, trace
 from qpy.model import RUN_FIELDS
 from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, QUEUE
-from qpy_master.handler_args import plural, selection_of
+from qpy.words import plural
+from qpy_master.handler_args import selection_of
 from qpy_master.master import Master
 
 MAX_BLOCK = 30.0  # seconds one wait request blocks at most; the client asks again

@@ -16,13 +16,13 @@ import shlex
 import shutil
 import time
 
-from qpy import attrs, trace
+from qpy import attrs, ssh, trace
 from qpy.server import BadRequest, NotFound, RequestError, Session
 from qpy.states import FINISHED, RUNNING
+from qpy.words import plural
 from qpy_master import submit
-from qpy_master.handler_args import plural, refuse_if_removed
+from qpy_master.handler_args import refuse_if_removed
 from qpy_master.master import Master
-from qpy_master.sessions import is_local
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 WAIT_MAX = 30.0  # seconds one session_wait may block; the client asks again
@@ -53,9 +53,14 @@ def check_limits(m: Master, cores: int, mem: float) -> None:
                            f"GB of memory (max_mem), not {mem:g}")
 
 
+def _local(node: dict) -> bool:
+    """Whether a node of the multiuser's is this machine."""
+    return ssh.is_local(node.get("name"), node.get("address"))
+
+
 def _missing(node: dict, need: tuple[str, ...], path: str | None) -> str | None:
     """The first of ``need`` the node lacks (None: it has them all, or nobody knows)."""
-    if is_local(node):
+    if _local(node):
         return next((t for t in need if shutil.which(t, path=path) is None), None)
     tools = node.get("tools")
     return None if tools is None else next((t for t in need if t not in tools), None)
@@ -64,14 +69,13 @@ def _missing(node: dict, need: tuple[str, ...], path: str | None) -> str | None:
 def with_tools(m: Master, attr: str | None, need: tuple[str, ...],
                path: str | None) -> str | None:
     """``attr`` narrowed to the up nodes that have ``need``; refused if none has."""
-    expr = attrs.compile_expr(attr) if attr else None
-    nodes = [n for n in m.nodes.values() if n.get("state", "up") == "up"
-             and (expr is None or expr.matches(frozenset(n.get("attrs", ())), n["name"]))]
+    nodes = attrs.matching((n for n in m.nodes.values() if n.get("state", "up") == "up"),
+                           attr)
     missing = {n["name"]: _missing(n, need, path) for n in nodes}
     good = sorted(name for name, tool in missing.items() if tool is None)
     if nodes and not good:
         tool = next(t for t in need if t in missing.values())
-        where = "this machine" if all(is_local(n) for n in nodes) else ", ".join(sorted(missing))
+        where = "this machine" if all(_local(n) for n in nodes) else ", ".join(sorted(missing))
         raise RequestError(f"{tool} is not installed on {where}")
     if not nodes or len(good) == len(nodes):
         return attr
@@ -108,6 +112,7 @@ def connect(m: Master, s: Session, msg: dict) -> dict:
         job.kind, job.name = ("gui" if gui else "tmux"), name
         with m.records.transaction():
             m.records.add([job], msg["env"])
+            m.sessions.ids.add(job.id)
             if gui:
                 m.records.update(job, session={"program": list(gui)})
             m.records.reorder([job.id], "begin")

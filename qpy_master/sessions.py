@@ -36,8 +36,8 @@ from pathlib import Path
 from qpy import render, ssh, trace
 from qpy.model import Job
 from qpy.states import QUEUE, RUNNING
+from qpy.words import plural
 from qpy_master import session_node
-from qpy_master.handler_args import plural
 from qpy_master.multiuser_link import LinkDown
 
 log = logging.getLogger("qpy.master.sessions")
@@ -64,13 +64,6 @@ def program(compiled: bool) -> str:
     return base64.b64encode(zlib.compress(data, 9)).decode()
 
 
-def is_local(node: dict | Job) -> bool:
-    """Whether a node (a record of the multiuser's, or a job's) is this machine."""
-    name, address = (node.node, node.address) if isinstance(node, Job) else (
-        node.get("name"), node.get("address"))
-    return address in ssh.LOCAL_ADDRESSES or name in ssh.LOCAL_ADDRESSES
-
-
 class Sessions:
     """The master's interactive jobs; every method but the sender thread runs under the
     master's lock."""
@@ -80,6 +73,11 @@ class Sessions:
         self.changed = threading.Condition(master.lock)
         self.limits: dict = {}  # the multiuser's ``interactive`` policy
         self.notices: list[str] = []  # for the owner's next qpy command
+        # IDs of the interactive jobs that may be queued or running (``live`` drops the
+        # rest): a new one is added by ``connect``, a moved one by ``moved``
+        records = master.records
+        self.ids = {j.id for j in [*records.queue.jobs.values(), *records.running.values()]
+                    if j.kind}
         self._dirty = threading.Event()
         master.records.on_move.append(self.moved)
         threading.Thread(target=self._send_loop, name="idle-reports", daemon=True).start()
@@ -93,7 +91,7 @@ class Sessions:
     def command(self, job: Job) -> str:
         """The job's command: the session program, run by this machine's interpreter on
         this machine and by the node's python3 elsewhere."""
-        local = is_local(job)
+        local = ssh.is_local(job.node, job.address)
         python = shlex.quote(sys.executable) if local else "python3"
         args = [self.directory(job), str(job.kind), str(job.id), str(job.node),
                 *((job.session or {}).get("program") or [])]
@@ -112,6 +110,7 @@ class Sessions:
         """``Records.move`` changed a job's status: waiters and the multiuser hear of a
         session's."""
         if job.kind:
+            self.ids.add(job.id)  # a session queued again is live again
             self._wake()
             self.report()
 
@@ -136,24 +135,26 @@ class Sessions:
         return job.reason if job.kind else None
 
     def _wake(self) -> None:
-        try:
-            self.changed.notify_all()
-        except RuntimeError:  # not under the lock: nobody can be waiting then
-            pass
+        """Wake ``session_wait``; every caller holds the master's lock (a move, a launcher
+        event), and one that did not would fail here rather than lose the wake-up."""
+        self.changed.notify_all()
 
     # -- what qpy connect sees -------------------------------------------------------------
 
     def live(self) -> list[Job]:
-        """The queued and running interactive jobs, by ID."""
-        jobs = [*self.m.records.queue.jobs.values(), *self.m.records.running.values()]
-        return sorted((j for j in jobs if j.kind), key=lambda j: j.id)
+        """The queued and running interactive jobs, by ID, found among ``ids`` rather than
+        all live jobs; ended ones (and one whose adding was rolled back) drop out here."""
+        jobs = [job for i in sorted(self.ids)
+                if (job := self.m.records.live(i)) is not None and job.kind]
+        self.ids = {job.id for job in jobs}
+        return jobs
 
     def record(self, job: Job, now: float) -> dict:
         """A session as ``qpy connect`` sees it (``wire.RECORDS["session"]``)."""
         state = job.session or {}
         running = job.status == RUNNING
         ready = running and bool(state.get("ready"))
-        local = bool(job.node and is_local(job))
+        local = bool(job.node and ssh.is_local(job.node, job.address))
         idle = now - job.idle_since if running and job.idle_since is not None else None
         return {"id": job.id, "name": job.name, "kind": job.kind, "status": job.status,
                 "node": job.node, "address": job.address, "local": local,

@@ -22,8 +22,8 @@ from qpy.defaults import DEFAULT_UMASK
 from qpy.model import Job
 from qpy.server import BadRequest, NotFound, RequestError
 from qpy.states import LIVE, QUEUE
+from qpy.words import plural
 from qpy_master.gates import failure
-from qpy_master.handler_args import plural
 
 
 def new_jobs(specs: list[dict], msg: dict, settings: dict,
@@ -168,9 +168,7 @@ def never_fits(nodes, cores: int, mem: float, attr: str | None) -> str | None:
     nodes = list(nodes)
     if not nodes:
         return None
-    expr = attrs.compile_expr(attr) if attr else None
-    matching = [n for n in nodes
-                if expr is None or expr.matches(frozenset(n.get("attrs", ())), n["name"])]
+    matching = attrs.matching(nodes, attr)
     if not matching:
         return f"no node has the attributes {attr}"
     if any(not n["cores"] or (cores <= n["cores"] and mem <= (n["mem"] or mem))
@@ -189,10 +187,8 @@ def too_few(nodes, count: int, cores: int, mem: float, attr: str | None) -> str 
     nodes = list(nodes)
     if count <= 1 or not nodes:
         return None
-    expr = attrs.compile_expr(attr) if attr else None
-    fit = [n["name"] for n in nodes
-           if (expr is None or expr.matches(frozenset(n.get("attrs", ())), n["name"]))
-           and (not n["cores"] or (cores <= n["cores"] and mem <= (n["mem"] or mem)))]
+    fit = [n["name"] for n in attrs.matching(nodes, attr)
+           if not n["cores"] or (cores <= n["cores"] and mem <= (n["mem"] or mem))]
     if len(fit) >= count:
         return None
     have = ", ".join(sorted(fit)) if fit else "none"

@@ -15,7 +15,8 @@ from qpy.model import Job
 from qpy.server import NotFound
 from qpy.states import DONE, QUEUE, RUNNING
 from qpy.timetext import iso
-from qpy_master.handler_args import ask_multiuser, plural
+from qpy.words import plural
+from qpy_master.handler_args import ask_multiuser
 
 Why = tuple[str, str, dict]  # the reason's kind, its text, its numbers
 

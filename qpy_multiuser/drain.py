@@ -13,6 +13,7 @@ import logging
 import time
 
 from qpy.server import BadRequest, NotFound
+from qpy.words import plural
 
 log = logging.getLogger("qpy.multiuser")
 REASON_CHARS = 200
@@ -59,7 +60,7 @@ def drain(mu, args: list[str]) -> dict:
         log.info("node %s %s by the admin%s", node.name, state(node),
                  f": {node.drain_reason}" if node.drain_reason else "")
         lines.append(f"Node {node.name} {state(node)}: no new job starts there" +
-                     (f"; {running} running job{'s' * (running != 1)} finish."
+                     (f"; {plural(running, 'running job')} finish."
                       if running else "."))
     _pool_changed(mu, nodes, "drained")
     return {"text": "\n".join(lines) + "\n"}

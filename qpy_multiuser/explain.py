@@ -25,9 +25,8 @@ def explain(alloc: Allocator, user: User, k: int, mem: float, attr: str | None,
         taken = sum(n.mem for n in empty[:whole]) if enough else mem * whole
     waiting = [u for u in alloc.users.values()
                if u is not user and u.queue > 0 and u.used < u.share]
-    expr = attrs.compile_expr(attr) if attr else None
-    matching = [n for n in alloc.nodes.values() if n.name in alloc.configured
-                and (expr is None or expr.matches(n.attrs, n.name))]
+    matching = attrs.matching((n for n in alloc.nodes.values() if n.name in alloc.configured),
+                              attr)
     up = [n for n in matching if n.up]
     node = placement.node_for(alloc.buckets, k, mem, attr)
     closest = None

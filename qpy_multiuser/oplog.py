@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from qpy.lograte import ALWAYS
+from qpy.words import plural
 from qpy_multiuser.allocator import Allocator, User, limit_reason
 
 log = logging.getLogger("qpy.multiuser.decisions")
@@ -34,15 +35,15 @@ def refusal(alloc: Allocator, user: User) -> str | None:
         why = (f"no node{where} with {cores}+ cores and {mem:g}+ GB is empty (whole node)"
                if whole == 1 else
                f"fewer than {whole} nodes{where} are empty (whole nodes)" if whole else
-               f"no node{where} has {cores} free core{'s' * (cores != 1)} and {mem:g} GB")
-    return f"job {job} ({cores} core{'s' * (cores != 1)}, {mem:g} GB): {why}"
+               f"no node{where} has {plural(cores, 'free core')} and {mem:g} GB")
+    return f"job {job} ({plural(cores, 'core')}, {mem:g} GB): {why}"
 
 
 def decided(user: str, granted: list[tuple], why: str | None) -> None:
     """Log one slot decision: ``granted`` as (job, node, cores, mem); ``why`` a refusal."""
     if granted:
         log.info("granted %s: %s", user, ", ".join(
-            f"job {job} on {node} ({cores} core{'s' * (cores != 1)}, {mem:g} GB)"
+            f"job {job} on {node} ({plural(cores, 'core')}, {mem:g} GB)"
             for job, node, cores, mem, *_ in granted), extra={"rate_key": ALWAYS})
     if why is not None:
         log.info("%s waits: %s", user, why, extra={"rate_key": user})

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from qpy import names
+from qpy.words import plural
 from qpy_multiuser.nodes import FileError, lines_of
 
 EPSILON = 1e-9  # memory sums of floats: 0.1 + 0.2 GB must fit a 0.3 GB limit
@@ -137,10 +138,10 @@ def reason(caps: Caps, jobs: int, cores: int, mem: float, more_cores: int,
     from starting one more of ``more_cores`` cores and ``more_mem`` GB; None if none
     does. The texts are what ``qpy check`` and ``qpy why`` show."""
     if caps.jobs is not None and jobs + 1 > caps.jobs:
-        return f"limit of {caps.jobs} running job{'s' * (caps.jobs != 1)} per user " \
+        return f"limit of {plural(caps.jobs, 'running job')} per user " \
                f"({jobs} running)"
     if caps.cores is not None and cores + more_cores > caps.cores:
-        return f"limit of {caps.cores} core{'s' * (caps.cores != 1)} per user " \
+        return f"limit of {plural(caps.cores, 'core')} per user " \
                f"({cores} in use, {more_cores} more asked)"
     if caps.mem is not None and mem + more_mem > caps.mem + EPSILON:
         return f"limit of {caps.mem:g} GB of memory per user ({_gb(mem)} GB in use, " \

@@ -265,6 +265,8 @@ def test_master_sigkill_while_attached_and_while_detached(qpy, term):
     qpy.kill_daemon("master")
     term.type("b", "exit 6")
     assert term.wait_status("b") == 6  # the exit code, through yet another master
+    wait_for(lambda: not (qpy.home / "run" / NODE / f"s{second}").exists(),
+             what="the directory of a session an earlier launcher started to be freed")
     term.run("c", [QPY, "connect", "1"], qpy.work)
     term.wait_screen("c", "WITHOUT-MASTER-42")
     term.type("c", "exit 5")

@@ -13,6 +13,7 @@ from qpy.client import ClientError
 from qpy.commands.common import CONTEXT, echo, fail, parse_selection, request, say
 from qpy.invocation import current
 from qpy.states import FINISHED, STATUSES
+from qpy.words import plural
 
 RUN_STATUSES = ("running", "done", "killed", "lost")  # a run never ends undone
 
@@ -45,7 +46,7 @@ def wait(timeout: float | None, jobs: tuple[str, ...]) -> None:
         echo(f"job {job_id} was cleaned before its end was seen\n")
     if waited.pending:
         count = len(waited.pending)
-        inv.err.write(f"qpy: timed out after {timeout:g} s: {count} job{'s' * (count != 1)} "
+        inv.err.write(f"qpy: timed out after {timeout:g} s: {plural(count)} "
                       "not ended yet\n")
         raise click.exceptions.Exit(2)
     if waited.failed() or waited.gone:
