@@ -14,13 +14,9 @@ import subprocess
 import sys
 import time
 
-from common import QPY, Bench, spawn_rate
+from common import QPY, Bench, live_jobs, spawn_rate
 
 JOBS = 10_000
-
-
-def done(db: sqlite3.Connection) -> int:
-    return db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'done'").fetchone()[0]
 
 
 def main() -> None:
@@ -36,7 +32,7 @@ def main() -> None:
         submitted = time.perf_counter()
         assert out == f"Jobs 1-{n} received.\n", out
         db = sqlite3.connect(f"file:{bench.home / 'jobs.db'}?mode=ro", uri=True)
-        while done(db) < n:
+        while live_jobs(db):
             time.sleep(0.005)
         finished = time.perf_counter()
     finally:

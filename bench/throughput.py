@@ -14,7 +14,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import QPY, Bench, create_cost, nodes_option, spawn_rate
+from common import QPY, Bench, create_cost, live_jobs, nodes_option, spawn_rate
 
 JOBS = 1000
 
@@ -31,15 +31,11 @@ def submit_all(bench: Bench, n: int) -> float:
     return time.perf_counter() - t
 
 
-def finished(db: sqlite3.Connection) -> int:
-    return db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'done'").fetchone()[0]
-
-
 def run_rate(bench: Bench, n: int) -> float:
     db = sqlite3.connect(f"file:{bench.home / 'jobs.db'}?mode=ro", uri=True)
     t = time.perf_counter()
     bench.qpy("ctrlQueue", "continue")
-    while finished(db) < n:
+    while live_jobs(db):
         time.sleep(0.005)
     return n / (time.perf_counter() - t)
 

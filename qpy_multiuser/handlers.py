@@ -200,8 +200,16 @@ def slots(mu: Multiuser, session: Session, msg: dict) -> dict:
 
 def _chain(mu: Multiuser, user: User, item: dict) -> bool:
     """A job that took the slot of the user's ended job (``chaining``): the allocation
-    changes hands. False if it was counted already (told again after a lost reply)."""
-    if item["job"] in user.jobs:
+    changes hands. Only ever within what that job held: a master cannot grow what it
+    holds this way. False if it was counted already (told again after a lost reply),
+    or is not believed."""
+    held = user.jobs.get(item["ended"])
+    if item["job"] in user.jobs or held is None:
+        return False
+    if item["ended"] in user.spans or item["node"] != held[0] or item["cores"] > held[1] \
+            or item["mem"] > held[2]:
+        log.warning("master of %s chained job %d into more than job %d held; not counted",
+                    user.name, item["job"], item["ended"], extra={"rate_key": user.name})
         return False
     mu.alloc.unaccount(user, item["ended"])
     mu.alloc.add(user, item["job"], mu.alloc.node_or_kept(item["node"]), item["cores"],

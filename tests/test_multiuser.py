@@ -931,3 +931,35 @@ def test_a_freed_core_goes_to_the_users_next_job_only_while_nobody_else_waits(cl
     wait_for(lambda: used(cluster) == {"alice": 0, "bob": 0, "carol": 0}, WAIT,
              "the multiuser to account every chained job's end")
     assert not any(allocations(cluster).values())
+
+
+def test_a_chained_job_is_counted_only_within_what_its_slot_held(cluster, work):
+    """A master says which job took an ended job's slot (``chained``); the multiuser
+    believes it only for a slot the user holds, and never for more cores or memory than
+    it held, whatever a user's own connection claims."""
+    alice = work("alice")
+    theirs = alice.sub()
+    alice.wait_started(theirs)
+    bob_name = cluster.name("bob")
+    cluster.qpy_as("bob", "finish")  # bob speaks as his own master from here
+    wait_for(lambda: bob_name not in cluster.variables()["connected"], WAIT,
+             "bob's master to disconnect")
+
+    def chained(conn, ended: int, job: int, node: str, cores: int, mem: float) -> dict:
+        return wire_call(conn, {"type": "slots", "release": [], "want": [], "queue_size": 0,
+                                "chained": [{"ended": ended, "job": job, "node": node,
+                                             "cores": cores, "mem": mem}]})
+
+    with cluster.connect(bob_name, cluster.user_key("bob")) as conn:
+        assert wire_call(conn, {"type": "hello", "running": [], "queue_size": 0})["ok"]
+        reply = wire_call(conn, {"type": "slots", "release": [], "queue_size": 1, "want": [
+            {"cores": 1, "mem": 1.0, "attr": None, "jobs": [7]}]})
+        node = reply["grants"][0]["node"]
+        for claim in ((7, 8, node, 2, 1.0), (7, 8, node, 1, 2.0), (9, 8, node, 1, 1.0),
+                      (theirs, 8, alice.node(theirs), 1, 1.0)):
+            assert chained(conn, *claim)["ok"] is True
+            assert cluster.variables()["users"][bob_name]["jobs"] == {"7": [node, 1, 1.0]}
+        assert chained(conn, 7, 8, node, 1, 0.5)["ok"] is True  # within its slot: believed
+        assert cluster.variables()["users"][bob_name]["jobs"] == {"8": [node, 1, 0.5]}
+        wire_call(conn, {"type": "slots", "release": [8], "want": [], "queue_size": 0})
+    release(alice, theirs)
