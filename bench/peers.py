@@ -52,7 +52,15 @@ class Tsp:
                               capture_output=True, text=True).stdout
 
     def close(self) -> None:
+        """End the server and remove its directory once it has exited: a dying server
+        still writes a file there, which left the directory behind."""
+        import psutil
+
+        server = [p for p in psutil.process_iter(["name", "environ"])
+                  if p.info["name"] in ("tsp", "ts")
+                  and (p.info["environ"] or {}).get("TS_SOCKET") == self.env["TS_SOCKET"]]
         subprocess.run(["tsp", "-K"], env=self.env, capture_output=True)
+        psutil.wait_procs(server, timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -9,7 +9,7 @@ One request is in flight at a time; a poke meanwhile is remembered and asked aft
 A job's end does not always wait for the multiuser: while it has said that a freed slot
 would go to this user anyway (``chain``: nobody else has jobs queued, no limit holds the
 user), the next ready job that fits the slot is recorded and started in it at once
-(``successor``), and a later request tells the multiuser (``chained``). The multiuser takes
+(``successor``), and the next request tells the multiuser (``chained``). The multiuser takes
 that permission back (an ``unchain`` event) the moment another user queues a job or the
 pool changes; a chain made before that event arrives counts as made before the change.
 """
@@ -28,11 +28,6 @@ from qpy_master.multiuser_link import LinkDown, MultiuserLink
 from qpy_master.records import Records
 
 log = logging.getLogger("qpy.master.scheduler")
-
-# Chained starts are told with the next request, which a release, a submission or a wake
-# makes (and which always comes before the release of a chained job); this many at most
-# wait for one, so the multiuser's ledger does not fall far behind.
-CHAIN_REPORT = 64
 
 
 class SchedulerOwner(Protocol):
@@ -57,6 +52,7 @@ class Scheduler:
         self.chained: list[dict] = []  # jobs started in ended jobs' slots, to be told
         self.told_queue = 0  # the queue size the multiuser last heard
         self.in_flight: dict | None = None  # the request in flight
+        self.asking: set[int] = set()  # the jobs it asks for (never chained meanwhile)
         self.chain: int | None = None  # the multiuser's permission to chain, by its epoch
         self.unchained = 0  # the epoch of the last permission it took back
         self.again = False
@@ -79,6 +75,7 @@ class Scheduler:
                                     "queue_size": queue_size,
                                     **({"chained": self.chained} if self.chained else {})}
             self.release, self.chained = [], []
+            self.asking = {job for group in want for job in group["jobs"]}
         trace.mark("master: slots asked")
         try:
             if self.link is None:
@@ -92,7 +89,7 @@ class Scheduler:
         for a job the hello left out is harmless, one lost would hold its core)."""
         trace.mark("master: slots answered")
         with self.m.lock:
-            asked, self.in_flight = self.in_flight or {}, None
+            asked, self.in_flight, self.asking = self.in_flight or {}, None, set()
             again, self.again = self.again, False
             if reply is None or not reply.get("ok"):
                 if reply is not None:
@@ -141,13 +138,13 @@ class Scheduler:
 
     def freed(self, job: Job, successor: Job | None = None) -> None:
         """A job's slot is no longer used: released with the next request, unless its
-        ``successor`` (recorded with the end) starts in it (told with a later one)."""
+        ``successor`` (recorded with the end) starts in it: then that request tells the
+        multiuser so, after the start (one request is in flight at a time, so under load
+        one tells of many)."""
         if successor is None:
             self.release.append(job.id)
         else:
             self.m.start(successor)
-            if len(self.chained) < CHAIN_REPORT:
-                return  # nobody else waits for the slot meanwhile
         self.poke()
 
     def successor(self, ended: Job) -> Job | None:
@@ -155,13 +152,15 @@ class Scheduler:
         transaction, with the end), if it is what the multiuser would grant: the
         permission holds, the job needs no more cores or memory than the slot has and
         nothing else of its node (attributes: none, or the same), and the node is still
-        up and not drained. Whole-node, multi-node and interactive jobs ask."""
+        up and not drained. Whole-node, multi-node and interactive jobs ask, and so
+        does a job asked for by the request in flight (the multiuser may grant it too)."""
         if self.chain is None or self.chain < self.unchained or self.m.paused \
                 or ended.kind or ended.exclusive or ended.span:
             return None
         job = self.records.queue.first_ready()
         node = self.m.nodes.get(ended.node) or {}
-        if job is None or job.kind or job.exclusive or job.n_nodes > 1 \
+        if job is None or job.id in self.asking or job.kind or job.exclusive \
+                or job.n_nodes > 1 \
                 or job.n_cores > ended.n_cores or job.mem > ended.mem \
                 or job.attr not in (None, ended.attr) or not node.get("up") \
                 or node.get("state") != "up" or node.get("drain_since") is not None:

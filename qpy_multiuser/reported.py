@@ -53,6 +53,7 @@ def reconcile(alloc: Allocator, user: User, running: list[dict], trust_fit: bool
             others.append(item)
         else:
             left_out.append(job)
+    others = _chained(alloc, user, others, granted, spans)
     for item in others:
         parts = [(item["node"], item["cores"], float(item["mem"])), *map(tuple, _more(item))]
         nodes = [alloc.nodes.get(name) for name, _, _ in parts]
@@ -69,3 +70,25 @@ def reconcile(alloc: Allocator, user: User, running: list[dict], trust_fit: bool
             left_out.append(item["job"])
     alloc.forget_if_gone(user)
     return left_out
+
+
+def _chained(alloc: Allocator, user: User, others: list[dict], ended: dict,
+             spans: dict) -> list[dict]:
+    """Reported jobs that a master started in the slot of one of its ended jobs and had
+    not told of yet (chaining tells afterwards, and either daemon may restart first):
+    each counts in place of one granted job that is no longer reported, on the same
+    node, within its cores and memory, so nothing is believed beyond what the user
+    held. Returns the others."""
+    rest = []
+    for item in others:
+        slot = None if _more(item) or item["job"] in user.jobs else next(
+            (job for job, (node, cores, mem) in ended.items() if job not in spans
+             and node == item["node"] and item["cores"] <= cores and item["mem"] <= mem),
+            None)
+        if slot is None:
+            rest.append(item)
+            continue
+        del ended[slot]
+        alloc.add(user, item["job"], alloc.node_or_kept(item["node"]), item["cores"],
+                  float(item["mem"]))
+    return rest
